@@ -1,0 +1,105 @@
+# Herald — plain Makefile. `make` builds bin/, `make SAN=1` builds the
+# AddressSanitizer + UBSan variant into bin-san/, `make check` runs the tests.
+
+PKGS    := hiredis libuv libcurl jansson openssl sqlite3
+CC      ?= cc
+WARN    := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wvla
+ifeq ($(CI),true)
+WERROR  ?= -Werror
+endif
+OPT     ?= -O2 -g
+DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+DEPLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(WERROR) -MMD -MP \
+             -Icommon -Iproducer $(DEPCFLAGS) $(CFLAGS)
+LDFLAGS_ALL = $(LDFLAGS)
+
+ifeq ($(SAN),1)
+B       := build-san
+BIN     := bin-san
+OPT     := -O1 -g -fno-omit-frame-pointer
+CFLAGS_ALL += -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDFLAGS_ALL += -fsanitize=address,undefined
+else
+B       := build
+BIN     := bin
+endif
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+CFLAGS_ALL += -DHERALD_VERSION=\"$(VERSION)\"
+
+COMMON_SRC   := $(wildcard common/*.c)
+WORKER_SRC   := $(wildcard worker/*.c)
+LIB_SRC      := $(wildcard producer/lib*.c)
+ENQ_SRC      := $(wildcard producer/enqueue*.c)
+CTL_SRC      := $(wildcard producer/ctl*.c)
+UNIT_SRC     := $(wildcard tests/unit/test_*.c)
+
+obj = $(patsubst %.c,$(B)/%.o,$(1))
+
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+LIB_OBJ    := $(call obj,$(LIB_SRC))
+UNIT_BINS  := $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
+
+PROGS := $(BIN)/herald-worker $(BIN)/herald-enqueue $(BIN)/heraldctl \
+         $(BIN)/libherald.a
+
+.PHONY: all san units check test deps bench fmt fmt-check clean
+all: $(PROGS) $(UNIT_BINS)
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(B)/libcommon.a: $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/libherald.a: $(LIB_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/herald-worker: $(call obj,$(WORKER_SRC)) $(B)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+
+$(BIN)/herald-enqueue: $(call obj,$(ENQ_SRC)) $(BIN)/libherald.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+
+$(BIN)/heraldctl: $(call obj,$(CTL_SRC)) $(BIN)/libherald.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+
+$(BIN)/test_%: $(B)/tests/unit/test_%.o $(BIN)/libherald.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+
+san:
+	$(MAKE) SAN=1 all
+
+deps:
+	@scripts/deps.sh
+
+# The README's test command: installs what is missing, builds both
+# variants, runs unit and integration tests.
+check test:
+	@scripts/test.sh
+
+bench:
+	@scripts/deps.sh
+	$(MAKE) all
+	@scripts/bench.sh
+
+fmt:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+fmt-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-san bin bin-san
+
+-include $(shell find build build-san -name '*.d' 2>/dev/null)
+.PRECIOUS: $(B)/%.o $(B)/tests/unit/%.o

@@ -1,0 +1,111 @@
+/*
+ * job — the notification job of SPEC §3: parse and validate.
+ *
+ * job_parse() takes the raw bytes exactly as they came off the queue and
+ * either returns a fully validated `struct job` or fills a `struct herr`
+ * naming the first field at fault ("to[2]" + "not an address", "subject" +
+ * "contains a line break"). It checks the size cap before parsing. No I/O.
+ *
+ * Every string in a parsed job is valid UTF-8 without NUL; every header
+ * field (subject, names, addresses, X- header values) is free of CR, LF
+ * and other control characters, so the message builder can trust them.
+ */
+#ifndef HERALD_JOB_H
+#define HERALD_JOB_H
+
+#include "err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define JOB_MAX_BYTES (10u * 1024 * 1024) /* whole job, raw JSON */
+#define JOB_ID_MAX 128
+#define JOB_TYPE_MAX 32
+#define JOB_ORG_MAX 64
+#define JOB_ACCOUNT_MAX 64
+#define JOB_TO_MAX 50
+#define JOB_RCPT_MAX 100       /* to + cc + bcc */
+#define JOB_SUBJECT_MAX 998    /* bytes */
+#define JOB_NAME_MAX 256       /* display names, bytes */
+#define JOB_ADDR_MAX 254       /* RFC 5321 path limit */
+#define JOB_HEADERS_MAX 32     /* extra X- headers */
+#define JOB_HEADER_NAME_MAX 76
+#define JOB_HEADER_VALUE_MAX 900
+#define JOB_ATTACHMENTS_MAX 32
+#define JOB_FILENAME_MAX 255
+#define JOB_TEMPLATE_MAX 64
+
+enum job_priority { JOB_PRIO_HIGH = 0, JOB_PRIO_NORMAL = 1, JOB_PRIO_LOW = 2 };
+#define JOB_PRIO_COUNT 3
+
+struct job_addr {
+    char *email; /* local@domain, validated */
+    char *name;  /* display name or NULL */
+};
+
+struct job_attachment {
+    char *filename;
+    char *content_type; /* "type/subtype", validated; default
+                           application/octet-stream */
+    unsigned char *data; /* decoded bytes */
+    size_t len;
+};
+
+struct job_header {
+    char *name; /* "X-..." */
+    char *value;
+};
+
+struct job {
+    char *id;      /* NULL when the job carried none (see job_assign_id) */
+    char *type;
+    char *org;
+    char *account;
+    char *from;
+    char *from_name; /* NULL if absent */
+    char *reply_to;  /* NULL if absent (then `from` applies) */
+    struct job_addr *to, *cc, *bcc;
+    size_t nto, ncc, nbcc;
+    char *subject; /* NULL only with a template */
+    char *text;    /* NULL if absent */
+    char *html;    /* NULL if absent */
+    char *template_name; /* NULL if absent */
+    char *data_json;     /* template data, compact JSON, or NULL */
+    struct job_attachment *attachments;
+    size_t nattachments;
+    int64_t send_at_ms; /* 0 when absent */
+    enum job_priority priority;
+    struct job_header *headers;
+    size_t nheaders;
+    char *meta_json; /* compact JSON of `meta`, or NULL */
+};
+
+/*
+ * Parses and validates `len` bytes of `raw` (need not be NUL-terminated).
+ * On success returns 0 and stores a new job in *out (caller frees with
+ * job_free). On failure returns HERR_INVALID or HERR_TOOBIG, leaves *out
+ * NULL and fills `e` (may be NULL) with the field and the rule.
+ */
+int job_parse(const char *raw, size_t len, struct job **out, struct herr *e);
+
+void job_free(struct job *j);
+
+/* Assigns a fresh random id ("h-" + 32 hex) when the job has none. */
+void job_assign_id(struct job *j);
+
+/*
+ * Serializes a valid job back to compact JSON (the canonical form the
+ * producer pushes). Returns a new NUL-terminated string.
+ */
+char *job_to_json(const struct job *j);
+
+const char *job_priority_name(enum job_priority p);
+/* Returns 0 and sets *p for "high"/"normal"/"low", else HERR_INVALID. */
+int job_priority_parse(const char *s, enum job_priority *p);
+
+/* Field validators shared with the CLIs (return 1 when valid). */
+int job_valid_email(const char *s);
+int job_valid_id(const char *s);
+int job_valid_org(const char *s);   /* also for account */
+
+#endif

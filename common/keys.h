@@ -1,0 +1,57 @@
+/*
+ * keys — the Redis key layout, shared by the worker and the producers.
+ * Every key starts with the configured prefix (HERALD_PREFIX, "herald").
+ *
+ *   <p>:queue:high|normal|low   list   producers LPUSH raw job JSON; workers
+ *                                      take from the right (FIFO)
+ *   <p>:processing:<worker>     list   jobs a worker has taken and not yet
+ *                                      finished (crash-safe take)
+ *   <p>:workers                 hash   worker id -> last heartbeat (ms)
+ *   <p>:dead                    list   dead letters, newest at the left:
+ *                                      {"error","field","reason","at",
+ *                                       "id"?, "job"|"job_base64"}
+ *   <p>:id:<job id>             string delivery ledger: "sent" once
+ *                                      accepted by SMTP, "inflight:<worker>"
+ *                                      while one worker holds it
+ *
+ * Helpers build key names into a caller buffer and return its length, or
+ * -1 when it does not fit.
+ */
+#ifndef HERALD_KEYS_H
+#define HERALD_KEYS_H
+
+#include "job.h"
+
+#include <stdio.h>
+
+#define KEYS_MAX 256
+
+static inline int
+keys_queue(char *out, size_t n, const char *prefix, enum job_priority p)
+{
+    int r = snprintf(out, n, "%s:queue:%s", prefix, job_priority_name(p));
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+static inline int
+keys_processing(char *out, size_t n, const char *prefix, const char *worker)
+{
+    int r = snprintf(out, n, "%s:processing:%s", prefix, worker);
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+static inline int
+keys_simple(char *out, size_t n, const char *prefix, const char *name)
+{
+    int r = snprintf(out, n, "%s:%s", prefix, name);
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+static inline int
+keys_ledger(char *out, size_t n, const char *prefix, const char *id)
+{
+    int r = snprintf(out, n, "%s:id:%s", prefix, id);
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+#endif

@@ -1,0 +1,142 @@
+/*
+ * mc — the Message Center store (SPEC §6).
+ *
+ * One record per job id: what was sent (or is being sent), to whom, by
+ * which path, and what happened. The store sits behind a small table of
+ * function pointers (struct mc_backend) chosen by the URL scheme; the one
+ * backend today is SQLite ("sqlite://PATH", WAL, safe for several worker
+ * processes on one host).
+ *
+ * Batching: writes may be grouped with mc_batch_begin()/mc_batch_commit();
+ * outside a batch each write is its own transaction. A record is durable
+ * once the call (or the commit of its batch) returned 0.
+ *
+ * Times are milliseconds since the epoch (UTC); 0 means "not set". Fields
+ * typed JSON in SPEC §6 (to, cc, attachments, meta, recipients) are held
+ * as compact JSON text.
+ */
+#ifndef HERALD_MC_H
+#define HERALD_MC_H
+
+#include "err.h"
+#include "job.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum mc_status {
+    MC_QUEUED = 0,
+    MC_SENDING,
+    MC_SENT,
+    MC_DEFERRED,
+    MC_FAILED,
+};
+
+const char *mc_status_name(enum mc_status s);
+int mc_status_parse(const char *s, enum mc_status *out); /* 0 / HERR_INVALID */
+
+struct mc_record {
+    char *id, *org, *account, *type;
+    enum mc_status status;
+    char *path;        /* "scheme" | "spf" | "relay", NULL until resolved */
+    char *path_reason; /* why that path, NULL until resolved */
+    char *from;        /* the job's from (the organisation's address) */
+    char *from_name;
+    char *sender;   /* envelope sender actually used, NULL until resolved */
+    char *reply_to; /* Reply-To actually used (or the job's) */
+    char *to_json, *cc_json, *bcc_json; /* [{"email","name"}...] */
+    char *subject, *text, *html;
+    char *attachments_json; /* [{"filename","content_type","size"}...] */
+    char *meta_json;        /* NULL when the job had none */
+    char *recipients_json;  /* [{"email","kind","status","reply"}...] */
+    int64_t created_at, updated_at, sent_at, next_attempt_at;
+    int attempts;
+    char *last_error, *smtp_reply;
+};
+
+/* A change to an existing record. NULL strings and negative times mean
+ * "leave as is"; `status` is always applied. */
+struct mc_update {
+    const char *id;
+    enum mc_status status;
+    const char *path, *path_reason, *sender, *reply_to;
+    int attempts_add; /* added to attempts */
+    int64_t sent_at, next_attempt_at; /* -1: unchanged; 0: clear */
+    const char *last_error, *smtp_reply, *recipients_json;
+};
+
+struct mc_filter {
+    const char *org, *account, *to; /* exact match; NULL = any */
+    int has_status;
+    enum mc_status status;
+    int64_t since, until; /* created_at range, 0 = open */
+    int limit;            /* <= 0: 50 */
+};
+
+struct mc;
+
+/*
+ * Opens the store named by `url`. Returns 0 and a new handle in *out, or
+ * HERR_INVALID (unknown scheme, bad path) / HERR_STORE with `e` filled.
+ * Creates the schema (and missing parent directory) when needed.
+ */
+int mc_open(const char *url, struct mc **out, struct herr *e);
+void mc_close(struct mc *m);
+
+int mc_batch_begin(struct mc *m, struct herr *e);
+int mc_batch_commit(struct mc *m, struct herr *e);
+void mc_batch_rollback(struct mc *m);
+
+/*
+ * Inserts `r` if no record with r->id exists. Returns 0 when inserted;
+ * HERR_EXISTS when a record is already there, with its status stored in
+ * *existing (may be NULL); HERR_STORE on failure.
+ */
+int mc_insert(struct mc *m, const struct mc_record *r,
+              enum mc_status *existing, struct herr *e);
+
+/* Applies `u`. HERR_NOTFOUND when no such id. Sets updated_at to now. */
+int mc_update(struct mc *m, const struct mc_update *u, struct herr *e);
+
+/* Loads one record (caller frees with mc_record_free); HERR_NOTFOUND. */
+int mc_get(struct mc *m, const char *id, struct mc_record **out,
+           struct herr *e);
+
+/* Lists records matching `f`, newest first. *out is an array of *n
+ * records (caller frees with mc_records_free). */
+int mc_list(struct mc *m, const struct mc_filter *f, struct mc_record ***out,
+            size_t *n, struct herr *e);
+
+void mc_record_free(struct mc_record *r);
+void mc_records_free(struct mc_record **v, size_t n);
+
+/*
+ * Builds the initial record of a valid job (status queued, created_at =
+ * updated_at = now, recipients all "pending"). The job must have an id.
+ */
+struct mc_record *mc_record_from_job(const struct job *j);
+
+/* The record as one JSON object (SPEC §6 field names); new string. */
+char *mc_record_to_json(const struct mc_record *r);
+
+/* Backend table: one per URL scheme. */
+struct mc_backend {
+    const char *scheme; /* "sqlite" */
+    int (*open)(const char *rest, void **state, struct herr *e);
+    void (*close)(void *state);
+    int (*begin)(void *state, struct herr *e);
+    int (*commit)(void *state, struct herr *e);
+    void (*rollback)(void *state);
+    int (*insert)(void *state, const struct mc_record *r,
+                  enum mc_status *existing, struct herr *e);
+    int (*update)(void *state, const struct mc_update *u, int64_t now,
+                  struct herr *e);
+    int (*get)(void *state, const char *id, struct mc_record **out,
+               struct herr *e);
+    int (*list)(void *state, const struct mc_filter *f,
+                struct mc_record ***out, size_t *n, struct herr *e);
+};
+
+extern const struct mc_backend mc_backend_sqlite;
+
+#endif

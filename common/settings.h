@@ -1,0 +1,84 @@
+/*
+ * settings — every setting of SPEC §2 as one row of one table: name, env
+ * variable, flag, default, bounds, whether it is secret.
+ *
+ * Loading order: embedded defaults, then the environment, then flags
+ * (flags win). --print-config shows the effective values, secrets hidden.
+ * Secrets (passwords) have no flag: they never appear in argv.
+ */
+#ifndef HERALD_SETTINGS_H
+#define HERALD_SETTINGS_H
+
+#include "err.h"
+
+#include <stdio.h>
+
+struct settings {
+    char *redis;
+    char *prefix;
+    char *relay;
+    char *relay_user;
+    char *relay_password;
+    char *default_from;
+    char *sender_domain;
+    char *mc;
+    char *secret_key_file;
+    long concurrency;
+    char *ca_file;
+    char *platform_name;
+    char *dns;
+    char *sender_ips;
+    long heartbeat_s;
+    long retry_base_s;
+    long retry_cap_s;
+    long retry_max_attempts;
+    long retry_max_age_s;
+    long connect_timeout_s;
+    long smtp_timeout_s;
+    long shutdown_grace_s;
+    char *worker_id;
+    char *log_level;
+};
+
+/* Fills every field with its embedded default (strings are owned). */
+void settings_defaults(struct settings *s);
+void settings_free(struct settings *s);
+
+/*
+ * Applies HERALD_* variables from the environment. Returns 0, or
+ * HERR_INVALID with `e` naming the variable and the rule.
+ */
+int settings_load_env(struct settings *s, struct herr *e);
+
+/*
+ * Consumes setting flags ("--redis URL" or "--redis=URL") from argv,
+ * compacting argv in place and updating *argc, so the program can parse
+ * what remains. Returns 0, or HERR_INVALID naming the flag.
+ */
+int settings_load_args(struct settings *s, int *argc, char **argv,
+                       struct herr *e);
+
+/* Sets one setting by env name ("HERALD_RELAY") or flag ("--relay"). */
+int settings_set(struct settings *s, const char *key, const char *value,
+                 struct herr *e);
+
+/* One "NAME=value" line per setting; secrets printed as "(hidden)"/"(unset)". */
+void settings_print(const struct settings *s, FILE *f);
+
+/* The "Settings:" part of --help: flag, env name, default, meaning. */
+void settings_usage(FILE *f);
+
+/* Parsed HERALD_REDIS. */
+struct redis_target {
+    char host[256];
+    int port;
+    char unix_path[256]; /* non-empty for unix:// */
+    char password[256];
+    int db;
+};
+
+/* Parses a Redis URL (SPEC §2 forms). 0 or HERR_INVALID with `e`. */
+int settings_parse_redis(const char *url, struct redis_target *t,
+                         struct herr *e);
+
+#endif

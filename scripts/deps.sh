@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Herald builds, runs and tests with, when any
+# is missing. Safe to run again: it does nothing when all are present.
+set -euo pipefail
+
+PKGS=(
+  build-essential pkg-config clang clang-format
+  libhiredis-dev libuv1-dev libcurl4-openssl-dev libjansson-dev libssl-dev
+  libsqlite3-dev
+  redis-server redis-tools
+  python3 python3-aiosmtpd python3-yaml
+  postfix            # smtp-sink / smtp-source for `make bench`
+  docker-compose     # `docker-compose config -q` in the tests
+  sqlite3 openssl procps iproute2 curl
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+    || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# postfix asks questions on install; answer "no configuration" up front.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Installing a server package may start it on its default port; Herald's
+# tests and demo start their own on free ports, so stop the system ones.
+for svc in redis-server postfix; do
+  if command -v service >/dev/null 2>&1; then $SUDO service "$svc" stop >/dev/null 2>&1 || true; fi
+done
