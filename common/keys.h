@@ -10,9 +10,14 @@
  *   <p>:dead                    list   dead letters, newest at the left:
  *                                      {"error","field","reason","at",
  *                                       "id"?, "job"|"job_base64"}
- *   <p>:id:<job id>             string delivery ledger: "sent" once
- *                                      accepted by SMTP, "inflight:<worker>"
- *                                      while one worker holds it
+ *   <p>:scheduled               zset   jobs (canonical JSON, with id) due
+ *                                      later (send_at, retries); score = due
+ *                                      time in ms; workers move due ones to
+ *                                      their lane
+ *   <p>:job:<job id>            hash   delivery ledger: state ("inflight",
+ *                                      "sent", "failed"), owner (worker id
+ *                                      while inflight), attempts, first_at
+ *                                      (ms). A "sent" id is never sent again.
  *
  * Helpers build key names into a caller buffer and return its length, or
  * -1 when it does not fit.
@@ -50,7 +55,7 @@ keys_simple(char *out, size_t n, const char *prefix, const char *name)
 static inline int
 keys_ledger(char *out, size_t n, const char *prefix, const char *id)
 {
-    int r = snprintf(out, n, "%s:id:%s", prefix, id);
+    int r = snprintf(out, n, "%s:job:%s", prefix, id);
     return r < 0 || (size_t)r >= n ? -1 : r;
 }
 

@@ -9,7 +9,15 @@
  *
  * Batching: writes may be grouped with mc_batch_begin()/mc_batch_commit();
  * outside a batch each write is its own transaction. A record is durable
- * once the call (or the commit of its batch) returned 0.
+ * once the call (or the commit of its batch) returned 0. Inside a batch a
+ * failed write leaves no partial record behind (the batch stays open and
+ * the caller may go on or roll back).
+ *
+ * SQLite URL: "sqlite://./rel/mc.db", "sqlite://rel/mc.db" (relative) or
+ * "sqlite:///abs/mc.db", optionally followed by "?busy_timeout_ms=N"
+ * (default 5000, 0..600000): how long a write waits for another process
+ * holding the file before failing with HERR_STORE "database is locked".
+ * A handle is for one thread; each process opens its own.
  *
  * Times are milliseconds since the epoch (UTC); 0 means "not set". Fields
  * typed JSON in SPEC §6 (to, cc, attachments, meta, recipients) are held
@@ -56,21 +64,29 @@ struct mc_record {
 
 /* A change to an existing record. NULL strings and negative times mean
  * "leave as is"; `status` is always applied. */
-struct mc_update {
+struct mc_update { /* start from mc_update_init() */
     const char *id;
     enum mc_status status;
     const char *path, *path_reason, *sender, *reply_to;
-    int attempts_add; /* added to attempts */
+    int attempts_add;                 /* added to attempts */
     int64_t sent_at, next_attempt_at; /* -1: unchanged; 0: clear */
     const char *last_error, *smtp_reply, *recipients_json;
+    /* For every string above: NULL leaves the field, "" clears it. */
 };
+
+/* Fills `u` with "change nothing but the status" (times -1, strings NULL,
+ * attempts_add 0). Zero-initialised updates would clear the times. */
+void mc_update_init(struct mc_update *u, const char *id, enum mc_status status);
+
+#define MC_LIST_DEFAULT 50
+#define MC_LIST_MAX 1000
 
 struct mc_filter {
     const char *org, *account, *to; /* exact match; NULL = any */
     int has_status;
     enum mc_status status;
-    int64_t since, until; /* created_at range, 0 = open */
-    int limit;            /* <= 0: 50 */
+    int64_t since, until; /* created_at range, both inclusive, 0 = open */
+    int limit;            /* <= 0: MC_LIST_DEFAULT; capped at MC_LIST_MAX */
 };
 
 struct mc;
@@ -83,6 +99,9 @@ struct mc;
 int mc_open(const char *url, struct mc **out, struct herr *e);
 void mc_close(struct mc *m);
 
+/* begin: HERR_INVALID when a batch is already open. commit: HERR_INVALID
+ * when none is open; on HERR_STORE the batch has been rolled back and is
+ * closed. rollback: no-op when no batch is open. */
 int mc_batch_begin(struct mc *m, struct herr *e);
 int mc_batch_commit(struct mc *m, struct herr *e);
 void mc_batch_rollback(struct mc *m);
@@ -90,10 +109,13 @@ void mc_batch_rollback(struct mc *m);
 /*
  * Inserts `r` if no record with r->id exists. Returns 0 when inserted;
  * HERR_EXISTS when a record is already there, with its status stored in
- * *existing (may be NULL); HERR_STORE on failure.
+ * *existing (may be NULL); HERR_STORE on failure; HERR_INVALID when id,
+ * org, account, type or from is missing, created_at is not set, or
+ * to/cc/bcc_json is not a JSON array of {"email"...} objects.
+ * Recipient e-mails are indexed lowercased for mc_list's `to` filter.
  */
-int mc_insert(struct mc *m, const struct mc_record *r,
-              enum mc_status *existing, struct herr *e);
+int mc_insert(struct mc *m, const struct mc_record *r, enum mc_status *existing,
+              struct herr *e);
 
 /* Applies `u`. HERR_NOTFOUND when no such id. Sets updated_at to now. */
 int mc_update(struct mc *m, const struct mc_update *u, struct herr *e);
@@ -102,8 +124,10 @@ int mc_update(struct mc *m, const struct mc_update *u, struct herr *e);
 int mc_get(struct mc *m, const char *id, struct mc_record **out,
            struct herr *e);
 
-/* Lists records matching `f`, newest first. *out is an array of *n
- * records (caller frees with mc_records_free). */
+/* Lists records matching `f`, newest first (created_at, then id, both
+ * descending). `to` matches any to/cc/bcc address, case-insensitively.
+ * *out is an array of *n records (caller frees with mc_records_free;
+ * *out may be NULL when *n is 0). */
 int mc_list(struct mc *m, const struct mc_filter *f, struct mc_record ***out,
             size_t *n, struct herr *e);
 
@@ -112,11 +136,14 @@ void mc_records_free(struct mc_record **v, size_t n);
 
 /*
  * Builds the initial record of a valid job (status queued, created_at =
- * updated_at = now, recipients all "pending"). The job must have an id.
+ * updated_at = now, recipients all "pending"). The job must have an id;
+ * returns NULL when j->id is NULL.
  */
 struct mc_record *mc_record_from_job(const struct job *j);
 
-/* The record as one JSON object (SPEC §6 field names); new string. */
+/* The record as one JSON object (SPEC §6 field names: "from" for the
+ * from field; JSON-typed fields embedded, times RFC 3339 UTC or null,
+ * absent strings null); new compact string. */
 char *mc_record_to_json(const struct mc_record *r);
 
 /* Backend table: one per URL scheme. */
@@ -133,8 +160,8 @@ struct mc_backend {
                   struct herr *e);
     int (*get)(void *state, const char *id, struct mc_record **out,
                struct herr *e);
-    int (*list)(void *state, const struct mc_filter *f,
-                struct mc_record ***out, size_t *n, struct herr *e);
+    int (*list)(void *state, const struct mc_filter *f, struct mc_record ***out,
+                size_t *n, struct herr *e);
 };
 
 extern const struct mc_backend mc_backend_sqlite;

@@ -1,0 +1,431 @@
+/*
+ * mc — backend dispatch, argument checks shared by every backend, and the
+ * record's JSON forms. The backends (mc_sqlite.c) only store and load.
+ */
+#include "mc.h"
+#include "clock.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mc {
+    const struct mc_backend *be;
+    void *state;
+};
+
+static const struct mc_backend *const backends[] = {
+    &mc_backend_sqlite,
+};
+
+static const char *const status_names[] = {
+    [MC_QUEUED] = "queued",     [MC_SENDING] = "sending", [MC_SENT] = "sent",
+    [MC_DEFERRED] = "deferred", [MC_FAILED] = "failed",
+};
+#define NSTATUS (sizeof status_names / sizeof status_names[0])
+
+const char *
+mc_status_name(enum mc_status s)
+{
+    if ((unsigned)s < NSTATUS)
+        return status_names[s];
+    return "unknown";
+}
+
+int
+mc_status_parse(const char *s, enum mc_status *out)
+{
+    for (size_t i = 0; s && i < NSTATUS; i++)
+        if (strcmp(s, status_names[i]) == 0) {
+            if (out)
+                *out = (enum mc_status)i;
+            return 0;
+        }
+    return HERR_INVALID;
+}
+
+static int
+status_valid(enum mc_status s)
+{
+    return (unsigned)s < NSTATUS;
+}
+
+int
+mc_open(const char *url, struct mc **out, struct herr *e)
+{
+    *out = NULL;
+    if (url == NULL || url[0] == '\0')
+        return herr_set(e, HERR_INVALID, "HERALD_MC",
+                        "empty store URL; expected sqlite://PATH");
+    const char *sep = strstr(url, "://");
+    if (sep == NULL)
+        return herr_set(e, HERR_INVALID, "HERALD_MC",
+                        "\"%s\": expected SCHEME://..., e.g. "
+                        "sqlite://./var/mc.db",
+                        url);
+    size_t slen = (size_t)(sep - url);
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
+        const struct mc_backend *be = backends[i];
+        if (strlen(be->scheme) != slen || strncmp(url, be->scheme, slen) != 0)
+            continue;
+        void *state = NULL;
+        int rc = be->open(sep + 3, &state, e);
+        if (rc != 0)
+            return rc;
+        struct mc *m = xmalloc(sizeof *m);
+        m->be = be;
+        m->state = state;
+        *out = m;
+        return 0;
+    }
+    if ((slen == 10 && strncmp(url, "postgresql", slen) == 0) ||
+        (slen == 8 && strncmp(url, "postgres", slen) == 0))
+        return herr_set(e, HERR_INVALID, "HERALD_MC",
+                        "the postgresql backend is not built into this "
+                        "version; use sqlite://PATH");
+    return herr_set(e, HERR_INVALID, "HERALD_MC",
+                    "unknown store scheme \"%.*s\"; expected sqlite://PATH",
+                    (int)(slen > 32 ? 32 : slen), url);
+}
+
+void
+mc_close(struct mc *m)
+{
+    if (m == NULL)
+        return;
+    m->be->close(m->state);
+    free(m);
+}
+
+int
+mc_batch_begin(struct mc *m, struct herr *e)
+{
+    return m->be->begin(m->state, e);
+}
+
+int
+mc_batch_commit(struct mc *m, struct herr *e)
+{
+    return m->be->commit(m->state, e);
+}
+
+void
+mc_batch_rollback(struct mc *m)
+{
+    m->be->rollback(m->state);
+}
+
+int
+mc_insert(struct mc *m, const struct mc_record *r, enum mc_status *existing,
+          struct herr *e)
+{
+    if (r->id == NULL || r->id[0] == '\0')
+        return herr_set(e, HERR_INVALID, "id", "missing");
+    if (r->org == NULL)
+        return herr_set(e, HERR_INVALID, "org", "missing");
+    if (r->account == NULL)
+        return herr_set(e, HERR_INVALID, "account", "missing");
+    if (r->type == NULL)
+        return herr_set(e, HERR_INVALID, "type", "missing");
+    if (r->from == NULL)
+        return herr_set(e, HERR_INVALID, "from", "missing");
+    if (!status_valid(r->status))
+        return herr_set(e, HERR_INVALID, "status", "unknown status %d",
+                        (int)r->status);
+    if (r->created_at <= 0)
+        return herr_set(e, HERR_INVALID, "created_at", "not set");
+    return m->be->insert(m->state, r, existing, e);
+}
+
+void
+mc_update_init(struct mc_update *u, const char *id, enum mc_status status)
+{
+    memset(u, 0, sizeof *u);
+    u->id = id;
+    u->status = status;
+    u->sent_at = -1;
+    u->next_attempt_at = -1;
+}
+
+int
+mc_update(struct mc *m, const struct mc_update *u, struct herr *e)
+{
+    if (u->id == NULL || u->id[0] == '\0')
+        return herr_set(e, HERR_INVALID, "id", "missing");
+    if (!status_valid(u->status))
+        return herr_set(e, HERR_INVALID, "status", "unknown status %d",
+                        (int)u->status);
+    return m->be->update(m->state, u, clock_now_ms(), e);
+}
+
+int
+mc_get(struct mc *m, const char *id, struct mc_record **out, struct herr *e)
+{
+    *out = NULL;
+    if (id == NULL || id[0] == '\0')
+        return herr_set(e, HERR_INVALID, "id", "missing");
+    return m->be->get(m->state, id, out, e);
+}
+
+int
+mc_list(struct mc *m, const struct mc_filter *f, struct mc_record ***out,
+        size_t *n, struct herr *e)
+{
+    *out = NULL;
+    *n = 0;
+    if (f->has_status && !status_valid(f->status))
+        return herr_set(e, HERR_INVALID, "status", "unknown status %d",
+                        (int)f->status);
+    if (f->since > 0 && f->until > 0 && f->until < f->since)
+        return herr_set(e, HERR_INVALID, "until", "before since");
+    return m->be->list(m->state, f, out, n, e);
+}
+
+void
+mc_record_free(struct mc_record *r)
+{
+    if (r == NULL)
+        return;
+    char **strs[] = {
+        &r->id,
+        &r->org,
+        &r->account,
+        &r->type,
+        &r->path,
+        &r->path_reason,
+        &r->from,
+        &r->from_name,
+        &r->sender,
+        &r->reply_to,
+        &r->to_json,
+        &r->cc_json,
+        &r->bcc_json,
+        &r->subject,
+        &r->text,
+        &r->html,
+        &r->attachments_json,
+        &r->meta_json,
+        &r->recipients_json,
+        &r->last_error,
+        &r->smtp_reply,
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        free(*strs[i]);
+    free(r);
+}
+
+void
+mc_records_free(struct mc_record **v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        mc_record_free(v[i]);
+    free(v);
+}
+
+static char *
+dup_or_null(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+/* Serializes and releases `v`. Every string in it went through
+ * str_or_null (valid UTF-8), so json_dumps fails only when out of memory,
+ * which the project treats as fatal. The text comes from jansson's
+ * allocator, which is malloc unless someone swapped it (nobody does). */
+static char *
+dump_take(json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(v);
+    if (s == NULL)
+        abort();
+    return s;
+}
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0. */
+static size_t
+utf8_len(const unsigned char *p)
+{
+    unsigned c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned min;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF)
+        n = 3, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4)
+        n = 4, min = 0x10000;
+    else
+        return 0;
+    unsigned cp = c & (0x3F >> (n - 1));
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+static json_t *
+str_or_null(const char *s)
+{
+    if (s == NULL)
+        return json_null();
+    json_t *v = json_string(s);
+    if (v)
+        return v;
+    /* Not UTF-8 (a stored SMTP reply may carry anything): keep the text,
+     * with each bad byte shown as U+FFFD, rather than lose the field. */
+    struct buf b;
+    buf_init(&b, 0);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t n = utf8_len(p);
+        if (n) {
+            buf_append(&b, p, n);
+            p += n;
+        } else {
+            buf_puts(&b, "\xEF\xBF\xBD");
+            p++;
+        }
+    }
+    size_t len;
+    char *t = buf_take(&b, &len);
+    v = json_stringn(t ? t : "", t ? len : 0);
+    free(t);
+    return v ? v : json_string("");
+}
+
+static json_t *
+addr_list(const struct job_addr *a, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "email", str_or_null(a[i].email));
+        if (a[i].name)
+            json_object_set_new(o, "name", str_or_null(a[i].name));
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
+static void
+rcpt_add(json_t *arr, const struct job_addr *a, size_t n, const char *kind)
+{
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "email", str_or_null(a[i].email));
+        json_object_set_new(o, "kind", json_string(kind));
+        json_object_set_new(o, "status", json_string("pending"));
+        json_array_append_new(arr, o);
+    }
+}
+
+struct mc_record *
+mc_record_from_job(const struct job *j)
+{
+    if (j->id == NULL)
+        return NULL;
+    struct mc_record *r = xcalloc(1, sizeof *r);
+    r->id = xstrdup(j->id);
+    r->org = dup_or_null(j->org);
+    r->account = dup_or_null(j->account);
+    r->type = dup_or_null(j->type);
+    r->status = MC_QUEUED;
+    r->from = dup_or_null(j->from);
+    r->from_name = dup_or_null(j->from_name);
+    r->reply_to = dup_or_null(j->reply_to ? j->reply_to : j->from);
+    r->to_json = dump_take(addr_list(j->to, j->nto));
+    r->cc_json = dump_take(addr_list(j->cc, j->ncc));
+    r->bcc_json = dump_take(addr_list(j->bcc, j->nbcc));
+    r->subject = dup_or_null(j->subject);
+    r->text = dup_or_null(j->text);
+    r->html = dup_or_null(j->html);
+
+    json_t *att = json_array();
+    for (size_t i = 0; i < j->nattachments; i++) {
+        const struct job_attachment *a = &j->attachments[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "filename", str_or_null(a->filename));
+        json_object_set_new(o, "content_type",
+                            str_or_null(a->content_type
+                                            ? a->content_type
+                                            : "application/octet-stream"));
+        json_object_set_new(o, "size", json_integer((json_int_t)a->len));
+        json_array_append_new(att, o);
+    }
+    r->attachments_json = dump_take(att);
+    r->meta_json = dup_or_null(j->meta_json);
+
+    json_t *rc = json_array();
+    rcpt_add(rc, j->to, j->nto, "to");
+    rcpt_add(rc, j->cc, j->ncc, "cc");
+    rcpt_add(rc, j->bcc, j->nbcc, "bcc");
+    r->recipients_json = dump_take(rc);
+
+    r->created_at = r->updated_at = clock_now_ms();
+    r->attempts = 0;
+    return r;
+}
+
+static json_t *
+time_or_null(int64_t ms)
+{
+    if (ms <= 0)
+        return json_null();
+    char buf[CLOCK_RFC3339_LEN];
+    clock_rfc3339(ms, buf);
+    return json_string(buf);
+}
+
+/* Embeds stored JSON text as JSON; text that does not parse (it never
+ * should) is kept as a string so nothing is hidden from support staff. */
+static json_t *
+embed(const char *s)
+{
+    if (s == NULL)
+        return json_null();
+    json_t *v = json_loads(s, JSON_DECODE_ANY, NULL);
+    return v ? v : str_or_null(s);
+}
+
+char *
+mc_record_to_json(const struct mc_record *r)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "id", str_or_null(r->id));
+    json_object_set_new(o, "org", str_or_null(r->org));
+    json_object_set_new(o, "account", str_or_null(r->account));
+    json_object_set_new(o, "type", str_or_null(r->type));
+    json_object_set_new(o, "status", json_string(mc_status_name(r->status)));
+    json_object_set_new(o, "path", str_or_null(r->path));
+    json_object_set_new(o, "path_reason", str_or_null(r->path_reason));
+    json_object_set_new(o, "from", str_or_null(r->from));
+    json_object_set_new(o, "from_name", str_or_null(r->from_name));
+    json_object_set_new(o, "sender", str_or_null(r->sender));
+    json_object_set_new(o, "reply_to", str_or_null(r->reply_to));
+    json_object_set_new(o, "to", embed(r->to_json));
+    json_object_set_new(o, "cc", embed(r->cc_json));
+    json_object_set_new(o, "bcc", embed(r->bcc_json));
+    json_object_set_new(o, "subject", str_or_null(r->subject));
+    json_object_set_new(o, "text", str_or_null(r->text));
+    json_object_set_new(o, "html", str_or_null(r->html));
+    json_object_set_new(o, "attachments", embed(r->attachments_json));
+    json_object_set_new(o, "meta", embed(r->meta_json));
+    json_object_set_new(o, "recipients", embed(r->recipients_json));
+    json_object_set_new(o, "created_at", time_or_null(r->created_at));
+    json_object_set_new(o, "updated_at", time_or_null(r->updated_at));
+    json_object_set_new(o, "sent_at", time_or_null(r->sent_at));
+    json_object_set_new(o, "attempts", json_integer(r->attempts));
+    json_object_set_new(o, "next_attempt_at", time_or_null(r->next_attempt_at));
+    json_object_set_new(o, "last_error", str_or_null(r->last_error));
+    json_object_set_new(o, "smtp_reply", str_or_null(r->smtp_reply));
+    return dump_take(o);
+}

@@ -1,0 +1,1172 @@
+#include "../../common/mc.h"
+#include "../../common/clock.h"
+#include "../../common/util.h"
+#include "t.h"
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define T0 1790000000000LL /* 2026-09-21T... fixed test clock */
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static char *
+tmpdir(void)
+{
+    char tmpl[] = "/tmp/test_mc.XXXXXX";
+    char *d = mkdtemp(tmpl);
+    if (d == NULL) {
+        perror("mkdtemp");
+        exit(2);
+    }
+    return xstrdup(d);
+}
+
+static int
+rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static void
+rmtree(char *dir)
+{
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+}
+
+static char *
+store_url(const char *dir)
+{
+    /* dir is absolute, so this is sqlite:///tmp/..., and the "sub"
+     * directory does not exist yet. */
+    return xasprintf("sqlite://%s/sub/dir/mc.db", dir);
+}
+
+static struct mc *
+open_store(const char *dir)
+{
+    char *url = store_url(dir);
+    struct mc *m = NULL;
+    struct herr e = {0};
+    int rc = mc_open(url, &m, &e);
+    CHECK_MSG(rc == 0 && m != NULL, "mc_open %s: %d %s: %s", url, rc, e.field,
+              e.msg);
+    free(url);
+    return m;
+}
+
+/* A record with every field set to a distinct value. */
+static struct mc_record *
+full_record(const char *id)
+{
+    struct mc_record *r = xcalloc(1, sizeof *r);
+    r->id = xstrdup(id);
+    r->org = xstrdup("acme");
+    r->account = xstrdup("acct-1");
+    r->type = xstrdup("receipt");
+    r->status = MC_DEFERRED;
+    r->path = xstrdup("spf");
+    r->path_reason = xstrdup("include:sender.localhost");
+    r->from = xstrdup("billing@acme.example");
+    r->from_name = xstrdup("Acme Billing");
+    r->sender = xstrdup("billing@acme.example");
+    r->reply_to = xstrdup("help@acme.example");
+    r->to_json = xstrdup("[{\"email\":\"Ann@Example.COM\",\"name\":\"Ann\"}]");
+    r->cc_json = xstrdup("[{\"email\":\"cc@example.com\"}]");
+    r->bcc_json = xstrdup("[{\"email\":\"audit@acme.example\"}]");
+    r->subject = xstrdup("Your receipt \xc3\xa9");
+    r->text = xstrdup("Thanks.\nLine two.");
+    r->html = xstrdup("<p>Thanks.</p>");
+    r->attachments_json =
+        xstrdup("[{\"filename\":\"r.pdf\",\"content_type\":\"application/pdf\","
+                "\"size\":1234}]");
+    r->meta_json = xstrdup("{\"order\":42,\"tags\":[\"a\",\"b\"]}");
+    r->recipients_json =
+        xstrdup("[{\"email\":\"Ann@Example.COM\",\"kind\":\"to\","
+                "\"status\":\"pending\"}]");
+    r->created_at = T0;
+    r->updated_at = T0 + 1;
+    r->sent_at = T0 + 2;
+    r->next_attempt_at = T0 + 3;
+    r->attempts = 7;
+    r->last_error = xstrdup("451 try later");
+    r->smtp_reply = xstrdup("250 2.0.0 Ok: queued as ABC");
+    return r;
+}
+
+/* A small record for list tests. */
+static struct mc_record *
+small_record(const char *id, const char *org, const char *account,
+             enum mc_status st, int64_t created, const char *to)
+{
+    struct mc_record *r = xcalloc(1, sizeof *r);
+    r->id = xstrdup(id);
+    r->org = xstrdup(org);
+    r->account = xstrdup(account);
+    r->type = xstrdup("notice");
+    r->status = st;
+    r->from = xstrdup("n@x.example");
+    r->to_json = xasprintf("[{\"email\":\"%s\"}]", to);
+    r->created_at = created;
+    r->updated_at = created;
+    return r;
+}
+
+static int
+insert_rec(struct mc *m, struct mc_record *r)
+{
+    struct herr e = {0};
+    int rc = mc_insert(m, r, NULL, &e);
+    CHECK_MSG(rc == 0, "insert %s: %d %s: %s", r->id, rc, e.field, e.msg);
+    mc_record_free(r);
+    return rc;
+}
+
+static int
+same_str(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+static int
+exists(struct mc *m, const char *id)
+{
+    struct mc_record *r = NULL;
+    int rc = mc_get(m, id, &r, NULL);
+    mc_record_free(r);
+    return rc == 0;
+}
+
+/* ---- tests ------------------------------------------------------------ */
+
+static void
+test_status_names(void)
+{
+    const char *names[] = {"queued", "sending", "sent", "deferred", "failed"};
+    for (int i = 0; i < 5; i++) {
+        CHECK_STR(mc_status_name((enum mc_status)i), names[i]);
+        enum mc_status s = MC_FAILED;
+        CHECK(mc_status_parse(names[i], &s) == 0 && (int)s == i);
+    }
+    enum mc_status s = MC_SENT;
+    CHECK(mc_status_parse("bounced", &s) == HERR_INVALID && s == MC_SENT);
+    CHECK(mc_status_parse("", &s) == HERR_INVALID);
+    CHECK(mc_status_parse(NULL, &s) == HERR_INVALID);
+    CHECK_STR(mc_status_name((enum mc_status)99), "unknown");
+}
+
+static void
+test_roundtrip(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    struct mc_record *r = full_record("rt-1");
+    struct herr e = {0};
+    CHECK(mc_insert(m, r, NULL, &e) == 0);
+    struct mc_record *g = NULL;
+    CHECK(mc_get(m, "rt-1", &g, &e) == 0 && g != NULL);
+    if (g) {
+        CHECK_STR(g->id, r->id);
+        CHECK_STR(g->org, r->org);
+        CHECK_STR(g->account, r->account);
+        CHECK_STR(g->type, r->type);
+        CHECK(g->status == MC_DEFERRED);
+        CHECK_STR(g->path, r->path);
+        CHECK_STR(g->path_reason, r->path_reason);
+        CHECK_STR(g->from, r->from);
+        CHECK_STR(g->from_name, r->from_name);
+        CHECK_STR(g->sender, r->sender);
+        CHECK_STR(g->reply_to, r->reply_to);
+        CHECK_STR(g->to_json, r->to_json);
+        CHECK_STR(g->cc_json, r->cc_json);
+        CHECK_STR(g->bcc_json, r->bcc_json);
+        CHECK_STR(g->subject, r->subject);
+        CHECK_STR(g->text, r->text);
+        CHECK_STR(g->html, r->html);
+        CHECK_STR(g->attachments_json, r->attachments_json);
+        CHECK_STR(g->meta_json, r->meta_json);
+        CHECK_STR(g->recipients_json, r->recipients_json);
+        CHECK(g->created_at == T0);
+        CHECK(g->updated_at == T0 + 1);
+        CHECK(g->sent_at == T0 + 2);
+        CHECK(g->next_attempt_at == T0 + 3);
+        CHECK(g->attempts == 7);
+        CHECK_STR(g->last_error, r->last_error);
+        CHECK_STR(g->smtp_reply, r->smtp_reply);
+    }
+    mc_record_free(g);
+    mc_record_free(r);
+
+    /* Absent fields come back absent. */
+    r = small_record("rt-2", "o", "a", MC_QUEUED, T0, "x@y.example");
+    CHECK(mc_insert(m, r, NULL, &e) == 0);
+    g = NULL;
+    CHECK(mc_get(m, "rt-2", &g, &e) == 0 && g != NULL);
+    if (g) {
+        CHECK(g->path == NULL && g->path_reason == NULL && g->sender == NULL);
+        CHECK(g->from_name == NULL && g->reply_to == NULL);
+        CHECK(g->cc_json == NULL && g->bcc_json == NULL);
+        CHECK(g->subject == NULL && g->text == NULL && g->html == NULL);
+        CHECK(g->meta_json == NULL && g->attachments_json == NULL);
+        CHECK(g->sent_at == 0 && g->next_attempt_at == 0);
+        CHECK(g->attempts == 0 && g->status == MC_QUEUED);
+        CHECK(g->last_error == NULL && g->smtp_reply == NULL);
+    }
+    mc_record_free(g);
+    mc_record_free(r);
+
+    /* Unknown id. */
+    g = (struct mc_record *)1;
+    CHECK(mc_get(m, "nope", &g, &e) == HERR_NOTFOUND && g == NULL);
+    CHECK(mc_get(m, "", &g, &e) == HERR_INVALID);
+
+    /* Insert argument checks. */
+    r = full_record("rt-3");
+    free(r->org);
+    r->org = NULL;
+    CHECK(mc_insert(m, r, NULL, &e) == HERR_INVALID);
+    CHECK_STR(e.field, "org");
+    r->org = xstrdup("acme");
+    free(r->to_json);
+    r->to_json = xstrdup("{\"email\":\"x@y\"}");
+    CHECK(mc_insert(m, r, NULL, &e) == HERR_INVALID);
+    CHECK_STR(e.field, "to_json");
+    free(r->to_json);
+    r->to_json = xstrdup("[{\"name\":\"no email\"}]");
+    CHECK(mc_insert(m, r, NULL, &e) == HERR_INVALID);
+    free(r->to_json);
+    r->to_json = xstrdup("[]");
+    r->created_at = 0;
+    CHECK(mc_insert(m, r, NULL, &e) == HERR_INVALID);
+    CHECK_STR(e.field, "created_at");
+    r->created_at = T0;
+    r->status = (enum mc_status)42;
+    CHECK(mc_insert(m, r, NULL, &e) == HERR_INVALID);
+    CHECK_STR(e.field, "status");
+    CHECK(!exists(m, "rt-3")); /* none of the refused inserts wrote */
+    mc_record_free(r);
+
+    mc_close(m);
+    rmtree(dir);
+}
+
+static void
+test_duplicate(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    struct mc_record *r = full_record("dup-1");
+    r->status = MC_QUEUED;
+    struct herr e = {0};
+    enum mc_status ex = MC_FAILED;
+    CHECK(mc_insert(m, r, &ex, &e) == 0);
+    CHECK(ex == MC_FAILED); /* untouched on success */
+
+    struct mc_update u;
+    mc_update_init(&u, "dup-1", MC_SENT);
+    CHECK(mc_update(m, &u, &e) == 0);
+
+    free(r->subject);
+    r->subject = xstrdup("second copy");
+    CHECK(mc_insert(m, r, &ex, &e) == HERR_EXISTS);
+    CHECK(ex == MC_SENT);
+    CHECK_STR(e.field, "id");
+    CHECK(strstr(e.msg, "sent") != NULL);
+    CHECK(mc_insert(m, r, NULL, NULL) == HERR_EXISTS);
+
+    struct mc_record *g = NULL;
+    CHECK(mc_get(m, "dup-1", &g, &e) == 0 && g);
+    if (g) {
+        CHECK_STR(g->subject, "Your receipt \xc3\xa9"); /* first one kept */
+        CHECK(g->status == MC_SENT);
+    }
+    mc_record_free(g);
+
+    /* The duplicate did not add recipient rows: one match for Ann. */
+    struct mc_filter f = {0};
+    f.to = "ann@example.com";
+    struct mc_record **v = NULL;
+    size_t n = 0;
+    CHECK(mc_list(m, &f, &v, &n, &e) == 0 && n == 1);
+    mc_records_free(v, n);
+
+    /* Inside a batch, too, and the batch goes on. */
+    CHECK(mc_batch_begin(m, &e) == 0);
+    ex = MC_QUEUED;
+    CHECK(mc_insert(m, r, &ex, &e) == HERR_EXISTS && ex == MC_SENT);
+    struct mc_record *r2 = full_record("dup-2");
+    CHECK(mc_insert(m, r2, NULL, &e) == 0);
+    CHECK(mc_batch_commit(m, &e) == 0);
+    CHECK(exists(m, "dup-2"));
+    mc_record_free(r2);
+    mc_record_free(r);
+    mc_close(m);
+    rmtree(dir);
+}
+
+static void
+test_update(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    struct herr e = {0};
+    struct mc_record *r = full_record("up-1");
+    r->status = MC_QUEUED;
+    CHECK(mc_insert(m, r, NULL, &e) == 0);
+
+    /* Status only: everything else as it was, updated_at = now. */
+    clock_set_fixed(T0 + 1000);
+    struct mc_update u;
+    mc_update_init(&u, "up-1", MC_SENDING);
+    CHECK(u.sent_at == -1 && u.next_attempt_at == -1 && u.attempts_add == 0);
+    CHECK(mc_update(m, &u, &e) == 0);
+    struct mc_record *g = NULL;
+    CHECK(mc_get(m, "up-1", &g, &e) == 0 && g);
+    if (g) {
+        CHECK(g->status == MC_SENDING);
+        CHECK(g->updated_at == T0 + 1000);
+        CHECK(g->created_at == T0);
+        CHECK_STR(g->path, "spf");
+        CHECK_STR(g->sender, r->sender);
+        CHECK_STR(g->reply_to, r->reply_to);
+        CHECK(g->attempts == 7);
+        CHECK(g->sent_at == T0 + 2 && g->next_attempt_at == T0 + 3);
+        CHECK_STR(g->last_error, r->last_error);
+        CHECK_STR(g->smtp_reply, r->smtp_reply);
+        CHECK_STR(g->recipients_json, r->recipients_json);
+    }
+    mc_record_free(g);
+
+    /* Every field set. */
+    clock_set_fixed(T0 + 2000);
+    mc_update_init(&u, "up-1", MC_SENT);
+    u.path = "relay";
+    u.path_reason = "no scheme, spf fail";
+    u.sender = "notices@localhost";
+    u.reply_to = "billing@acme.example";
+    u.attempts_add = 2;
+    u.sent_at = T0 + 1999;
+    u.next_attempt_at = T0 + 5000;
+    u.last_error = "none";
+    u.smtp_reply = "250 ok";
+    u.recipients_json = "[{\"email\":\"ann@example.com\",\"kind\":\"to\","
+                        "\"status\":\"sent\",\"reply\":\"250 ok\"}]";
+    CHECK(mc_update(m, &u, &e) == 0);
+    g = NULL;
+    CHECK(mc_get(m, "up-1", &g, &e) == 0 && g);
+    if (g) {
+        CHECK(g->status == MC_SENT);
+        CHECK_STR(g->path, "relay");
+        CHECK_STR(g->path_reason, "no scheme, spf fail");
+        CHECK_STR(g->sender, "notices@localhost");
+        CHECK_STR(g->reply_to, "billing@acme.example");
+        CHECK(g->attempts == 9);
+        CHECK(g->sent_at == T0 + 1999);
+        CHECK(g->next_attempt_at == T0 + 5000);
+        CHECK_STR(g->last_error, "none");
+        CHECK_STR(g->smtp_reply, "250 ok");
+        CHECK_STR(g->recipients_json, u.recipients_json);
+        CHECK(g->updated_at == T0 + 2000);
+    }
+    mc_record_free(g);
+
+    /* 0 clears times, "" clears strings, attempts accumulate. */
+    clock_set_fixed(T0 + 3000);
+    mc_update_init(&u, "up-1", MC_DEFERRED);
+    u.next_attempt_at = 0;
+    u.last_error = "";
+    u.attempts_add = 1;
+    CHECK(mc_update(m, &u, &e) == 0);
+    g = NULL;
+    CHECK(mc_get(m, "up-1", &g, &e) == 0 && g);
+    if (g) {
+        CHECK(g->status == MC_DEFERRED);
+        CHECK(g->next_attempt_at == 0);
+        CHECK(g->sent_at == T0 + 1999);
+        CHECK(g->last_error == NULL);
+        CHECK_STR(g->smtp_reply, "250 ok");
+        CHECK(g->attempts == 10);
+        CHECK(g->updated_at == T0 + 3000);
+    }
+    mc_record_free(g);
+
+    /* Unknown id, bad status, missing id. */
+    mc_update_init(&u, "no-such", MC_SENT);
+    CHECK(mc_update(m, &u, &e) == HERR_NOTFOUND);
+    CHECK_STR(e.field, "id");
+    mc_update_init(&u, "up-1", (enum mc_status)17);
+    CHECK(mc_update(m, &u, &e) == HERR_INVALID);
+    mc_update_init(&u, NULL, MC_SENT);
+    CHECK(mc_update(m, &u, &e) == HERR_INVALID);
+
+    clock_set_fixed(-1);
+    mc_record_free(r);
+    mc_close(m);
+    rmtree(dir);
+}
+
+/* Checks that the listed ids are exactly `want` in order. */
+static void
+check_ids(struct mc *m, const struct mc_filter *f, const char *const *want,
+          size_t nwant)
+{
+    struct mc_record **v = NULL;
+    size_t n = 0;
+    struct herr e = {0};
+    int rc = mc_list(m, f, &v, &n, &e);
+    CHECK_MSG(rc == 0, "list: %s", e.msg);
+    CHECK_MSG(n == nwant, "got %zu records, want %zu", n, nwant);
+    for (size_t i = 0; i < n && i < nwant; i++)
+        CHECK_STR(v[i]->id, want[i]);
+    mc_records_free(v, n);
+}
+
+#define IDS(...)                                                               \
+    (const char *const[])                                                      \
+    {                                                                          \
+        __VA_ARGS__                                                            \
+    }
+#define NIDS(...) (sizeof(IDS(__VA_ARGS__)) / sizeof(const char *))
+#define EXPECT(f, ...) check_ids(m, (f), IDS(__VA_ARGS__), NIDS(__VA_ARGS__))
+
+static void
+test_list(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    insert_rec(m, small_record("a1", "acme", "u1", MC_SENT, T0 + 10,
+                               "Bob@Example.com"));
+    insert_rec(m, small_record("a2", "acme", "u2", MC_FAILED, T0 + 20,
+                               "carol@example.com"));
+    insert_rec(m, small_record("a3", "acme", "u1", MC_QUEUED, T0 + 30,
+                               "dave@example.com"));
+    insert_rec(m, small_record("b1", "beta", "u9", MC_SENT, T0 + 20,
+                               "bob@example.com"));
+    struct mc_record *r =
+        small_record("b2", "beta", "u9", MC_DEFERRED, T0 + 40, "eve@x.org");
+    free(r->cc_json);
+    r->cc_json = xstrdup("[{\"email\":\"BOB@example.com\",\"name\":\"B\"}]");
+    r->bcc_json = xstrdup("[{\"email\":\"hidden@example.com\"}]");
+    insert_rec(m, r);
+
+    struct mc_filter f = {0};
+    /* Newest first; equal created_at ordered by id, descending. */
+    EXPECT(&f, "b2", "a3", "b1", "a2", "a1");
+    f.org = "acme";
+    EXPECT(&f, "a3", "a2", "a1");
+    f.account = "u1";
+    EXPECT(&f, "a3", "a1");
+    f.has_status = 1;
+    f.status = MC_SENT;
+    EXPECT(&f, "a1");
+    memset(&f, 0, sizeof f);
+    f.has_status = 1;
+    f.status = MC_SENT;
+    EXPECT(&f, "b1", "a1");
+    f.status = MC_SENDING;
+    check_ids(m, &f, NULL, 0);
+
+    /* Recipient: any of to/cc/bcc, case-insensitive. */
+    memset(&f, 0, sizeof f);
+    f.to = "bob@EXAMPLE.com";
+    EXPECT(&f, "b2", "b1", "a1");
+    f.to = "hidden@example.com";
+    EXPECT(&f, "b2");
+    f.to = "nobody@example.com";
+    check_ids(m, &f, NULL, 0);
+    f.to = "bob@example.com";
+    f.org = "beta";
+    EXPECT(&f, "b2", "b1");
+
+    /* Time range, both ends inclusive. */
+    memset(&f, 0, sizeof f);
+    f.since = T0 + 20;
+    EXPECT(&f, "b2", "a3", "b1", "a2");
+    f.until = T0 + 30;
+    EXPECT(&f, "a3", "b1", "a2");
+    f.since = 0;
+    EXPECT(&f, "a3", "b1", "a2", "a1");
+    f.since = T0 + 31;
+    f.until = T0 + 39;
+    check_ids(m, &f, NULL, 0);
+    f.since = T0 + 40;
+    f.until = T0 + 10;
+    struct mc_record **v = NULL;
+    size_t n = 0;
+    struct herr e = {0};
+    CHECK(mc_list(m, &f, &v, &n, &e) == HERR_INVALID);
+
+    /* Limit. */
+    memset(&f, 0, sizeof f);
+    f.limit = 2;
+    EXPECT(&f, "b2", "a3");
+
+    /* Default 50, cap 1000. */
+    CHECK(mc_batch_begin(m, &e) == 0);
+    for (int i = 0; i < 1010; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "bulk-%04d", i);
+        insert_rec(m, small_record(id, "bulk", "u", MC_QUEUED, T0 + 100 + i,
+                                   "z@example.com"));
+    }
+    CHECK(mc_batch_commit(m, &e) == 0);
+    f.org = "bulk";
+    f.limit = 0;
+    v = NULL;
+    CHECK(mc_list(m, &f, &v, &n, &e) == 0);
+    CHECK(n == MC_LIST_DEFAULT);
+    if (n > 0)
+        CHECK_STR(v[0]->id, "bulk-1009");
+    mc_records_free(v, n);
+    f.limit = 5000;
+    CHECK(mc_list(m, &f, &v, &n, &e) == 0);
+    CHECK(n == MC_LIST_MAX);
+    if (n == MC_LIST_MAX)
+        CHECK_STR(v[n - 1]->id, "bulk-0010");
+    mc_records_free(v, n);
+
+    mc_close(m);
+    rmtree(dir);
+}
+
+static void
+test_batch(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    struct mc *other = open_store(dir);
+    if (m == NULL || other == NULL) {
+        mc_close(m);
+        mc_close(other);
+        rmtree(dir);
+        return;
+    }
+    struct herr e = {0};
+    CHECK(mc_batch_commit(m, &e) == HERR_INVALID);
+    mc_batch_rollback(m); /* no-op */
+
+    CHECK(mc_batch_begin(m, &e) == 0);
+    CHECK(mc_batch_begin(m, &e) == HERR_INVALID);
+    insert_rec(m, full_record("bt-1"));
+    insert_rec(m, full_record("bt-2"));
+    struct mc_update u;
+    mc_update_init(&u, "bt-1", MC_SENDING);
+    CHECK(mc_update(m, &u, &e) == 0);
+    /* A failed write inside the batch leaves nothing and keeps the rest. */
+    struct mc_record *bad = full_record("bt-bad");
+    free(bad->cc_json);
+    bad->cc_json = xstrdup("not json");
+    CHECK(mc_insert(m, bad, NULL, &e) == HERR_INVALID);
+    mc_record_free(bad);
+    CHECK(exists(m, "bt-1"));      /* visible to its own connection */
+    CHECK(!exists(other, "bt-1")); /* not yet to another */
+    CHECK(mc_batch_commit(m, &e) == 0);
+    CHECK(exists(other, "bt-1") && exists(other, "bt-2"));
+    CHECK(!exists(other, "bt-bad"));
+    struct mc_record *g = NULL;
+    CHECK(mc_get(other, "bt-1", &g, &e) == 0 && g && g->status == MC_SENDING);
+    mc_record_free(g);
+
+    /* Rollback discards inserts and updates. */
+    CHECK(mc_batch_begin(m, &e) == 0);
+    insert_rec(m, full_record("bt-3"));
+    mc_update_init(&u, "bt-1", MC_FAILED);
+    CHECK(mc_update(m, &u, &e) == 0);
+    mc_batch_rollback(m);
+    CHECK(!exists(m, "bt-3"));
+    g = NULL;
+    CHECK(mc_get(m, "bt-1", &g, &e) == 0 && g && g->status == MC_SENDING);
+    mc_record_free(g);
+    /* And the recipient rows went with it. */
+    struct mc_filter f = {0};
+    f.to = "ann@example.com";
+    struct mc_record **v = NULL;
+    size_t n = 0;
+    CHECK(mc_list(m, &f, &v, &n, &e) == 0 && n == 2);
+    mc_records_free(v, n);
+
+    /* Outside a batch each write is durable at once. */
+    insert_rec(m, full_record("bt-4"));
+    CHECK(exists(other, "bt-4"));
+
+    /* Closing with a batch open rolls it back. */
+    CHECK(mc_batch_begin(m, &e) == 0);
+    insert_rec(m, full_record("bt-5"));
+    mc_close(m);
+    CHECK(!exists(other, "bt-5"));
+    mc_close(other);
+    rmtree(dir);
+}
+
+static int
+raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(path, &db);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc;
+}
+
+static int
+raw_int(const char *path, const char *sql, const char **text_out)
+{
+    static char text[64];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (sqlite3_open(path, &db) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        v = sqlite3_column_int(st, 0);
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        snprintf(text, sizeof text, "%s", t ? (const char *)t : "");
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    if (text_out)
+        *text_out = text;
+    return v;
+}
+
+static void
+test_urls(void)
+{
+    char *dir = tmpdir();
+    struct herr e;
+    struct mc *m;
+    const char *bad[] = {
+        "",
+        "var/mc.db",
+        "mysql://host/db",
+        "postgresql://u@h/db",
+        "sqlite://",
+        "sqlite://?busy_timeout_ms=5",
+        "sqlite:///tmp/",
+        "sqlite:///tmp/x.db?bogus=1",
+        "sqlite:///tmp/x.db?busy_timeout_ms=abc",
+        "sqlite:///tmp/x.db?busy_timeout_ms=-1",
+        "sqlite:///tmp/x.db?busy_timeout_ms=600001",
+        "SQLITE:///tmp/x.db",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&e, 0, sizeof e);
+        m = (struct mc *)1;
+        int rc = mc_open(bad[i], &m, &e);
+        CHECK_MSG(rc == HERR_INVALID && m == NULL, "\"%s\" -> %d", bad[i], rc);
+        CHECK_STR(e.field, "HERALD_MC");
+        CHECK(e.msg[0] != '\0');
+    }
+    CHECK(mc_open("postgresql://u@h/db", &m, &e) == HERR_INVALID &&
+          strstr(e.msg, "not built") != NULL);
+
+    /* A parent that cannot be a directory. */
+    char *file = xasprintf("%s/plain", dir);
+    static const char junk[] = "hello, not a database, just some text"
+                               " that is longer than a database header";
+    int fd = open(file, O_CREAT | O_WRONLY, 0600);
+    CHECK(fd >= 0 &&
+          write(fd, junk, sizeof junk - 1) == (ssize_t)(sizeof junk - 1));
+    close(fd);
+    char *url = xasprintf("sqlite://%s/plain/mc.db", dir);
+    CHECK(mc_open(url, &m, &e) == HERR_STORE && m == NULL);
+    CHECK(strstr(e.msg, "cannot create directory") != NULL);
+    free(url);
+    /* A file that is not a database. */
+    url = xasprintf("sqlite://%s", file);
+    CHECK(mc_open(url, &m, &e) == HERR_STORE && m == NULL);
+    free(url);
+    free(file);
+
+    /* Relative paths, with and without "./", parents created. */
+    char cwd[4096];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    CHECK(chdir(dir) == 0);
+    m = NULL;
+    CHECK(mc_open("sqlite://./var/mc.db", &m, &e) == 0 && m);
+    mc_close(m);
+    m = NULL;
+    CHECK(mc_open("sqlite://rel/deeper/mc.db?busy_timeout_ms=250", &m, &e) ==
+              0 &&
+          m);
+    mc_close(m);
+    struct stat sb;
+    CHECK(stat("var/mc.db", &sb) == 0 && S_ISREG(sb.st_mode));
+    CHECK(stat("rel/deeper/mc.db", &sb) == 0 && S_ISREG(sb.st_mode));
+    const char *mode = NULL;
+    raw_int("var/mc.db", "PRAGMA journal_mode", &mode);
+    CHECK_STR(mode, "wal");
+    CHECK(raw_int("var/mc.db", "PRAGMA user_version", NULL) == 1);
+    CHECK(raw_int("var/mc.db",
+                  "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+                  " AND name IN ('messages_org', 'messages_account',"
+                  " 'messages_status', 'message_rcpt_id')",
+                  NULL) == 4);
+    CHECK(chdir(cwd) == 0);
+
+    /* Reopening an existing store keeps its rows. */
+    m = open_store(dir);
+    if (m) {
+        insert_rec(m, full_record("keep"));
+        mc_close(m);
+    }
+    m = open_store(dir);
+    if (m) {
+        CHECK(exists(m, "keep"));
+        mc_close(m);
+    }
+    /* A store from a newer version is refused. */
+    char *path = xasprintf("%s/sub/dir/mc.db", dir);
+    CHECK(raw_exec(path, "PRAGMA user_version = 9") == SQLITE_OK);
+    url = store_url(dir);
+    m = (struct mc *)1;
+    CHECK(mc_open(url, &m, &e) == HERR_STORE && m == NULL);
+    CHECK(strstr(e.msg, "newer") != NULL);
+    free(url);
+    free(path);
+    rmtree(dir);
+}
+
+static void
+test_busy(void)
+{
+    char *dir = tmpdir();
+    char *url = xasprintf("sqlite://%s/mc.db?busy_timeout_ms=100", dir);
+    char *path = xasprintf("%s/mc.db", dir);
+    struct mc *m = NULL;
+    struct herr e = {0};
+    CHECK(mc_open(url, &m, &e) == 0 && m);
+    if (m == NULL)
+        goto out;
+    insert_rec(m, full_record("busy-0"));
+
+    /* Another connection holds the write lock. */
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+
+    int64_t t = clock_now_ms();
+    struct mc_record *r = full_record("busy-1");
+    memset(&e, 0, sizeof e);
+    CHECK(mc_insert(m, r, NULL, &e) == HERR_STORE);
+    CHECK_MSG(strstr(e.msg, "database is locked") != NULL, "%s", e.msg);
+    CHECK(clock_now_ms() - t >= 90);
+
+    struct mc_update u;
+    mc_update_init(&u, "busy-0", MC_SENT);
+    memset(&e, 0, sizeof e);
+    CHECK(mc_update(m, &u, &e) == HERR_STORE);
+    CHECK(strstr(e.msg, "database is locked") != NULL);
+    CHECK(mc_batch_begin(m, &e) == HERR_STORE);
+    CHECK(mc_batch_commit(m, &e) == HERR_INVALID); /* begin failed */
+    /* Readers are not blocked by a writer in WAL mode. */
+    CHECK(exists(m, "busy-0"));
+
+    CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+
+    /* Everything works again. */
+    CHECK(mc_insert(m, r, NULL, &e) == 0);
+    CHECK(mc_update(m, &u, &e) == 0);
+    CHECK(mc_batch_begin(m, &e) == 0);
+    CHECK(mc_batch_commit(m, &e) == 0);
+    mc_record_free(r);
+    mc_close(m);
+out:
+    free(url);
+    free(path);
+    rmtree(dir);
+}
+
+static struct job *
+sample_job(void)
+{
+    static struct job_addr to[2] = {{"ann@example.com", "Ann Lee"},
+                                    {"bob@example.com", NULL}};
+    static struct job_addr cc[1] = {{"Carol@Example.com", "Carol"}};
+    static struct job_addr bcc[1] = {{"audit@acme.example", NULL}};
+    static unsigned char pdf[] = "%PDF-SECRET-CONTENT";
+    static struct job_attachment att[2] = {
+        {"receipt.pdf", "application/pdf", pdf, sizeof pdf - 1},
+        {"blob.bin", NULL, pdf, 3},
+    };
+    static struct job j;
+    memset(&j, 0, sizeof j);
+    j.id = "job-42";
+    j.type = "receipt";
+    j.org = "acme";
+    j.account = "acct-7";
+    j.from = "billing@acme.example";
+    j.from_name = "Acme \"Billing\"";
+    j.to = to;
+    j.nto = 2;
+    j.cc = cc;
+    j.ncc = 1;
+    j.bcc = bcc;
+    j.nbcc = 1;
+    j.subject = "Receipt #42";
+    j.text = "Thank you.";
+    j.html = "<b>Thank you.</b>";
+    j.attachments = att;
+    j.nattachments = 2;
+    j.meta_json = "{\"order\":42}";
+    return &j;
+}
+
+static void
+test_from_job(void)
+{
+    clock_set_fixed(T0 + 77);
+    struct job *j = sample_job();
+    struct mc_record *r = mc_record_from_job(j);
+    CHECK(r != NULL);
+    if (r == NULL)
+        return;
+    CHECK_STR(r->id, "job-42");
+    CHECK_STR(r->org, "acme");
+    CHECK_STR(r->account, "acct-7");
+    CHECK_STR(r->type, "receipt");
+    CHECK(r->status == MC_QUEUED);
+    CHECK(r->path == NULL && r->path_reason == NULL && r->sender == NULL);
+    CHECK_STR(r->from, "billing@acme.example");
+    CHECK_STR(r->from_name, "Acme \"Billing\"");
+    CHECK_STR(r->reply_to, "billing@acme.example"); /* defaults to from */
+    CHECK_STR(r->to_json, "[{\"email\":\"ann@example.com\",\"name\":\"Ann "
+                          "Lee\"},{\"email\":\"bob@example.com\"}]");
+    CHECK_STR(r->cc_json,
+              "[{\"email\":\"Carol@Example.com\",\"name\":\"Carol\"}]");
+    CHECK_STR(r->bcc_json, "[{\"email\":\"audit@acme.example\"}]");
+    CHECK_STR(r->subject, "Receipt #42");
+    CHECK_STR(r->text, "Thank you.");
+    CHECK_STR(r->html, "<b>Thank you.</b>");
+    CHECK_STR(r->attachments_json,
+              "[{\"filename\":\"receipt.pdf\",\"content_type\":"
+              "\"application/pdf\",\"size\":19},{\"filename\":\"blob.bin\","
+              "\"content_type\":\"application/octet-stream\",\"size\":3}]");
+    CHECK(strstr(r->attachments_json, "SECRET") == NULL);
+    CHECK_STR(r->meta_json, "{\"order\":42}");
+    CHECK(r->meta_json != j->meta_json); /* a copy */
+    CHECK_STR(r->recipients_json,
+              "[{\"email\":\"ann@example.com\",\"kind\":\"to\",\"status\":"
+              "\"pending\"},{\"email\":\"bob@example.com\",\"kind\":\"to\","
+              "\"status\":\"pending\"},{\"email\":\"Carol@Example.com\","
+              "\"kind\":\"cc\",\"status\":\"pending\"},{\"email\":"
+              "\"audit@acme.example\",\"kind\":\"bcc\",\"status\":"
+              "\"pending\"}]");
+    CHECK(r->created_at == T0 + 77 && r->updated_at == T0 + 77);
+    CHECK(r->sent_at == 0 && r->next_attempt_at == 0 && r->attempts == 0);
+    CHECK(r->last_error == NULL && r->smtp_reply == NULL);
+    mc_record_free(r);
+
+    /* reply_to given; no meta, no cc/bcc, no attachments. */
+    j->reply_to = "help@acme.example";
+    j->meta_json = NULL;
+    j->ncc = j->nbcc = j->nattachments = 0;
+    j->cc = j->bcc = NULL;
+    j->attachments = NULL;
+    j->html = NULL;
+    r = mc_record_from_job(j);
+    CHECK(r != NULL);
+    if (r) {
+        CHECK_STR(r->reply_to, "help@acme.example");
+        CHECK(r->meta_json == NULL && r->html == NULL);
+        CHECK_STR(r->cc_json, "[]");
+        CHECK_STR(r->bcc_json, "[]");
+        CHECK_STR(r->attachments_json, "[]");
+    }
+    mc_record_free(r);
+
+    j->id = NULL;
+    CHECK(mc_record_from_job(j) == NULL);
+    clock_set_fixed(-1);
+}
+
+static const char *
+jstr(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static void
+test_to_json(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    clock_set_fixed(1764169087123LL); /* 2025-11-26T14:58:07.123Z */
+    struct mc_record *r = mc_record_from_job(sample_job());
+    struct herr e = {0};
+    CHECK(r && mc_insert(m, r, NULL, &e) == 0);
+    clock_set_fixed(1764169090000LL);
+    struct mc_update u;
+    mc_update_init(&u, "job-42", MC_SENT);
+    u.path = "scheme";
+    u.sender = "billing@acme.example";
+    u.attempts_add = 1;
+    u.sent_at = 1764169089500LL;
+    u.smtp_reply = "250 ok \xff\xfe raw"; /* not UTF-8 */
+    CHECK(mc_update(m, &u, &e) == 0);
+    mc_record_free(r);
+    r = NULL;
+    CHECK(mc_get(m, "job-42", &r, &e) == 0 && r);
+    char *js = r ? mc_record_to_json(r) : NULL;
+    json_error_t jerr;
+    json_t *o = js ? json_loads(js, 0, &jerr) : NULL;
+    CHECK_MSG(o && json_is_object(o), "%s", js ? jerr.text : "no json");
+    if (o) {
+        const char *keys[] = {"id",
+                              "org",
+                              "account",
+                              "type",
+                              "status",
+                              "path",
+                              "path_reason",
+                              "from",
+                              "from_name",
+                              "sender",
+                              "reply_to",
+                              "to",
+                              "cc",
+                              "bcc",
+                              "subject",
+                              "text",
+                              "html",
+                              "attachments",
+                              "meta",
+                              "recipients",
+                              "created_at",
+                              "updated_at",
+                              "sent_at",
+                              "attempts",
+                              "next_attempt_at",
+                              "last_error",
+                              "smtp_reply"};
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            CHECK_MSG(json_object_get(o, keys[i]) != NULL, "key %s", keys[i]);
+        CHECK(json_object_size(o) == sizeof keys / sizeof keys[0]);
+        CHECK_STR(jstr(o, "id"), "job-42");
+        CHECK_STR(jstr(o, "org"), "acme");
+        CHECK_STR(jstr(o, "account"), "acct-7");
+        CHECK_STR(jstr(o, "type"), "receipt");
+        CHECK_STR(jstr(o, "status"), "sent");
+        CHECK_STR(jstr(o, "path"), "scheme");
+        CHECK(json_is_null(json_object_get(o, "path_reason")));
+        CHECK_STR(jstr(o, "from"), "billing@acme.example");
+        CHECK_STR(jstr(o, "from_name"), "Acme \"Billing\"");
+        CHECK_STR(jstr(o, "sender"), "billing@acme.example");
+        CHECK_STR(jstr(o, "reply_to"), "billing@acme.example");
+        json_t *to = json_object_get(o, "to");
+        CHECK(json_is_array(to) && json_array_size(to) == 2);
+        CHECK_STR(jstr(json_array_get(to, 0), "email"), "ann@example.com");
+        CHECK_STR(jstr(json_array_get(to, 0), "name"), "Ann Lee");
+        CHECK(json_object_get(json_array_get(to, 1), "name") == NULL ||
+              json_is_null(json_object_get(json_array_get(to, 1), "name")));
+        CHECK(json_array_size(json_object_get(o, "cc")) == 1);
+        CHECK(json_array_size(json_object_get(o, "bcc")) == 1);
+        CHECK_STR(jstr(o, "subject"), "Receipt #42");
+        CHECK_STR(jstr(o, "text"), "Thank you.");
+        CHECK_STR(jstr(o, "html"), "<b>Thank you.</b>");
+        json_t *att = json_object_get(o, "attachments");
+        CHECK(json_is_array(att) && json_array_size(att) == 2);
+        CHECK(json_integer_value(
+                  json_object_get(json_array_get(att, 0), "size")) == 19);
+        CHECK_STR(jstr(json_array_get(att, 1), "content_type"),
+                  "application/octet-stream");
+        json_t *meta = json_object_get(o, "meta");
+        CHECK(json_is_object(meta) &&
+              json_integer_value(json_object_get(meta, "order")) == 42);
+        json_t *rc = json_object_get(o, "recipients");
+        CHECK(json_is_array(rc) && json_array_size(rc) == 4);
+        CHECK_STR(jstr(json_array_get(rc, 3), "kind"), "bcc");
+        CHECK_STR(jstr(json_array_get(rc, 0), "status"), "pending");
+        CHECK_STR(jstr(o, "created_at"), "2025-11-26T14:58:07.123Z");
+        CHECK_STR(jstr(o, "updated_at"), "2025-11-26T14:58:10.000Z");
+        CHECK_STR(jstr(o, "sent_at"), "2025-11-26T14:58:09.500Z");
+        CHECK(json_is_null(json_object_get(o, "next_attempt_at")));
+        CHECK(json_is_integer(json_object_get(o, "attempts")) &&
+              json_integer_value(json_object_get(o, "attempts")) == 1);
+        CHECK(json_is_null(json_object_get(o, "last_error")));
+        CHECK_STR(jstr(o, "smtp_reply"), "250 ok \xef\xbf\xbd\xef\xbf\xbd raw");
+    }
+    CHECK(js == NULL || strchr(js, '\n') == NULL); /* one line */
+    json_decref(o);
+    free(js);
+    mc_record_free(r);
+
+    /* Stored JSON that does not parse is shown as a string, not lost. */
+    r = full_record("odd");
+    free(r->meta_json);
+    r->meta_json = xstrdup("{broken");
+    js = mc_record_to_json(r);
+    o = json_loads(js, 0, NULL);
+    CHECK(o != NULL);
+    CHECK_STR(jstr(o, "meta"), "{broken");
+    json_decref(o);
+    free(js);
+    mc_record_free(r);
+
+    clock_set_fixed(-1);
+    mc_close(m);
+    rmtree(dir);
+}
+
+#define NCHILD 3
+#define PER_CHILD 500
+#define BATCH 25
+
+static int
+child_run(const char *url, int c, int gate)
+{
+    char x;
+    while (read(gate, &x, 1) > 0) /* wait until the parent opens the gate */
+        ;
+    close(gate);
+    struct mc *m = NULL;
+    struct herr e = {0};
+    if (mc_open(url, &m, &e) != 0) {
+        fprintf(stderr, "child %d: open: %s\n", c, e.msg);
+        return 1;
+    }
+    int fails = 0;
+    char org[16];
+    snprintf(org, sizeof org, "org%d", c);
+    for (int i = 0; i < PER_CHILD && !fails; i += BATCH) {
+        if (mc_batch_begin(m, &e) != 0) {
+            fprintf(stderr, "child %d: begin: %s\n", c, e.msg);
+            fails++;
+            break;
+        }
+        for (int k = i; k < i + BATCH && k < PER_CHILD; k++) {
+            char id[32];
+            snprintf(id, sizeof id, "mp-%d-%03d", c, k);
+            struct mc_record *r = small_record(id, org, "acct", MC_QUEUED,
+                                               clock_now_ms(), "r@example.com");
+            struct mc_update u1, u2;
+            mc_update_init(&u1, id, MC_SENDING);
+            mc_update_init(&u2, id, MC_SENT);
+            u2.attempts_add = 1;
+            u2.sent_at = clock_now_ms();
+            u2.path = "relay";
+            if (mc_insert(m, r, NULL, &e) != 0 || mc_update(m, &u1, &e) != 0 ||
+                mc_update(m, &u2, &e) != 0) {
+                fprintf(stderr, "child %d: %s: %s\n", c, id, e.msg);
+                fails++;
+            }
+            mc_record_free(r);
+        }
+        if (fails) {
+            mc_batch_rollback(m);
+        } else if (mc_batch_commit(m, &e) != 0) {
+            fprintf(stderr, "child %d: commit: %s\n", c, e.msg);
+            fails++;
+        }
+    }
+    mc_close(m);
+    return fails ? 1 : 0;
+}
+
+static void
+test_multiprocess(void)
+{
+    char *dir = tmpdir();
+    char *url = store_url(dir); /* the file does not exist yet */
+    int gate[2];
+    CHECK(pipe(gate) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pids[NCHILD];
+    for (int c = 0; c < NCHILD; c++) {
+        pids[c] = fork();
+        if (pids[c] == 0) {
+            close(gate[1]);
+            int rc = child_run(url, c, gate[0]);
+            _exit(rc);
+        }
+        CHECK(pids[c] > 0);
+    }
+    close(gate[0]);
+    close(gate[1]); /* all children start now */
+    for (int c = 0; c < NCHILD; c++) {
+        int st = 0;
+        CHECK(pids[c] > 0 && waitpid(pids[c], &st, 0) == pids[c]);
+        CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d status %d",
+                  c, st);
+    }
+    struct mc *m = open_store(dir);
+    if (m) {
+        int good = 0;
+        for (int c = 0; c < NCHILD; c++)
+            for (int k = 0; k < PER_CHILD; k++) {
+                char id[32];
+                snprintf(id, sizeof id, "mp-%d-%03d", c, k);
+                struct mc_record *r = NULL;
+                if (mc_get(m, id, &r, NULL) == 0 && r->status == MC_SENT &&
+                    r->attempts == 1 && r->sent_at > 0 &&
+                    same_str(r->path, "relay"))
+                    good++;
+                mc_record_free(r);
+            }
+        CHECK_MSG(good == NCHILD * PER_CHILD, "%d good rows", good);
+        struct mc_filter f = {0};
+        f.has_status = 1;
+        f.status = MC_SENT;
+        f.org = "org1";
+        f.limit = MC_LIST_MAX;
+        struct mc_record **v = NULL;
+        size_t n = 0;
+        CHECK(mc_list(m, &f, &v, &n, NULL) == 0 && n == PER_CHILD);
+        mc_records_free(v, n);
+        mc_close(m);
+    }
+    free(url);
+    rmtree(dir);
+}
+
+int
+main(void)
+{
+    test_status_names();
+    test_roundtrip();
+    test_duplicate();
+    test_update();
+    test_list();
+    test_batch();
+    test_urls();
+    test_busy();
+    test_from_job();
+    test_to_json();
+    test_multiprocess();
+    return T_DONE("test_mc");
+}

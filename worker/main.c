@@ -1,0 +1,140 @@
+/*
+ * herald-worker — takes notification jobs from Redis, resolves the sender,
+ * delivers over SMTP and mirrors every message into the Message Center.
+ * One libuv loop per process; scale by running more processes.
+ */
+#include "err.h"
+#include "log.h"
+#include "settings.h"
+#include "util.h"
+#include "worker.h"
+
+#include <ctype.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+static void
+usage(FILE *f)
+{
+    fputs("Usage: herald-worker [--print-config] [SETTING FLAGS]\n"
+          "\n"
+          "Takes jobs from <prefix>:queue:high|normal|low in Redis, delivers\n"
+          "them over SMTP and records each in the Message Center. Stops\n"
+          "gracefully on SIGTERM or SIGINT (a second signal cuts the grace\n"
+          "short).\n\n",
+          f);
+    settings_usage(f);
+}
+
+struct app {
+    uv_loop_t *loop;
+    struct worker *w;
+    uv_signal_t sigterm, sigint;
+    int code;
+    int done;
+};
+
+static void
+on_worker_done(void *ud, int code)
+{
+    struct app *a = ud;
+    a->code = code;
+    a->done = 1;
+    uv_close((uv_handle_t *)&a->sigterm, NULL);
+    uv_close((uv_handle_t *)&a->sigint, NULL);
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    struct app *a = h->data;
+    log_msg(LOG_INFO, "signal received", "signal",
+            signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+    worker_stop(a->w, on_worker_done, a);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct settings s;
+    struct herr e = {{0}, {0}};
+    int print_config = 0;
+    settings_defaults(&s);
+    if (settings_load_env(&s, &e) != 0 ||
+        settings_load_args(&s, &argc, argv, &e) != 0) {
+        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&e, why, sizeof why);
+        fprintf(stderr, "herald-worker: %s\n", why);
+        settings_free(&s);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            settings_free(&s);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("herald-worker %s\n", HERALD_VERSION);
+            settings_free(&s);
+            return 0;
+        } else if (strcmp(argv[i], "--print-config") == 0) {
+            print_config = 1;
+        } else {
+            fprintf(stderr, "herald-worker: unknown argument \"%s\" (see "
+                            "--help)\n",
+                    argv[i]);
+            settings_free(&s);
+            return 2;
+        }
+    }
+    if (print_config) {
+        settings_print(&s, stdout);
+        settings_free(&s);
+        return 0;
+    }
+    log_init("herald-worker", s.log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    char idbuf[300];
+    if (s.worker_id) {
+        snprintf(idbuf, sizeof idbuf, "%s", s.worker_id);
+    } else {
+        /* hostname: stable across restarts of a container; the pid keeps
+         * several processes on one host apart */
+        char host[256] = "worker";
+        gethostname(host, sizeof host - 1);
+        for (char *p = host; *p; p++)
+            if (!(isalnum((unsigned char)*p) || strchr("._-", *p)))
+                *p = '-';
+        snprintf(idbuf, sizeof idbuf, "%s-%ld", host, (long)getpid());
+    }
+
+    struct app a = {0};
+    a.loop = uv_default_loop();
+    if (worker_new(a.loop, &s, idbuf, &a.w, &e) != 0) {
+        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&e, why, sizeof why);
+        log_msg(LOG_FATAL, "cannot start", "error", why, NULL);
+        settings_free(&s);
+        return e.field[0] && strncmp(e.field, "HERALD_", 7) == 0 ? 2 : 1;
+    }
+    uv_signal_init(a.loop, &a.sigterm);
+    uv_signal_init(a.loop, &a.sigint);
+    a.sigterm.data = a.sigint.data = &a;
+    uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a.sigint, on_signal, SIGINT);
+    log_msg(LOG_INFO, "worker started", "worker", idbuf, "version",
+            HERALD_VERSION, NULL);
+    uv_run(a.loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(a.loop);
+    if (rc != 0)
+        log_msg(LOG_ERROR, "loop closed with handles still open (a bug)",
+                "error", uv_strerror(rc), NULL);
+    log_msg(LOG_INFO, "worker stopped", NULL);
+    settings_free(&s);
+    return a.done ? a.code : 1;
+}

@@ -1,0 +1,922 @@
+#include "queue.h"
+#include "clock.h"
+#include "err.h"
+#include "job.h"
+#include "keys.h"
+#include "log.h"
+#include "util.h"
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <openssl/sha.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TAKE_BATCH 64
+#define BLOCK_TIMEOUT_S "5"
+#define CONNECT_TIMEOUT_MS 5000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define DUE_EVERY_MS 250
+#define DUE_BATCH "200"
+#define LEDGER_TTL_MS "2592000000" /* 30 days */
+
+/* ---- Lua scripts (loaded at every connect; run with EVALSHA) ---- */
+
+enum {
+    S_TAKE,
+    S_CLAIM,
+    S_SENT,
+    S_DEAD,
+    S_SCHED,
+    S_REPLACE,
+    S_DUE,
+    S_HANDBACK,
+    S_COUNT
+};
+
+/* Lane of a job by its "priority" (default normal). KEYS[a..a+2] are the
+ * high, normal and low lanes. */
+#define LUA_LANE                                                               \
+    "local function lane(m, a)\n"                                              \
+    "  local ok, j = pcall(cjson.decode, m)\n"                                 \
+    "  if ok and type(j) == 'table' then\n"                                    \
+    "    if j.priority == 'high' then return KEYS[a] end\n"                    \
+    "    if j.priority == 'low' then return KEYS[a+2] end\n"                   \
+    "  end\n"                                                                  \
+    "  return KEYS[a+1]\n"                                                     \
+    "end\n"
+
+static const char *script_src[S_COUNT] = {
+    /* TAKE: KEYS high normal low processing; ARGV max */
+    "local out, n = {}, tonumber(ARGV[1])\n"
+    "for i = 1, 3 do\n"
+    "  while #out < n do\n"
+    "    local v = redis.call('LMOVE', KEYS[i], KEYS[4], 'RIGHT', 'LEFT')\n"
+    "    if not v then break end\n"
+    "    out[#out + 1] = v\n"
+    "  end\n"
+    "end\n"
+    "return out\n",
+    /* CLAIM: KEYS ledger workers; ARGV me now heartbeat_ms ttl_ms */
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if st == 'sent' then\n"
+    "  return {'sent', tonumber(redis.call('HGET', KEYS[1], 'attempts') or "
+    "'0'), 0}\n"
+    "end\n"
+    "if st == 'inflight' then\n"
+    "  local owner = redis.call('HGET', KEYS[1], 'owner')\n"
+    "  if owner and owner ~= ARGV[1] then\n"
+    "    local hb = redis.call('HGET', KEYS[2], owner)\n"
+    "    if hb and tonumber(hb) + tonumber(ARGV[3]) > tonumber(ARGV[2]) "
+    "then\n"
+    "      return {'busy', 0, 0}\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if st == 'failed' then\n"
+    "  redis.call('HDEL', KEYS[1], 'attempts', 'first_at')\n"
+    "end\n"
+    "local a = redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
+    "redis.call('HSETNX', KEYS[1], 'first_at', ARGV[2])\n"
+    "redis.call('HSET', KEYS[1], 'state', 'inflight', 'owner', ARGV[1])\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
+    "return {'ok', a, tonumber(redis.call('HGET', KEYS[1], 'first_at'))}\n",
+    /* SENT: KEYS ledger; ARGV now ttl_ms */
+    "redis.call('HSET', KEYS[1], 'state', 'sent', 'sent_at', ARGV[1])\n"
+    "redis.call('HDEL', KEYS[1], 'owner')\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "return 1\n",
+    /* DEAD: KEYS processing dead ledger|''; ARGV raw entry */
+    "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then\n"
+    "  redis.call('LPUSH', KEYS[2], ARGV[2])\n"
+    "  if KEYS[3] ~= '' then\n"
+    "    redis.call('HSET', KEYS[3], 'state', 'failed')\n"
+    "    redis.call('HDEL', KEYS[3], 'owner')\n"
+    "  end\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n",
+    /* SCHED: KEYS processing scheduled ledger|''; ARGV raw member due */
+    "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then\n"
+    "  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])\n"
+    "  if KEYS[3] ~= '' then\n"
+    "    redis.call('HSET', KEYS[3], 'state', 'deferred')\n"
+    "    redis.call('HDEL', KEYS[3], 'owner')\n"
+    "  end\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n",
+    /* REPLACE: KEYS processing; ARGV raw new */
+    "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then\n"
+    "  redis.call('LPUSH', KEYS[1], ARGV[2])\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n",
+    /* DUE: KEYS scheduled high normal low; ARGV now limit. Due jobs go to
+     * the take end of their lane: they have waited already. */
+    LUA_LANE "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', "
+             "ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))\n"
+             "for _, m in ipairs(due) do\n"
+             "  redis.call('RPUSH', lane(m, 2), m)\n"
+             "  redis.call('ZREM', KEYS[1], m)\n"
+             "end\n"
+             "return #due\n",
+    /* HANDBACK: KEYS processing high normal low workers; ARGV me.
+     * Newest first, each to the take end: the oldest is taken first. */
+    LUA_LANE "local n = 0\n"
+             "while true do\n"
+             "  local m = redis.call('LPOP', KEYS[1])\n"
+             "  if not m then break end\n"
+             "  redis.call('RPUSH', lane(m, 2), m)\n"
+             "  n = n + 1\n"
+             "end\n"
+             "redis.call('HDEL', KEYS[5], ARGV[1])\n"
+             "return n\n",
+};
+
+/* ---- state ---- */
+
+struct qop {
+    struct qop *next, *prev;
+    char *cmd; /* RESP-formatted */
+    size_t len;
+    queue_reply_fn *cb;
+    void *ud;
+    int sent;
+    int internal; /* connection set-up: dropped, not resent, on reconnect */
+};
+
+enum conn_kind { C_CMD = 0, C_BLOCK_HIGH, C_BLOCK_NORMAL, C_BLOCK_LOW, C_N };
+
+struct conn {
+    struct queue *q;
+    redisAsyncContext *ac;
+    int kind;
+    int connected;
+    int waiting; /* blocking take outstanding */
+    int armed;   /* this lane should block when idle */
+};
+
+enum qstate { Q_DOWN, Q_CONNECTING, Q_READY };
+
+struct queue {
+    uv_loop_t *loop;
+    struct redis_target target;
+    char *prefix, *me;
+    char k_lane[JOB_PRIO_COUNT][KEYS_MAX];
+    char k_proc[KEYS_MAX], k_dead[KEYS_MAX], k_sched[KEYS_MAX],
+        k_workers[KEYS_MAX];
+    char sha[S_COUNT][41];
+    long heartbeat_ms;
+    struct queue_events ev;
+    struct conn conns[C_N];
+    enum qstate state;
+    int ever_ready;
+    int stopping; /* no more takes */
+    int resetting;
+    int closing;
+    uint64_t backoff_ms;
+    uv_timer_t t_reconnect, t_connect_guard, t_heartbeat, t_due, t_handback;
+    int open_timers;
+    struct qop *ops_head, *ops_tail;
+    size_t nops;
+    int take_out;  /* a batch take is outstanding */
+    int due_out;   /* a due-mover run is outstanding */
+    void (*handback_cb)(void *, int);
+    void *handback_ud;
+    void (*close_cb)(void *);
+    void *close_ud;
+};
+
+static void q_connect(struct queue *q);
+static void q_fail(struct queue *q, const char *why);
+static void q_send_pending(struct queue *q);
+static void q_take(struct queue *q);
+
+/* ---- operations ---- */
+
+static void
+op_unlink(struct queue *q, struct qop *op)
+{
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        q->ops_head = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    else
+        q->ops_tail = op->prev;
+    q->nops--;
+}
+
+static void
+op_free(struct qop *op)
+{
+    free(op->cmd);
+    free(op);
+}
+
+static void
+op_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct conn *c = ac->data;
+    struct queue *q = c->q;
+    struct qop *op = privdata;
+    redisReply *r = reply;
+    if (r == NULL) {
+        /* Connection lost: keep the op for resending (internal set-up
+         * ops are rebuilt on the next connect instead). */
+        op->sent = 0;
+        if (op->internal) {
+            op_unlink(q, op);
+            op_free(op);
+        }
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        /* Someone flushed the script cache: reconnecting reloads it and
+         * resends this op. */
+        op->sent = 0;
+        q_fail(q, "scripts missing (SCRIPT FLUSH?)");
+        return;
+    }
+    op_unlink(q, op);
+    if (r->type == REDIS_REPLY_ERROR)
+        log_msg(LOG_ERROR, "redis error reply", "error", r->str, NULL);
+    if (op->cb)
+        op->cb(op->ud, r);
+    op_free(op);
+}
+
+static void
+op_send(struct queue *q, struct qop *op)
+{
+    struct conn *c = &q->conns[C_CMD];
+    if (c->ac == NULL) /* hiredis buffers writes until connected */
+        return;
+    if (redisAsyncFormattedCommand(c->ac, op_reply, op, op->cmd, op->len) ==
+        REDIS_OK)
+        op->sent = 1;
+}
+
+/* Queues a command; sent now when ready (or `internal` set-up while
+ * connecting), else after the next (re)connect. */
+static void
+op_add(struct queue *q, int argc, const char **argv, const size_t *lens,
+       queue_reply_fn *cb, void *ud, int internal)
+{
+    struct qop *op = xcalloc(1, sizeof *op);
+    char *cmd = NULL;
+    int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (n < 0)
+        abort();
+    op->cmd = xmalloc((size_t)n);
+    memcpy(op->cmd, cmd, (size_t)n);
+    free(cmd);
+    op->len = (size_t)n;
+    op->cb = cb;
+    op->ud = ud;
+    op->internal = internal;
+    if (internal) {
+        /* set-up goes before everything else waiting */
+        op->next = q->ops_head;
+        if (q->ops_head)
+            q->ops_head->prev = op;
+        q->ops_head = op;
+        if (q->ops_tail == NULL)
+            q->ops_tail = op;
+    } else {
+        op->prev = q->ops_tail;
+        if (q->ops_tail)
+            q->ops_tail->next = op;
+        q->ops_tail = op;
+        if (q->ops_head == NULL)
+            q->ops_head = op;
+    }
+    q->nops++;
+    if (internal || q->state == Q_READY)
+        op_send(q, op);
+}
+
+static void
+eval(struct queue *q, int script, int nkeys, const char **keys, int nargs,
+     const char **args, const size_t *arglens, queue_reply_fn *cb, void *ud)
+{
+    const char *argv[16];
+    size_t lens[16];
+    char nk[16];
+    int argc = 0;
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    argv[argc] = "EVALSHA";
+    lens[argc++] = 7;
+    argv[argc] = q->sha[script];
+    lens[argc++] = 40;
+    argv[argc] = nk;
+    lens[argc++] = strlen(nk);
+    for (int i = 0; i < nkeys; i++) {
+        argv[argc] = keys[i];
+        lens[argc++] = strlen(keys[i]);
+    }
+    for (int i = 0; i < nargs; i++) {
+        argv[argc] = args[i];
+        lens[argc++] = arglens ? arglens[i] : strlen(args[i]);
+    }
+    op_add(q, argc, argv, lens, cb, ud, 0);
+}
+
+size_t
+queue_pending(const struct queue *q)
+{
+    return q->nops;
+}
+
+int
+queue_is_ready(const struct queue *q)
+{
+    return q->state == Q_READY;
+}
+
+/* ---- connection management ---- */
+
+static void
+on_timer_closed(uv_handle_t *h)
+{
+    struct queue *q = h->data;
+    if (--q->open_timers == 0 && q->closing) {
+        void (*cb)(void *) = q->close_cb;
+        void *ud = q->close_ud;
+        while (q->ops_head) {
+            struct qop *op = q->ops_head;
+            op_unlink(q, op);
+            op_free(op);
+        }
+        free(q->prefix);
+        free(q->me);
+        free(q);
+        if (cb)
+            cb(ud);
+    }
+}
+
+static void
+conn_drop(struct conn *c)
+{
+    redisAsyncContext *ac = c->ac;
+    c->ac = NULL;
+    c->connected = 0;
+    c->waiting = 0;
+    if (ac) {
+        ac->data = c; /* callbacks during free see c->ac != ac: ignored */
+        redisAsyncFree(ac);
+    }
+}
+
+static void
+on_reconnect_timer(uv_timer_t *t)
+{
+    struct queue *q = t->data;
+    if (q->closing)
+        return;
+    if (q->resetting) {
+        /* second phase of a reset: drop what is left, then connect */
+        for (int i = 0; i < C_N; i++)
+            conn_drop(&q->conns[i]);
+        q->resetting = 0;
+        q->state = Q_DOWN;
+        uv_timer_start(&q->t_reconnect, on_reconnect_timer, q->backoff_ms, 0);
+        q->backoff_ms = q->backoff_ms * 2 > BACKOFF_MAX_MS
+                            ? BACKOFF_MAX_MS
+                            : q->backoff_ms * 2;
+        return;
+    }
+    q_connect(q);
+}
+
+/*
+ * Something broke: tear everything down and reconnect after a backoff.
+ * Deferred through a timer so that no hiredis context is freed from
+ * inside its own callback.
+ */
+static void
+q_fail(struct queue *q, const char *why)
+{
+    if (q->resetting || q->closing)
+        return;
+    if (q->state != Q_DOWN)
+        log_msg(LOG_WARN, "redis connection lost; reconnecting", "reason",
+                why, NULL);
+    q->resetting = 1;
+    q->state = Q_DOWN;
+    q->take_out = 0;
+    q->due_out = 0;
+    uv_timer_stop(&q->t_connect_guard);
+    uv_timer_start(&q->t_reconnect, on_reconnect_timer, 0, 0);
+}
+
+static void
+on_connect(const redisAsyncContext *ac, int status)
+{
+    struct conn *c = ac->data;
+    if (c->ac != ac)
+        return;
+    if (status != REDIS_OK) {
+        c->ac = NULL; /* hiredis frees it after this callback */
+        q_fail(c->q, ac->errstr[0] ? ac->errstr : "connect failed");
+        return;
+    }
+    c->connected = 1;
+}
+
+static void
+on_disconnect(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    struct conn *c = ac->data;
+    if (c->ac != ac)
+        return;
+    c->ac = NULL;
+    c->connected = 0;
+    c->waiting = 0;
+    q_fail(c->q, ac->errstr[0] ? ac->errstr : "disconnected");
+}
+
+static void
+on_guard(uv_timer_t *t)
+{
+    struct queue *q = t->data;
+    if (q->state == Q_CONNECTING)
+        q_fail(q, "connect timed out");
+}
+
+static void
+setup_cmds(struct queue *q, struct conn *c, queue_reply_fn *last_cb)
+{
+    /* AUTH and SELECT are queued as internal ops on the command
+     * connection, or sent fire-and-forget on blocking ones (an error
+     * there shows up as an error reply to BLMOVE). */
+    const char *argv[3];
+    size_t lens[3];
+    char db[16];
+    snprintf(db, sizeof db, "%d", q->target.db);
+    if (c->kind != C_CMD) {
+        if (q->target.password[0])
+            redisAsyncCommand(c->ac, NULL, NULL, "AUTH %s",
+                              q->target.password);
+        if (q->target.db)
+            redisAsyncCommand(c->ac, NULL, NULL, "SELECT %s", db);
+        return;
+    }
+    /* internal ops are pushed at the head: add them in reverse order */
+    const char *last[4] = {"LRANGE", q->k_proc, "0", "-1"};
+    size_t lastl[4] = {6, strlen(q->k_proc), 1, 2};
+    op_add(q, 4, last, lastl, last_cb, q, 1);
+    char now[32];
+    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
+    const char *hb[4] = {"HSET", q->k_workers, q->me, now};
+    size_t hbl[4] = {4, strlen(q->k_workers), strlen(q->me), strlen(now)};
+    op_add(q, 4, hb, hbl, NULL, NULL, 1);
+    for (int i = S_COUNT - 1; i >= 0; i--) {
+        const char *sl[3] = {"SCRIPT", "LOAD", script_src[i]};
+        size_t sll[3] = {6, 4, strlen(script_src[i])};
+        op_add(q, 3, sl, sll, NULL, NULL, 1);
+    }
+    if (q->target.db) {
+        argv[0] = "SELECT";
+        argv[1] = db;
+        lens[0] = 6;
+        lens[1] = strlen(db);
+        op_add(q, 2, argv, lens, NULL, NULL, 1);
+    }
+    if (q->target.password[0]) {
+        argv[0] = "AUTH";
+        argv[1] = q->target.password;
+        lens[0] = 4;
+        lens[1] = strlen(q->target.password);
+        op_add(q, 2, argv, lens, NULL, NULL, 1);
+    }
+}
+
+static void
+on_handback_startup(void *ud, redisReply *r)
+{
+    (void)ud;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        char n[32];
+        snprintf(n, sizeof n, "%lld", r->integer);
+        log_msg(LOG_WARN,
+                "found jobs left by an earlier run of this worker id; "
+                "handed back to their lanes",
+                "count", n, NULL);
+    }
+}
+
+/* The LRANGE of our processing list, first thing after (re)connecting. */
+static void
+on_resync(void *ud, redisReply *r)
+{
+    struct queue *q = ud;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        q_fail(q, "LRANGE of the processing list failed");
+        return;
+    }
+    if (!q->ever_ready) {
+        /* A fresh start: anything under our name is from an earlier run
+         * of this worker id (a crash, a restarted container). Hand it
+         * back; it is delivered like any queued job. */
+        const char *keys[5] = {q->k_proc, q->k_lane[0], q->k_lane[1],
+                               q->k_lane[2], q->k_workers};
+        const char *args[1] = {"-"}; /* keep our own heartbeat */
+        q->state = Q_READY;
+        eval(q, S_HANDBACK, 5, keys, 1, args, NULL, on_handback_startup, q);
+    } else {
+        /* Adopt entries we do not know: takes whose reply was lost. */
+        for (size_t i = 0; i < r->elements; i++) {
+            redisReply *e = r->element[i];
+            if (e->type != REDIS_REPLY_STRING)
+                continue;
+            size_t seen = 0;
+            for (size_t k = 0; k <= i; k++) {
+                redisReply *o = r->element[k];
+                if (o->type == REDIS_REPLY_STRING && o->len == e->len &&
+                    memcmp(o->str, e->str, e->len) == 0)
+                    seen++;
+            }
+            if (seen > q->ev.count_local(q->ev.ud, e->str, e->len)) {
+                log_msg(LOG_INFO, "adopting a job found in the processing "
+                                  "list after reconnecting",
+                        NULL);
+                q->ev.job(q->ev.ud, xstrndup(e->str, e->len), e->len);
+            }
+        }
+        q->state = Q_READY;
+    }
+    q->ever_ready = 1;
+    q->backoff_ms = BACKOFF_MIN_MS;
+    uv_timer_stop(&q->t_connect_guard);
+    log_msg(LOG_INFO, "redis ready", NULL);
+    q_send_pending(q);
+    if (q->ev.ready)
+        q->ev.ready(q->ev.ud);
+    q_take(q);
+}
+
+static void
+q_send_pending(struct queue *q)
+{
+    for (struct qop *op = q->ops_head; op; op = op->next)
+        if (!op->sent)
+            op_send(q, op);
+}
+
+static void
+q_connect(struct queue *q)
+{
+    if (q->closing)
+        return;
+    q->state = Q_CONNECTING;
+    int n = q->stopping ? 1 : C_N;
+    for (int i = 0; i < n; i++) {
+        struct conn *c = &q->conns[i];
+        redisAsyncContext *ac =
+            q->target.unix_path[0]
+                ? redisAsyncConnectUnix(q->target.unix_path)
+                : redisAsyncConnect(q->target.host, q->target.port);
+        if (ac == NULL || ac->err) {
+            const char *why = ac ? ac->errstr : "out of memory";
+            log_msg(LOG_WARN, "redis connect failed", "reason", why, NULL);
+            if (ac)
+                redisAsyncFree(ac);
+            q->state = Q_DOWN;
+            q_fail(q, why);
+            return;
+        }
+        ac->data = c;
+        c->ac = ac;
+        c->connected = 0;
+        c->waiting = 0;
+        redisLibuvAttach(ac, q->loop);
+        redisAsyncSetConnectCallback(ac, on_connect);
+        redisAsyncSetDisconnectCallback(ac, on_disconnect);
+        setup_cmds(q, c, on_resync);
+    }
+    uv_timer_start(&q->t_connect_guard, on_guard, CONNECT_TIMEOUT_MS, 0);
+}
+
+/* ---- taking ---- */
+
+static void on_block_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+static void
+arm_blocking(struct queue *q)
+{
+    if (q->stopping || q->state != Q_READY)
+        return;
+    for (int lane = 0; lane < JOB_PRIO_COUNT; lane++) {
+        struct conn *c = &q->conns[C_BLOCK_HIGH + lane];
+        if (c->ac == NULL || c->waiting)
+            continue;
+        if (q->ev.room(q->ev.ud) <= 0)
+            return;
+        if (redisAsyncCommand(c->ac, on_block_reply, c,
+                              "BLMOVE %s %s RIGHT LEFT " BLOCK_TIMEOUT_S,
+                              q->k_lane[lane], q->k_proc) == REDIS_OK)
+            c->waiting = 1;
+    }
+}
+
+static void
+on_block_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct conn *c = priv;
+    struct queue *q = c->q;
+    redisReply *r = reply;
+    if (c->ac != ac)
+        return; /* a dropped connection's leftovers */
+    c->waiting = 0;
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_STRING) {
+        q->ev.job(q->ev.ud, xstrndup(r->str, r->len), r->len);
+        q_take(q); /* there may be more: batch them */
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_msg(LOG_ERROR, "blocking take failed", "error", r->str, NULL);
+        q_fail(q, r->str);
+        return;
+    }
+    /* timed out: wait again */
+    arm_blocking(q);
+}
+
+static void
+on_take(void *ud, redisReply *r)
+{
+    struct queue *q = ud;
+    q->take_out = 0;
+    if (r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        if (e->type == REDIS_REPLY_STRING)
+            q->ev.job(q->ev.ud, xstrndup(e->str, e->len), e->len);
+    }
+    if (r->elements > 0)
+        q_take(q);
+    else
+        arm_blocking(q);
+}
+
+static void
+q_take(struct queue *q)
+{
+    if (q->stopping || q->state != Q_READY || q->take_out)
+        return;
+    int room = q->ev.room(q->ev.ud);
+    if (room <= 0)
+        return;
+    if (room > TAKE_BATCH)
+        room = TAKE_BATCH;
+    char n[16];
+    snprintf(n, sizeof n, "%d", room);
+    const char *keys[4] = {q->k_lane[0], q->k_lane[1], q->k_lane[2],
+                           q->k_proc};
+    const char *args[1] = {n};
+    q->take_out = 1;
+    eval(q, S_TAKE, 4, keys, 1, args, NULL, on_take, q);
+}
+
+void
+queue_kick(struct queue *q)
+{
+    q_take(q);
+}
+
+/* ---- timers ---- */
+
+static void
+on_heartbeat(uv_timer_t *t)
+{
+    struct queue *q = t->data;
+    if (q->state != Q_READY)
+        return;
+    char now[32];
+    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
+    const char *hb[4] = {"HSET", q->k_workers, q->me, now};
+    size_t hbl[4] = {4, strlen(q->k_workers), strlen(q->me), strlen(now)};
+    op_add(q, 4, hb, hbl, NULL, NULL, 0);
+}
+
+static void
+on_due_reply(void *ud, redisReply *r)
+{
+    struct queue *q = ud;
+    q->due_out = 0;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        q_take(q);
+}
+
+static void
+on_due(uv_timer_t *t)
+{
+    struct queue *q = t->data;
+    if (q->state != Q_READY || q->due_out || q->stopping)
+        return;
+    char now[32];
+    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
+    const char *keys[4] = {q->k_sched, q->k_lane[0], q->k_lane[1],
+                           q->k_lane[2]};
+    const char *args[2] = {now, DUE_BATCH};
+    q->due_out = 1;
+    eval(q, S_DUE, 4, keys, 2, args, NULL, on_due_reply, q);
+}
+
+/* ---- public ---- */
+
+int
+queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
+          const struct queue_events *ev, struct queue **out)
+{
+    struct herr e;
+    struct queue *q = xcalloc(1, sizeof *q);
+    if (settings_parse_redis(s->redis, &q->target, &e) != 0) {
+        free(q);
+        return HERR_INVALID;
+    }
+    q->loop = loop;
+    q->prefix = xstrdup(s->prefix);
+    q->me = xstrdup(worker);
+    q->ev = *ev;
+    q->heartbeat_ms = s->heartbeat_s * 1000;
+    q->backoff_ms = BACKOFF_MIN_MS;
+    for (int p = 0; p < JOB_PRIO_COUNT; p++)
+        keys_queue(q->k_lane[p], KEYS_MAX, q->prefix, (enum job_priority)p);
+    keys_processing(q->k_proc, KEYS_MAX, q->prefix, q->me);
+    keys_simple(q->k_dead, KEYS_MAX, q->prefix, "dead");
+    keys_simple(q->k_sched, KEYS_MAX, q->prefix, "scheduled");
+    keys_simple(q->k_workers, KEYS_MAX, q->prefix, "workers");
+    for (int i = 0; i < S_COUNT; i++) {
+        unsigned char d[SHA_DIGEST_LENGTH];
+        SHA1((const unsigned char *)script_src[i], strlen(script_src[i]), d);
+        for (int k = 0; k < SHA_DIGEST_LENGTH; k++)
+            snprintf(q->sha[i] + 2 * k, 3, "%02x", d[k]);
+    }
+    for (int i = 0; i < C_N; i++) {
+        q->conns[i].q = q;
+        q->conns[i].kind = i;
+    }
+    uv_timer_t *timers[] = {&q->t_reconnect, &q->t_connect_guard,
+                            &q->t_heartbeat, &q->t_due, &q->t_handback};
+    for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
+        uv_timer_init(loop, timers[i]);
+        timers[i]->data = q;
+        q->open_timers++;
+    }
+    long hb = q->heartbeat_ms / 3;
+    if (hb < 200)
+        hb = 200;
+    uv_timer_start(&q->t_heartbeat, on_heartbeat, (uint64_t)hb, (uint64_t)hb);
+    uv_timer_start(&q->t_due, on_due, DUE_EVERY_MS, DUE_EVERY_MS);
+    q_connect(q);
+    *out = q;
+    return 0;
+}
+
+void
+queue_claim(struct queue *q, const char *id, queue_reply_fn *cb, void *ud)
+{
+    char ledger[KEYS_MAX], now[32], hb[32];
+    keys_ledger(ledger, sizeof ledger, q->prefix, id);
+    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
+    snprintf(hb, sizeof hb, "%ld", q->heartbeat_ms);
+    const char *keys[2] = {ledger, q->k_workers};
+    const char *args[4] = {q->me, now, hb, LEDGER_TTL_MS};
+    eval(q, S_CLAIM, 2, keys, 4, args, NULL, cb, ud);
+}
+
+void
+queue_mark_sent(struct queue *q, const char *id, queue_reply_fn *cb, void *ud)
+{
+    char ledger[KEYS_MAX], now[32];
+    keys_ledger(ledger, sizeof ledger, q->prefix, id);
+    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
+    const char *keys[1] = {ledger};
+    const char *args[2] = {now, LEDGER_TTL_MS};
+    eval(q, S_SENT, 1, keys, 2, args, NULL, cb, ud);
+}
+
+void
+queue_finish(struct queue *q, const char *raw, size_t len, queue_reply_fn *cb,
+             void *ud)
+{
+    const char *argv[4] = {"LREM", q->k_proc, "1", raw};
+    size_t lens[4] = {4, strlen(q->k_proc), 1, len};
+    op_add(q, 4, argv, lens, cb, ud, 0);
+}
+
+void
+queue_finish_dead(struct queue *q, const char *raw, size_t len,
+                  const char *entry, const char *id, queue_reply_fn *cb,
+                  void *ud)
+{
+    char ledger[KEYS_MAX] = "";
+    if (id)
+        keys_ledger(ledger, sizeof ledger, q->prefix, id);
+    const char *keys[3] = {q->k_proc, q->k_dead, ledger};
+    const char *args[2] = {raw, entry};
+    size_t lens[2] = {len, strlen(entry)};
+    eval(q, S_DEAD, 3, keys, 2, args, lens, cb, ud);
+}
+
+void
+queue_finish_schedule(struct queue *q, const char *raw, size_t len,
+                      const char *member, int64_t due_ms, const char *id,
+                      queue_reply_fn *cb, void *ud)
+{
+    char ledger[KEYS_MAX] = "", due[32];
+    if (id)
+        keys_ledger(ledger, sizeof ledger, q->prefix, id);
+    snprintf(due, sizeof due, "%lld", (long long)due_ms);
+    const char *keys[3] = {q->k_proc, q->k_sched, ledger};
+    const char *args[3] = {raw, member, due};
+    size_t lens[3] = {len, strlen(member), strlen(due)};
+    eval(q, S_SCHED, 3, keys, 3, args, lens, cb, ud);
+}
+
+void
+queue_replace(struct queue *q, const char *raw, size_t len,
+              const char *newraw, queue_reply_fn *cb, void *ud)
+{
+    const char *keys[1] = {q->k_proc};
+    const char *args[2] = {raw, newraw};
+    size_t lens[2] = {len, strlen(newraw)};
+    eval(q, S_REPLACE, 1, keys, 2, args, lens, cb, ud);
+}
+
+void
+queue_stop_taking(struct queue *q)
+{
+    if (q->stopping)
+        return;
+    q->stopping = 1;
+    /* A BLMOVE answered while we close still moved its job into our
+     * processing list: queue_handback returns it to its lane. */
+    for (int i = C_BLOCK_HIGH; i < C_N; i++)
+        conn_drop(&q->conns[i]);
+}
+
+static void
+on_handback_done(void *ud, redisReply *r)
+{
+    struct queue *q = ud;
+    uv_timer_stop(&q->t_handback);
+    if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        char n[32];
+        snprintf(n, sizeof n, "%lld", r->integer);
+        log_msg(LOG_INFO, "handed back jobs not started", "count", n, NULL);
+    }
+    void (*cb)(void *, int) = q->handback_cb;
+    q->handback_cb = NULL;
+    if (cb)
+        cb(q->handback_ud, r->type == REDIS_REPLY_ERROR ? HERR_REDIS : 0);
+}
+
+static void
+on_handback_timeout(uv_timer_t *t)
+{
+    struct queue *q = t->data;
+    void (*cb)(void *, int) = q->handback_cb;
+    q->handback_cb = NULL;
+    if (cb)
+        cb(q->handback_ud, HERR_REDIS);
+}
+
+void
+queue_handback(struct queue *q, uint64_t timeout_ms,
+               void (*cb)(void *ud, int rc), void *ud)
+{
+    q->handback_cb = cb;
+    q->handback_ud = ud;
+    const char *keys[5] = {q->k_proc, q->k_lane[0], q->k_lane[1],
+                           q->k_lane[2], q->k_workers};
+    const char *args[1] = {q->me};
+    eval(q, S_HANDBACK, 5, keys, 1, args, NULL, on_handback_done, q);
+    uv_timer_start(&q->t_handback, on_handback_timeout, timeout_ms, 0);
+}
+
+void
+queue_close(struct queue *q, void (*cb)(void *ud), void *ud)
+{
+    q->closing = 1;
+    q->close_cb = cb;
+    q->close_ud = ud;
+    for (int i = 0; i < C_N; i++)
+        conn_drop(&q->conns[i]);
+    uv_timer_t *timers[] = {&q->t_reconnect, &q->t_connect_guard,
+                            &q->t_heartbeat, &q->t_due, &q->t_handback};
+    for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
+        uv_timer_stop(timers[i]);
+        uv_close((uv_handle_t *)timers[i], on_timer_closed);
+    }
+}

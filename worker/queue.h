@@ -1,0 +1,110 @@
+/*
+ * queue — the worker's Redis side: crash-safe takes, the delivery ledger,
+ * finishing jobs, the schedule, heartbeats. hiredis async API on the libuv
+ * loop.
+ *
+ * Connections: one for commands, one per priority lane for blocking takes
+ * (BLMOVE), so a blocking take never stalls other traffic and an idle
+ * worker wakes at once for a job in any lane. When the lanes have work,
+ * takes are batched by a Lua script that honours priority (high, normal,
+ * low).
+ *
+ * Every job taken moves atomically from <p>:queue:<lane> to this worker's
+ * <p>:processing:<id> and leaves it only through one of the queue_finish_*
+ * calls. Every operation queued here survives a lost connection: the queue
+ * reconnects with backoff, re-adopts jobs in its processing list that it
+ * does not know (a take whose reply was lost), then re-sends operations
+ * still unanswered. Reply callbacks therefore always get a real reply
+ * (never NULL), exactly once, possibly after a reconnect. Finishing
+ * scripts are idempotent (they act only if the job is still in the
+ * processing list).
+ */
+#ifndef HERALD_QUEUE_H
+#define HERALD_QUEUE_H
+
+#include "settings.h"
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct queue;
+
+/* `r` is valid only during the call. r->type may be REDIS_REPLY_ERROR. */
+typedef void queue_reply_fn(void *ud, redisReply *r);
+
+struct queue_events {
+    /* A job was taken. `raw` (len bytes, NUL-terminated) becomes the
+     * callee's; it is the exact processing-list entry. */
+    void (*job)(void *ud, char *raw, size_t len);
+    /* How many local jobs hold exactly this processing-list entry. */
+    size_t (*count_local)(void *ud, const char *raw, size_t len);
+    /* How many more jobs the worker can take now. */
+    int (*room)(void *ud);
+    /* Connected (again) and resynchronised. */
+    void (*ready)(void *ud);
+    void *ud;
+};
+
+int queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
+              const struct queue_events *ev, struct queue **out);
+
+/* Room grew: take more if there is work. */
+void queue_kick(struct queue *q);
+
+int queue_is_ready(const struct queue *q);
+
+/*
+ * Claims job `id` for this worker in the ledger. Reply: array
+ * [status, attempts, first_at_ms] with status "ok" (claimed; attempts is
+ * this attempt's number), "sent" (already delivered: do not send) or
+ * "busy" (another live worker holds it).
+ */
+void queue_claim(struct queue *q, const char *id, queue_reply_fn *cb,
+                 void *ud);
+
+/* Records "accepted by SMTP" in the ledger at once. cb may be NULL. */
+void queue_mark_sent(struct queue *q, const char *id, queue_reply_fn *cb,
+                     void *ud);
+
+/* Removes the entry from the processing list (outcome recorded). */
+void queue_finish(struct queue *q, const char *raw, size_t len,
+                  queue_reply_fn *cb, void *ud);
+
+/* Moves the entry to <p>:dead as `entry`; marks the ledger failed when
+ * id is not NULL. */
+void queue_finish_dead(struct queue *q, const char *raw, size_t len,
+                       const char *entry, const char *id, queue_reply_fn *cb,
+                       void *ud);
+
+/* Moves the entry to <p>:scheduled as `member` due at due_ms; marks the
+ * ledger deferred when id is not NULL. */
+void queue_finish_schedule(struct queue *q, const char *raw, size_t len,
+                           const char *member, int64_t due_ms, const char *id,
+                           queue_reply_fn *cb, void *ud);
+
+/* Replaces the entry by `newraw` in the processing list (id assigned). */
+void queue_replace(struct queue *q, const char *raw, size_t len,
+                   const char *newraw, queue_reply_fn *cb, void *ud);
+
+/* Operations sent or waiting for a reply. */
+size_t queue_pending(const struct queue *q);
+
+/* Stops taking: blocking connections are closed. Idempotent. */
+void queue_stop_taking(struct queue *q);
+
+/*
+ * Hands every entry still in the processing list back to the front of its
+ * lane and removes this worker's heartbeat; cb runs with 0 when done, or
+ * with HERR_REDIS when Redis could not be reached within `timeout_ms`.
+ */
+void queue_handback(struct queue *q, uint64_t timeout_ms,
+                    void (*cb)(void *ud, int rc), void *ud);
+
+/* Closes every connection and handle; cb runs once all are closed and the
+ * queue is freed. Operations still queued are dropped (their callbacks do
+ * not run). */
+void queue_close(struct queue *q, void (*cb)(void *ud), void *ud);
+
+#endif

@@ -1,0 +1,1005 @@
+#include "worker.h"
+#include "clock.h"
+#include "dead.h"
+#include "job.h"
+#include "log.h"
+#include "mailer.h"
+#include "mc.h"
+#include "mime.h"
+#include "queue.h"
+#include "resolve.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SEND_AT_SLACK_MS 1000 /* send_at closer than this: send now */
+#define MC_RETRY_MS 1000
+#define RETRY_CLAIM_MS 1000
+
+enum mc_step {
+    MCW_NONE,
+    MCW_SCHEDULE, /* record queued with next_attempt_at = send_at */
+    MCW_START,    /* record exists, then "sending" + attempt */
+    MCW_LEDGER_SENT, /* ledger says delivered: make the record say so */
+    MCW_SENT,
+    MCW_DEFERRED,
+    MCW_FAILED,
+};
+
+struct task {
+    struct worker *w;
+    struct task *next, *prev; /* every task */
+    struct task *qnext;       /* in one of: ready, mc, retry queues */
+    char *raw;                /* the exact processing-list entry */
+    size_t rawlen;
+    struct job *job;
+    int attempt;
+    int64_t first_at;
+    int has_slot;
+    int abandoned; /* shutdown: free on the next callback, do nothing */
+    enum mc_step step;
+    const char *dead_reason; /* for MCW_FAILED */
+    struct route route;
+    int routed;
+    char *msg;
+    size_t msglen;
+    struct mail_req req;
+    const char **rcpt;
+    size_t nrcpt;
+    /* outcome */
+    int64_t next_at;
+    char *reply;      /* server's final reply or transport error */
+    char *error;      /* last_error for the record */
+    char *rcpt_json;  /* per-recipient outcome */
+    int dup_sent;     /* the record already said "sent" */
+};
+
+struct tq {
+    struct task *head, *tail;
+};
+
+struct worker {
+    uv_loop_t *loop;
+    const struct settings *s;
+    char *id;
+    char *msgid_domain;
+    struct queue *q;
+    struct mailer *mailer;
+    struct resolver *resolver;
+    struct mc *mc;
+    struct task *tasks;
+    size_t ntasks;
+    int slots; /* tasks holding an SMTP slot */
+    struct tq ready, mcq, retry;
+    uv_timer_t t_flush, t_retry, t_grace;
+    int flush_armed;
+    int stopping, grace_over, closing, handback_done;
+    int exit_code;
+    int open_handles;
+    void (*done)(void *, int);
+    void *done_ud;
+};
+
+static void task_free(struct task *t);
+static void pump(struct worker *w);
+static void maybe_finish_stop(struct worker *w);
+
+/* ---- small queues ---- */
+
+static void
+tq_push(struct tq *q, struct task *t)
+{
+    t->qnext = NULL;
+    if (q->tail)
+        q->tail->qnext = t;
+    else
+        q->head = t;
+    q->tail = t;
+}
+
+static struct task *
+tq_pop(struct tq *q)
+{
+    struct task *t = q->head;
+    if (t) {
+        q->head = t->qnext;
+        if (q->head == NULL)
+            q->tail = NULL;
+        t->qnext = NULL;
+    }
+    return t;
+}
+
+/* ---- tasks ---- */
+
+static const char *
+tid(const struct task *t)
+{
+    return t->job && t->job->id ? t->job->id : "-";
+}
+
+static const char *
+torg(const struct task *t)
+{
+    return t->job ? t->job->org : NULL;
+}
+
+static void
+task_release_slot(struct task *t)
+{
+    if (t->has_slot) {
+        t->has_slot = 0;
+        t->w->slots--;
+    }
+}
+
+static void
+task_free(struct task *t)
+{
+    struct worker *w = t->w;
+    task_release_slot(t);
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        w->tasks = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    w->ntasks--;
+    if (t->routed)
+        route_clear(&t->route);
+    if (t->job)
+        job_free(t->job);
+    free(t->raw);
+    free(t->msg);
+    free(t->rcpt);
+    free(t->reply);
+    free(t->error);
+    free(t->rcpt_json);
+    free(t);
+    if (w->stopping)
+        maybe_finish_stop(w);
+    else
+        queue_kick(w->q);
+}
+
+/* A reply that only ends the task (finish / dead / schedule). */
+static void
+on_final_reply(void *ud, redisReply *r)
+{
+    struct task *t = ud;
+    if (r->type == REDIS_REPLY_ERROR)
+        log_job(LOG_ERROR, tid(t), torg(t), t->attempt,
+                "redis refused to finish the job; it stays in the "
+                "processing list",
+                "error", r->str, NULL);
+    task_free(t);
+}
+
+static void
+finish(struct task *t)
+{
+    queue_finish(t->w->q, t->raw, t->rawlen, on_final_reply, t);
+}
+
+/* ---- Message Center batching ---- */
+
+static void on_flush(uv_timer_t *timer);
+
+static void
+mc_queue(struct task *t, enum mc_step step)
+{
+    struct worker *w = t->w;
+    t->step = step;
+    tq_push(&w->mcq, t);
+    if (!w->flush_armed) {
+        w->flush_armed = 1;
+        uv_timer_start(&w->t_flush, on_flush, 0, 0);
+    }
+}
+
+static int
+mc_insert_job(struct worker *w, struct task *t, int64_t next_at,
+              enum mc_status *existing, struct herr *e)
+{
+    struct mc_record *r = mc_record_from_job(t->job);
+    if (next_at)
+        r->next_attempt_at = next_at;
+    int rc = mc_insert(w->mc, r, existing, e);
+    mc_record_free(r);
+    return rc;
+}
+
+/* Applies an update; re-creates a record that went missing (a store
+ * reset under us) so an outcome is never dropped. */
+static int
+mc_apply(struct worker *w, struct task *t, const struct mc_update *u,
+         struct herr *e)
+{
+    int rc = mc_update(w->mc, u, e);
+    if (rc == HERR_NOTFOUND) {
+        rc = mc_insert_job(w, t, 0, NULL, e);
+        if (rc == 0 || rc == HERR_EXISTS)
+            rc = mc_update(w->mc, u, e);
+    }
+    return rc;
+}
+
+static void
+set_route_fields(struct task *t, struct mc_update *u)
+{
+    if (t->routed) {
+        u->path = t->route.path_name;
+        u->path_reason = t->route.reason;
+        u->sender = t->route.envelope_from;
+        u->reply_to = t->route.reply_to;
+    }
+}
+
+static int
+mc_do_step(struct worker *w, struct task *t, struct herr *e)
+{
+    struct mc_update u;
+    enum mc_status existing;
+    int rc;
+    switch (t->step) {
+    case MCW_SCHEDULE:
+        rc = mc_insert_job(w, t, t->job->send_at_ms, &existing, e);
+        return rc == HERR_EXISTS ? 0 : rc;
+    case MCW_START:
+        t->dup_sent = 0;
+        rc = mc_insert_job(w, t, 0, &existing, e);
+        if (rc == HERR_EXISTS && existing == MC_SENT) {
+            t->dup_sent = 1;
+            return 0;
+        }
+        if (rc && rc != HERR_EXISTS)
+            return rc;
+        mc_update_init(&u, t->job->id, MC_SENDING);
+        set_route_fields(t, &u);
+        u.attempts_add = 1;
+        u.next_attempt_at = 0;
+        return mc_update(w->mc, &u, e);
+    case MCW_LEDGER_SENT:
+        mc_update_init(&u, t->job->id, MC_SENT);
+        rc = mc_update(w->mc, &u, e);
+        return rc == HERR_NOTFOUND ? 0 : rc;
+    case MCW_SENT:
+        mc_update_init(&u, t->job->id, MC_SENT);
+        set_route_fields(t, &u);
+        u.sent_at = clock_now_ms();
+        u.next_attempt_at = 0;
+        u.smtp_reply = t->reply ? t->reply : "";
+        u.recipients_json = t->rcpt_json;
+        u.last_error = t->error ? t->error : "";
+        return mc_apply(w, t, &u, e);
+    case MCW_DEFERRED:
+        mc_update_init(&u, t->job->id, MC_DEFERRED);
+        u.next_attempt_at = t->next_at;
+        u.last_error = t->error;
+        u.smtp_reply = t->reply;
+        u.recipients_json = t->rcpt_json;
+        return mc_apply(w, t, &u, e);
+    case MCW_FAILED:
+        mc_update_init(&u, t->job->id, MC_FAILED);
+        set_route_fields(t, &u);
+        u.next_attempt_at = 0;
+        u.last_error = t->error;
+        u.smtp_reply = t->reply;
+        u.recipients_json = t->rcpt_json;
+        return mc_apply(w, t, &u, e);
+    case MCW_NONE:
+        break;
+    }
+    return 0;
+}
+
+static void after_mc(struct task *t);
+
+static void
+on_flush(uv_timer_t *timer)
+{
+    struct worker *w = timer->data;
+    struct herr e = {{0}, {0}};
+    w->flush_armed = 0;
+    if (w->mcq.head == NULL)
+        return;
+    int rc = mc_batch_begin(w->mc, &e);
+    struct task *t = NULL;
+    for (t = w->mcq.head; rc == 0 && t; t = t->qnext)
+        rc = mc_do_step(w, t, &e);
+    if (rc == 0)
+        rc = mc_batch_commit(w->mc, &e);
+    else
+        mc_batch_rollback(w->mc);
+    if (rc != 0) {
+        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&e, why, sizeof why);
+        log_msg(LOG_ERROR,
+                "message center write failed; jobs wait and are retried",
+                "error", why, NULL);
+        w->flush_armed = 1;
+        uv_timer_start(&w->t_flush, on_flush, MC_RETRY_MS, 0);
+        return;
+    }
+    struct tq done = w->mcq;
+    w->mcq.head = w->mcq.tail = NULL;
+    while ((t = tq_pop(&done)) != NULL)
+        after_mc(t);
+}
+
+/* ---- outcome helpers ---- */
+
+static char *
+rcpt_json(const struct task *t, const struct mail_result *r)
+{
+    const struct job *j = t->job;
+    json_t *a = json_array();
+    const struct {
+        const struct job_addr *v;
+        size_t n;
+        const char *kind;
+    } lists[3] = {{j->to, j->nto, "to"}, {j->cc, j->ncc, "cc"},
+                  {j->bcc, j->nbcc, "bcc"}};
+    for (int l = 0; l < 3; l++) {
+        for (size_t i = 0; i < lists[l].n; i++) {
+            const char *email = lists[l].v[i].email;
+            json_t *o = json_object();
+            json_object_set_new(o, "email", json_string(email));
+            json_object_set_new(o, "kind", json_string(lists[l].kind));
+            const char *status = "pending";
+            const char *reply = NULL;
+            if (r) {
+                /* the envelope holds each address once */
+                for (size_t k = 0; k < t->nrcpt; k++) {
+                    if (strcasecmp(t->rcpt[k], email) != 0)
+                        continue;
+                    const struct mail_rcpt_result *rr = &r->rcpt[k];
+                    if (rr->code >= 500)
+                        status = "refused";
+                    else if (rr->code >= 400)
+                        status = r->cls == MAIL_OK ? "refused" : "deferred";
+                    else if (r->cls == MAIL_OK)
+                        status = "accepted";
+                    else if (r->cls == MAIL_PERM)
+                        status = "failed";
+                    else
+                        status = "deferred";
+                    if (rr->code)
+                        reply = rr->reply;
+                    break;
+                }
+            }
+            json_object_set_new(o, "status", json_string(status));
+            if (reply)
+                json_object_set_new(o, "reply", json_string(reply));
+            json_array_append_new(a, o);
+        }
+    }
+    char *s = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    char *out = xstrdup(s ? s : "[]");
+    free(s);
+    return out;
+}
+
+static int64_t
+backoff_ms(const struct settings *s, int attempt)
+{
+    double cap = (double)s->retry_cap_s * 1000.0;
+    double d = (double)s->retry_base_s * 1000.0;
+    for (int i = 1; i < attempt && d < cap; i++)
+        d *= 2;
+    if (d > cap)
+        d = cap;
+    uint32_t r;
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
+        r = (uint32_t)rand();
+    int64_t ms = (int64_t)(d * ((double)r / 4294967296.0)); /* full jitter */
+    return ms < 1000 ? 1000 : ms;
+}
+
+static void
+to_dead(struct task *t)
+{
+    char *entry = dead_entry_new(t->raw, t->rawlen, t->dead_reason, "",
+                                 t->error, tid(t), clock_now_ms());
+    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry, tid(t),
+                      on_final_reply, t);
+    free(entry);
+}
+
+static void
+fail_task(struct task *t, const char *reason, const char *error)
+{
+    t->dead_reason = reason;
+    free(t->error);
+    t->error = xstrdup(error);
+    log_job(LOG_WARN, tid(t), torg(t), t->attempt, "job failed", "reason",
+            reason, "error", error, NULL);
+    task_release_slot(t);
+    mc_queue(t, MCW_FAILED);
+}
+
+/* Transient failure: retry later, or fail when out of attempts or age. */
+static void
+defer_or_expire(struct task *t, const char *error)
+{
+    const struct settings *s = t->w->s;
+    int64_t now = clock_now_ms();
+    free(t->error);
+    t->error = xstrdup(error);
+    int64_t delay = backoff_ms(s, t->attempt);
+    int64_t age = now - t->first_at;
+    if (t->attempt >= s->retry_max_attempts ||
+        age + delay > s->retry_max_age_s * 1000) {
+        char *why = xasprintf("gave up after %d attempts over %llds: %s",
+                              t->attempt, (long long)(age / 1000), error);
+        fail_task(t, "expired", why);
+        free(why);
+        return;
+    }
+    t->next_at = now + delay;
+    char when[CLOCK_RFC3339_LEN];
+    clock_rfc3339(t->next_at, when);
+    log_job(LOG_WARN, tid(t), torg(t), t->attempt, "delivery deferred",
+            "error", error, "next_attempt_at", when, NULL);
+    task_release_slot(t);
+    mc_queue(t, MCW_DEFERRED);
+}
+
+/* ---- sending ---- */
+
+static void
+on_sent_ledger(void *ud, redisReply *r)
+{
+    (void)ud;
+    (void)r;
+}
+
+static void
+on_mail_done(struct mail_req *req, const struct mail_result *r)
+{
+    struct task *t = req->ud;
+    free(t->reply);
+    t->reply = xstrdup(r->reply);
+    free(t->rcpt_json);
+    t->rcpt_json = rcpt_json(t, r);
+    char code[16];
+    snprintf(code, sizeof code, "%d", r->code);
+    if (r->cls == MAIL_OK) {
+        /* First, before anything else: the ledger says "sent", so no
+         * copy of this job is ever sent again. */
+        queue_mark_sent(t->w->q, t->job->id, on_sent_ledger, NULL);
+        size_t refused = 0;
+        for (size_t i = 0; i < r->nrcpt; i++)
+            if (r->rcpt[i].code >= 400)
+                refused++;
+        free(t->error);
+        t->error = NULL;
+        if (refused) {
+            t->error = xasprintf("%zu of %zu recipients refused", refused,
+                                 r->nrcpt);
+            log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+                    "delivered; some recipients refused", "smtp_reply",
+                    r->reply, "refused", t->error, NULL);
+        } else if (log_enabled(LOG_INFO)) {
+            log_job(LOG_INFO, tid(t), torg(t), t->attempt, "delivered",
+                    "path", t->route.path_name, "smtp_reply", r->reply,
+                    NULL);
+        }
+        task_release_slot(t);
+        mc_queue(t, MCW_SENT);
+    } else if (r->cls == MAIL_PERM) {
+        fail_task(t, "rejected", r->reply);
+    } else {
+        defer_or_expire(t, r->reply);
+    }
+    pump(t->w);
+}
+
+static void
+start_send(struct task *t)
+{
+    struct worker *w = t->w;
+    t->req.url = t->route.url;
+    t->req.user = t->route.user;
+    t->req.password = t->route.password;
+    t->req.mail_from = t->route.envelope_from;
+    t->req.rcpt = t->rcpt;
+    t->req.nrcpt = t->nrcpt;
+    t->req.data = t->msg;
+    t->req.len = t->msglen;
+    t->req.done = on_mail_done;
+    t->req.ud = t;
+    if (mailer_send(w->mailer, &t->req) != 0)
+        defer_or_expire(t, "could not start an SMTP transaction");
+}
+
+/* Envelope recipients: to, cc, bcc, each address once. */
+static void
+build_envelope(struct task *t)
+{
+    const struct job *j = t->job;
+    size_t n = j->nto + j->ncc + j->nbcc;
+    t->rcpt = xcalloc(n, sizeof *t->rcpt);
+    t->nrcpt = 0;
+    const struct job_addr *lists[3] = {j->to, j->cc, j->bcc};
+    size_t counts[3] = {j->nto, j->ncc, j->nbcc};
+    for (int l = 0; l < 3; l++) {
+        for (size_t i = 0; i < counts[l]; i++) {
+            const char *a = lists[l][i].email;
+            size_t k;
+            for (k = 0; k < t->nrcpt; k++)
+                if (strcasecmp(t->rcpt[k], a) == 0)
+                    break;
+            if (k == t->nrcpt)
+                t->rcpt[t->nrcpt++] = a;
+        }
+    }
+}
+
+/* Claimed: resolve the sender and build the bytes, then record
+ * "sending" before the transaction starts. */
+static void
+prepare(struct task *t)
+{
+    struct worker *w = t->w;
+    const struct settings *s = w->s;
+    if (clock_now_ms() - t->first_at > s->retry_max_age_s * 1000) {
+        fail_task(t, "expired", "older than HERALD_RETRY_MAX_AGE_S");
+        return;
+    }
+    resolver_route(w->resolver, t->job, &t->route);
+    t->routed = 1;
+    if (t->job->template_name) {
+        fail_task(t, "invalid",
+                  "template: this version has no template store; send "
+                  "subject and text/html instead");
+        return;
+    }
+    struct mime_opts o = {
+        .from = {.name = t->route.from_name, .email = t->route.from_addr},
+        .reply_to = t->route.reply_to,
+        .msgid_domain = w->msgid_domain,
+        .date_ms = clock_now_ms(),
+    };
+    struct herr e;
+    free(t->msg);
+    t->msg = NULL;
+    if (mime_build(t->job, &o, &t->msg, &t->msglen, &e) != 0) {
+        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&e, why, sizeof why);
+        fail_task(t, "invalid", why);
+        return;
+    }
+    if (t->rcpt == NULL)
+        build_envelope(t);
+    mc_queue(t, MCW_START);
+}
+
+static void
+on_claim(void *ud, redisReply *r)
+{
+    struct task *t = ud;
+    struct worker *w = t->w;
+    if (t->abandoned) {
+        task_free(t);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING) {
+        log_job(LOG_ERROR, tid(t), torg(t), 0, "claim failed; retrying",
+                "error", r->type == REDIS_REPLY_ERROR ? r->str : "bad reply",
+                NULL);
+        task_release_slot(t);
+        tq_push(&w->retry, t);
+        return;
+    }
+    const char *st = r->element[0]->str;
+    if (strcmp(st, "ok") == 0) {
+        t->attempt = (int)r->element[1]->integer;
+        t->first_at = r->element[2]->integer;
+        prepare(t);
+        return;
+    }
+    task_release_slot(t);
+    if (strcmp(st, "sent") == 0) {
+        log_job(LOG_INFO, tid(t), torg(t), 0,
+                "duplicate of a delivered job; not sent again", NULL);
+        mc_queue(t, MCW_LEDGER_SENT);
+    } else {
+        log_job(LOG_INFO, tid(t), torg(t), 0,
+                "duplicate of a job another worker is sending; dropped",
+                NULL);
+        finish(t);
+    }
+    pump(w);
+}
+
+/* Continues a task after its Message Center write committed. */
+static void
+after_mc(struct task *t)
+{
+    struct worker *w = t->w;
+    enum mc_step step = t->step;
+    t->step = MCW_NONE;
+    switch (step) {
+    case MCW_SCHEDULE:
+        queue_finish_schedule(w->q, t->raw, t->rawlen, t->raw,
+                              t->job->send_at_ms, NULL, on_final_reply, t);
+        break;
+    case MCW_START:
+        if (t->dup_sent) {
+            log_job(LOG_INFO, tid(t), torg(t), t->attempt,
+                    "the message center says this job was delivered; not "
+                    "sent again",
+                    NULL);
+            task_release_slot(t);
+            queue_mark_sent(w->q, t->job->id, on_sent_ledger, NULL);
+            finish(t);
+        } else if (w->stopping) {
+            /* not started: handed back at the end of the shutdown */
+            task_free(t);
+        } else {
+            start_send(t);
+        }
+        break;
+    case MCW_LEDGER_SENT:
+    case MCW_SENT:
+        finish(t);
+        break;
+    case MCW_DEFERRED:
+        queue_finish_schedule(w->q, t->raw, t->rawlen, t->raw, t->next_at,
+                              t->job->id, on_final_reply, t);
+        break;
+    case MCW_FAILED:
+        to_dead(t);
+        break;
+    case MCW_NONE:
+        break;
+    }
+}
+
+/* Starts ready tasks while slots are free. */
+static void
+pump(struct worker *w)
+{
+    while (!w->stopping && w->slots < w->s->concurrency && w->ready.head &&
+           queue_is_ready(w->q)) {
+        struct task *t = tq_pop(&w->ready);
+        t->has_slot = 1;
+        w->slots++;
+        queue_claim(w->q, t->job->id, on_claim, t);
+    }
+}
+
+/* ---- taking ---- */
+
+static struct task *
+task_with_id(struct worker *w, const char *id, const struct task *except)
+{
+    for (struct task *t = w->tasks; t; t = t->next)
+        if (t != except && t->job && t->job->id &&
+            strcmp(t->job->id, id) == 0)
+            return t;
+    return NULL;
+}
+
+static void
+route_task(struct task *t)
+{
+    struct worker *w = t->w;
+    if (task_with_id(w, t->job->id, t)) {
+        log_job(LOG_INFO, tid(t), torg(t), 0,
+                "duplicate of a job this worker holds; dropped", NULL);
+        finish(t);
+        return;
+    }
+    if (t->job->send_at_ms > clock_now_ms() + SEND_AT_SLACK_MS) {
+        mc_queue(t, MCW_SCHEDULE);
+        return;
+    }
+    tq_push(&w->ready, t);
+    pump(w);
+}
+
+static void
+on_replaced(void *ud, redisReply *r)
+{
+    (void)r;
+    struct task *t = ud;
+    if (t->abandoned) {
+        task_free(t);
+        return;
+    }
+    route_task(t);
+}
+
+static void
+invalid_job(struct task *t, const struct herr *e)
+{
+    char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+    herr_format(e, why, sizeof why);
+    /* Name the job and org in the log when the JSON gets that far. */
+    const char *id = NULL, *org = NULL;
+    json_t *o = json_loadb(t->raw, t->rawlen, 0, NULL);
+    if (json_is_object(o)) {
+        id = json_string_value(json_object_get(o, "id"));
+        org = json_string_value(json_object_get(o, "org"));
+    }
+    log_job(LOG_WARN, id, org, 0, "invalid job moved to dead", "field",
+            e->field, "error", why, NULL);
+    char *entry = dead_entry_new(t->raw, t->rawlen, "invalid", e->field, why,
+                                 id, clock_now_ms());
+    json_decref(o);
+    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry, NULL, on_final_reply,
+                      t);
+    free(entry);
+}
+
+static void
+on_job(void *ud, char *raw, size_t len)
+{
+    struct worker *w = ud;
+    struct task *t = xcalloc(1, sizeof *t);
+    t->w = w;
+    t->raw = raw;
+    t->rawlen = len;
+    t->next = w->tasks;
+    if (w->tasks)
+        w->tasks->prev = t;
+    w->tasks = t;
+    w->ntasks++;
+    t->first_at = clock_now_ms();
+    struct herr e = {{0}, {0}};
+    if (job_parse(raw, len, &t->job, &e) != 0) {
+        invalid_job(t, &e);
+        return;
+    }
+    if (t->job->id == NULL) {
+        /* Give it an id and make the processing list hold that form, so
+         * retries and hand-backs keep the same id. */
+        job_assign_id(t->job);
+        char *canon = job_to_json(t->job);
+        queue_replace(w->q, t->raw, t->rawlen, canon, on_replaced, t);
+        free(t->raw);
+        t->raw = canon;
+        t->rawlen = strlen(canon);
+        return;
+    }
+    route_task(t);
+}
+
+static size_t
+count_local(void *ud, const char *raw, size_t len)
+{
+    struct worker *w = ud;
+    size_t n = 0;
+    for (struct task *t = w->tasks; t; t = t->next)
+        if (t->rawlen == len && memcmp(t->raw, raw, len) == 0)
+            n++;
+    return n;
+}
+
+static int
+room(void *ud)
+{
+    struct worker *w = ud;
+    if (w->stopping)
+        return 0;
+    /* Twice the SMTP slots: while half finish (record, leave the
+     * processing list) the other half is sending. */
+    long r = 2 * w->s->concurrency - (long)w->ntasks;
+    return r > 0 ? (int)r : 0;
+}
+
+static void
+on_ready(void *ud)
+{
+    pump(ud);
+}
+
+static void
+on_retry_timer(uv_timer_t *timer)
+{
+    struct worker *w = timer->data;
+    struct task *t;
+    while ((t = tq_pop(&w->retry)) != NULL) {
+        if (w->stopping)
+            task_free(t);
+        else
+            tq_push(&w->ready, t);
+    }
+    pump(w);
+}
+
+/* ---- life cycle ---- */
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+    struct worker *w = h->data;
+    if (--w->open_handles > 0)
+        return;
+    void (*done)(void *, int) = w->done;
+    void *ud = w->done_ud;
+    int code = w->exit_code;
+    if (w->mc)
+        mc_close(w->mc);
+    resolver_free(w->resolver);
+    free(w->id);
+    free(w->msgid_domain);
+    free(w);
+    if (done)
+        done(ud, code);
+}
+
+static void
+on_queue_closed(void *ud)
+{
+    struct worker *w = ud;
+    uv_handle_t fake = {.data = w};
+    on_handle_closed(&fake);
+}
+
+static void
+on_mailer_closed(void *ud)
+{
+    on_queue_closed(ud);
+}
+
+static void
+close_all(struct worker *w)
+{
+    if (w->closing)
+        return;
+    w->closing = 1;
+    /* remaining tasks (a dead Redis): their jobs are safe in Redis */
+    while (w->tasks) {
+        struct task *t = w->tasks;
+        t->w->stopping = 1;
+        task_free(t);
+    }
+    w->open_handles = 5; /* 3 timers, the queue, the mailer */
+    uv_close((uv_handle_t *)&w->t_flush, on_handle_closed);
+    uv_close((uv_handle_t *)&w->t_retry, on_handle_closed);
+    uv_close((uv_handle_t *)&w->t_grace, on_handle_closed);
+    mailer_close(w->mailer, on_mailer_closed, w);
+    queue_close(w->q, on_queue_closed, w);
+}
+
+static void
+on_handback(void *ud, int rc)
+{
+    struct worker *w = ud;
+    if (rc != 0) {
+        log_msg(LOG_ERROR,
+                "could not hand back jobs: Redis unreachable; they stay in "
+                "this worker's processing list",
+                NULL);
+        w->exit_code = 1;
+    }
+    w->handback_done = 1;
+    close_all(w);
+}
+
+static void
+maybe_finish_stop(struct worker *w)
+{
+    if (!w->stopping || w->closing || w->handback_done == -1)
+        return;
+    if (w->ntasks > 0 || w->mcq.head)
+        return;
+    w->handback_done = -1; /* in progress */
+    uv_timer_stop(&w->t_grace);
+    queue_handback(w->q, 5000, on_handback, w);
+}
+
+static void
+on_grace(uv_timer_t *timer)
+{
+    struct worker *w = timer->data;
+    if (!w->grace_over) {
+        w->grace_over = 1;
+        if (mailer_active(w->mailer))
+            log_msg(LOG_WARN,
+                    "shutdown grace over: aborting SMTP transactions in "
+                    "flight; they are retried later",
+                    NULL);
+        mailer_abort_all(w->mailer);
+        /* give their outcomes a few seconds to be recorded */
+        uv_timer_start(&w->t_grace, on_grace, 5000, 0);
+        return;
+    }
+    log_msg(LOG_ERROR, "shutdown: outcomes could not be recorded in time",
+            NULL);
+    w->exit_code = 1;
+    close_all(w);
+}
+
+void
+worker_stop(struct worker *w, void (*done)(void *ud, int code), void *ud)
+{
+    if (w->stopping) {
+        if (!w->grace_over && !w->closing) {
+            uv_timer_stop(&w->t_grace);
+            uv_timer_start(&w->t_grace, on_grace, 0, 0);
+        }
+        return;
+    }
+    w->stopping = 1;
+    w->done = done;
+    w->done_ud = ud;
+    log_msg(LOG_INFO, "stopping: no more takes; finishing jobs in flight",
+            NULL);
+    queue_stop_taking(w->q);
+    /* Not started yet: leave them in the processing list. */
+    struct task *t;
+    while ((t = tq_pop(&w->ready)) != NULL)
+        task_free(t);
+    while ((t = tq_pop(&w->retry)) != NULL)
+        task_free(t);
+    for (t = w->tasks; t; t = t->next)
+        if (t->has_slot && t->step == MCW_NONE && !t->routed)
+            t->abandoned = 1; /* claim outstanding */
+    uv_timer_start(&w->t_grace, on_grace,
+                   (uint64_t)w->s->shutdown_grace_s * 1000, 0);
+    maybe_finish_stop(w);
+}
+
+int
+worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
+           struct worker **out, struct herr *e)
+{
+    struct worker *w = xcalloc(1, sizeof *w);
+    w->loop = loop;
+    w->s = s;
+    w->id = xstrdup(id);
+    const char *at = strrchr(s->default_from, '@');
+    w->msgid_domain = xstrdup(at ? at + 1 : "localhost");
+    int rc = mc_open(s->mc, &w->mc, e);
+    if (rc != 0) {
+        free(w->id);
+        free(w->msgid_domain);
+        free(w);
+        return rc;
+    }
+    w->resolver = resolver_new(s);
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    struct mailer_opts mo = {
+        .connect_timeout_s = s->connect_timeout_s,
+        .step_timeout_s = s->smtp_timeout_s,
+        .ca_file = s->ca_file,
+        .helo = host,
+        .max_conns = s->concurrency,
+    };
+    if (mailer_new(loop, &mo, &w->mailer) != 0) {
+        mc_close(w->mc);
+        resolver_free(w->resolver);
+        free(w->id);
+        free(w->msgid_domain);
+        free(w);
+        return herr_set(e, HERR_IO, "", "could not start libcurl");
+    }
+    uv_timer_init(loop, &w->t_flush);
+    uv_timer_init(loop, &w->t_retry);
+    uv_timer_init(loop, &w->t_grace);
+    w->t_flush.data = w->t_retry.data = w->t_grace.data = w;
+    uv_timer_start(&w->t_retry, on_retry_timer, RETRY_CLAIM_MS,
+                   RETRY_CLAIM_MS);
+    struct queue_events ev = {
+        .job = on_job,
+        .count_local = count_local,
+        .room = room,
+        .ready = on_ready,
+        .ud = w,
+    };
+    queue_new(loop, s, id, &ev, &w->q);
+    *out = w;
+    return 0;
+}
