@@ -45,7 +45,7 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 PROGS := $(BIN)/herald-worker $(BIN)/herald-enqueue $(BIN)/heraldctl \
          $(BIN)/libherald.a
 
-.PHONY: all san units check test deps bench fmt fmt-check clean
+.PHONY: all san units check test deps bench demo fmt fmt-check clean
 all: $(PROGS) $(UNIT_BINS)
 
 $(B)/%.o: %.c
@@ -87,10 +87,15 @@ deps:
 check test:
 	@scripts/test.sh
 
+# The README's first command: a real worker, real Redis, a local SMTP
+# catcher, a handful of real jobs, and the Message Center.
+demo:
+	@scripts/demo.sh
+
 bench:
 	@scripts/deps.sh
 	$(MAKE) all
-	@scripts/bench.sh
+	@/usr/bin/python3 scripts/bench.py
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -26,6 +26,7 @@ struct sockctx {
     uv_poll_t poll;
     curl_socket_t fd;
     struct mailer *m;
+    int events; /* what the poll handle watches now */
 };
 
 struct mailer {
@@ -113,7 +114,11 @@ on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp)
         ev |= UV_READABLE;
     if (action != CURL_POLL_IN)
         ev |= UV_WRITABLE;
-    uv_poll_start(&c->poll, ev, on_poll);
+    /* uv_poll_start costs two epoll_ctl calls even when nothing changes */
+    if (ev != c->events) {
+        c->events = ev;
+        uv_poll_start(&c->poll, ev, on_poll);
+    }
     return 0;
 }
 
@@ -304,6 +309,10 @@ mailer_send(struct mailer *m, struct mail_req *req)
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, m->o.step_timeout_s);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* The default 64 KiB upload buffer (and the 2x scratch buffer SMTP
+     * dot-stuffing allocates beside it) costs page faults on every
+     * transaction; notification mail is small. */
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
     curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
     curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
     curl_easy_setopt(e, CURLOPT_DEBUGDATA, x);

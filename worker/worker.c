@@ -18,12 +18,18 @@
 
 #define SEND_AT_SLACK_MS 1000 /* send_at closer than this: send now */
 #define MC_RETRY_MS 1000
+/* Message Center writes wait this long (or for MC_BATCH_MAX of them) to
+ * share one transaction: one commit per message costs a dozen page
+ * writes, one commit per batch a few per message. */
+#define MC_BATCH_MS 4
+#define MC_BATCH_MAX 256
 #define RETRY_CLAIM_MS 1000
 
 enum mc_step {
     MCW_NONE,
     MCW_SCHEDULE, /* record queued with next_attempt_at = send_at */
-    MCW_START,    /* record exists, then "sending" + attempt */
+    MCW_START,    /* record exists ("queued"): gates the first attempt */
+    MCW_SENDING,  /* "sending" + attempt; does not gate the transaction */
     MCW_LEDGER_SENT, /* ledger says delivered: make the record say so */
     MCW_SENT,
     MCW_DEFERRED,
@@ -40,6 +46,7 @@ struct task {
     int attempt;
     int64_t first_at;
     int has_slot;
+    int has_slot_ever; /* an SMTP transaction was started */
     int abandoned; /* shutdown: free on the next callback, do nothing */
     enum mc_step step;
     const char *dead_reason; /* for MCW_FAILED */
@@ -56,6 +63,8 @@ struct task {
     char *error;      /* last_error for the record */
     char *rcpt_json;  /* per-recipient outcome */
     int dup_sent;     /* the record already said "sent" */
+    int attempt_recorded; /* the record counts this attempt */
+    int in_mcq;
 };
 
 struct tq {
@@ -75,6 +84,7 @@ struct worker {
     size_t ntasks;
     int slots; /* tasks holding an SMTP slot */
     struct tq ready, mcq, retry;
+    size_t nmcq;
     uv_timer_t t_flush, t_retry, t_grace;
     int flush_armed;
     int stopping, grace_over, closing, handback_done;
@@ -194,9 +204,15 @@ mc_queue(struct task *t, enum mc_step step)
 {
     struct worker *w = t->w;
     t->step = step;
+    if (t->in_mcq)
+        return; /* an outcome superseding a "sending" not yet written */
+    t->in_mcq = 1;
     tq_push(&w->mcq, t);
+    w->nmcq++;
     if (!w->flush_armed) {
         w->flush_armed = 1;
+        uv_timer_start(&w->t_flush, on_flush, MC_BATCH_MS, 0);
+    } else if (w->nmcq == MC_BATCH_MAX) {
         uv_timer_start(&w->t_flush, on_flush, 0, 0);
     }
 }
@@ -258,17 +274,25 @@ mc_do_step(struct worker *w, struct task *t, struct herr *e)
         }
         if (rc && rc != HERR_EXISTS)
             return rc;
+        if (rc == HERR_EXISTS) {
+            /* a retry or a replay: it is queued again */
+            mc_update_init(&u, t->job->id, MC_QUEUED);
+            return mc_update(w->mc, &u, e);
+        }
+        return 0;
+    case MCW_SENDING:
         mc_update_init(&u, t->job->id, MC_SENDING);
         set_route_fields(t, &u);
         u.attempts_add = 1;
         u.next_attempt_at = 0;
-        return mc_update(w->mc, &u, e);
+        return mc_apply(w, t, &u, e);
     case MCW_LEDGER_SENT:
         mc_update_init(&u, t->job->id, MC_SENT);
         rc = mc_update(w->mc, &u, e);
         return rc == HERR_NOTFOUND ? 0 : rc;
     case MCW_SENT:
         mc_update_init(&u, t->job->id, MC_SENT);
+        u.attempts_add = !t->attempt_recorded && t->has_slot_ever;
         set_route_fields(t, &u);
         u.sent_at = clock_now_ms();
         u.next_attempt_at = 0;
@@ -278,6 +302,8 @@ mc_do_step(struct worker *w, struct task *t, struct herr *e)
         return mc_apply(w, t, &u, e);
     case MCW_DEFERRED:
         mc_update_init(&u, t->job->id, MC_DEFERRED);
+        u.attempts_add = !t->attempt_recorded && t->has_slot_ever;
+        set_route_fields(t, &u);
         u.next_attempt_at = t->next_at;
         u.last_error = t->error;
         u.smtp_reply = t->reply;
@@ -285,6 +311,7 @@ mc_do_step(struct worker *w, struct task *t, struct herr *e)
         return mc_apply(w, t, &u, e);
     case MCW_FAILED:
         mc_update_init(&u, t->job->id, MC_FAILED);
+        u.attempts_add = !t->attempt_recorded && t->has_slot_ever;
         set_route_fields(t, &u);
         u.next_attempt_at = 0;
         u.last_error = t->error;
@@ -327,8 +354,11 @@ on_flush(uv_timer_t *timer)
     }
     struct tq done = w->mcq;
     w->mcq.head = w->mcq.tail = NULL;
-    while ((t = tq_pop(&done)) != NULL)
+    w->nmcq = 0;
+    while ((t = tq_pop(&done)) != NULL) {
+        t->in_mcq = 0;
         after_mc(t);
+    }
 }
 
 /* ---- outcome helpers ---- */
@@ -595,7 +625,6 @@ on_claim(void *ud, redisReply *r)
         log_job(LOG_ERROR, tid(t), torg(t), 0, "claim failed; retrying",
                 "error", r->type == REDIS_REPLY_ERROR ? r->str : "bad reply",
                 NULL);
-        task_release_slot(t);
         tq_push(&w->retry, t);
         return;
     }
@@ -606,7 +635,6 @@ on_claim(void *ud, redisReply *r)
         prepare(t);
         return;
     }
-    task_release_slot(t);
     if (strcmp(st, "sent") == 0) {
         log_job(LOG_INFO, tid(t), torg(t), 0,
                 "duplicate of a delivered job; not sent again", NULL);
@@ -617,7 +645,6 @@ on_claim(void *ud, redisReply *r)
                 NULL);
         finish(t);
     }
-    pump(w);
 }
 
 /* Continues a task after its Message Center write committed. */
@@ -645,18 +672,27 @@ after_mc(struct task *t)
             /* not started: handed back at the end of the shutdown */
             task_free(t);
         } else {
-            start_send(t);
+            tq_push(&w->ready, t);
+            pump(w);
         }
         break;
+    case MCW_SENDING:
+        t->attempt_recorded = 1;
+        break;
     case MCW_LEDGER_SENT:
+        finish(t);
+        break;
     case MCW_SENT:
+        t->attempt_recorded = 1;
         finish(t);
         break;
     case MCW_DEFERRED:
+        t->attempt_recorded = 1;
         queue_finish_schedule(w->q, t->raw, t->rawlen, t->raw, t->next_at,
                               t->job->id, on_final_reply, t);
         break;
     case MCW_FAILED:
+        t->attempt_recorded = 1;
         to_dead(t);
         break;
     case MCW_NONE:
@@ -668,12 +704,13 @@ after_mc(struct task *t)
 static void
 pump(struct worker *w)
 {
-    while (!w->stopping && w->slots < w->s->concurrency && w->ready.head &&
-           queue_is_ready(w->q)) {
+    while (!w->stopping && w->slots < w->s->concurrency && w->ready.head) {
         struct task *t = tq_pop(&w->ready);
         t->has_slot = 1;
+        t->has_slot_ever = 1;
         w->slots++;
-        queue_claim(w->q, t->job->id, on_claim, t);
+        mc_queue(t, MCW_SENDING);
+        start_send(t);
     }
 }
 
@@ -703,8 +740,7 @@ route_task(struct task *t)
         mc_queue(t, MCW_SCHEDULE);
         return;
     }
-    tq_push(&w->ready, t);
-    pump(w);
+    queue_claim(w->q, t->job->id, on_claim, t);
 }
 
 static void
@@ -791,30 +827,43 @@ room(void *ud)
     struct worker *w = ud;
     if (w->stopping)
         return 0;
-    /* Twice the SMTP slots: while half finish (record, leave the
-     * processing list) the other half is sending. */
-    long r = 2 * w->s->concurrency - (long)w->ntasks;
+    /* Four times the SMTP slots: jobs being claimed and recorded ahead
+     * of a free slot, and jobs whose outcome is being recorded, must not
+     * starve the SMTP connections. */
+    long r = 4 * w->s->concurrency - (long)w->ntasks;
     return r > 0 ? (int)r : 0;
 }
 
 static void
 on_ready(void *ud)
 {
-    pump(ud);
+    (void)ud;
 }
 
 static void
 on_retry_timer(uv_timer_t *timer)
 {
     struct worker *w = timer->data;
+    if (log_enabled(LOG_DEBUG)) {
+        size_t nready = 0;
+        for (struct task *r = w->ready.head; r; r = r->qnext)
+            nready++;
+        char a[32], b[32], c[32], d[32], e[32];
+        snprintf(a, sizeof a, "%zu", w->ntasks);
+        snprintf(b, sizeof b, "%d", w->slots);
+        snprintf(c, sizeof c, "%zu", nready);
+        snprintf(d, sizeof d, "%zu", w->nmcq);
+        snprintf(e, sizeof e, "%zu", queue_pending(w->q));
+        log_msg(LOG_DEBUG, "pipeline", "tasks", a, "smtp", b, "ready", c,
+                "mc_pending", d, "redis_pending", e, NULL);
+    }
     struct task *t;
     while ((t = tq_pop(&w->retry)) != NULL) {
         if (w->stopping)
             task_free(t);
         else
-            tq_push(&w->ready, t);
+            queue_claim(w->q, t->job->id, on_claim, t);
     }
-    pump(w);
 }
 
 /* ---- life cycle ---- */
@@ -944,8 +993,9 @@ worker_stop(struct worker *w, void (*done)(void *ud, int code), void *ud)
     while ((t = tq_pop(&w->retry)) != NULL)
         task_free(t);
     for (t = w->tasks; t; t = t->next)
-        if (t->has_slot && t->step == MCW_NONE && !t->routed)
-            t->abandoned = 1; /* claim outstanding */
+        if (t->job && t->job->id && t->step == MCW_NONE && !t->routed &&
+            !t->has_slot_ever)
+            t->abandoned = 1; /* claim or id replacement outstanding */
     uv_timer_start(&w->t_grace, on_grace,
                    (uint64_t)w->s->shutdown_grace_s * 1000, 0);
     maybe_finish_stop(w);

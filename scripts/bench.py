@@ -1,0 +1,210 @@
+#!/usr/bin/python3
+"""make bench — Herald's throughput, latency and memory on this machine.
+
+Starts redis-server and Postfix's smtp-sink on free loopback ports, then:
+  1. ceiling: smtp-source pushes N messages of ~2 KB into the sink over
+     C kept sessions (C = HERALD_CONCURRENCY);
+  2. drain: N jobs of ~2 KB are enqueued, then 1 worker (and then 2)
+     drain them; messages/s from the first take to the last acceptance
+     (Message Center created_at / sent_at), CPU seconds per 1,000, peak RSS;
+  3. latency: jobs enqueued at a steady rate while one worker runs;
+     p50/p99 from enqueue (stamped in meta) to SMTP acceptance (sent_at).
+Message Center mirroring is on throughout. Prints figures; asserts nothing.
+"""
+import json, os, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, os.environ.get("HERALD_BIN", "bin"))
+N = int(os.environ.get("BENCH_JOBS", "50000"))
+CONC = int(os.environ.get("HERALD_CONCURRENCY", "32"))
+BODY = ("Thank you for your registration. Your receipt follows. " * 40)[:1900]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d never opened" % port)
+
+
+def resp(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port)] + [str(a) for a in args],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def enqueue(port, prefix, n, start=0, stamp=False):
+    buf = bytearray()
+    for i in range(start, start + n):
+        job = {"id": "bench-%d" % i, "type": "receipt", "org": "camp-%d" % (i % 50),
+               "account": "acct-%d" % (i % 1000), "from": "office@camp.example",
+               "from_name": "Camp Example", "to": [{"email": "parent%d@family.example" % i,
+                                                     "name": "Parent %d" % i}],
+               "subject": "Your receipt #%d" % i, "text": BODY}
+        if stamp:
+            job["meta"] = {"enqueued_at": int(time.time() * 1000)}
+        buf += resp("LPUSH", prefix + ":queue:normal", json.dumps(job))
+    p = subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=bytes(buf),
+                       capture_output=True)
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr.decode())
+
+
+def proc_stats(pid):
+    with open("/proc/%d/status" % pid) as f:
+        hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tck = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / tck
+    return hwm, cpu
+
+
+def start_workers(k, env, tmp):
+    ws = []
+    for i in range(k):
+        e = dict(env, HERALD_WORKER_ID="bench-w%d" % i)
+        err = open(os.path.join(tmp, "worker%d.log" % i), "w")
+        ws.append(subprocess.Popen([os.path.join(BIN, "herald-worker")], env=e,
+                                   stderr=err, stdout=subprocess.DEVNULL))
+    return ws
+
+
+def stop_workers(ws):
+    stats = []
+    for w in ws:
+        stats.append(proc_stats(w.pid))
+        w.send_signal(signal.SIGTERM)
+    for w in ws:
+        w.wait(60)
+    return stats
+
+
+def wait_sent(db, n, timeout=600):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            c = sqlite3.connect(db, timeout=10)
+            k = c.execute("select count(*) from messages where status='sent'").fetchone()[0]
+            c.close()
+            if k >= n:
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError("only %d of %d sent" % (k, n))
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(len(v) * p / 100))]
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="herald-bench-")
+    rport, sport = free_port(), free_port()
+    procs = []
+    try:
+        procs.append(subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
+                                       "--save", "", "--appendonly", "no", "--dir", tmp],
+                                      stdout=subprocess.DEVNULL))
+        sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", os.environ.get("USER", "root"),
+                                 "127.0.0.1:%d" % sport, "1024"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        procs.append(sink)
+        wait_port(rport)
+        wait_port(sport)
+        print("herald bench: %d jobs of ~2 KB, concurrency %d, Message Center on (SQLite)" % (N, CONC))
+        print("machine: %d cores, %s" % (os.cpu_count(), os.uname().release))
+
+        quick = os.environ.get("BENCH_QUICK")  # iteration aid: one worker only
+        t0 = time.time()
+        if quick:
+            ceiling = 22000.0
+        else:
+          subprocess.run(["/usr/sbin/smtp-source", "-d", "-s", str(CONC), "-m", str(N), "-l", "2000",
+                        "-f", "office@camp.example", "-t", "parent@family.example",
+                        "127.0.0.1:%d" % sport], check=True, stdout=subprocess.DEVNULL)
+          ceiling = N / (time.time() - t0)
+        print("ceiling   smtp-source -d -s %d: %8.0f msg/s" % (CONC, ceiling))
+
+        results = {}
+        for k in ((1,) if quick else (1, 2)):
+            prefix = "bench%d" % k
+            db = os.path.join(tmp, "mc%d.db" % k)
+            env = dict(os.environ, HERALD_REDIS="redis://127.0.0.1:%d/0" % rport,
+                       HERALD_RELAY="smtp://127.0.0.1:%d" % sport, HERALD_PREFIX=prefix,
+                       HERALD_MC="sqlite://" + db, HERALD_CONCURRENCY=str(CONC),
+                       HERALD_LOG_LEVEL=os.environ.get("HERALD_LOG_LEVEL", "info"))
+            enqueue(rport, prefix, N)
+            ws = start_workers(k, env, tmp)
+            wait_sent(db, N)
+            stats = stop_workers(ws)
+            c = sqlite3.connect(db)
+            first, last = c.execute("select min(created_at), max(sent_at) from messages").fetchone()
+            c.close()
+            rate = N / ((last - first) / 1000.0)
+            cpu = sum(s[1] for s in stats)
+            rss = max(s[0] for s in stats) / 1024.0
+            results[k] = rate
+            print("herald    %d worker%s:            %8.0f msg/s  (%.0f%% of ceiling)  "
+                  "peak RSS %.1f MB/worker  CPU %.3f s per 1,000"
+                  % (k, "s" if k > 1 else " ", rate, 100 * rate / ceiling, rss, cpu * 1000 / N))
+
+        if quick:
+            return
+        # latency at a steady offered load of half the one-worker rate
+        prefix, db = "benchlat", os.path.join(tmp, "mclat.db")
+        env = dict(os.environ, HERALD_REDIS="redis://127.0.0.1:%d/0" % rport,
+                   HERALD_RELAY="smtp://127.0.0.1:%d" % sport, HERALD_PREFIX=prefix,
+                   HERALD_MC="sqlite://" + db, HERALD_CONCURRENCY=str(CONC))
+        ws = start_workers(1, env, tmp)
+        time.sleep(0.5)
+        rate = results[1] / 2
+        total, batch = min(N, int(rate * 5)), max(1, int(rate / 20))
+        t0 = time.time()
+        for i in range(0, total, batch):
+            enqueue(rport, prefix, min(batch, total - i), start=i, stamp=True)
+            delay = t0 + (i + batch) / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        wait_sent(db, total)
+        stop_workers(ws)
+        c = sqlite3.connect(db)
+        lat = [sent - json.loads(meta)["enqueued_at"]
+               for sent, meta in c.execute("select sent_at, meta_json from messages")]
+        c.close()
+        print("latency   enqueue -> SMTP 250 at %.0f msg/s offered: p50 %d ms, p99 %d ms"
+              % (rate, pct(lat, 50), pct(lat, 99)))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
