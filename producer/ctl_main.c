@@ -1,0 +1,224 @@
+/*
+ * heraldctl — the operator and support tool (SPEC §7): Message Center
+ * queries, queue stats, dead-letter listing and replay. Sender schemes,
+ * SPF checks and organisation settings are not in this version: those
+ * command groups are refused with exit 2.
+ */
+#include "ctl.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef HERALD_VERSION
+#define HERALD_VERSION "0.0.0"
+#endif
+
+struct command {
+    const char *group, *name;
+    int (*run)(struct ctl *c, int argc, char **argv);
+    const char *usage; /* the synopsis line(s) */
+    const char *help;  /* what it does, its options and exit codes */
+};
+
+static const struct command commands[] = {
+    {"mc", "show", ctl_mc_show, "heraldctl mc show ID [--json]",
+     "Prints the Message Center record of job ID: a readable view, or with\n"
+     "--json the record as one JSON object.\n"
+     "Exit: 0 shown, 1 no such message or store failure, 2 bad usage.\n"},
+    {"mc", "list", ctl_mc_list,
+     "heraldctl mc list [--org ORG] [--account A] [--status S] [--to ADDR]\n"
+     "                  [--since T] [--until T] [--limit N] [--json]",
+     "Lists Message Center records, newest first: a table (created, id,\n"
+     "status, org, account, path, first recipient + count, subject), or\n"
+     "with --json an array of records.\n"
+     "  --org ORG       only this organisation\n"
+     "  --account A     only this client account\n"
+     "  --status S      queued, sending, sent, deferred or failed\n"
+     "  --to ADDR       only messages with this recipient (to, cc or bcc)\n"
+     "  --since T       created at or after T (RFC 3339)\n"
+     "  --until T       created at or before T (RFC 3339)\n"
+     "  --limit N       at most N records (default 50, at most 1000)\n"
+     "Exit: 0 listed (also when nothing matched), 1 store failure, 2 bad "
+     "usage.\n"},
+    {"queue", "stats", ctl_queue_stats, "heraldctl queue stats [--json]",
+     "Prints the length of each lane (high, normal, low), of the scheduled\n"
+     "set and the dead list, and each worker: last heartbeat, its age,\n"
+     "whether it is alive (heartbeat younger than HERALD_HEARTBEAT_S) and\n"
+     "how many jobs its processing list holds. Processing lists of workers\n"
+     "without a heartbeat entry are shown as \"(not registered)\".\n"
+     "Exit: 0 printed, 1 Redis failure, 2 bad usage.\n"},
+    {"dead", "list", ctl_dead_list, "heraldctl dead list [--limit N] [--json]",
+     "Lists the dead letters, newest first: a table (at, id, reason, field,\n"
+     "error), or with --json an array of the entries as stored.\n"
+     "Exit: 0 listed, 1 Redis failure, 2 bad usage.\n"},
+    {"dead", "replay", ctl_dead_replay, "heraldctl dead replay ID...|--all",
+     "Puts dead jobs back on their priority lane: the entries whose job id\n"
+     "is one of the IDs, or every entry with --all. Each job is validated\n"
+     "first; an invalid one is not replayed and stays in the dead list (a\n"
+     "warning says which and why). A replayed entry is removed from the\n"
+     "dead list and pushed to its lane in one atomic step.\n"
+     "Exit: 0 all replayed, 1 an ID matched no entry or Redis failed,\n"
+     "2 bad usage or an entry held an invalid job.\n"},
+};
+
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+/* Command groups of SPEC §7 that this version refuses. */
+static const char *const unavailable[] = {"scheme", "spf", "org"};
+
+static void
+usage(FILE *f)
+{
+    fputs("Usage: heraldctl [SETTINGS] COMMAND [OPTIONS]\n"
+          "       heraldctl --help | --version | --print-config\n\n"
+          "Commands:\n",
+          f);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %s\n", commands[i].usage);
+    fputs("\nCommand groups not available in this version (exit 2):\n"
+          "  heraldctl scheme add|update|list|test|remove ...\n"
+          "  heraldctl spf check DOMAIN\n"
+          "  heraldctl org set ORG ...\n\n"
+          "\"heraldctl COMMAND --help\" describes one command.\n"
+          "Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad "
+          "input.\n\n",
+          f);
+    settings_usage(f);
+}
+
+static void
+command_usage(const struct command *cmd, FILE *f)
+{
+    fprintf(f,
+            "Usage: %s\n\n%s\nSettings flags (see heraldctl --help) may "
+            "be given anywhere.\n",
+            cmd->usage, cmd->help);
+}
+
+static void
+group_usage(const char *group, FILE *f)
+{
+    fprintf(f, "Usage:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].group, group) == 0)
+            fprintf(f, "  %s\n", commands[i].usage);
+}
+
+static int
+has_group(const char *group)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].group, group) == 0)
+            return 1;
+    return 0;
+}
+
+static int
+is_unavailable(const char *group)
+{
+    for (size_t i = 0; i < sizeof unavailable / sizeof unavailable[0]; i++)
+        if (strcmp(unavailable[i], group) == 0)
+            return 1;
+    return 0;
+}
+
+static int
+dispatch(struct ctl *c, int argc, char **argv, int settings_bad,
+         const struct herr *se)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CTL_USAGE;
+    }
+    const char *first = argv[1];
+    if (strcmp(first, "--help") == 0 || strcmp(first, "-h") == 0 ||
+        strcmp(first, "help") == 0) {
+        usage(stdout);
+        return CTL_OK;
+    }
+    if (strcmp(first, "--version") == 0) {
+        printf("heraldctl %s\n", HERALD_VERSION);
+        return CTL_OK;
+    }
+    if (is_unavailable(first))
+        return ctl_usage_error("'%s' is not available in this version", first);
+    if (strcmp(first, "--print-config") == 0) {
+        if (settings_bad)
+            return ctl_fail("settings", HERR_INVALID, se);
+        if (argc > 2)
+            return ctl_usage_error("--print-config: unexpected argument '%s'",
+                                   argv[2]);
+        settings_print(&c->s, stdout);
+        return CTL_OK;
+    }
+    if (first[0] == '-')
+        return ctl_usage_error("unknown flag '%s' (see heraldctl --help)",
+                               first);
+    if (!has_group(first))
+        return ctl_usage_error("unknown command '%s' (see heraldctl --help)",
+                               first);
+    if (argc < 3 || argv[2][0] == '-') {
+        if (argc >= 3 && ctl_wants_help(argc - 2, argv + 2)) {
+            group_usage(first, stdout);
+            return CTL_OK;
+        }
+        group_usage(first, stderr);
+        return ctl_usage_error("%s: missing subcommand", first);
+    }
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const struct command *cmd = &commands[i];
+        if (strcmp(cmd->group, first) || strcmp(cmd->name, argv[2]))
+            continue;
+        if (ctl_wants_help(argc - 3, argv + 3)) {
+            command_usage(cmd, stdout);
+            return CTL_OK;
+        }
+        if (settings_bad)
+            return ctl_fail("settings", HERR_INVALID, se);
+        return cmd->run(c, argc - 3, argv + 3);
+    }
+    group_usage(first, stderr);
+    return ctl_usage_error("%s: unknown subcommand '%s'", first, argv[2]);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct ctl c;
+    struct herr e = {{0}, {0}};
+    memset(&c, 0, sizeof c);
+    log_init("heraldctl", "info");
+    settings_defaults(&c.s);
+    /* A bad setting is reported only when a command needs settings, so
+     * --help and --version still work with a broken environment. */
+    int bad = settings_load_env(&c.s, &e) != 0;
+    struct settings tmp;
+    struct herr ae = {{0}, {0}};
+    settings_defaults(&tmp);
+    /* With a bad environment the flags are still stripped (into a
+     * scratch copy) so the command line parses. */
+    int args_bad = settings_load_args(bad ? &tmp : &c.s, &argc, argv, &ae);
+    settings_free(&tmp);
+    if (args_bad) {
+        /* argv is not reliable now: only --help/--version still work. */
+        int code = CTL_USAGE;
+        if (ctl_wants_help(argc, argv)) {
+            usage(stdout);
+            code = CTL_OK;
+        } else {
+            ctl_fail("settings", HERR_INVALID, &ae);
+        }
+        settings_free(&c.s);
+        return code;
+    }
+    if (!bad)
+        log_init("heraldctl", c.s.log_level);
+    int code = dispatch(&c, argc, argv, bad, &e);
+    herald_close(c.h);
+    settings_free(&c.s);
+    if (fflush(stdout) != 0 && code == CTL_OK)
+        code = CTL_FAIL;
+    return code;
+}

@@ -1,0 +1,354 @@
+#include "ctl.h"
+#include "clock.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CTL_SUBJECT_CELL 48
+
+/* ---- mc show ---- */
+
+static void
+show_line(const char *label, const char *v)
+{
+    char *cell = ctl_cell(v, 0);
+    printf("%-14s %s\n", label, cell);
+    free(cell);
+}
+
+static void
+show_time(const char *label, int64_t ms)
+{
+    char t[CLOCK_RFC3339_LEN];
+    if (ms > 0)
+        clock_rfc3339(ms, t);
+    else
+        snprintf(t, sizeof t, "-");
+    printf("%-14s %s\n", label, t);
+}
+
+/* "Name <a@b>, c@d" from a [{"email","name"}] array. */
+static char *
+addr_list(const char *json)
+{
+    json_t *a = json ? json_loads(json, 0, NULL) : NULL;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_puts(&b, "");
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        const char *email = json_string_value(json_object_get(v, "email"));
+        const char *name = json_string_value(json_object_get(v, "name"));
+        if (email == NULL)
+            email = json_string_value(v);
+        if (i)
+            buf_puts(&b, ", ");
+        if (name && *name)
+            buf_printf(&b, "%s <%s>", name, email ? email : "?");
+        else
+            buf_puts(&b, email ? email : "?");
+    }
+    json_decref(a);
+    return buf_take(&b, NULL);
+}
+
+static void
+show_attachments(const char *json)
+{
+    json_t *a = json ? json_loads(json, 0, NULL) : NULL;
+    if (json_array_size(a) == 0) {
+        show_line("attachments:", NULL);
+        json_decref(a);
+        return;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "filename"));
+        const char *type =
+            json_string_value(json_object_get(v, "content_type"));
+        char *line = xasprintf(
+            "%s (%s, %lld bytes)", name ? name : "?", type ? type : "?",
+            (long long)json_integer_value(json_object_get(v, "size")));
+        show_line(i ? "" : "attachments:", line);
+        free(line);
+    }
+    json_decref(a);
+}
+
+static void
+show_recipients(const char *json)
+{
+    json_t *a = json ? json_loads(json, 0, NULL) : NULL;
+    if (json_array_size(a) == 0) {
+        json_decref(a);
+        return;
+    }
+    static const char *const heads[] = {"  EMAIL", "KIND", "STATUS", "REPLY"};
+    struct ctl_table t;
+    ctl_table_init(&t, 4, heads);
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        char *email =
+            ctl_cell(json_string_value(json_object_get(v, "email")), 0);
+        char *row[4] = {
+            xasprintf("  %s", email),
+            ctl_cell(json_string_value(json_object_get(v, "kind")), 0),
+            ctl_cell(json_string_value(json_object_get(v, "status")), 0),
+            ctl_cell(json_string_value(json_object_get(v, "reply")), 100),
+        };
+        free(email);
+        ctl_table_add(&t, row);
+    }
+    json_decref(a);
+    printf("recipients:\n");
+    ctl_table_print(&t, stdout);
+    ctl_table_free(&t);
+}
+
+static void
+show_human(const struct mc_record *r)
+{
+    show_line("id:", r->id);
+    show_line("status:", mc_status_name(r->status));
+    show_line("org:", r->org);
+    show_line("account:", r->account);
+    show_line("type:", r->type);
+    if (r->path) {
+        char *p = r->path_reason ? xasprintf("%s (%s)", r->path, r->path_reason)
+                                 : xstrdup(r->path);
+        show_line("path:", p);
+        free(p);
+    } else {
+        show_line("path:", NULL);
+    }
+    char *from = r->from_name ? xasprintf("%s <%s>", r->from_name, r->from)
+                              : xstrdup(r->from ? r->from : "");
+    show_line("from:", from);
+    free(from);
+    show_line("sender:", r->sender);
+    show_line("reply-to:", r->reply_to);
+    const char *lists[3] = {r->to_json, r->cc_json, r->bcc_json};
+    const char *labels[3] = {"to:", "cc:", "bcc:"};
+    for (int i = 0; i < 3; i++) {
+        char *l = addr_list(lists[i]);
+        show_line(labels[i], l);
+        free(l);
+    }
+    show_line("subject:", r->subject);
+    show_time("created:", r->created_at);
+    show_time("updated:", r->updated_at);
+    show_time("sent:", r->sent_at);
+    show_time("next attempt:", r->next_attempt_at);
+    printf("%-14s %d\n", "attempts:", r->attempts);
+    show_line("last error:", r->last_error);
+    show_line("smtp reply:", r->smtp_reply);
+    show_attachments(r->attachments_json);
+    show_line("meta:", r->meta_json);
+    show_recipients(r->recipients_json);
+    if (r->html)
+        printf("%-14s %zu bytes\n", "html:", strlen(r->html));
+    if (r->text) {
+        printf("text (%zu bytes):\n", strlen(r->text));
+        fputs(r->text, stdout);
+        if (*r->text && r->text[strlen(r->text) - 1] != '\n')
+            fputc('\n', stdout);
+    }
+}
+
+int
+ctl_mc_show(struct ctl *c, int argc, char **argv)
+{
+    int json = 0;
+    const struct ctl_opt opts[] = {{"--json", 0, NULL, &json},
+                                   {NULL, 0, NULL, NULL}};
+    char **pos = xcalloc((size_t)argc + 1, sizeof *pos);
+    int npos, code = ctl_parse("mc show", argc, argv, opts, pos, &npos);
+    const char *id = npos == 1 ? pos[0] : NULL;
+    free(pos);
+    if (code)
+        return code;
+    if (npos == 0)
+        return ctl_usage_error("mc show: missing ID (heraldctl mc show ID "
+                               "[--json])");
+    if (npos > 1)
+        return ctl_usage_error("mc show: one ID at a time");
+    if (!job_valid_id(id))
+        return ctl_usage_error("ID: '%s' is not a job id "
+                               "([A-Za-z0-9._:-]{1,128})",
+                               id);
+    struct herald *h = ctl_herald(c, &code);
+    if (h == NULL)
+        return code;
+    struct mc_record *r;
+    struct herr e = {{0}, {0}};
+    int rc = herald_mc_get(h, id, &r, &e);
+    if (rc == HERR_NOTFOUND) {
+        char *msg = xasprintf("no such message: %s", id);
+        log_msg(LOG_ERROR, msg, "id", id, NULL);
+        free(msg);
+        return CTL_FAIL;
+    }
+    if (rc)
+        return ctl_fail("mc show", rc, &e);
+    if (json) {
+        char *s = mc_record_to_json(r);
+        puts(s);
+        free(s);
+    } else {
+        show_human(r);
+    }
+    mc_record_free(r);
+    return CTL_OK;
+}
+
+/* ---- mc list ---- */
+
+/* "first@x +2" from the to list. */
+static char *
+to_cell(const char *json)
+{
+    json_t *a = json ? json_loads(json, 0, NULL) : NULL;
+    size_t n = json_array_size(a);
+    char *out;
+    if (n == 0) {
+        out = xstrdup("-");
+    } else {
+        json_t *v = json_array_get(a, 0);
+        const char *email = json_string_value(json_object_get(v, "email"));
+        if (email == NULL)
+            email = json_string_value(v);
+        char *first = ctl_cell(email, 60);
+        out = n > 1 ? xasprintf("%s +%zu", first, n - 1) : xstrdup(first);
+        free(first);
+    }
+    json_decref(a);
+    return out;
+}
+
+static int
+parse_time(const char *flag, const char *v, int64_t *ms)
+{
+    if (v == NULL)
+        return 0;
+    if (clock_parse_rfc3339(v, ms) != 0)
+        return ctl_usage_error("%s: '%s' is not an RFC 3339 time "
+                               "(e.g. 2026-11-26T14:58:07Z)",
+                               flag, v);
+    return 0;
+}
+
+int
+ctl_mc_list(struct ctl *c, int argc, char **argv)
+{
+    const char *org = NULL, *account = NULL, *status = NULL, *to = NULL;
+    const char *since = NULL, *until = NULL, *limit = NULL;
+    int json = 0;
+    const struct ctl_opt opts[] = {
+        {"--org", 1, &org, NULL},       {"--account", 1, &account, NULL},
+        {"--status", 1, &status, NULL}, {"--to", 1, &to, NULL},
+        {"--since", 1, &since, NULL},   {"--until", 1, &until, NULL},
+        {"--limit", 1, &limit, NULL},   {"--json", 0, NULL, &json},
+        {NULL, 0, NULL, NULL}};
+    char **pos = xcalloc((size_t)argc + 1, sizeof *pos);
+    int npos, code = ctl_parse("mc list", argc, argv, opts, pos, &npos);
+    if (code == 0 && npos > 0)
+        code = ctl_usage_error("mc list: unexpected argument '%s'", pos[0]);
+    free(pos);
+    if (code)
+        return code;
+
+    struct mc_filter f;
+    memset(&f, 0, sizeof f);
+    if (org && !job_valid_org(org))
+        return ctl_usage_error("--org: '%s' is not an organisation "
+                               "([A-Za-z0-9._-]{1,64})",
+                               org);
+    if (account && !job_valid_org(account))
+        return ctl_usage_error("--account: '%s' is not an account "
+                               "([A-Za-z0-9._-]{1,64})",
+                               account);
+    if (to && !job_valid_email(to))
+        return ctl_usage_error("--to: '%s' is not an address", to);
+    f.org = org;
+    f.account = account;
+    f.to = to;
+    if (status) {
+        if (mc_status_parse(status, &f.status) != 0)
+            return ctl_usage_error("--status: '%s' is not one of queued, "
+                                   "sending, sent, deferred, failed",
+                                   status);
+        f.has_status = 1;
+    }
+    if ((code = parse_time("--since", since, &f.since)) ||
+        (code = parse_time("--until", until, &f.until)))
+        return code;
+    if (since && until && f.until < f.since)
+        return ctl_usage_error("--until: before --since");
+    if (limit) {
+        char *end;
+        errno = 0;
+        long n = strtol(limit, &end, 10);
+        if (errno || end == limit || *end || n < 1 || n > MC_LIST_MAX)
+            return ctl_usage_error("--limit: '%s' is not a number in 1..%d",
+                                   limit, MC_LIST_MAX);
+        f.limit = (int)n;
+    }
+
+    struct herald *h = ctl_herald(c, &code);
+    if (h == NULL)
+        return code;
+    struct mc_record **v;
+    size_t n;
+    struct herr e = {{0}, {0}};
+    int rc = herald_mc_list(h, &f, &v, &n, &e);
+    if (rc)
+        return ctl_fail("mc list", rc, &e);
+    if (json) {
+        fputc('[', stdout);
+        for (size_t i = 0; i < n; i++) {
+            char *s = mc_record_to_json(v[i]);
+            if (i)
+                fputc(',', stdout);
+            fputs(s, stdout);
+            free(s);
+        }
+        fputs("]\n", stdout);
+    } else if (n == 0) {
+        puts("(no messages)");
+    } else {
+        static const char *const heads[] = {"CREATED", "ID",      "STATUS",
+                                            "ORG",     "ACCOUNT", "PATH",
+                                            "TO",      "SUBJECT"};
+        struct ctl_table t;
+        ctl_table_init(&t, 8, heads);
+        for (size_t i = 0; i < n; i++) {
+            char created[32];
+            ctl_time(v[i]->created_at, created);
+            char *row[8] = {
+                xstrdup(created),
+                ctl_cell(v[i]->id, 0),
+                xstrdup(mc_status_name(v[i]->status)),
+                ctl_cell(v[i]->org, 0),
+                ctl_cell(v[i]->account, 0),
+                ctl_cell(v[i]->path, 0),
+                to_cell(v[i]->to_json),
+                ctl_cell(v[i]->subject, CTL_SUBJECT_CELL),
+            };
+            ctl_table_add(&t, row);
+        }
+        ctl_table_print(&t, stdout);
+        ctl_table_free(&t);
+    }
+    mc_records_free(v, n);
+    return CTL_OK;
+}

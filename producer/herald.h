@@ -1,0 +1,245 @@
+/*
+ * herald — libherald, the C client library behind herald-enqueue and
+ * heraldctl (SPEC §1, §3, §6, §7).
+ *
+ * A `struct herald` is one synchronous connection to Redis (hiredis, the
+ * blocking API) plus, opened on first use, the Message Center store. It
+ * is not thread-safe: use one handle per thread.
+ *
+ *   herald_enqueue*      validate a job exactly as the worker does
+ *                        (job_parse), give it an id when it has none,
+ *                        and LPUSH its canonical JSON onto
+ *                        <prefix>:queue:<priority>.
+ *   herald_mc_*          read the Message Center (no Redis needed).
+ *   herald_queue_stats   lane lengths, scheduled, dead, workers.
+ *   herald_dead_*        list and replay the dead-letter list.
+ *
+ * Errors follow common/err.h: every function returns 0 or a negative
+ * HERR_* code and fills the optional `struct herr` (field + sentence).
+ * HERR_INVALID / HERR_TOOBIG mean the caller's input is at fault (the
+ * field is named: "to[2]", "priority", ...); HERR_REDIS means Redis
+ * failed or is unreachable (the message names the URL, never the
+ * password); HERR_STORE / HERR_NOTFOUND come from the Message Center.
+ *
+ * Redis connection: made by herald_open() (unless HERALD_OPEN_LAZY), with
+ * settings->connect_timeout_s as the connect timeout and
+ * HERALD_REDIS_TIMEOUT_S per command; AUTH and SELECT are sent when the
+ * URL carries a password or a database. After an I/O error the
+ * connection is dropped and the next call reconnects.
+ *
+ * Ownership: everything returned through an `out` pointer is new and is
+ * released with the matching *_free function; every input is borrowed.
+ */
+#ifndef HERALD_HERALD_H
+#define HERALD_HERALD_H
+
+#include "dead.h"
+#include "err.h"
+#include "job.h"
+#include "mc.h"
+#include "settings.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HERALD_REDIS_TIMEOUT_S 60 /* one command (or pipeline read) */
+#define HERALD_PIPELINE_MAX 1000  /* jobs per pipelined round trip */
+#define HERALD_DEAD_PAGE 500      /* LRANGE page size for dead lists */
+
+struct herald;
+
+/* herald_open_ex flags */
+#define HERALD_OPEN_LAZY 0x1 /* connect to Redis on first use, not now */
+
+/*
+ * Opens a handle for `s` (borrowed: it must outlive the handle). Connects
+ * to s->redis now; returns 0 and a new handle in *out, HERR_INVALID for a
+ * bad URL, HERR_REDIS when Redis cannot be reached or refuses AUTH or
+ * SELECT (then *out is NULL). The Message Center (s->mc) is opened only
+ * when an herald_mc_* function is first called.
+ */
+int herald_open(const struct settings *s, struct herald **out, struct herr *e);
+
+/* Like herald_open; with HERALD_OPEN_LAZY only the URL is checked now. */
+int herald_open_ex(const struct settings *s, int flags, struct herald **out,
+                   struct herr *e);
+
+/* Closes Redis and the Message Center and frees the handle. NULL is ok. */
+void herald_close(struct herald *h);
+
+/*
+ * The Redis URL of the handle with any password replaced by "***", for
+ * messages. Borrowed; valid until herald_close.
+ */
+const char *herald_redis_url(const struct herald *h);
+
+/* ---- enqueue ---- */
+
+/*
+ * Validates `len` bytes of `json` (job_parse, the worker's own rules),
+ * assigns an id when the job has none (job_assign_id), and pushes the
+ * canonical JSON (job_to_json) onto <prefix>:queue:<priority>.
+ *
+ * Returns 0 and writes the job's id (NUL-terminated) into id_out, which
+ * holds JOB_ID_MAX + 1 bytes (may be NULL). HERR_INVALID / HERR_TOOBIG
+ * when the job is rejected (e->field names the field; nothing is
+ * pushed); HERR_REDIS when the push failed (the job may or may not be
+ * in the queue if the connection broke after sending).
+ */
+int herald_enqueue(struct herald *h, const char *json, size_t len, char *id_out,
+                   struct herr *e);
+
+/* One job of a bulk enqueue (borrowed bytes). */
+struct herald_item {
+    const char *json;
+    size_t len;
+};
+
+/*
+ * The outcome of one item of herald_enqueue_many:
+ *   rc == 0             pushed; id holds its id
+ *   HERR_INVALID/TOOBIG rejected by validation; err names the field;
+ *                       nothing pushed
+ *   HERR_REDIS          not confirmed: Redis failed before this item's
+ *                       reply was read (it may or may not be queued)
+ */
+struct herald_result {
+    int rc;
+    char id[JOB_ID_MAX + 1];
+    struct herr err;
+};
+
+/*
+ * Enqueues `n` jobs: each is validated as herald_enqueue does; the valid
+ * ones are pushed with pipelining (up to HERALD_PIPELINE_MAX LPUSH
+ * commands written, then their replies read, per round trip). Invalid
+ * items do not stop the others. `results` (caller-owned, n entries) gets
+ * one outcome per item, in order.
+ *
+ * Returns 0 when Redis accepted every valid item (individual items may
+ * still be rejected: look at results[i].rc), or HERR_REDIS (e filled with
+ * the first failure) when the connection failed or a push got an error
+ * reply; then every item not confirmed has rc HERR_REDIS. After a
+ * connection failure no further item is sent.
+ */
+int herald_enqueue_many(struct herald *h, const struct herald_item *items,
+                        size_t n, struct herald_result *results,
+                        struct herr *e);
+
+/* ---- Message Center ---- */
+
+/*
+ * Loads the record of job `id` (new; free with mc_record_free).
+ * HERR_NOTFOUND for an unknown id, HERR_INVALID for a malformed id,
+ * HERR_STORE / HERR_INVALID when the store cannot be opened.
+ */
+int herald_mc_get(struct herald *h, const char *id, struct mc_record **out,
+                  struct herr *e);
+
+/* Lists records matching `f`, newest first (free with mc_records_free). */
+int herald_mc_list(struct herald *h, const struct mc_filter *f,
+                   struct mc_record ***out, size_t *n, struct herr *e);
+
+/* ---- queue stats ---- */
+
+struct herald_worker_stat {
+    char *id;
+    int registered;       /* has an entry in <prefix>:workers */
+    int64_t heartbeat_ms; /* last heartbeat; 0 when unknown */
+    int64_t age_ms;       /* now - heartbeat_ms; -1 when unknown */
+    long long processing; /* length of <prefix>:processing:<id> */
+};
+
+struct herald_stats {
+    int64_t now_ms;
+    long long queue[JOB_PRIO_COUNT]; /* indexed by enum job_priority */
+    long long scheduled;
+    long long dead;
+    struct herald_worker_stat *workers; /* registered ones first, by id */
+    size_t nworkers;
+};
+
+/*
+ * Fills *out with the lengths of the three lanes, <prefix>:scheduled
+ * (ZCARD) and <prefix>:dead, and one row per worker: every entry of
+ * <prefix>:workers, plus every <prefix>:processing:<id> list found by
+ * SCAN that has no workers entry (registered = 0). Free with
+ * herald_stats_free. HERR_REDIS on failure.
+ */
+int herald_queue_stats(struct herald *h, struct herald_stats *out,
+                       struct herr *e);
+void herald_stats_free(struct herald_stats *s);
+
+/* ---- dead letters ---- */
+
+struct herald_dead {
+    char *raw; /* the entry exactly as stored */
+    size_t rawlen;
+    int parsed;              /* entry is a well-formed dead entry */
+    struct dead_entry entry; /* valid when parsed */
+    char *job_id; /* entry "id", else the "id" string inside the raw job,
+                     else NULL */
+};
+
+/*
+ * Lists <prefix>:dead, newest first (LRANGE in pages of HERALD_DEAD_PAGE),
+ * at most `limit` entries (0 = all). *out is a new array of *n entries;
+ * free with herald_dead_free. HERR_REDIS on failure.
+ */
+int herald_dead_list(struct herald *h, size_t limit, struct herald_dead **out,
+                     size_t *n, struct herr *e);
+void herald_dead_free(struct herald_dead *v, size_t n);
+
+/*
+ * What happened to one dead entry (or to one requested id) in
+ * herald_dead_replay:
+ *   rc == 0        replayed: removed from dead and pushed onto `lane`
+ *   HERR_INVALID   the entry or its job is invalid: not replayed, stays
+ *                  in dead; err names the field
+ *   HERR_NOTFOUND  no entry carries the requested id (d == NULL), or the
+ *                  entry vanished before it could be moved (replayed by
+ *                  someone else)
+ *   HERR_REDIS     Redis failed (the call then returns HERR_REDIS)
+ */
+struct herald_replay {
+    const struct herald_dead *d; /* the entry; NULL for an unknown id */
+    const char *requested;       /* the id asked for, NULL with all */
+    int rc;
+    struct herr err;
+    enum job_priority lane;
+    const char *job_id; /* the id the replayed job carries */
+};
+
+typedef void (*herald_replay_cb)(void *arg, const struct herald_replay *r);
+
+/*
+ * Replays dead entries: with ids == NULL every entry of <prefix>:dead
+ * (as listed when the call starts); otherwise every entry whose job id
+ * (herald_dead.job_id) is one of ids[0..nids). For each, the raw job is
+ * validated with job_parse; a valid job gets an id if it had none and
+ * its canonical JSON is pushed onto its priority lane while the entry is
+ * removed from dead, both in one atomic step (a Lua script: LREM of the
+ * exact entry, then LPUSH only if the entry was still there, so two
+ * operators replaying at once never duplicate a job). An invalid one
+ * stays in dead.
+ *
+ * `cb` (may be NULL) is called once per entry considered (oldest entry
+ * first: the list is read from its tail, which concurrent LPUSHes do not
+ * shift) and then once per requested id that matched no entry, in
+ * argument order; the struct and its pointers are valid only during the call.
+ * Counts go to *replayed / *kept (entries not replayed, ids not found
+ * included); either may be NULL.
+ *
+ * Returns 0 when Redis answered throughout, HERR_REDIS otherwise.
+ */
+int herald_dead_replay(struct herald *h, const char *const *ids, size_t nids,
+                       herald_replay_cb cb, void *arg, size_t *replayed,
+                       size_t *kept, struct herr *e);
+
+/*
+ * Writes `url` into out with the password of a redis:// URL replaced by
+ * "***" (always NUL-terminated).
+ */
+void herald_redact_url(const char *url, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,783 @@
+#include "herald.h"
+#include "clock.h"
+#include "keys.h"
+#include "util.h"
+
+#include <hiredis.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+/* A pipelined round trip is also cut when this many bytes are buffered,
+ * so a batch of large jobs does not hold gigabytes in hiredis' buffer. */
+#define HERALD_PIPELINE_BYTES (16u * 1024 * 1024)
+
+struct herald {
+    const struct settings *s;
+    struct redis_target target;
+    char url[512]; /* redacted */
+    redisContext *c;
+    struct mc *mc;
+};
+
+/* Moves a dead entry to its lane only if it is still in the dead list,
+ * so concurrent replays of the same entry push the job once. LREM scans
+ * from the tail (-1), where the oldest entries, replayed first, are. */
+static const char replay_script[] =
+    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then "
+    "redis.call('LPUSH', KEYS[2], ARGV[2]) return 1 end return 0";
+
+void
+herald_redact_url(const char *url, char *out, size_t outlen)
+{
+    const char *scheme = strstr(url, "://");
+    const char *at = scheme ? strrchr(scheme + 3, '@') : NULL;
+    if (at == NULL) {
+        snprintf(out, outlen, "%s", url);
+        return;
+    }
+    const char *user = scheme + 3;
+    const char *colon = memchr(user, ':', (size_t)(at - user));
+    if (colon)
+        snprintf(out, outlen, "%.*s:***%s", (int)(colon - url), url, at);
+    else
+        snprintf(out, outlen, "%.*s***%s", (int)(user - url), url, at);
+}
+
+const char *
+herald_redis_url(const struct herald *h)
+{
+    return h->url;
+}
+
+static void
+drop_redis(struct herald *h)
+{
+    if (h->c) {
+        redisFree(h->c);
+        h->c = NULL;
+    }
+}
+
+/* Runs one command during connection set-up (AUTH, SELECT). */
+static int
+setup_cmd(struct herald *h, const char *what, struct herr *e, const char *fmt,
+          ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(h->c, fmt, ap);
+    va_end(ap);
+    if (r == NULL) {
+        int rc = herr_set(e, HERR_REDIS, "HERALD_REDIS", "%s: %s failed: %s",
+                          h->url, what, h->c->errstr);
+        drop_redis(h);
+        return rc;
+    }
+    int rc = 0;
+    if (r->type == REDIS_REPLY_ERROR)
+        rc = herr_set(e, HERR_REDIS, "HERALD_REDIS", "%s: %s refused: %s",
+                      h->url, what, r->str);
+    freeReplyObject(r);
+    if (rc)
+        drop_redis(h);
+    return rc;
+}
+
+static int
+need_redis(struct herald *h, struct herr *e)
+{
+    if (h->c)
+        return 0;
+    struct timeval tv = {.tv_sec = h->s->connect_timeout_s, .tv_usec = 0};
+    const struct redis_target *t = &h->target;
+    redisContext *c = t->unix_path[0]
+                          ? redisConnectUnixWithTimeout(t->unix_path, tv)
+                          : redisConnectWithTimeout(t->host, t->port, tv);
+    if (c == NULL)
+        return herr_set(e, HERR_REDIS, "HERALD_REDIS",
+                        "cannot connect to %s: out of memory", h->url);
+    if (c->err) {
+        int rc = herr_set(e, HERR_REDIS, "HERALD_REDIS",
+                          "cannot connect to %s: %s", h->url, c->errstr);
+        redisFree(c);
+        return rc;
+    }
+    struct timeval ct = {.tv_sec = HERALD_REDIS_TIMEOUT_S, .tv_usec = 0};
+    redisSetTimeout(c, ct);
+    h->c = c;
+    int rc;
+    if (t->password[0] &&
+        (rc = setup_cmd(h, "AUTH", e, "AUTH %s", t->password)) != 0)
+        return rc;
+    if (t->db != 0 && (rc = setup_cmd(h, "SELECT", e, "SELECT %d", t->db)))
+        return rc;
+    return 0;
+}
+
+/*
+ * Runs one command. Returns the reply (caller frees), or NULL with
+ * HERR_REDIS in `e` for an I/O failure (the connection is dropped) or an
+ * error reply.
+ */
+static redisReply *
+command(struct herald *h, struct herr *e, const char *fmt, ...)
+{
+    if (need_redis(h, e))
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(h->c, fmt, ap);
+    va_end(ap);
+    if (r == NULL) {
+        herr_set(e, HERR_REDIS, "HERALD_REDIS", "%s: %s", h->url, h->c->errstr);
+        drop_redis(h);
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        herr_set(e, HERR_REDIS, NULL, "%s: %s", h->url, r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+/*
+ * Reads `n` pipelined replies into out[] (all of them, caller frees). On
+ * an I/O failure or an error reply, frees what was read, leaves out[] all
+ * NULL and returns HERR_REDIS.
+ */
+static int
+read_replies(struct herald *h, size_t n, redisReply **out, struct herr *e)
+{
+    int rc = 0;
+    size_t got;
+    for (got = 0; got < n; got++) {
+        void *r = NULL;
+        if (redisGetReply(h->c, &r) != REDIS_OK || r == NULL) {
+            rc = herr_set(e, HERR_REDIS, "HERALD_REDIS", "%s: %s", h->url,
+                          h->c->errstr[0] ? h->c->errstr : "no reply");
+            drop_redis(h);
+            break;
+        }
+        out[got] = r;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (out[i]->type == REDIS_REPLY_ERROR)
+            rc = herr_set(e, HERR_REDIS, NULL, "%s: %s", h->url, out[i]->str);
+    if (rc) {
+        for (size_t i = 0; i < got; i++) {
+            freeReplyObject(out[i]);
+            out[i] = NULL;
+        }
+    }
+    return rc;
+}
+
+int
+herald_open_ex(const struct settings *s, int flags, struct herald **out,
+               struct herr *e)
+{
+    *out = NULL;
+    struct herald *h = xcalloc(1, sizeof *h);
+    h->s = s;
+    herald_redact_url(s->redis, h->url, sizeof h->url);
+    int rc = settings_parse_redis(s->redis, &h->target, e);
+    if (rc == 0 && !(flags & HERALD_OPEN_LAZY))
+        rc = need_redis(h, e);
+    if (rc) {
+        herald_close(h);
+        return rc;
+    }
+    *out = h;
+    return 0;
+}
+
+int
+herald_open(const struct settings *s, struct herald **out, struct herr *e)
+{
+    return herald_open_ex(s, 0, out, e);
+}
+
+void
+herald_close(struct herald *h)
+{
+    if (h == NULL)
+        return;
+    drop_redis(h);
+    if (h->mc)
+        mc_close(h->mc);
+    memset(h->target.password, 0, sizeof h->target.password);
+    free(h);
+}
+
+/* ---- enqueue ---- */
+
+/*
+ * Validates one job and builds what gets pushed: its canonical JSON (new,
+ * in *canon), its lane and its id (copied into id_out when not NULL).
+ */
+static int
+prepare(const char *json, size_t len, char **canon, enum job_priority *prio,
+        char *id_out, struct herr *e)
+{
+    struct job *j = NULL;
+    *canon = NULL;
+    int rc = job_parse(json, len, &j, e);
+    if (rc)
+        return rc;
+    if (j->id == NULL)
+        job_assign_id(j);
+    *canon = job_to_json(j);
+    *prio = j->priority;
+    if (id_out)
+        snprintf(id_out, JOB_ID_MAX + 1, "%s", j->id);
+    job_free(j);
+    return 0;
+}
+
+static int
+lane_key(struct herald *h, enum job_priority p, char *out, size_t n,
+         struct herr *e)
+{
+    if (keys_queue(out, n, h->s->prefix, p) < 0)
+        return herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
+    return 0;
+}
+
+int
+herald_enqueue(struct herald *h, const char *json, size_t len, char *id_out,
+               struct herr *e)
+{
+    char *canon;
+    enum job_priority prio;
+    char id[JOB_ID_MAX + 1];
+    char key[KEYS_MAX];
+    int rc = prepare(json, len, &canon, &prio, id, e);
+    if (rc)
+        return rc;
+    rc = lane_key(h, prio, key, sizeof key, e);
+    if (rc == 0) {
+        redisReply *r = command(h, e, "LPUSH %s %b", key, canon, strlen(canon));
+        if (r == NULL)
+            rc = HERR_REDIS;
+        else
+            freeReplyObject(r);
+    }
+    free(canon);
+    if (rc == 0 && id_out)
+        memcpy(id_out, id, strlen(id) + 1);
+    return rc;
+}
+
+int
+herald_enqueue_many(struct herald *h, const struct herald_item *items, size_t n,
+                    struct herald_result *results, struct herr *e)
+{
+    char keys[JOB_PRIO_COUNT][KEYS_MAX];
+    for (int p = 0; p < JOB_PRIO_COUNT; p++) {
+        int rc = lane_key(h, (enum job_priority)p, keys[p], sizeof keys[p], e);
+        if (rc)
+            return rc;
+    }
+    size_t *pending = xmalloc(HERALD_PIPELINE_MAX * sizeof *pending);
+    int failed = 0;    /* the connection failed: nothing more is sent */
+    size_t errors = 0; /* error replies (WRONGTYPE, OOM, ...) */
+    struct herr rerr = {{0}, {0}};
+    size_t i = 0;
+    while (i < n) {
+        size_t np = 0, bytes = 0;
+        /* Validate and append until the batch is full. */
+        for (;
+             i < n && np < HERALD_PIPELINE_MAX && bytes < HERALD_PIPELINE_BYTES;
+             i++) {
+            struct herald_result *res = &results[i];
+            char *canon;
+            enum job_priority prio;
+            memset(res, 0, sizeof *res);
+            res->rc = prepare(items[i].json, items[i].len, &canon, &prio,
+                              res->id, &res->err);
+            if (res->rc)
+                continue;
+            /* Connect only once a valid item needs it. */
+            if (!failed && need_redis(h, &rerr))
+                failed = 1;
+            if (failed) {
+                res->rc = HERR_REDIS;
+                res->err = rerr;
+                res->id[0] = '\0';
+                free(canon);
+                continue;
+            }
+            size_t cl = strlen(canon);
+            redisAppendCommand(h->c, "LPUSH %s %b", keys[prio], canon, cl);
+            bytes += cl;
+            free(canon);
+            pending[np++] = i;
+        }
+        if (np == 0)
+            continue;
+        /* Read the replies one by one: an error reply fails its own
+         * item only; an I/O failure leaves the rest unconfirmed. */
+        for (size_t k = 0; k < np; k++) {
+            struct herald_result *res = &results[pending[k]];
+            void *rep = NULL;
+            if (failed || redisGetReply(h->c, &rep) != REDIS_OK ||
+                rep == NULL) {
+                if (!failed) {
+                    herr_set(&rerr, HERR_REDIS, "HERALD_REDIS", "%s: %s",
+                             h->url,
+                             h->c->errstr[0] ? h->c->errstr : "no reply");
+                    drop_redis(h);
+                    failed = 1;
+                }
+                res->rc = HERR_REDIS;
+                res->err = rerr;
+                res->id[0] = '\0';
+                continue;
+            }
+            redisReply *rr = rep;
+            if (rr->type == REDIS_REPLY_ERROR) {
+                res->rc = herr_set(&res->err, HERR_REDIS, NULL, "%s: %s",
+                                   h->url, rr->str);
+                res->id[0] = '\0';
+                if (!errors++)
+                    rerr = res->err;
+            }
+            freeReplyObject(rr);
+        }
+    }
+    free(pending);
+    if (failed || errors) {
+        if (e)
+            *e = rerr;
+        return HERR_REDIS;
+    }
+    return 0;
+}
+
+/* ---- Message Center ---- */
+
+static int
+need_mc(struct herald *h, struct herr *e)
+{
+    if (h->mc)
+        return 0;
+    return mc_open(h->s->mc, &h->mc, e);
+}
+
+int
+herald_mc_get(struct herald *h, const char *id, struct mc_record **out,
+              struct herr *e)
+{
+    *out = NULL;
+    if (!job_valid_id(id))
+        return herr_set(e, HERR_INVALID, "id",
+                        "not a job id ([A-Za-z0-9._:-]{1,128})");
+    int rc = need_mc(h, e);
+    if (rc)
+        return rc;
+    return mc_get(h->mc, id, out, e);
+}
+
+int
+herald_mc_list(struct herald *h, const struct mc_filter *f,
+               struct mc_record ***out, size_t *n, struct herr *e)
+{
+    *out = NULL;
+    *n = 0;
+    int rc = need_mc(h, e);
+    if (rc)
+        return rc;
+    return mc_list(h->mc, f, out, n, e);
+}
+
+/* ---- queue stats ---- */
+
+static long long
+reply_int(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+}
+
+static int
+cmp_worker(const void *a, const void *b)
+{
+    const struct herald_worker_stat *x = a, *y = b;
+    if (x->registered != y->registered)
+        return y->registered - x->registered;
+    return strcmp(x->id, y->id);
+}
+
+static int
+has_worker(const struct herald_stats *s, const char *id)
+{
+    for (size_t i = 0; i < s->nworkers; i++)
+        if (strcmp(s->workers[i].id, id) == 0)
+            return 1;
+    return 0;
+}
+
+/* Adds every <p>:processing:<id> list without a workers entry. */
+static int
+scan_processing(struct herald *h, struct herald_stats *s, size_t *cap,
+                struct herr *e)
+{
+    char pattern[KEYS_MAX];
+    if (keys_processing(pattern, sizeof pattern, h->s->prefix, "*") < 0)
+        return herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
+    size_t skip = strlen(pattern) - 1; /* the name minus the '*' */
+    char cursor[32] = "0";
+    do {
+        redisReply *r =
+            command(h, e, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (r == NULL)
+            return HERR_REDIS;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            return herr_set(e, HERR_REDIS, NULL, "%s: unexpected SCAN reply",
+                            h->url);
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        redisReply *keys = r->element[1];
+        for (size_t i = 0; i < keys->elements; i++) {
+            const redisReply *k = keys->element[i];
+            if (k->type != REDIS_REPLY_STRING || k->len <= skip)
+                continue;
+            const char *id = k->str + skip;
+            if (has_worker(s, id))
+                continue;
+            if (s->nworkers == *cap) {
+                *cap = *cap ? *cap * 2 : 8;
+                s->workers = xrealloc(s->workers, *cap * sizeof *s->workers);
+            }
+            struct herald_worker_stat *w = &s->workers[s->nworkers++];
+            memset(w, 0, sizeof *w);
+            w->id = xstrdup(id);
+            w->age_ms = -1;
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    return 0;
+}
+
+int
+herald_queue_stats(struct herald *h, struct herald_stats *out, struct herr *e)
+{
+    memset(out, 0, sizeof *out);
+    char k[6][KEYS_MAX];
+    for (int p = 0; p < JOB_PRIO_COUNT; p++)
+        if (lane_key(h, (enum job_priority)p, k[p], sizeof k[p], e))
+            return HERR_INVALID;
+    if (keys_simple(k[3], KEYS_MAX, h->s->prefix, "scheduled") < 0 ||
+        keys_simple(k[4], KEYS_MAX, h->s->prefix, "dead") < 0 ||
+        keys_simple(k[5], KEYS_MAX, h->s->prefix, "workers") < 0)
+        return herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
+    int rc = need_redis(h, e);
+    if (rc)
+        return rc;
+    for (int p = 0; p < JOB_PRIO_COUNT; p++)
+        redisAppendCommand(h->c, "LLEN %s", k[p]);
+    redisAppendCommand(h->c, "ZCARD %s", k[3]);
+    redisAppendCommand(h->c, "LLEN %s", k[4]);
+    redisAppendCommand(h->c, "HGETALL %s", k[5]);
+    redisReply *r[6] = {0};
+    rc = read_replies(h, 6, r, e);
+    if (rc)
+        return rc;
+    out->now_ms = clock_now_ms();
+    for (int p = 0; p < JOB_PRIO_COUNT; p++)
+        out->queue[p] = reply_int(r[p]);
+    out->scheduled = reply_int(r[3]);
+    out->dead = reply_int(r[4]);
+    size_t cap = 0;
+    if (r[5]->type == REDIS_REPLY_ARRAY) {
+        cap = r[5]->elements / 2;
+        out->workers = xcalloc(cap ? cap : 1, sizeof *out->workers);
+        for (size_t i = 0; i + 1 < r[5]->elements; i += 2) {
+            const redisReply *f = r[5]->element[i], *v = r[5]->element[i + 1];
+            if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+                continue;
+            struct herald_worker_stat *w = &out->workers[out->nworkers++];
+            w->id = xstrndup(f->str, f->len);
+            w->registered = 1;
+            char *end;
+            long long hb = strtoll(v->str, &end, 10);
+            if (end != v->str && *end == '\0' && hb > 0) {
+                w->heartbeat_ms = hb;
+                w->age_ms = out->now_ms > hb ? out->now_ms - hb : 0;
+            } else {
+                w->age_ms = -1;
+            }
+        }
+    }
+    for (int i = 0; i < 6; i++)
+        freeReplyObject(r[i]);
+    rc = scan_processing(h, out, &cap, e);
+    if (rc) {
+        herald_stats_free(out);
+        return rc;
+    }
+    if (out->nworkers == 0)
+        return 0;
+    qsort(out->workers, out->nworkers, sizeof *out->workers, cmp_worker);
+    /* Processing lengths, one pipelined round trip per page. */
+    for (size_t i = 0; i < out->nworkers; i += HERALD_PIPELINE_MAX) {
+        size_t m = out->nworkers - i;
+        if (m > HERALD_PIPELINE_MAX)
+            m = HERALD_PIPELINE_MAX;
+        rc = need_redis(h, e);
+        for (size_t j = 0; rc == 0 && j < m; j++) {
+            char key[KEYS_MAX];
+            if (keys_processing(key, sizeof key, h->s->prefix,
+                                out->workers[i + j].id) < 0)
+                snprintf(key, sizeof key, "%s", ""); /* LLEN "" = 0 */
+            redisAppendCommand(h->c, "LLEN %s", key);
+        }
+        redisReply **rr = xcalloc(m, sizeof *rr);
+        if (rc == 0)
+            rc = read_replies(h, m, rr, e);
+        if (rc == 0) {
+            for (size_t j = 0; j < m; j++) {
+                out->workers[i + j].processing = reply_int(rr[j]);
+                freeReplyObject(rr[j]);
+            }
+        }
+        free(rr);
+        if (rc) {
+            herald_stats_free(out);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void
+herald_stats_free(struct herald_stats *s)
+{
+    for (size_t i = 0; i < s->nworkers; i++)
+        free(s->workers[i].id);
+    free(s->workers);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---- dead letters ---- */
+
+/* The "id" string inside a raw job, if it is a JSON object with one. */
+static char *
+raw_job_id(const char *job, size_t len)
+{
+    json_t *o = json_loadb(job, len, 0, NULL);
+    char *id = NULL;
+    json_t *v = json_object_get(o, "id");
+    if (json_is_string(v) && json_string_length(v) > 0)
+        id = xstrndup(json_string_value(v), json_string_length(v));
+    json_decref(o);
+    return id;
+}
+
+static void
+dead_fill(struct herald_dead *d, const char *raw, size_t len)
+{
+    memset(d, 0, sizeof *d);
+    d->raw = xstrndup(raw, len);
+    d->rawlen = len;
+    d->parsed = dead_entry_parse(raw, len, &d->entry) == 0;
+    if (!d->parsed)
+        return;
+    if (d->entry.id && d->entry.id[0])
+        d->job_id = xstrdup(d->entry.id);
+    else
+        d->job_id = raw_job_id(d->entry.job, d->entry.joblen);
+}
+
+/*
+ * Reads up to `limit` entries (0 = all) of the dead list in pages. From
+ * the head: newest first. From the tail: oldest first, with negative
+ * indices, which stay valid while workers LPUSH new entries meanwhile
+ * (so a long read neither repeats nor skips an entry).
+ */
+static int
+dead_range(struct herald *h, size_t limit, int from_tail,
+           struct herald_dead **out, size_t *n, struct herr *e)
+{
+    *out = NULL;
+    *n = 0;
+    char key[KEYS_MAX];
+    if (keys_simple(key, sizeof key, h->s->prefix, "dead") < 0)
+        return herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
+    struct herald_dead *v = NULL;
+    size_t nv = 0, cap = 0;
+    long long pos = 0; /* entries read so far */
+    for (;;) {
+        long long page = HERALD_DEAD_PAGE;
+        if (limit && limit - (size_t)pos < (size_t)page)
+            page = (long long)(limit - (size_t)pos);
+        if (page == 0)
+            break;
+        long long first = pos, last = pos + page - 1;
+        if (from_tail) {
+            first = -(pos + page);
+            last = -(pos + 1);
+        }
+        redisReply *r = command(h, e, "LRANGE %s %lld %lld", key, first, last);
+        if (r == NULL) {
+            herald_dead_free(v, nv);
+            return HERR_REDIS;
+        }
+        size_t got = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+        if (nv + got > cap) {
+            cap = (nv + got) * 2;
+            v = xrealloc(v, cap * sizeof *v);
+        }
+        for (size_t i = 0; i < got; i++) {
+            /* A tail page comes newest first too: walk it backwards. */
+            const redisReply *el = r->element[from_tail ? got - 1 - i : i];
+            if (el->type == REDIS_REPLY_STRING)
+                dead_fill(&v[nv++], el->str, el->len);
+        }
+        freeReplyObject(r);
+        pos += (long long)got;
+        if (got < (size_t)page)
+            break;
+    }
+    *out = v;
+    *n = nv;
+    return 0;
+}
+
+int
+herald_dead_list(struct herald *h, size_t limit, struct herald_dead **out,
+                 size_t *n, struct herr *e)
+{
+    return dead_range(h, limit, 0, out, n, e);
+}
+
+void
+herald_dead_free(struct herald_dead *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].raw);
+        free(v[i].job_id);
+        if (v[i].parsed)
+            dead_entry_free(&v[i].entry);
+    }
+    free(v);
+}
+
+/* Validates and moves one entry; fills r->rc, r->err, r->lane, id. */
+static int
+replay_one(struct herald *h, const struct herald_dead *d, const char *dkey,
+           struct herald_replay *r, char *id, struct herr *e)
+{
+    if (!d->parsed) {
+        r->rc = herr_set(&r->err, HERR_INVALID, NULL,
+                         "not a dead-letter entry (unparseable)");
+        return 0;
+    }
+    char *canon;
+    enum job_priority prio;
+    r->rc = prepare(d->entry.job, d->entry.joblen, &canon, &prio, id, &r->err);
+    if (r->rc)
+        return 0;
+    r->lane = prio;
+    r->job_id = id;
+    char lane[KEYS_MAX];
+    int rc = lane_key(h, prio, lane, sizeof lane, e);
+    if (rc) {
+        free(canon);
+        return rc;
+    }
+    redisReply *rep =
+        command(h, e, "EVAL %s 2 %s %s %b %b", replay_script, dkey, lane,
+                d->raw, d->rawlen, canon, strlen(canon));
+    free(canon);
+    if (rep == NULL) {
+        r->rc = HERR_REDIS;
+        if (e)
+            r->err = *e;
+        return HERR_REDIS;
+    }
+    if (reply_int(rep) != 1)
+        r->rc = herr_set(&r->err, HERR_NOTFOUND, NULL,
+                         "no longer in the dead list (replayed elsewhere?)");
+    freeReplyObject(rep);
+    return 0;
+}
+
+int
+herald_dead_replay(struct herald *h, const char *const *ids, size_t nids,
+                   herald_replay_cb cb, void *arg, size_t *replayed,
+                   size_t *kept, struct herr *e)
+{
+    size_t nrep = 0, nkept = 0;
+    if (replayed)
+        *replayed = 0;
+    if (kept)
+        *kept = 0;
+    char dkey[KEYS_MAX];
+    if (keys_simple(dkey, sizeof dkey, h->s->prefix, "dead") < 0)
+        return herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
+    struct herald_dead *v;
+    size_t n;
+    int rc = dead_range(h, 0, 1, &v, &n, e);
+    if (rc)
+        return rc;
+    char *found = xcalloc(nids ? nids : 1, 1);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct herald_dead *d = &v[i];
+        const char *requested = NULL;
+        if (ids) {
+            for (size_t k = 0; k < nids; k++) {
+                if (d->job_id && strcmp(d->job_id, ids[k]) == 0) {
+                    requested = ids[k];
+                    found[k] = 1;
+                }
+            }
+            if (requested == NULL)
+                continue;
+        }
+        struct herald_replay r;
+        char id[JOB_ID_MAX + 1] = "";
+        memset(&r, 0, sizeof r);
+        r.d = d;
+        r.requested = requested;
+        r.job_id = d->job_id;
+        rc = replay_one(h, d, dkey, &r, id, e);
+        if (r.rc == 0)
+            nrep++;
+        else
+            nkept++;
+        if (cb)
+            cb(arg, &r);
+    }
+    for (size_t k = 0; ids && rc == 0 && k < nids; k++) {
+        if (found[k])
+            continue;
+        /* The same id given twice is reported once. */
+        int dup = 0;
+        for (size_t j = 0; j < k; j++)
+            dup |= strcmp(ids[j], ids[k]) == 0;
+        if (dup)
+            continue;
+        struct herald_replay r;
+        memset(&r, 0, sizeof r);
+        r.requested = ids[k];
+        r.rc = herr_set(&r.err, HERR_NOTFOUND, NULL,
+                        "no dead-letter entry for this id");
+        nkept++;
+        if (cb)
+            cb(arg, &r);
+    }
+    free(found);
+    herald_dead_free(v, n);
+    if (replayed)
+        *replayed = nrep;
+    if (kept)
+        *kept = nkept;
+    return rc;
+}
