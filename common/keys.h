@@ -6,7 +6,10 @@
  *                                      take from the right (FIFO)
  *   <p>:processing:<worker>     list   jobs a worker has taken and not yet
  *                                      finished (crash-safe take)
- *   <p>:workers                 hash   worker id -> last heartbeat (ms)
+ *   <p>:workers                 hash   worker id -> last heartbeat (ms); a
+ *                                      worker silent for HERALD_HEARTBEAT_S
+ *                                      has its processing list returned to
+ *                                      the lanes by another worker
  *   <p>:dead                    list   dead letters, newest at the left:
  *                                      {"error","field","reason","at",
  *                                       "id"?, "job"|"job_base64"}
@@ -18,6 +21,11 @@
  *                                      "sent", "failed"), owner (worker id
  *                                      while inflight), attempts, first_at
  *                                      (ms). A "sent" id is never sent again.
+ *   <p>:templates               hash   template name -> compact JSON
+ *                                      {"subject","text","html"} (layout
+ *                                      and syntax: tmpl.h); written by
+ *                                      heraldctl / libherald, read by
+ *                                      workers for jobs with "template"
  *
  * Helpers build key names into a caller buffer and return its length, or
  * -1 when it does not fit.

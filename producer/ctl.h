@@ -91,5 +91,10 @@ int ctl_mc_list(struct ctl *c, int argc, char **argv);
 int ctl_queue_stats(struct ctl *c, int argc, char **argv);
 int ctl_dead_list(struct ctl *c, int argc, char **argv);
 int ctl_dead_replay(struct ctl *c, int argc, char **argv);
+int ctl_template_set(struct ctl *c, int argc, char **argv);
+int ctl_template_show(struct ctl *c, int argc, char **argv);
+int ctl_template_list(struct ctl *c, int argc, char **argv);
+int ctl_template_remove(struct ctl *c, int argc, char **argv);
+int ctl_template_render(struct ctl *c, int argc, char **argv);
 
 #endif

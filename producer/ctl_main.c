@@ -1,8 +1,8 @@
 /*
  * heraldctl — the operator and support tool (SPEC §7): Message Center
- * queries, queue stats, dead-letter listing and replay. Sender schemes,
- * SPF checks and organisation settings are not in this version: those
- * command groups are refused with exit 2.
+ * queries, queue stats, dead-letter listing and replay, message
+ * templates. Sender schemes, SPF checks and organisation settings are not
+ * in this version: those command groups are refused with exit 2.
  */
 #include "ctl.h"
 #include "log.h"
@@ -61,6 +61,47 @@ static const struct command commands[] = {
      "dead list and pushed to its lane in one atomic step.\n"
      "Exit: 0 all replayed, 1 an ID matched no entry or Redis failed,\n"
      "2 bad usage or an entry held an invalid job.\n"},
+    {"template", "set", ctl_template_set,
+     "heraldctl template set NAME --subject S [--text-file F] [--html-file F]\n"
+     "  heraldctl template set NAME --file TEMPLATE.json",
+     "Stores message template NAME (a job names it in \"template\" and gives\n"
+     "its values in \"data\"), replacing one of that name. The template is\n"
+     "checked first: {{name}} or {{ a.b }} inserts a data value (HTML-escaped\n"
+     "in html), {{{name}}} inserts it unescaped (html only).\n"
+     "  --subject S       the subject (at most 998 bytes, one line)\n"
+     "  --text-file F     the plain-text body, read from F ('-': stdin)\n"
+     "  --html-file F     the HTML body, read from F\n"
+     "  --file F          the whole template as JSON: {\"subject\": \"...\",\n"
+     "                    \"text\": \"...\", \"html\": \"...\"} ('-': stdin)\n"
+     "The subject and at least one body are required; each part at most "
+     "1 MiB.\n"
+     "Exit: 0 stored, 1 Redis failure or unreadable file, 2 bad usage or an\n"
+     "invalid template (the part and byte are named: \"html: unclosed {{ at\n"
+     "byte 120\").\n"},
+    {"template", "show", ctl_template_show,
+     "heraldctl template show NAME [--json]",
+     "Prints template NAME: its subject, text and html. With --json, the\n"
+     "template exactly as stored (fit for \"template set NAME --file\").\n"
+     "Exit: 0 shown, 1 no such template or Redis failure, 2 bad usage.\n"},
+    {"template", "list", ctl_template_list, "heraldctl template list [--json]",
+     "Lists the names of the stored templates, sorted; with --json an array\n"
+     "of names.\n"
+     "Exit: 0 listed (also when there are none), 1 Redis failure, 2 bad "
+     "usage.\n"},
+    {"template", "remove", ctl_template_remove,
+     "heraldctl template remove NAME",
+     "Removes template NAME. Jobs that still name it are rejected by the\n"
+     "worker.\n"
+     "Exit: 0 removed, 1 no such template or Redis failure, 2 bad usage.\n"},
+    {"template", "render", ctl_template_render,
+     "heraldctl template render NAME [--data JSON] [--json]",
+     "Renders template NAME with the data object JSON (default {}) exactly\n"
+     "as the worker would, and prints the subject, text and html: a preview.\n"
+     "With --json, {\"subject\", \"text\", \"html\"} (absent parts left "
+     "out).\n"
+     "Exit: 0 rendered, 1 no such template or Redis failure, 2 bad usage or\n"
+     "data that does not fit (the data field is named: \"data.amount:\n"
+     "missing\").\n"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

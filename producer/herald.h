@@ -13,6 +13,8 @@
  *   herald_mc_*          read the Message Center (no Redis needed).
  *   herald_queue_stats   lane lengths, scheduled, dead, workers.
  *   herald_dead_*        list and replay the dead-letter list.
+ *   herald_template_*    store, read, list and remove message templates
+ *                        (common/tmpl.h) in <prefix>:templates.
  *
  * Errors follow common/err.h: every function returns 0 or a negative
  * HERR_* code and fills the optional `struct herr` (field + sentence).
@@ -235,6 +237,51 @@ typedef void (*herald_replay_cb)(void *arg, const struct herald_replay *r);
 int herald_dead_replay(struct herald *h, const char *const *ids, size_t nids,
                        herald_replay_cb cb, void *arg, size_t *replayed,
                        size_t *kept, struct herr *e);
+
+/* ---- templates ---- */
+
+/*
+ * Message templates live in the Redis hash <prefix>:templates: field =
+ * template name ([A-Za-z0-9._-]{1,64}, tmpl_valid_name), value = the
+ * template's compact JSON {"subject","text","html"} (layout and syntax:
+ * common/tmpl.h).
+ */
+
+/*
+ * Validates `len` bytes of `json` with tmpl_parse and stores its
+ * canonical form (tmpl_to_json) as template `name` (HSET: a template of
+ * that name is replaced). Validation comes first, so an invalid template
+ * never needs Redis. Returns 0; HERR_INVALID with field "name" for a bad
+ * name; HERR_INVALID / HERR_TOOBIG from tmpl_parse (e names the part and
+ * position: "html" + "unclosed {{ at byte 120"; nothing is stored);
+ * HERR_REDIS.
+ */
+int herald_template_set(struct herald *h, const char *name, const char *json,
+                        size_t len, struct herr *e);
+
+/*
+ * The stored JSON of template `name`, exactly as stored (new string in
+ * *json, caller frees; NULL on failure). HERR_NOTFOUND when there is no
+ * such template, HERR_INVALID (field "name") for a bad name, HERR_REDIS.
+ * The value is not re-validated: run tmpl_parse on it before use.
+ */
+int herald_template_get(struct herald *h, const char *name, char **json,
+                        struct herr *e);
+
+/*
+ * The names of every stored template, sorted (strcmp). *names is a new
+ * array of *n new strings (NULL when there are none); free with
+ * herald_template_names_free. HERR_REDIS.
+ */
+int herald_template_list(struct herald *h, char ***names, size_t *n,
+                         struct herr *e);
+void herald_template_names_free(char **names, size_t n);
+
+/*
+ * Removes template `name`. HERR_NOTFOUND when there was none,
+ * HERR_INVALID (field "name") for a bad name, HERR_REDIS.
+ */
+int herald_template_remove(struct herald *h, const char *name, struct herr *e);
 
 /*
  * Writes `url` into out with the password of a redis:// URL replaced by

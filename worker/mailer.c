@@ -1,259 +1,1222 @@
 #include "mailer.h"
 #include "err.h"
+#include "log.h"
 #include "util.h"
 
-#include <curl/curl.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#define LINE_MAX_BYTES 4096 /* an SMTP reply line longer than this is bad */
+#define IDLE_CLOSE_MS 30000 /* an idle pooled connection is closed after */
+#define READ_CHUNK 65536
+
+/* What each reply we wait for answers. */
+enum expect {
+    X_GREETING,
+    X_EHLO,
+    X_HELO,
+    X_STARTTLS,
+    X_AUTH_PLAIN,
+    X_AUTH_LOGIN,
+    X_AUTH_USER,
+    X_AUTH_PASS,
+    X_MAIL,
+    X_RCPT,
+    X_DATA,
+    X_BODY,
+    X_RSET,
+    X_QUIT,
+};
+
+static const char *expect_name[] = {
+    "greeting", "EHLO", "HELO",    "STARTTLS", "AUTH",  "AUTH", "AUTH",
+    "AUTH",     "MAIL", "RCPT",    "DATA",     "end of data", "RSET",
+    "QUIT",
+};
+
+enum cstate {
+    C_RESOLVING,
+    C_CONNECTING,
+    C_HANDSHAKE, /* TLS */
+    C_SETUP,     /* greeting, EHLO, STARTTLS, AUTH */
+    C_IDLE,
+    C_BUSY, /* a transaction */
+    C_RESET,
+    C_CLOSING,
+};
+
+struct pool;
+
+struct sconn {
+    struct mailer *m;
+    struct pool *pool; /* NULL once closing */
+    struct sconn *next, *prev; /* in pool->conns */
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t creq;
+    uv_getaddrinfo_t gai;
+    int handles; /* open libuv handles (tcp, timer) */
+    enum cstate st;
+    SSL *ssl;
+    BIO *rbio, *wbio;
+    int tls;            /* TLS is up */
+    int caps_pipelining, caps_starttls, caps_auth_plain, caps_auth_login,
+        caps_size;
+    int ehlo_done_tls; /* EHLO after STARTTLS done */
+    struct buf in;     /* partial reply line */
+    int multiline_code; /* current multi-line reply's code */
+    /* expected replies, FIFO */
+    enum expect exp[MAILER_RCPT_MAX + 8];
+    size_t exp_head, exp_n;
+    size_t rcpt_seen;  /* RCPT replies received */
+    size_t rcpt_ok;    /* RCPT accepted */
+    int mail_code, data_code;
+    struct xfer *x; /* the transaction on this connection */
+    int used;       /* carried a transaction before */
+    int broken;     /* protocol or transport error: close, never reuse */
+};
 
 struct xfer {
     struct mailer *m;
     struct mail_req *req;
-    CURL *easy;
-    struct curl_slist *rcpt_list;
-    size_t pos; /* bytes of req->data handed to curl */
+    struct pool *pool;
+    struct xfer *next, *prev; /* in mailer->active */
+    struct xfer *wnext;       /* in pool's wait queue */
+    struct sconn *c;
     struct mail_result res;
-    int last_cmd;    /* CMD_* of the last command line sent */
-    size_t rcpt_idx; /* RCPT commands sent so far */
-    int data_354;    /* the DATA command was answered 354 */
-    struct xfer *next, *prev;
-    char errbuf[CURL_ERROR_SIZE];
+    int decided;
 };
 
-enum { CMD_OTHER = 0, CMD_RCPT, CMD_DATA };
-
-struct sockctx {
-    uv_poll_t poll;
-    curl_socket_t fd;
-    struct mailer *m;
-    int events; /* what the poll handle watches now */
+struct pool {
+    struct pool *next;
+    char *url, *user, *host;
+    int port, implicit_tls, loopback;
+    struct sconn *conns;
+    int nconns;
+    struct xfer *wait_head, *wait_tail;
 };
 
 struct mailer {
     uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;
     struct mailer_opts o;
     char *helo;
-    char *ca_file;
-    struct xfer *active; /* doubly linked */
+    SSL_CTX *tls;
+    struct pool *pools;
+    struct xfer *active;
     size_t nactive;
-    CURL **pool; /* idle easy handles, reset before reuse */
-    size_t npool;
     int closing;
     int open_handles;
     void (*close_cb)(void *);
     void *close_ud;
+    char rbuf[READ_CHUNK];
 };
 
-#define POOL_MAX 256
+static void conn_close(struct sconn *c);
+static void conn_fail(struct sconn *c, const char *why);
+static void pool_dispatch(struct mailer *m, struct pool *p);
+static void conn_send(struct sconn *c, const char *data, size_t len);
+static void arm_timer(struct sconn *c, long ms);
 
-static void check_multi_info(struct mailer *m);
-
-static void
-on_handle_closed(uv_handle_t *h)
-{
-    struct mailer *m = h->data;
-    if (h != (uv_handle_t *)&m->timer)
-        free(h); /* a sockctx: poll is its first member */
-    if (--m->open_handles == 0 && m->closing) {
-        void (*cb)(void *) = m->close_cb;
-        void *ud = m->close_ud;
-        free(m->helo);
-        free(m->ca_file);
-        free(m->pool);
-        free(m);
-        if (cb)
-            cb(ud);
-    }
-}
+/* ---- finishing a transaction ---- */
 
 static void
-on_poll(uv_poll_t *p, int status, int events)
+xfer_unlink(struct mailer *m, struct xfer *x)
 {
-    struct sockctx *c = (struct sockctx *)p;
-    int flags = 0, running;
-    if (status < 0)
-        flags = CURL_CSELECT_ERR;
-    if (events & UV_READABLE)
-        flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE)
-        flags |= CURL_CSELECT_OUT;
-    curl_multi_socket_action(c->m->multi, c->fd, flags, &running);
-    check_multi_info(c->m);
-}
-
-static int
-on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp)
-{
-    (void)easy;
-    struct mailer *m = userp;
-    struct sockctx *c = socketp;
-    if (action == CURL_POLL_REMOVE) {
-        if (c) {
-            uv_poll_stop(&c->poll);
-            curl_multi_assign(m->multi, s, NULL);
-            uv_close((uv_handle_t *)&c->poll, on_handle_closed);
-        }
-        return 0;
-    }
-    if (c == NULL) {
-        c = xcalloc(1, sizeof *c);
-        c->fd = s;
-        c->m = m;
-        if (uv_poll_init_socket(m->loop, &c->poll, s) != 0) {
-            free(c);
-            return -1;
-        }
-        c->poll.data = m;
-        m->open_handles++;
-        curl_multi_assign(m->multi, s, c);
-    }
-    int ev = 0;
-    if (action != CURL_POLL_OUT)
-        ev |= UV_READABLE;
-    if (action != CURL_POLL_IN)
-        ev |= UV_WRITABLE;
-    /* uv_poll_start costs two epoll_ctl calls even when nothing changes */
-    if (ev != c->events) {
-        c->events = ev;
-        uv_poll_start(&c->poll, ev, on_poll);
-    }
-    return 0;
-}
-
-static void
-on_timer(uv_timer_t *t)
-{
-    struct mailer *m = t->data;
-    int running;
-    curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_multi_info(m);
-}
-
-static int
-on_timer_set(CURLM *multi, long timeout_ms, void *userp)
-{
-    (void)multi;
-    struct mailer *m = userp;
-    if (timeout_ms < 0)
-        uv_timer_stop(&m->timer);
+    if (x->prev)
+        x->prev->next = x->next;
     else
-        uv_timer_start(&m->timer, on_timer, (uint64_t)timeout_ms, 0);
-    return 0;
+        m->active = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    m->nactive--;
 }
 
-int
-mailer_new(uv_loop_t *loop, const struct mailer_opts *o, struct mailer **out)
+/* Hands the outcome to the caller. The connection (if any) must already
+ * be detached or about to be reused/closed by the caller. */
+static void
+xfer_done(struct xfer *x)
 {
-    static int curl_ready;
-    if (!curl_ready) {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-            return HERR_IO;
-        curl_ready = 1;
-    }
-    struct mailer *m = xcalloc(1, sizeof *m);
-    m->loop = loop;
-    m->o = *o;
-    m->helo = xstrdup(o->helo ? o->helo : "localhost");
-    m->ca_file = o->ca_file ? xstrdup(o->ca_file) : NULL;
-    m->pool = xcalloc(POOL_MAX, sizeof *m->pool);
-    m->multi = curl_multi_init();
-    if (m->multi == NULL) {
-        free(m->helo);
-        free(m->ca_file);
-        free(m->pool);
-        free(m);
-        return HERR_IO;
-    }
-    uv_timer_init(loop, &m->timer);
-    m->timer.data = m;
-    m->open_handles = 1;
-    curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
-    curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
-    curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
-    curl_multi_setopt(m->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                      o->max_conns > 0 ? o->max_conns : 32L);
-    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS,
-                      (o->max_conns > 0 ? o->max_conns : 32L) * 2);
-    *out = m;
-    return 0;
-}
-
-/* Parses "250 2.0.0 Ok" / "250-..." into its code; 0 if not a reply. */
-static int
-reply_code(const char *s, size_t n)
-{
-    if (n < 3 || s[0] < '2' || s[0] > '5' || s[1] < '0' || s[1] > '9' ||
-        s[2] < '0' || s[2] > '9')
-        return 0;
-    return (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+    struct mailer *m = x->m;
+    xfer_unlink(m, x);
+    struct mail_req *req = x->req;
+    struct mail_result res = x->res;
+    free(x);
+    req->priv_ = NULL;
+    req->done(req, &res);
 }
 
 static void
-copy_line(char *dst, const char *s, size_t n)
+set_reply(struct mail_result *r, int code, const char *s, size_t n)
 {
     while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
         n--;
     if (n >= MAILER_REPLY_MAX)
         n = MAILER_REPLY_MAX - 1;
     for (size_t i = 0; i < n; i++)
-        dst[i] = (s[i] < 0x20 || s[i] == 0x7f) ? ' ' : s[i];
-    dst[n] = '\0';
+        r->reply[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? ' '
+                                                                    : s[i];
+    r->reply[n] = '\0';
+    r->code = code;
 }
 
-/*
- * libcurl runs SMTP in lock-step (no PIPELINING), so each server reply
- * answers the last command line it sent: that pairs RCPT replies with
- * recipients, and the reply after DATA's 354 is the final verdict.
- */
-static int
-on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *ud)
+static void
+fail_xfer(struct xfer *x, enum mail_class cls, int code, const char *why)
 {
-    (void)easy;
-    struct xfer *x = ud;
-    if (type == CURLINFO_HEADER_OUT) {
-        if (size >= 8 && strncasecmp(data, "RCPT TO:", 8) == 0)
-            x->last_cmd = CMD_RCPT;
-        else if (size >= 4 && strncasecmp(data, "DATA", 4) == 0)
-            x->last_cmd = CMD_DATA;
-        else
-            x->last_cmd = CMD_OTHER;
-        if (x->last_cmd == CMD_RCPT)
-            x->rcpt_idx++;
-        return 0;
+    if (x->decided)
+        return;
+    x->decided = 1;
+    x->res.cls = cls;
+    if (why)
+        set_reply(&x->res, code, why, strlen(why));
+}
+
+/* ---- connections: I/O ---- */
+
+struct wreq {
+    uv_write_t w;
+    char data[];
+};
+
+static void
+on_written(uv_write_t *w, int status)
+{
+    struct sconn *c = w->data;
+    free(w);
+    if (status < 0 && c->st != C_CLOSING)
+        conn_fail(c, uv_strerror(status));
+}
+
+static void
+raw_send(struct sconn *c, const char *data, size_t len)
+{
+    if (len == 0 || c->st == C_CLOSING)
+        return;
+    struct wreq *r = xmalloc(sizeof *r + len);
+    memcpy(r->data, data, len);
+    r->w.data = c;
+    uv_buf_t b = uv_buf_init(r->data, (unsigned)len);
+    int rc = uv_write(&r->w, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    if (rc < 0) {
+        free(r);
+        conn_fail(c, uv_strerror(rc));
     }
-    if (type != CURLINFO_HEADER_IN)
-        return 0;
-    int code = reply_code(data, size);
-    if (code == 0 || (size > 3 && data[3] == '-'))
-        return 0; /* not a final reply line */
-    x->res.code = code;
-    copy_line(x->res.reply, data, size);
-    if (x->last_cmd == CMD_RCPT && x->rcpt_idx >= 1 &&
-        x->rcpt_idx <= x->res.nrcpt) {
-        struct mail_rcpt_result *r = &x->res.rcpt[x->rcpt_idx - 1];
-        r->code = code;
-        copy_line(r->reply, data, size);
-        x->last_cmd = CMD_OTHER;
-    } else if (x->last_cmd == CMD_DATA && code == 354) {
-        x->data_354 = 1;
-        x->last_cmd = CMD_OTHER;
+}
+
+/* Sends what OpenSSL wrote into its memory BIO. */
+static void
+tls_flush(struct sconn *c)
+{
+    char tmp[16384];
+    int n;
+    while ((n = BIO_read(c->wbio, tmp, sizeof tmp)) > 0)
+        raw_send(c, tmp, (size_t)n);
+}
+
+static void
+conn_send(struct sconn *c, const char *data, size_t len)
+{
+    if (!c->tls) {
+        raw_send(c, data, len);
+        return;
+    }
+    while (len > 0) {
+        int n = SSL_write(c->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (n <= 0) {
+            conn_fail(c, "TLS write failed");
+            return;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    tls_flush(c);
+}
+
+static void
+conn_sendf(struct sconn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+conn_sendf(struct sconn *c, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof line) {
+        conn_fail(c, "command too long");
+        return;
+    }
+    conn_send(c, line, (size_t)n);
+}
+
+static void
+expect_push(struct sconn *c, enum expect e)
+{
+    size_t cap = sizeof c->exp / sizeof c->exp[0];
+    if (c->exp_n == cap)
+        abort(); /* bounded by MAILER_RCPT_MAX + a few: a bug */
+    c->exp[(c->exp_head + c->exp_n) % cap] = e;
+    c->exp_n++;
+}
+
+static enum expect
+expect_pop(struct sconn *c)
+{
+    size_t cap = sizeof c->exp / sizeof c->exp[0];
+    enum expect e = c->exp[c->exp_head];
+    c->exp_head = (c->exp_head + 1) % cap;
+    c->exp_n--;
+    return e;
+}
+
+/* ---- connection life ---- */
+
+static void conn_free_when_closed(uv_handle_t *h);
+
+static void
+conn_detach(struct sconn *c)
+{
+    struct pool *p = c->pool;
+    if (p == NULL)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        p->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    p->nconns--;
+    c->pool = NULL;
+}
+
+static struct mailer *
+the_mailer_of(struct sconn *c)
+{
+    return c->m;
+}
+
+static void
+conn_close(struct sconn *c)
+{
+    if (c->st == C_CLOSING)
+        return;
+    struct mailer *m = c->m;
+    struct pool *p = c->pool;
+    c->st = C_CLOSING;
+    conn_detach(c);
+    uv_timer_stop(&c->timer);
+    if (c->handles == 2) {
+        uv_close((uv_handle_t *)&c->tcp, conn_free_when_closed);
+        uv_close((uv_handle_t *)&c->timer, conn_free_when_closed);
+    }
+    if (p && m && !m->closing)
+        pool_dispatch(m, p); /* a slot is free: start a waiting request */
+}
+
+static void
+conn_free_when_closed(uv_handle_t *h)
+{
+    struct sconn *c = h->data;
+    if (--c->handles > 0)
+        return;
+    struct mailer *m = c->m;
+    if (c->ssl)
+        SSL_free(c->ssl); /* frees both BIOs */
+    buf_free(&c->in);
+    free(c);
+    if (m && --m->open_handles == 0 && m->closing) {
+        void (*cb)(void *) = m->close_cb;
+        void *ud = m->close_ud;
+        SSL_CTX_free(m->tls);
+        while (m->pools) {
+            struct pool *p = m->pools;
+            m->pools = p->next;
+            free(p->url);
+            free(p->user);
+            free(p->host);
+            free(p);
+        }
+        free(m->helo);
+        free(m);
+        if (cb)
+            cb(ud);
+    }
+}
+
+/* Transport or protocol failure: the transaction (if any) gets a
+ * temporary failure, the connection is dropped. */
+static void
+conn_fail(struct sconn *c, const char *why)
+{
+    if (c->st == C_CLOSING)
+        return;
+    struct xfer *x = c->x;
+    c->x = NULL;
+    c->broken = 1;
+    if (x) {
+        char msg[MAILER_REPLY_MAX];
+        const char *step = c->exp_n ? expect_name[c->exp[c->exp_head]]
+                                    : "connection";
+        snprintf(msg, sizeof msg, "%s (during %s with %s:%d)", why, step,
+                 x->pool->host, x->pool->port);
+        fail_xfer(x, MAIL_TEMP, 0, msg);
+        x->c = NULL;
+        conn_close(c);
+        xfer_done(x);
+        return;
+    }
+    conn_close(c);
+}
+
+static void
+on_timeout(uv_timer_t *t)
+{
+    struct sconn *c = t->data;
+    if (c->st == C_IDLE) {
+        /* idle too long: say goodbye */
+        conn_close(c);
+        return;
+    }
+    conn_fail(c, "timed out waiting for the server");
+}
+
+static void
+arm_timer(struct sconn *c, long ms)
+{
+    uv_timer_start(&c->timer, on_timeout, (uint64_t)ms, 0);
+}
+
+/* ---- transactions ---- */
+
+static void
+start_transaction(struct sconn *c)
+{
+    struct xfer *x = c->x;
+    struct mail_req *req = x->req;
+    c->st = C_BUSY;
+    c->rcpt_seen = c->rcpt_ok = 0;
+    c->mail_code = c->data_code = 0;
+    x->res.reused = c->used;
+    c->used = 1;
+    struct buf b;
+    buf_init(&b, 0);
+    if (c->caps_size)
+        buf_printf(&b, "MAIL FROM:<%s> SIZE=%zu\r\n", req->mail_from,
+                   req->len);
+    else
+        buf_printf(&b, "MAIL FROM:<%s>\r\n", req->mail_from);
+    expect_push(c, X_MAIL);
+    if (c->caps_pipelining) {
+        for (size_t i = 0; i < req->nrcpt; i++) {
+            buf_printf(&b, "RCPT TO:<%s>\r\n", req->rcpt[i]);
+            expect_push(c, X_RCPT);
+        }
+        buf_puts(&b, "DATA\r\n");
+        expect_push(c, X_DATA);
+    }
+    conn_send(c, b.p, b.len);
+    buf_free(&b);
+    arm_timer(c, c->m->o.step_timeout_s * 1000);
+}
+
+/* The message, dot-stuffed, ending with CRLF "." CRLF. */
+static void
+send_body(struct sconn *c)
+{
+    const struct mail_req *req = c->x->req;
+    struct buf b;
+    buf_init(&b, 0);
+    const char *p = req->data, *end = req->data + req->len;
+    /* one pass: copy runs, double a '.' that starts a line */
+    int bol = 1;
+    const char *run = p;
+    for (; p < end; p++) {
+        if (bol && *p == '.') {
+            buf_append(&b, run, (size_t)(p - run));
+            buf_puts(&b, ".");
+            run = p;
+        }
+        bol = *p == '\n';
+    }
+    buf_append(&b, run, (size_t)(end - run));
+    if (req->len < 2 || memcmp(end - 2, "\r\n", 2) != 0)
+        buf_puts(&b, "\r\n");
+    buf_puts(&b, ".\r\n");
+    expect_push(c, X_BODY);
+    conn_send(c, b.p, b.len);
+    buf_free(&b);
+}
+
+/* After a failed transaction: RSET so the connection can be reused. */
+static void
+reset_conn(struct sconn *c)
+{
+    c->st = C_RESET;
+    conn_send(c, "RSET\r\n", 6);
+    expect_push(c, X_RSET);
+}
+
+static void
+conn_idle(struct sconn *c)
+{
+    struct mailer *m = the_mailer_of(c);
+    c->st = C_IDLE;
+    arm_timer(c, IDLE_CLOSE_MS);
+    if (m->closing)
+        conn_close(c);
+    else
+        pool_dispatch(m, c->pool);
+}
+
+/* The transaction has its outcome (x->decided); give it back. */
+static void
+finish_transaction(struct sconn *c, int reusable)
+{
+    struct xfer *x = c->x;
+    c->x = NULL;
+    x->c = NULL;
+    if (!reusable)
+        conn_close(c);
+    else if (x->res.cls == MAIL_OK)
+        conn_idle(c);
+    else
+        reset_conn(c);
+    xfer_done(x);
+}
+
+static void
+classify_no_rcpt(struct xfer *x)
+{
+    /* every recipient refused: temporary if any refusal was */
+    enum mail_class cls = MAIL_PERM;
+    const struct mail_rcpt_result *worst = NULL;
+    for (size_t i = 0; i < x->res.nrcpt; i++) {
+        if (x->res.rcpt[i].code >= 400 && x->res.rcpt[i].code < 500) {
+            cls = MAIL_TEMP;
+            worst = &x->res.rcpt[i];
+        }
+        if (worst == NULL)
+            worst = &x->res.rcpt[i];
+    }
+    x->decided = 1;
+    x->res.cls = cls;
+    if (worst)
+        set_reply(&x->res, worst->code, worst->reply, strlen(worst->reply));
+}
+
+/* One complete reply (last line in `line`) to a transaction command. */
+static void
+on_transaction_reply(struct sconn *c, enum expect e, int code,
+                     const char *line, size_t n)
+{
+    struct xfer *x = c->x;
+    struct mail_req *req = x ? x->req : NULL;
+    if (code == 421) {
+        /* the server is closing the channel */
+        if (x)
+            fail_xfer(x, MAIL_TEMP, code, line);
+        c->broken = 1;
+    }
+    switch (e) {
+    case X_MAIL:
+        c->mail_code = code;
+        if (code / 100 != 2 && x)
+            fail_xfer(x, code >= 500 ? MAIL_PERM : MAIL_TEMP, code, line);
+        if (!c->caps_pipelining) {
+            if (code / 100 == 2) {
+                conn_sendf(c, "RCPT TO:<%s>\r\n", req->rcpt[0]);
+                expect_push(c, X_RCPT);
+            } else {
+                finish_transaction(c, !c->broken);
+                return;
+            }
+        }
+        break;
+    case X_RCPT: {
+        size_t i = c->rcpt_seen++;
+        if (x && i < x->res.nrcpt) {
+            x->res.rcpt[i].code = code;
+            set_reply(&x->res, code, line, n); /* keeps last for errors */
+            snprintf(x->res.rcpt[i].reply, sizeof x->res.rcpt[i].reply, "%s",
+                     x->res.reply);
+        }
+        if (code / 100 == 2)
+            c->rcpt_ok++;
+        if (!c->caps_pipelining) {
+            if (c->rcpt_seen < req->nrcpt) {
+                conn_sendf(c, "RCPT TO:<%s>\r\n", req->rcpt[c->rcpt_seen]);
+                expect_push(c, X_RCPT);
+            } else if (c->rcpt_ok == 0) {
+                classify_no_rcpt(x);
+                finish_transaction(c, !c->broken);
+                return;
+            } else {
+                conn_send(c, "DATA\r\n", 6);
+                expect_push(c, X_DATA);
+            }
+        }
+        break;
+    }
+    case X_DATA:
+        c->data_code = code;
+        if (code == 354) {
+            if (x && (x->decided || c->rcpt_ok == 0)) {
+                /* pipelined DATA accepted although MAIL or every RCPT
+                 * failed: send an empty message end, then RSET */
+                conn_send(c, ".\r\n", 3);
+                expect_push(c, X_BODY);
+                if (!x->decided)
+                    classify_no_rcpt(x);
+            } else {
+                send_body(c);
+            }
+            break;
+        }
+        if (x && !x->decided) {
+            if (c->rcpt_ok == 0)
+                classify_no_rcpt(x);
+            else
+                fail_xfer(x, code >= 500 ? MAIL_PERM : MAIL_TEMP, code, line);
+        }
+        finish_transaction(c, !c->broken);
+        return;
+    case X_BODY:
+        if (x && !x->decided) {
+            x->decided = 1;
+            set_reply(&x->res, code, line, n);
+            x->res.cls = code / 100 == 2   ? MAIL_OK
+                         : code >= 500     ? MAIL_PERM
+                                           : MAIL_TEMP;
+        }
+        finish_transaction(c, !c->broken);
+        return;
+    default:
+        break;
+    }
+    if (c->exp_n == 0 && x) {
+        /* nothing more will come (a failed MAIL without pipelining is
+         * handled above) */
+        finish_transaction(c, !c->broken);
+    }
+}
+
+/* ---- session set-up ---- */
+
+static void
+send_ehlo(struct sconn *c)
+{
+    conn_sendf(c, "EHLO %s\r\n", the_mailer_of(c)->helo);
+    expect_push(c, X_EHLO);
+}
+
+static int
+tls_begin(struct sconn *c)
+{
+    struct mailer *m = the_mailer_of(c);
+    struct pool *p = c->pool;
+    c->ssl = SSL_new(m->tls);
+    c->rbio = BIO_new(BIO_s_mem());
+    c->wbio = BIO_new(BIO_s_mem());
+    if (!c->ssl || !c->rbio || !c->wbio)
+        return -1;
+    SSL_set_bio(c->ssl, c->rbio, c->wbio);
+    SSL_set_connect_state(c->ssl);
+    unsigned char tmp[16];
+    if (inet_pton(AF_INET, p->host, tmp) == 1 ||
+        inet_pton(AF_INET6, p->host, tmp) == 1) {
+        X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
+        if (X509_VERIFY_PARAM_set1_ip_asc(vp, p->host) != 1)
+            return -1;
+    } else {
+        SSL_set_tlsext_host_name(c->ssl, p->host);
+        if (SSL_set1_host(c->ssl, p->host) != 1)
+            return -1;
+    }
+    c->st = C_HANDSHAKE;
+    arm_timer(c, m->o.connect_timeout_s * 1000);
+    int rc = SSL_do_handshake(c->ssl);
+    (void)rc;
+    tls_flush(c);
+    return 0;
+}
+
+static void
+auth_or_ready(struct sconn *c)
+{
+    struct xfer *x = c->x;
+    struct pool *p = c->pool;
+    const char *user = x ? x->req->user : NULL;
+    if (user == NULL) {
+        start_transaction(c);
+        return;
+    }
+    if (!c->tls && !p->loopback) {
+        fail_xfer(x, MAIL_TEMP, 0,
+                  "refusing to send credentials over an unencrypted "
+                  "connection (the server offers no STARTTLS)");
+        c->x = NULL;
+        x->c = NULL;
+        conn_close(c);
+        xfer_done(x);
+        return;
+    }
+    const char *pw = x->req->password ? x->req->password : "";
+    if (c->caps_auth_plain) {
+        size_t ul = strlen(user), pl = strlen(pw);
+        size_t rawlen = ul + pl + 2;
+        unsigned char *raw = xmalloc(rawlen);
+        raw[0] = 0;
+        memcpy(raw + 1, user, ul);
+        raw[1 + ul] = 0;
+        memcpy(raw + 2 + ul, pw, pl);
+        char *b64 = xmalloc(4 * ((rawlen + 2) / 3) + 1);
+        EVP_EncodeBlock((unsigned char *)b64, raw, (int)rawlen);
+        struct buf b;
+        buf_init(&b, 0);
+        buf_printf(&b, "AUTH PLAIN %s\r\n", b64);
+        conn_send(c, b.p, b.len);
+        OPENSSL_cleanse(b.p, b.len);
+        OPENSSL_cleanse(raw, rawlen);
+        buf_free(&b);
+        free(raw);
+        free(b64);
+        expect_push(c, X_AUTH_PLAIN);
+    } else if (c->caps_auth_login) {
+        conn_send(c, "AUTH LOGIN\r\n", 12);
+        expect_push(c, X_AUTH_LOGIN);
+    } else {
+        fail_xfer(x, MAIL_TEMP, 0,
+                  "the server offers no AUTH mechanism Herald speaks "
+                  "(PLAIN, LOGIN)");
+        c->x = NULL;
+        x->c = NULL;
+        conn_close(c);
+        xfer_done(x);
+    }
+}
+
+static void
+send_b64(struct sconn *c, const char *s)
+{
+    size_t n = strlen(s);
+    char *b64 = xmalloc(4 * ((n + 2) / 3) + 3);
+    int k = EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)s,
+                            (int)n);
+    memcpy(b64 + k, "\r\n", 3);
+    conn_send(c, b64, (size_t)k + 2);
+    OPENSSL_cleanse(b64, (size_t)k + 2);
+    free(b64);
+}
+
+static void
+ehlo_line(struct sconn *c, const char *line, size_t n)
+{
+    /* "250-PIPELINING", "250 AUTH PLAIN LOGIN", ... */
+    if (n < 4)
+        return;
+    const char *kw = line + 4;
+    size_t kl = n - 4;
+    while (kl && (kw[kl - 1] == '\r' || kw[kl - 1] == '\n'))
+        kl--;
+    char tmp[256];
+    if (kl >= sizeof tmp)
+        kl = sizeof tmp - 1;
+    memcpy(tmp, kw, kl);
+    tmp[kl] = '\0';
+    if (strcasecmp(tmp, "PIPELINING") == 0)
+        c->caps_pipelining = 1;
+    else if (strcasecmp(tmp, "STARTTLS") == 0)
+        c->caps_starttls = 1;
+    else if (strncasecmp(tmp, "SIZE", 4) == 0 && (tmp[4] == 0 ||
+                                                  tmp[4] == ' '))
+        c->caps_size = 1;
+    else if (strncasecmp(tmp, "AUTH", 4) == 0 &&
+             (tmp[4] == ' ' || tmp[4] == '=')) {
+        for (char *tok = strtok(tmp + 5, " "); tok; tok = strtok(NULL, " ")) {
+            if (strcasecmp(tok, "PLAIN") == 0)
+                c->caps_auth_plain = 1;
+            else if (strcasecmp(tok, "LOGIN") == 0)
+                c->caps_auth_login = 1;
+        }
+    }
+}
+
+static void
+setup_fail(struct sconn *c, int code, const char *line, enum mail_class cls)
+{
+    struct xfer *x = c->x;
+    c->x = NULL;
+    if (x) {
+        x->c = NULL;
+        fail_xfer(x, cls, code, line);
+    }
+    conn_close(c);
+    if (x)
+        xfer_done(x);
+}
+
+/* A complete reply during session set-up. */
+static void
+on_setup_reply(struct sconn *c, enum expect e, int code, const char *line)
+{
+    struct xfer *x = c->x;
+    switch (e) {
+    case X_GREETING:
+        if (code != 220) {
+            setup_fail(c, code, line, code >= 500 ? MAIL_PERM : MAIL_TEMP);
+            return;
+        }
+        send_ehlo(c);
+        return;
+    case X_EHLO:
+        if (code / 100 != 2) {
+            /* an old server: HELO, without extensions */
+            conn_sendf(c, "HELO %s\r\n", the_mailer_of(c)->helo);
+            expect_push(c, X_HELO);
+            return;
+        }
+        /* fall through */
+    case X_HELO:
+        if (code / 100 != 2) {
+            setup_fail(c, code, line, MAIL_TEMP);
+            return;
+        }
+        if (!c->tls && c->caps_starttls) {
+            conn_send(c, "STARTTLS\r\n", 10);
+            expect_push(c, X_STARTTLS);
+            return;
+        }
+        auth_or_ready(c);
+        return;
+    case X_STARTTLS:
+        if (code != 220) {
+            /* offered but refused: never fall back to plain text */
+            setup_fail(c, code, line, MAIL_TEMP);
+            return;
+        }
+        if (tls_begin(c) != 0)
+            setup_fail(c, 0, "could not set up TLS", MAIL_TEMP);
+        return;
+    case X_AUTH_PLAIN:
+    case X_AUTH_PASS:
+        if (code == 235) {
+            start_transaction(c);
+            return;
+        }
+        if (x)
+            x->res.auth_failed = code == 535 || code == 534 || code == 530;
+        setup_fail(c, code, line, MAIL_TEMP);
+        return;
+    case X_AUTH_LOGIN:
+        if (code != 334) {
+            if (x)
+                x->res.auth_failed = code == 535 || code == 534;
+            setup_fail(c, code, line, MAIL_TEMP);
+            return;
+        }
+        send_b64(c, x->req->user);
+        expect_push(c, X_AUTH_USER);
+        return;
+    case X_AUTH_USER:
+        if (code != 334) {
+            if (x)
+                x->res.auth_failed = code == 535 || code == 534;
+            setup_fail(c, code, line, MAIL_TEMP);
+            return;
+        }
+        send_b64(c, x->req->password ? x->req->password : "");
+        expect_push(c, X_AUTH_PASS);
+        return;
+    default:
+        return;
+    }
+}
+
+/* One reply line (with CRLF stripped or not). */
+static void
+on_line(struct sconn *c, const char *line, size_t n)
+{
+    int code = 0;
+    if (n >= 3 && line[0] >= '2' && line[0] <= '5' && line[1] >= '0' &&
+        line[1] <= '9' && line[2] >= '0' && line[2] <= '9')
+        code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+    if (code == 0 || (n > 3 && line[3] != ' ' && line[3] != '-' &&
+                      line[3] != '\r' && line[3] != '\n')) {
+        conn_fail(c, "the server sent something that is not an SMTP reply");
+        return;
+    }
+    if (c->exp_n == 0) {
+        if (code == 421 && c->st == C_IDLE) {
+            conn_close(c); /* the server closes an idle session */
+            return;
+        }
+        conn_fail(c, "the server sent an unexpected reply");
+        return;
+    }
+    int more = n > 3 && line[3] == '-';
+    if (c->exp[c->exp_head] == X_EHLO && code / 100 == 2)
+        ehlo_line(c, line, n);
+    if (more)
+        return;
+    enum expect e = expect_pop(c);
+    struct mailer *m = the_mailer_of(c);
+    if (c->exp_n > 0 || c->st == C_BUSY || c->st == C_SETUP)
+        arm_timer(c, m->o.step_timeout_s * 1000);
+    switch (e) {
+    case X_MAIL:
+    case X_RCPT:
+    case X_DATA:
+    case X_BODY:
+        if (c->x == NULL) {
+            conn_fail(c, "reply without a transaction");
+            return;
+        }
+        on_transaction_reply(c, e, code, line, n);
+        return;
+    case X_RSET:
+        if (code / 100 == 2 && !c->broken)
+            conn_idle(c);
+        else
+            conn_close(c);
+        return;
+    case X_QUIT:
+        conn_close(c);
+        return;
+    default:
+        on_setup_reply(c, e, code, line);
+        return;
+    }
+}
+
+/* Plain bytes from the server: split into lines. */
+static void
+on_plain(struct sconn *c, const char *data, size_t len)
+{
+    while (len > 0 && c->st != C_CLOSING) {
+        const char *nl = memchr(data, '\n', len);
+        size_t take = nl ? (size_t)(nl - data) + 1 : len;
+        if (buf_append(&c->in, data, take) != 0) {
+            conn_fail(c, "reply line too long");
+            return;
+        }
+        data += take;
+        len -= take;
+        if (nl) {
+            /* on_line may close c: copy the line out first */
+            char line[LINE_MAX_BYTES + 1];
+            size_t n = c->in.len;
+            memcpy(line, c->in.p, n);
+            line[n] = '\0';
+            buf_reset(&c->in);
+            on_line(c, line, n);
+        }
+    }
+}
+
+static void
+tls_progress(struct sconn *c)
+{
+    if (c->st == C_HANDSHAKE) {
+        int rc = SSL_do_handshake(c->ssl);
+        tls_flush(c);
+        if (rc == 1) {
+            c->tls = 1;
+            c->st = C_SETUP;
+            struct mailer *m = the_mailer_of(c);
+            arm_timer(c, m->o.step_timeout_s * 1000);
+            if (c->pool->implicit_tls) {
+                expect_push(c, X_GREETING);
+            } else {
+                /* forget what was said in clear text (RFC 3207) */
+                c->caps_pipelining = c->caps_starttls = 0;
+                c->caps_auth_plain = c->caps_auth_login = c->caps_size = 0;
+                send_ehlo(c);
+            }
+        } else {
+            int err = SSL_get_error(c->ssl, rc);
+            if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+                char why[MAILER_REPLY_MAX];
+                long v = SSL_get_verify_result(c->ssl);
+                if (v != X509_V_OK)
+                    snprintf(why, sizeof why,
+                             "TLS certificate verify failed: %s",
+                             X509_verify_cert_error_string(v));
+                else
+                    snprintf(why, sizeof why, "TLS handshake failed: %s",
+                             ERR_reason_error_string(ERR_peek_last_error())
+                                 ? ERR_reason_error_string(
+                                       ERR_peek_last_error())
+                                 : "unknown error");
+                ERR_clear_error();
+                conn_fail(c, why);
+                return;
+            }
+            return;
+        }
+    }
+    char tmp[16384];
+    for (;;) {
+        if (c->st == C_CLOSING)
+            return;
+        int n = SSL_read(c->ssl, tmp, sizeof tmp);
+        if (n > 0) {
+            on_plain(c, tmp, (size_t)n);
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        if (err == SSL_ERROR_WANT_READ)
+            break;
+        if (err == SSL_ERROR_ZERO_RETURN) {
+            conn_fail(c, "the server closed the TLS session");
+            return;
+        }
+        ERR_clear_error();
+        conn_fail(c, "TLS read failed");
+        return;
+    }
+    tls_flush(c);
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    (void)hint;
+    struct sconn *c = h->data;
+    struct mailer *m = the_mailer_of(c);
+    *b = uv_buf_init(m->rbuf, sizeof m->rbuf);
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct sconn *c = s->data;
+    if (nread == 0 || c->st == C_CLOSING)
+        return;
+    if (nread < 0) {
+        if (c->st == C_IDLE)
+            conn_close(c); /* the server closed an idle session */
+        else
+            conn_fail(c, nread == UV_EOF ? "the server closed the connection"
+                                         : uv_strerror((int)nread));
+        return;
+    }
+    if (c->ssl) {
+        BIO_write(c->rbio, b->base, (int)nread);
+        tls_progress(c);
+    } else {
+        on_plain(c, b->base, (size_t)nread);
+    }
+}
+
+static void
+on_connected(uv_connect_t *req, int status)
+{
+    struct sconn *c = req->data;
+    if (c->st == C_CLOSING)
+        return;
+    if (status < 0) {
+        conn_fail(c, uv_strerror(status));
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (c->pool->implicit_tls) {
+        if (tls_begin(c) != 0)
+            conn_fail(c, "could not set up TLS");
+        return;
+    }
+    c->st = C_SETUP;
+    expect_push(c, X_GREETING);
+    arm_timer(c, the_mailer_of(c)->o.connect_timeout_s * 1000);
+}
+
+static void
+on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *ai)
+{
+    struct sconn *c = g->data;
+    if (c->st == C_CLOSING) {
+        uv_freeaddrinfo(ai);
+        return;
+    }
+    if (status < 0 || ai == NULL) {
+        uv_freeaddrinfo(ai);
+        conn_fail(c, status < 0 ? uv_strerror(status) : "no address");
+        return;
+    }
+    c->st = C_CONNECTING;
+    c->creq.data = c;
+    int rc = uv_tcp_connect(&c->creq, &c->tcp, ai->ai_addr, on_connected);
+    uv_freeaddrinfo(ai);
+    if (rc < 0)
+        conn_fail(c, uv_strerror(rc));
+}
+
+/* ---- pools ---- */
+
+static int
+parse_url(const char *url, char **host, int *port, int *implicit_tls)
+{
+    const char *p;
+    if (strncmp(url, "smtps://", 8) == 0) {
+        p = url + 8;
+        *implicit_tls = 1;
+        *port = 465;
+    } else if (strncmp(url, "smtp://", 7) == 0) {
+        p = url + 7;
+        *implicit_tls = 0;
+        *port = 25;
+    } else {
+        return -1;
+    }
+    const char *end = p + strcspn(p, "/");
+    const char *colon = NULL;
+    if (*p == '[') {
+        const char *rb = memchr(p, ']', (size_t)(end - p));
+        if (rb == NULL)
+            return -1;
+        *host = xstrndup(p + 1, (size_t)(rb - p - 1));
+        colon = rb + 1 < end && rb[1] == ':' ? rb + 1 : NULL;
+    } else {
+        colon = memchr(p, ':', (size_t)(end - p));
+        *host = xstrndup(p, (size_t)((colon ? colon : end) - p));
+    }
+    if (colon) {
+        long v = strtol(colon + 1, NULL, 10);
+        if (v < 1 || v > 65535) {
+            free(*host);
+            return -1;
+        }
+        *port = (int)v;
+    }
+    if (**host == '\0') {
+        free(*host);
+        return -1;
     }
     return 0;
 }
 
-static size_t
-on_read(char *buf, size_t size, size_t nitems, void *ud)
+static struct pool *
+pool_get(struct mailer *m, const char *url, const char *user)
 {
-    struct xfer *x = ud;
-    size_t want = size * nitems, left = x->req->len - x->pos;
-    if (want > left)
-        want = left;
-    memcpy(buf, x->req->data + x->pos, want);
-    x->pos += want;
-    return want;
+    for (struct pool *p = m->pools; p; p = p->next)
+        if (strcmp(p->url, url) == 0 &&
+            ((p->user == NULL && user == NULL) ||
+             (p->user && user && strcmp(p->user, user) == 0)))
+            return p;
+    struct pool *p = xcalloc(1, sizeof *p);
+    if (parse_url(url, &p->host, &p->port, &p->implicit_tls) != 0) {
+        free(p);
+        return NULL;
+    }
+    p->url = xstrdup(url);
+    p->user = user ? xstrdup(user) : NULL;
+    struct in_addr a4;
+    p->loopback = strcmp(p->host, "localhost") == 0 ||
+                  strcmp(p->host, "::1") == 0 ||
+                  (inet_pton(AF_INET, p->host, &a4) == 1 &&
+                   (ntohl(a4.s_addr) >> 24) == 127);
+    p->next = m->pools;
+    m->pools = p;
+    return p;
+}
+
+static void
+conn_open(struct mailer *m, struct pool *p, struct xfer *x)
+{
+    struct sconn *c = xcalloc(1, sizeof *c);
+    c->m = m;
+    c->pool = p;
+    buf_init(&c->in, LINE_MAX_BYTES);
+    uv_tcp_init(m->loop, &c->tcp);
+    uv_timer_init(m->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles = 2;
+    m->open_handles++;
+    c->next = p->conns;
+    if (p->conns)
+        p->conns->prev = c;
+    p->conns = c;
+    p->nconns++;
+    c->x = x;
+    x->c = c;
+    c->st = C_RESOLVING;
+    c->gai.data = c;
+    arm_timer(c, m->o.connect_timeout_s * 1000);
+    char port[16];
+    snprintf(port, sizeof port, "%d", p->port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    int rc = uv_getaddrinfo(m->loop, &c->gai, on_resolved, p->host, port,
+                            &hints);
+    if (rc < 0)
+        conn_fail(c, uv_strerror(rc));
+}
+
+/* Gives waiting requests an idle connection, or a new one if allowed. */
+static void
+pool_dispatch(struct mailer *m, struct pool *p)
+{
+    while (p->wait_head && !m->closing) {
+        struct sconn *idle = NULL;
+        for (struct sconn *c = p->conns; c; c = c->next)
+            if (c->st == C_IDLE && c->x == NULL) {
+                idle = c;
+                break;
+            }
+        if (idle == NULL && p->nconns >= m->o.max_conns)
+            return;
+        struct xfer *x = p->wait_head;
+        p->wait_head = x->wnext;
+        if (p->wait_head == NULL)
+            p->wait_tail = NULL;
+        x->wnext = NULL;
+        if (idle) {
+            idle->x = x;
+            x->c = idle;
+            start_transaction(idle);
+        } else {
+            conn_open(m, p, x);
+        }
+    }
+}
+
+/* ---- public ---- */
+
+int
+mailer_new(uv_loop_t *loop, const struct mailer_opts *o, struct mailer **out)
+{
+    struct mailer *m = xcalloc(1, sizeof *m);
+    m->loop = loop;
+    m->o = *o;
+    if (m->o.max_conns <= 0)
+        m->o.max_conns = 32;
+    m->helo = xstrdup(o->helo ? o->helo : "localhost");
+    m->tls = SSL_CTX_new(TLS_client_method());
+    if (m->tls == NULL)
+        goto fail;
+    SSL_CTX_set_min_proto_version(m->tls, TLS1_2_VERSION);
+    SSL_CTX_set_verify(m->tls, SSL_VERIFY_PEER, NULL);
+    if (SSL_CTX_set_default_verify_paths(m->tls) != 1)
+        goto fail;
+    if (o->ca_file && SSL_CTX_load_verify_locations(m->tls, o->ca_file,
+                                                    NULL) != 1) {
+        log_msg(LOG_ERROR, "cannot load HERALD_CA_FILE", "file", o->ca_file,
+                NULL);
+        goto fail;
+    }
+    *out = m;
+    return 0;
+fail:
+    if (m->tls)
+        SSL_CTX_free(m->tls);
+    free(m->helo);
+    free(m);
+    return HERR_IO;
 }
 
 int
@@ -263,73 +1226,26 @@ mailer_send(struct mailer *m, struct mail_req *req)
         return HERR_IO;
     if (req->nrcpt == 0 || req->nrcpt > MAILER_RCPT_MAX)
         return HERR_INVALID;
+    struct pool *p = pool_get(m, req->url, req->user);
+    if (p == NULL)
+        return HERR_INVALID;
     struct xfer *x = xcalloc(1, sizeof *x);
     x->m = m;
     x->req = req;
+    x->pool = p;
     x->res.nrcpt = req->nrcpt;
-    for (size_t i = 0; i < req->nrcpt; i++) {
-        char *a = xasprintf("<%s>", req->rcpt[i]);
-        struct curl_slist *l = curl_slist_append(x->rcpt_list, a);
-        free(a);
-        if (l == NULL)
-            abort();
-        x->rcpt_list = l;
-    }
-    CURL *e = m->npool ? m->pool[--m->npool] : curl_easy_init();
-    if (e == NULL)
-        abort();
-    x->easy = e;
-    char *url = xasprintf("%s/%s", req->url, m->helo);
-    char *from = xasprintf("<%s>", req->mail_from);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_MAIL_FROM, from);
-    free(url);
-    free(from);
-    curl_easy_setopt(e, CURLOPT_MAIL_RCPT, x->rcpt_list);
-    curl_easy_setopt(e, CURLOPT_MAIL_RCPT_ALLLOWFAILS, 1L);
-    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-    curl_easy_setopt(e, CURLOPT_READDATA, x);
-    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->len);
-    curl_easy_setopt(e, CURLOPT_USE_SSL, strncmp(req->url, "smtps:", 6) == 0
-                                             ? (long)CURLUSESSL_ALL
-                                             : (long)CURLUSESSL_TRY);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (m->ca_file)
-        curl_easy_setopt(e, CURLOPT_CAINFO, m->ca_file);
-    if (req->user) {
-        curl_easy_setopt(e, CURLOPT_USERNAME, req->user);
-        curl_easy_setopt(e, CURLOPT_PASSWORD,
-                         req->password ? req->password : "");
-    }
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, m->o.connect_timeout_s);
-    curl_easy_setopt(e, CURLOPT_SERVER_RESPONSE_TIMEOUT, m->o.step_timeout_s);
-    /* A stalled body upload is caught by the low-speed limit. */
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, m->o.step_timeout_s);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    /* The default 64 KiB upload buffer (and the 2x scratch buffer SMTP
-     * dot-stuffing allocates beside it) costs page faults on every
-     * transaction; notification mail is small. */
-    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
-    curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
-    curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
-    curl_easy_setopt(e, CURLOPT_DEBUGDATA, x);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-    if (curl_multi_add_handle(m->multi, e) != CURLM_OK) {
-        curl_slist_free_all(x->rcpt_list);
-        curl_easy_cleanup(e);
-        free(x);
-        return HERR_IO;
-    }
     x->next = m->active;
     if (m->active)
         m->active->prev = x;
     m->active = x;
     m->nactive++;
     req->priv_ = x;
+    if (p->wait_tail)
+        p->wait_tail->wnext = x;
+    else
+        p->wait_head = x;
+    p->wait_tail = x;
+    pool_dispatch(m, p);
     return 0;
 }
 
@@ -339,89 +1255,35 @@ mailer_active(const struct mailer *m)
     return m->nactive;
 }
 
-static void
-classify(struct xfer *x, CURLcode rc)
-{
-    struct mail_result *r = &x->res;
-    r->curl_code = (int)rc;
-    long reused = 0;
-    curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &reused);
-    r->reused = reused == 0;
-    if (rc == CURLE_OK) {
-        r->cls = MAIL_OK;
-        return;
-    }
-    /* A server that answered with a code decides; else it is transport. */
-    if (r->code >= 500) {
-        r->cls = MAIL_PERM;
-        /* Every recipient refused: temporary if any refusal was. */
-        for (size_t i = 0; i < r->nrcpt; i++)
-            if (r->rcpt[i].code >= 400 && r->rcpt[i].code < 500)
-                r->cls = MAIL_TEMP;
-    } else {
-        r->cls = MAIL_TEMP;
-    }
-    /* An error before any reply, or curl's own failure after a 2xx/3xx
-     * (a dropped connection, a timeout): say what curl saw. */
-    if (r->code < 400 || rc == CURLE_OPERATION_TIMEDOUT) {
-        const char *why = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
-        snprintf(r->reply, sizeof r->reply, "%s", why);
-        r->cls = MAIL_TEMP;
-        r->code = 0;
-    }
-}
-
-static void
-finish(struct mailer *m, struct xfer *x, CURLcode rc, int aborted)
-{
-    curl_multi_remove_handle(m->multi, x->easy);
-    if (aborted) {
-        x->res.cls = MAIL_TEMP;
-        x->res.code = 0;
-        snprintf(x->res.reply, sizeof x->res.reply, "aborted at shutdown");
-    } else {
-        classify(x, rc);
-    }
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        m->active = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
-    m->nactive--;
-    curl_slist_free_all(x->rcpt_list);
-    if (m->npool < POOL_MAX && !aborted) {
-        curl_easy_reset(x->easy);
-        m->pool[m->npool++] = x->easy;
-    } else {
-        curl_easy_cleanup(x->easy);
-    }
-    struct mail_req *req = x->req;
-    struct mail_result res = x->res;
-    free(x);
-    req->priv_ = NULL;
-    req->done(req, &res);
-}
-
-static void
-check_multi_info(struct mailer *m)
-{
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        struct xfer *x;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-        finish(m, x, msg->data.result, 0);
-    }
-}
-
 void
 mailer_abort_all(struct mailer *m)
 {
-    while (m->active)
-        finish(m, m->active, CURLE_ABORTED_BY_CALLBACK, 1);
+    while (m->active) {
+        struct xfer *x = m->active;
+        struct pool *p = x->pool;
+        /* out of the wait queue, if there */
+        struct xfer **pp = &p->wait_head;
+        while (*pp && *pp != x)
+            pp = &(*pp)->wnext;
+        if (*pp) {
+            *pp = x->wnext;
+            if (p->wait_tail == x) {
+                p->wait_tail = NULL;
+                for (struct xfer *w = p->wait_head; w; w = w->wnext)
+                    p->wait_tail = w;
+            }
+        }
+        if (x->c) {
+            struct sconn *c = x->c;
+            c->x = NULL;
+            x->c = NULL;
+            c->broken = 1;
+            conn_close(c);
+        }
+        x->decided = 0;
+        fail_xfer(x, MAIL_TEMP, 0, "aborted at shutdown");
+        xfer_done(x);
+    }
 }
 
 void
@@ -431,13 +1293,24 @@ mailer_close(struct mailer *m, void (*cb)(void *ud), void *ud)
     m->closing = 1;
     m->close_cb = cb;
     m->close_ud = ud;
-    for (size_t i = 0; i < m->npool; i++)
-        curl_easy_cleanup(m->pool[i]);
-    m->npool = 0;
-    /* Closing the multi closes cached connections: their sockets report
-     * CURL_POLL_REMOVE first, which closes the poll handles. */
-    curl_multi_cleanup(m->multi);
-    m->multi = NULL;
-    uv_timer_stop(&m->timer);
-    uv_close((uv_handle_t *)&m->timer, on_handle_closed);
+    m->open_handles++; /* held until the pools are walked */
+    for (struct pool *p = m->pools; p; p = p->next)
+        while (p->conns)
+            conn_close(p->conns);
+    /* release our own hold: frees now if nothing else is open */
+    if (--m->open_handles == 0) {
+        SSL_CTX_free(m->tls);
+        while (m->pools) {
+            struct pool *p = m->pools;
+            m->pools = p->next;
+            free(p->url);
+            free(p->user);
+            free(p->host);
+            free(p);
+        }
+        free(m->helo);
+        free(m);
+        if (cb)
+            cb(ud);
+    }
 }

@@ -1,13 +1,26 @@
 /*
- * mailer — SMTP transactions through libcurl's multi interface, driven by
- * the libuv loop (socket and timer callbacks, as in curl's multi-uv.c).
+ * mailer — SMTP client transactions on the libuv loop, never blocking it.
  *
  * One mailer per worker. mailer_send() starts one transaction (envelope +
  * message bytes) and calls req->done exactly once, from the loop, when it
- * has an outcome; mailer_send never calls it synchronously. Connections
- * are kept in libcurl's cache and reused across transactions to the same
- * server; STARTTLS is used when the server offers it (smtp://), implicit
- * TLS for smtps://; certificates are always verified.
+ * has an outcome; mailer_send never calls it synchronously.
+ *
+ * Connections are pooled per server (URL + user) — at most
+ * `max_conns` each — and reused across transactions; a transaction that
+ * failed part-way is closed with RSET before reuse, or the connection is
+ * dropped. STARTTLS is used whenever the server offers it (smtp://),
+ * implicit TLS for smtps://; certificates are always verified (system
+ * bundle plus `ca_file`), host names checked. PIPELINING (RFC 2920) is
+ * used when offered: MAIL, RCPT and DATA go in one write, the dot-stuffed
+ * body and its end in another. AUTH PLAIN or LOGIN when a user is given,
+ * never over an unencrypted connection to a non-loopback host. Every wait
+ * for the server is bounded: `connect_timeout_s` for connecting, the TLS
+ * handshake and the greeting, `step_timeout_s` for each reply.
+ *
+ * (libcurl was the first implementation. Its SMTP "done" phase waits for
+ * the reply to the end of the message in a blocking poll — one stalled
+ * server froze the whole worker, and every message cost the loop a round
+ * trip — so this module speaks SMTP itself.)
  */
 #ifndef HERALD_MAILER_H
 #define HERALD_MAILER_H
@@ -32,11 +45,11 @@ struct mail_rcpt_result {
 struct mail_result {
     enum mail_class cls;
     int code;                     /* last SMTP code seen (0: none) */
-    char reply[MAILER_REPLY_MAX]; /* final server reply, or curl's error */
-    int curl_code;
+    char reply[MAILER_REPLY_MAX]; /* final server reply, or what failed */
     struct mail_rcpt_result rcpt[MAILER_RCPT_MAX]; /* in envelope order */
     size_t nrcpt;
-    int reused; /* 1 when an existing connection carried it */
+    int reused;      /* 1 when an existing connection carried it */
+    int auth_failed; /* the server refused the credentials (cls TEMP) */
 };
 
 struct mail_req;

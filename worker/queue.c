@@ -32,6 +32,7 @@ enum {
     S_REPLACE,
     S_DUE,
     S_HANDBACK,
+    S_RECLAIM,
     S_COUNT
 };
 
@@ -133,6 +134,34 @@ static const char *script_src[S_COUNT] = {
              "end\n"
              "redis.call('HDEL', KEYS[5], ARGV[1])\n"
              "return n\n",
+    /* RECLAIM: KEYS workers high normal low; ARGV now heartbeat_ms prefix
+     * me. A worker whose heartbeat is older than heartbeat_ms died without
+     * handing back: its processing list goes back to the lanes, once
+     * (the script is atomic and removes the worker's entry). */
+    "local function lane(m)\n"
+    "  local ok, j = pcall(cjson.decode, m)\n"
+    "  if ok and type(j) == 'table' then\n"
+    "    if j.priority == 'high' then return KEYS[2] end\n"
+    "    if j.priority == 'low' then return KEYS[4] end\n"
+    "  end\n"
+    "  return KEYS[3]\n"
+    "end\n"
+    "local n, all = 0, redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #all, 2 do\n"
+    "  local id, hb = all[i], tonumber(all[i + 1])\n"
+    "  if id ~= ARGV[4] and (not hb or hb + tonumber(ARGV[2]) < "
+    "tonumber(ARGV[1])) then\n"
+    "    local proc = ARGV[3] .. ':processing:' .. id\n"
+    "    while true do\n"
+    "      local m = redis.call('LPOP', proc)\n"
+    "      if not m then break end\n"
+    "      redis.call('RPUSH', lane(m), m)\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "    redis.call('HDEL', KEYS[1], id)\n"
+    "  end\n"
+    "end\n"
+    "return n\n",
 };
 
 /* ---- state ---- */
@@ -183,6 +212,8 @@ struct queue {
     size_t nops;
     int take_out;  /* a batch take is outstanding */
     int due_out;   /* a due-mover run is outstanding */
+    int reclaim_out;
+    uint64_t last_reclaim;
     void (*handback_cb)(void *, int);
     void *handback_ud;
     void (*close_cb)(void *);
@@ -410,6 +441,7 @@ q_fail(struct queue *q, const char *why)
     q->state = Q_DOWN;
     q->take_out = 0;
     q->due_out = 0;
+    q->reclaim_out = 0;
     uv_timer_stop(&q->t_connect_guard);
     uv_timer_start(&q->t_reconnect, on_reconnect_timer, 0, 0);
 }
@@ -718,10 +750,47 @@ on_due_reply(void *ud, redisReply *r)
 }
 
 static void
+on_reclaim_reply(void *ud, redisReply *r)
+{
+    struct queue *q = ud;
+    q->reclaim_out = 0;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        char n[32];
+        snprintf(n, sizeof n, "%lld", r->integer);
+        log_msg(LOG_WARN,
+                "returned the jobs of a worker whose heartbeat stopped to "
+                "their lanes",
+                "count", n, NULL);
+        q_take(q);
+    }
+}
+
+/* Every heartbeat period: return the jobs of dead workers. */
+static void
+maybe_reclaim(struct queue *q)
+{
+    uint64_t now = uv_now(q->loop);
+    if (q->reclaim_out || now - q->last_reclaim < (uint64_t)q->heartbeat_ms)
+        return;
+    q->last_reclaim = now;
+    char ms[32], hb[32];
+    snprintf(ms, sizeof ms, "%lld", (long long)clock_now_ms());
+    snprintf(hb, sizeof hb, "%ld", q->heartbeat_ms);
+    const char *keys[4] = {q->k_workers, q->k_lane[0], q->k_lane[1],
+                           q->k_lane[2]};
+    const char *args[4] = {ms, hb, q->prefix, q->me};
+    q->reclaim_out = 1;
+    eval(q, S_RECLAIM, 4, keys, 4, args, NULL, on_reclaim_reply, q);
+}
+
+static void
 on_due(uv_timer_t *t)
 {
     struct queue *q = t->data;
-    if (q->state != Q_READY || q->due_out || q->stopping)
+    if (q->state != Q_READY || q->stopping)
+        return;
+    maybe_reclaim(q);
+    if (q->due_out)
         return;
     char now[32];
     snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
@@ -852,6 +921,17 @@ queue_replace(struct queue *q, const char *raw, size_t len,
     const char *args[2] = {raw, newraw};
     size_t lens[2] = {len, strlen(newraw)};
     eval(q, S_REPLACE, 1, keys, 2, args, lens, cb, ud);
+}
+
+void
+queue_template_get(struct queue *q, const char *name, queue_reply_fn *cb,
+                   void *ud)
+{
+    char key[KEYS_MAX];
+    keys_simple(key, sizeof key, q->prefix, "templates");
+    const char *argv[3] = {"HGET", key, name};
+    size_t lens[3] = {4, strlen(key), strlen(name)};
+    op_add(q, 3, argv, lens, cb, ud, 0);
 }
 
 void

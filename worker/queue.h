@@ -88,6 +88,10 @@ void queue_finish_schedule(struct queue *q, const char *raw, size_t len,
 void queue_replace(struct queue *q, const char *raw, size_t len,
                    const char *newraw, queue_reply_fn *cb, void *ud);
 
+/* Reads template `name` from <p>:templates (reply: string or nil). */
+void queue_template_get(struct queue *q, const char *name, queue_reply_fn *cb,
+                        void *ud);
+
 /* Operations sent or waiting for a reply. */
 size_t queue_pending(const struct queue *q);
 

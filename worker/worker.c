@@ -8,6 +8,7 @@
 #include "mime.h"
 #include "queue.h"
 #include "resolve.h"
+#include "tmpl.h"
 #include "util.h"
 
 #include <jansson.h>
@@ -24,6 +25,16 @@
 #define MC_BATCH_MS 4
 #define MC_BATCH_MAX 256
 #define RETRY_CLAIM_MS 1000
+/* Templates are read from Redis at most this often per name, so an
+ * update reaches every worker within that time. */
+#define TMPL_TTL_MS 5000
+#define TMPL_CACHE_MAX 128
+
+struct tmpl_entry {
+    char *name;
+    char *json; /* as stored; NULL: no such template */
+    uint64_t at;
+};
 
 enum mc_step {
     MCW_NONE,
@@ -50,6 +61,7 @@ struct task {
     int abandoned; /* shutdown: free on the next callback, do nothing */
     enum mc_step step;
     const char *dead_reason; /* for MCW_FAILED */
+    const char *dead_field;  /* the job field at fault, or "" */
     struct route route;
     int routed;
     char *msg;
@@ -65,6 +77,7 @@ struct task {
     int dup_sent;     /* the record already said "sent" */
     int attempt_recorded; /* the record counts this attempt */
     int in_mcq;
+    int rendered; /* the template (if any) has been applied */
 };
 
 struct tq {
@@ -86,6 +99,8 @@ struct worker {
     struct tq ready, mcq, retry;
     size_t nmcq;
     uv_timer_t t_flush, t_retry, t_grace;
+    struct tmpl_entry tcache[TMPL_CACHE_MAX];
+    size_t ntcache;
     int flush_armed;
     int stopping, grace_over, closing, handback_done;
     int exit_code;
@@ -435,7 +450,8 @@ backoff_ms(const struct settings *s, int attempt)
 static void
 to_dead(struct task *t)
 {
-    char *entry = dead_entry_new(t->raw, t->rawlen, t->dead_reason, "",
+    char *entry = dead_entry_new(t->raw, t->rawlen, t->dead_reason,
+                                 t->dead_field ? t->dead_field : "",
                                  t->error, tid(t), clock_now_ms());
     queue_finish_dead(t->w->q, t->raw, t->rawlen, entry, tid(t),
                       on_final_reply, t);
@@ -572,6 +588,112 @@ build_envelope(struct task *t)
     }
 }
 
+static void prepare(struct task *t);
+
+/* Renders the job's template into the parts the job does not carry
+ * itself (a job's own subject, text or html win). */
+static void
+apply_template(struct task *t, const char *json)
+{
+    struct job *j = t->job;
+    struct herr e = {{0}, {0}};
+    char why[HERR_FIELD_MAX + HERR_MSG_MAX + 32];
+    if (json == NULL) {
+        snprintf(why, sizeof why, "template: no template named \"%s\"",
+                 j->template_name);
+        t->dead_field = "template";
+        fail_task(t, "invalid", why);
+        return;
+    }
+    struct tmpl *tp = NULL;
+    char *subject = NULL, *text = NULL, *html = NULL;
+    int rc = tmpl_parse(json, strlen(json), &tp, &e);
+    if (rc == 0)
+        rc = tmpl_render(tp, j->data_json, &subject, &text, &html, &e);
+    tmpl_free(tp);
+    if (rc != 0) {
+        char detail[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&e, detail, sizeof detail);
+        snprintf(why, sizeof why, "template %s: %s", j->template_name,
+                 detail);
+        t->dead_field = e.field[0] ? "data" : "template";
+        fail_task(t, "invalid", why);
+        return;
+    }
+    if (j->subject == NULL) {
+        j->subject = subject;
+        subject = NULL;
+    }
+    if (j->text == NULL && j->html == NULL) {
+        j->text = text;
+        j->html = html;
+        text = html = NULL;
+    }
+    free(subject);
+    free(text);
+    free(html);
+    t->rendered = 1;
+    prepare(t);
+}
+
+static struct tmpl_entry *
+tcache_find(struct worker *w, const char *name)
+{
+    for (size_t i = 0; i < w->ntcache; i++)
+        if (strcmp(w->tcache[i].name, name) == 0)
+            return &w->tcache[i];
+    return NULL;
+}
+
+static void
+tcache_put(struct worker *w, const char *name, const char *json)
+{
+    struct tmpl_entry *e = tcache_find(w, name);
+    if (e == NULL) {
+        if (w->ntcache == TMPL_CACHE_MAX) {
+            /* full: drop the oldest */
+            size_t old = 0;
+            for (size_t i = 1; i < w->ntcache; i++)
+                if (w->tcache[i].at < w->tcache[old].at)
+                    old = i;
+            free(w->tcache[old].name);
+            free(w->tcache[old].json);
+            w->tcache[old] = w->tcache[--w->ntcache];
+        }
+        e = &w->tcache[w->ntcache++];
+        e->name = xstrdup(name);
+        e->json = NULL;
+    }
+    free(e->json);
+    e->json = json ? xstrdup(json) : NULL;
+    e->at = uv_now(w->loop);
+}
+
+static void
+on_template(void *ud, redisReply *r)
+{
+    struct task *t = ud;
+    if (r->type == REDIS_REPLY_ERROR) {
+        defer_or_expire(t, "could not read the template from Redis");
+        return;
+    }
+    const char *json = r->type == REDIS_REPLY_STRING ? r->str : NULL;
+    tcache_put(t->w, t->job->template_name, json);
+    apply_template(t, json);
+}
+
+static void
+fetch_template(struct task *t)
+{
+    struct worker *w = t->w;
+    struct tmpl_entry *e = tcache_find(w, t->job->template_name);
+    if (e && uv_now(w->loop) - e->at < TMPL_TTL_MS) {
+        apply_template(t, e->json);
+        return;
+    }
+    queue_template_get(w->q, t->job->template_name, on_template, t);
+}
+
 /* Claimed: resolve the sender and build the bytes, then record
  * "sending" before the transaction starts. */
 static void
@@ -583,12 +705,12 @@ prepare(struct task *t)
         fail_task(t, "expired", "older than HERALD_RETRY_MAX_AGE_S");
         return;
     }
-    resolver_route(w->resolver, t->job, &t->route);
-    t->routed = 1;
-    if (t->job->template_name) {
-        fail_task(t, "invalid",
-                  "template: this version has no template store; send "
-                  "subject and text/html instead");
+    if (!t->routed) {
+        resolver_route(w->resolver, t->job, &t->route);
+        t->routed = 1;
+    }
+    if (t->job->template_name && !t->rendered) {
+        fetch_template(t);
         return;
     }
     struct mime_opts o = {
@@ -880,6 +1002,10 @@ on_handle_closed(uv_handle_t *h)
     if (w->mc)
         mc_close(w->mc);
     resolver_free(w->resolver);
+    for (size_t i = 0; i < w->ntcache; i++) {
+        free(w->tcache[i].name);
+        free(w->tcache[i].json);
+    }
     free(w->id);
     free(w->msgid_domain);
     free(w);
@@ -1034,7 +1160,7 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
         free(w->id);
         free(w->msgid_domain);
         free(w);
-        return herr_set(e, HERR_IO, "", "could not start libcurl");
+        return herr_set(e, HERR_IO, "", "could not set up TLS");
     }
     uv_timer_init(loop, &w->t_flush);
     uv_timer_init(loop, &w->t_retry);
