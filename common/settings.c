@@ -80,7 +80,7 @@ static const struct sdef table[] = {
      "age after which a job fails"},
     {"HERALD_CONNECT_TIMEOUT_S", "--connect-timeout-s", S_LONG,
      OFF(connect_timeout_s), "10", 1, 300, 0, 0, NULL,
-     "SMTP connect timeout"},
+     "connect timeout (SMTP servers; Redis for the CLIs)"},
     {"HERALD_SMTP_TIMEOUT_S", "--smtp-timeout-s", S_LONG, OFF(smtp_timeout_s),
      "60", 1, 3600, 0, 0, NULL,
      "a stalled SMTP step (no progress this long) fails the attempt"},

@@ -1,0 +1,85 @@
+#!/usr/bin/python3
+"""An SMTP server with TLS and AUTH for Herald's integration tests (aiosmtpd).
+
+    /usr/bin/python3 tests/integration/tls_smtpd.py --port P --dir D \
+        --cert C --key K [--implicit] [--auth USER:PASSWORD]
+
+STARTTLS is offered (and required before MAIL) unless --implicit, which
+makes it an SMTPS server (TLS from the first byte). With --auth, AUTH PLAIN
+and LOGIN are offered after TLS and required before MAIL; a wrong password
+gets 535 5.7.8. Every accepted message is saved as D/<n>.eml with
+D/<n>.json {"mail_from", "rcpt_tos", "tls", "auth_user"}; every AUTH
+attempt is appended to D/auth.jsonl.
+"""
+import argparse
+import asyncio
+import json
+import os
+import signal
+import ssl
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+
+class Keep:
+    def __init__(self, d):
+        self.dir = d
+        self.n = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        self.n += 1
+        with open(os.path.join(self.dir, "%d.eml" % self.n), "wb") as f:
+            f.write(envelope.original_content)
+        meta = {"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
+                "tls": server.transport.get_extra_info("ssl_object") is not None,
+                "auth_user": (session.auth_data.login.decode()
+                              if isinstance(session.auth_data, LoginPassword) else None)}
+        tmp = os.path.join(self.dir, ".%d.json" % self.n)
+        with open(tmp, "w") as f:
+            json.dump(meta, f)
+        os.replace(tmp, os.path.join(self.dir, "%d.json" % self.n))
+        return "250 2.0.0 Ok: queued as T%d" % self.n
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--cert", required=True)
+    ap.add_argument("--key", required=True)
+    ap.add_argument("--implicit", action="store_true")
+    ap.add_argument("--auth")
+    a = ap.parse_args()
+    os.makedirs(a.dir, exist_ok=True)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(a.cert, a.key)
+    handler = Keep(a.dir)
+    user, pw = (a.auth.split(":", 1) if a.auth else (None, None))
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and \
+            auth_data.login.decode() == user and auth_data.password.decode() == pw
+        with open(os.path.join(a.dir, "auth.jsonl"), "a") as f:
+            f.write(json.dumps({"mechanism": mechanism, "ok": ok}) + "\n")
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+    def factory():
+        kw = dict(hostname="smtp.test", decode_data=False,
+                  authenticator=authenticator if user else None,
+                  auth_required=bool(user), auth_require_tls=True)
+        if not a.implicit:
+            kw.update(tls_context=ctx, require_starttls=True)
+        return SMTP(handler, **kw)
+
+    loop = asyncio.new_event_loop()
+    srv = loop.run_until_complete(loop.create_server(
+        factory, "127.0.0.1", a.port, ssl=ctx if a.implicit else None))
+    stop = loop.create_future()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(s, lambda: stop.done() or stop.set_result(None))
+    loop.run_until_complete(stop)
+    srv.close()
+
+
+if __name__ == "__main__":
+    main()
