@@ -4,9 +4,9 @@
 #include "job.h"
 #include "keys.h"
 #include "log.h"
+#include "redis_uv.h"
 #include "util.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
@@ -627,7 +627,12 @@ q_connect(struct queue *q)
         c->ac = ac;
         c->connected = 0;
         c->waiting = 0;
-        redisLibuvAttach(ac, q->loop);
+        if (redis_uv_attach(ac, q->loop) != REDIS_OK) {
+            redisAsyncFree(ac);
+            c->ac = NULL;
+            q_fail(q, "cannot watch the redis socket");
+            return;
+        }
         redisAsyncSetConnectCallback(ac, on_connect);
         redisAsyncSetDisconnectCallback(ac, on_disconnect);
         setup_cmds(q, c, on_resync);
@@ -835,6 +840,7 @@ queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
         q->conns[i].q = q;
         q->conns[i].kind = i;
     }
+    redis_uv_init(loop);
     uv_timer_t *timers[] = {&q->t_reconnect, &q->t_connect_guard,
                             &q->t_heartbeat, &q->t_due, &q->t_handback};
     for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
@@ -999,4 +1005,5 @@ queue_close(struct queue *q, void (*cb)(void *ud), void *ud)
         uv_timer_stop(timers[i]);
         uv_close((uv_handle_t *)timers[i], on_timer_closed);
     }
+    redis_uv_done(NULL);
 }
