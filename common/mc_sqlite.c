@@ -10,6 +10,12 @@
  * All statements are prepared once per handle (the worker writes a few
  * per message at thousands of messages a second); mc_list's statements
  * are prepared on first use of each combination of filters and kept.
+ *
+ * The schema's version is PRAGMA user_version (2; see below). Opening a
+ * version-1 file migrates it in place, in one transaction: other
+ * processes opening the store meanwhile wait (busy_timeout_ms); about
+ * 3 s per 20,000 messages, and the file keeps the old tables' space as
+ * free pages, which new records reuse. A newer version is refused.
  */
 #include "mc.h"
 #include "util.h"
@@ -23,23 +29,85 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define BUSY_MS_DEFAULT 5000
 #define BUSY_MS_MAX 600000
 
-static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS messages ("
-    " id TEXT PRIMARY KEY NOT NULL,"
+/*
+ * Connection tuning, measured with tests/unit/bench_mc.c (the worker's
+ * insert + two updates per message, in batches):
+ * - temp_store MEMORY: every insert inside a batch runs in a savepoint,
+ *   whose journal otherwise spills to a temporary file (-40 KB written
+ *   per message, about a fifth of the time).
+ * - a 16 MiB page cache (default 2 MiB) keeps the interior pages of the
+ *   id and recipient indexes: 4x fewer reads at 100,000 messages.
+ * - a checkpoint every 4000 WAL pages (16 MiB; default 1000): pages that
+ *   change in several batches (index tails, recent rows) are copied into
+ *   the database once instead of several times, and fsync runs a quarter
+ *   as often. journal_size_limit trims a WAL that a long reader made grow
+ *   back to 64 MiB once it is reset.
+ */
+#define CACHE_KIB 4096
+#define WAL_CHECKPOINT_PAGES 4000
+#define WAL_KEEP_BYTES 67108864
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/*
+ * Schema version 2. A record is split by how it changes:
+ *
+ * - messages: what the worker rewrites (status, route, attempts, times,
+ *   outcome) plus the small immutable keys mc_list filters on (id, org,
+ *   account, created_at) and type. About 300 bytes, so the two or three
+ *   UPDATEs a message gets rewrite a small row, not the ~2.5 KB body.
+ * - message_content: what never changes after the insert (from, to/cc/bcc,
+ *   subject, text, html, attachments, meta), keyed by messages.seq. seq
+ *   is an INTEGER PRIMARY KEY (stable across VACUUM), so content rows are
+ *   appended in insertion order and the content table needs no index.
+ * - message_rcpt: one row per to/cc/bcc address, for mc_list's `to`.
+ *
+ * Indexes, and what each is for:
+ * - the UNIQUE id (mc_insert's duplicate check, mc_update, mc_get);
+ * - messages_org, messages_account (org/account + created_at): only
+ *   written on insert, as their columns never change;
+ * - messages_created (created_at): mc_list without org/account/status
+ *   (the newest messages, a time range, `--status sent`) walks it newest
+ *   first instead of sorting the whole table; written on insert only;
+ * - messages_status (status, created_at), partial, WHERE status <> 'sent':
+ *   status changes on every write, and almost every message ends "sent",
+ *   so the index holds only the few rows in flight plus the deferred and
+ *   failed ones (what support looks for) and stays small. A listing of
+ *   "sent" uses the created_at or org/account indexes instead, where
+ *   nearly every row matches. Queries repeat the index's WHERE term
+ *   literally, as SQLite's planner needs to pick a partial index.
+ * - message_rcpt's primary key (email, seq, kind), and message_rcpt_seq
+ *   (seq) so that deleting a message (retention) cascades without a scan.
+ *   Both are appended to in seq order but for the email part.
+ */
+static const char tables_sql[] =
+    "CREATE TABLE messages ("
+    " seq INTEGER PRIMARY KEY,"
+    " id TEXT NOT NULL UNIQUE,"
     " org TEXT NOT NULL,"
     " account TEXT NOT NULL,"
     " type TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
     " status TEXT NOT NULL,"
     " path TEXT,"
     " path_reason TEXT,"
-    " from_addr TEXT NOT NULL,"
-    " from_name TEXT,"
     " sender TEXT,"
     " reply_to TEXT,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " updated_at INTEGER NOT NULL,"
+    " sent_at INTEGER,"
+    " next_attempt_at INTEGER,"
+    " last_error TEXT,"
+    " smtp_reply TEXT,"
+    " recipients_json TEXT);"
+    "CREATE TABLE message_content ("
+    " seq INTEGER PRIMARY KEY REFERENCES messages(seq) ON DELETE CASCADE,"
+    " from_addr TEXT NOT NULL,"
+    " from_name TEXT,"
     " to_json TEXT,"
     " cc_json TEXT,"
     " bcc_json TEXT,"
@@ -47,35 +115,62 @@ static const char schema_sql[] =
     " text TEXT,"
     " html TEXT,"
     " attachments_json TEXT,"
-    " meta_json TEXT,"
-    " recipients_json TEXT,"
-    " created_at INTEGER NOT NULL,"
-    " updated_at INTEGER NOT NULL,"
-    " sent_at INTEGER,"
-    " next_attempt_at INTEGER,"
-    " attempts INTEGER NOT NULL DEFAULT 0,"
-    " last_error TEXT,"
-    " smtp_reply TEXT);"
-    "CREATE INDEX IF NOT EXISTS messages_org ON messages(org, created_at);"
-    "CREATE INDEX IF NOT EXISTS messages_account"
-    " ON messages(account, created_at);"
-    "CREATE INDEX IF NOT EXISTS messages_status"
-    " ON messages(status, created_at);"
-    /* Small rows, always looked up by e-mail: the primary key is the
-     * message_rcpt(email) index, covering the id. */
-    "CREATE TABLE IF NOT EXISTS message_rcpt ("
-    " id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,"
+    " meta_json TEXT);"
+    "CREATE TABLE message_rcpt ("
     " email TEXT NOT NULL,"
+    " seq INTEGER NOT NULL REFERENCES messages(seq) ON DELETE CASCADE,"
     " kind TEXT NOT NULL,"
-    " PRIMARY KEY (email, id, kind)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS message_rcpt_id ON message_rcpt(id);";
+    " PRIMARY KEY (email, seq, kind)) WITHOUT ROWID;";
 
-/* Column order of every SELECT and of the INSERT. */
+static const char indexes_sql[] =
+    "CREATE INDEX messages_org ON messages(org, created_at);"
+    "CREATE INDEX messages_account ON messages(account, created_at);"
+    "CREATE INDEX messages_created ON messages(created_at);"
+    "CREATE INDEX messages_status ON messages(status, created_at)"
+    " WHERE status <> 'sent';"
+    "CREATE INDEX message_rcpt_seq ON message_rcpt(seq);";
+
+/* Version 1 kept everything in one row of `messages` (rowid table, id
+ * TEXT PRIMARY KEY) and message_rcpt(id, email, kind). The migration
+ * moves the old tables aside, copies their rows (seq = the old rowid, so
+ * the order of insertion is kept) and drops them, in the transaction that
+ * checks the version. */
+static const char migrate_v1_aside_sql[] =
+    "DROP INDEX IF EXISTS messages_org;"
+    "DROP INDEX IF EXISTS messages_account;"
+    "DROP INDEX IF EXISTS messages_status;"
+    "DROP INDEX IF EXISTS message_rcpt_id;"
+    "ALTER TABLE message_rcpt RENAME TO message_rcpt_v1;"
+    "ALTER TABLE messages RENAME TO messages_v1;";
+
+static const char migrate_v1_copy_sql[] =
+    "INSERT INTO messages (seq, id, org, account, type, created_at, status,"
+    " path, path_reason, sender, reply_to, attempts, updated_at, sent_at,"
+    " next_attempt_at, last_error, smtp_reply, recipients_json)"
+    " SELECT rowid, id, org, account, type, created_at, status, path,"
+    " path_reason, sender, reply_to, attempts, updated_at, sent_at,"
+    " next_attempt_at, last_error, smtp_reply, recipients_json"
+    " FROM messages_v1 ORDER BY rowid;"
+    "INSERT INTO message_content (seq, from_addr, from_name, to_json,"
+    " cc_json, bcc_json, subject, text, html, attachments_json, meta_json)"
+    " SELECT rowid, from_addr, from_name, to_json, cc_json, bcc_json,"
+    " subject, text, html, attachments_json, meta_json"
+    " FROM messages_v1 ORDER BY rowid;"
+    "INSERT OR IGNORE INTO message_rcpt (email, seq, kind)"
+    " SELECT r.email, m.rowid, r.kind"
+    " FROM message_rcpt_v1 r JOIN messages_v1 m ON m.id = r.id;"
+    "DROP TABLE message_rcpt_v1;"
+    "DROP TABLE messages_v1;";
+
+/* Column order of every SELECT (row_record). */
 #define COLS                                                                   \
-    "id, org, account, type, status, path, path_reason, from_addr, "           \
-    "from_name, sender, reply_to, to_json, cc_json, bcc_json, subject, "       \
-    "text, html, attachments_json, meta_json, recipients_json, created_at, "   \
-    "updated_at, sent_at, next_attempt_at, attempts, last_error, smtp_reply"
+    "m.id, m.org, m.account, m.type, m.status, m.path, m.path_reason, "        \
+    "c.from_addr, c.from_name, m.sender, m.reply_to, c.to_json, c.cc_json, "   \
+    "c.bcc_json, c.subject, c.text, c.html, c.attachments_json, "              \
+    "c.meta_json, m.recipients_json, m.created_at, m.updated_at, m.sent_at, "  \
+    "m.next_attempt_at, m.attempts, m.last_error, m.smtp_reply"
+
+#define FROM_JOINED " FROM messages m JOIN message_content c ON c.seq = m.seq"
 
 enum col {
     C_ID = 0,
@@ -108,10 +203,18 @@ enum col {
     C_COUNT
 };
 
-static const char insert_sql[] =
-    "INSERT INTO messages (" COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-    "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, "
-    "?23, ?24, ?25, ?26, ?27) ON CONFLICT(id) DO NOTHING";
+/* Parameters of ins_msg and ins_content, in order. */
+static const char insert_msg_sql[] =
+    "INSERT INTO messages (id, org, account, type, created_at, status, path,"
+    " path_reason, sender, reply_to, attempts, updated_at, sent_at,"
+    " next_attempt_at, last_error, smtp_reply, recipients_json)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+    " ?15, ?16, ?17) ON CONFLICT(id) DO NOTHING";
+
+static const char insert_content_sql[] =
+    "INSERT INTO message_content (seq, from_addr, from_name, to_json,"
+    " cc_json, bcc_json, subject, text, html, attachments_json, meta_json)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 /* NULL parameter: keep; "": clear; a negative time: keep; 0: clear. */
 static const char update_sql[] =
@@ -134,15 +237,18 @@ static const char update_sql[] =
     " updated_at = ?12"
     " WHERE id = ?13";
 
-/* mc_list filters, one bit each; a statement per combination. */
+/* mc_list filters, one bit each; a statement per combination. A status
+ * filter is F_STATUS, or F_STATUS | F_SENT for "sent", which the partial
+ * messages_status index does not hold. */
 enum {
     F_ORG = 1,
     F_ACCOUNT = 2,
     F_STATUS = 4,
-    F_SINCE = 8,
-    F_UNTIL = 16,
-    F_TO = 32,
-    F_COMBOS = 64
+    F_SENT = 8,
+    F_SINCE = 16,
+    F_UNTIL = 32,
+    F_TO = 64,
+    F_COMBOS = 128
 };
 
 struct mcs {
@@ -153,7 +259,7 @@ struct mcs {
     int in_batch;
     sqlite3_stmt *begin, *commit, *rollback;
     sqlite3_stmt *sp, *sp_release, *sp_rollback;
-    sqlite3_stmt *ins, *ins_rcpt, *status_of, *upd, *get;
+    sqlite3_stmt *ins_msg, *ins_content, *ins_rcpt, *status_of, *upd, *get;
     sqlite3_stmt *list[F_COMBOS];
 };
 
@@ -297,10 +403,10 @@ sq_close(void *state)
         return;
     if (s->db && !sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    sqlite3_stmt **all[] = {&s->begin, &s->commit,     &s->rollback,
-                            &s->sp,    &s->sp_release, &s->sp_rollback,
-                            &s->ins,   &s->ins_rcpt,   &s->status_of,
-                            &s->upd,   &s->get};
+    sqlite3_stmt **all[] = {&s->begin,     &s->commit,      &s->rollback,
+                            &s->sp,        &s->sp_release,  &s->sp_rollback,
+                            &s->ins_msg,   &s->ins_content, &s->ins_rcpt,
+                            &s->status_of, &s->upd,         &s->get};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(*all[i]);
     for (int i = 0; i < F_COMBOS; i++)
@@ -364,13 +470,29 @@ ensure_schema(struct mcs *s, struct herr *e)
                  s->path, version, SCHEMA_VERSION);
         goto fail;
     }
+    if (version < 0) {
+        herr_set(e, HERR_STORE, "HERALD_MC",
+                 "%s has schema version %d, which is not a Message Center "
+                 "store's",
+                 s->path, version);
+        goto fail;
+    }
     if (version < SCHEMA_VERSION) {
-        char *sql = xasprintf("%sPRAGMA user_version = %d;", schema_sql,
-                              SCHEMA_VERSION);
+        /* 0: a new file, or one without our schema (CREATE TABLE
+         * without IF NOT EXISTS refuses a file that already has tables by
+         * our names rather than mixing with them); 1: migrated in place. */
+        const char *what = version == 0 ? "creating the schema"
+                                        : "migrating the store from schema "
+                                          "version 1 to 2";
+        char *sql =
+            xasprintf("%s%s%s%sPRAGMA user_version = %d;",
+                      version == 1 ? migrate_v1_aside_sql : "", tables_sql,
+                      version == 1 ? migrate_v1_copy_sql : "", indexes_sql,
+                      SCHEMA_VERSION);
         rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
         free(sql);
         if (rc != SQLITE_OK) {
-            db_err(s, rc, e, "creating the schema");
+            db_err(s, rc, e, what);
             goto fail;
         }
     }
@@ -442,7 +564,14 @@ sq_open(const char *rest, void **state, struct herr *e)
         if ((rc = prepare(s, stmts[i].sql, stmts[i].st, e)) != 0)
             goto fail;
     if ((rc = pragma(s, "PRAGMA synchronous = NORMAL", NULL, e)) ||
-        (rc = pragma(s, "PRAGMA foreign_keys = ON", NULL, e)))
+        (rc = pragma(s, "PRAGMA foreign_keys = ON", NULL, e)) ||
+        (rc = pragma(s, "PRAGMA temp_store = MEMORY", NULL, e)) ||
+        (rc = pragma(s, "PRAGMA cache_size = -" STR(CACHE_KIB), NULL, e)) ||
+        (rc =
+             pragma(s, "PRAGMA wal_autocheckpoint = " STR(WAL_CHECKPOINT_PAGES),
+                    NULL, e)) ||
+        (rc = pragma(s, "PRAGMA journal_size_limit = " STR(WAL_KEEP_BYTES),
+                     NULL, e)))
         goto fail;
 
     /* Switching to WAL needs the file to itself, and SQLite reports
@@ -467,12 +596,13 @@ sq_open(const char *rest, void **state, struct herr *e)
         sqlite3_stmt **st;
         const char *sql;
     } dml[] = {
-        {&s->ins, insert_sql},
-        {&s->ins_rcpt, "INSERT OR IGNORE INTO message_rcpt (id, email, kind)"
+        {&s->ins_msg, insert_msg_sql},
+        {&s->ins_content, insert_content_sql},
+        {&s->ins_rcpt, "INSERT OR IGNORE INTO message_rcpt (email, seq, kind)"
                        " VALUES (?1, ?2, ?3)"},
         {&s->status_of, "SELECT status FROM messages WHERE id = ?1"},
         {&s->upd, update_sql},
-        {&s->get, "SELECT " COLS " FROM messages WHERE id = ?1"},
+        {&s->get, "SELECT " COLS FROM_JOINED " WHERE m.id = ?1"},
     };
     for (size_t i = 0; i < sizeof dml / sizeof dml[0]; i++)
         if ((rc = prepare(s, dml[i].sql, dml[i].st, e)) != 0)
@@ -581,7 +711,7 @@ static int
 rcpt_collect(const char *js, const char *kind, const char *field,
              struct rcpt **v, size_t *n, size_t *cap, struct herr *e)
 {
-    if (js == NULL)
+    if (js == NULL || strcmp(js, "[]") == 0) /* most cc and bcc */
         return 0;
     json_t *arr = json_loads(js, 0, NULL);
     if (arr == NULL || !json_is_array(arr)) {
@@ -637,35 +767,25 @@ sq_insert(void *state, const struct mc_record *r, enum mc_status *existing,
         ret = db_err(s, rc, e, "inserting a message");
         goto out;
     }
-    sqlite3_stmt *st = s->ins;
-    bind_text(st, C_ID + 1, r->id);
-    bind_text(st, C_ORG + 1, r->org);
-    bind_text(st, C_ACCOUNT + 1, r->account);
-    bind_text(st, C_TYPE + 1, r->type);
-    bind_text(st, C_STATUS + 1, mc_status_name(r->status));
-    bind_text(st, C_PATH + 1, r->path);
-    bind_text(st, C_PATH_REASON + 1, r->path_reason);
-    bind_text(st, C_FROM + 1, r->from);
-    bind_text(st, C_FROM_NAME + 1, r->from_name);
-    bind_text(st, C_SENDER + 1, r->sender);
-    bind_text(st, C_REPLY_TO + 1, r->reply_to);
-    bind_text(st, C_TO + 1, r->to_json);
-    bind_text(st, C_CC + 1, r->cc_json);
-    bind_text(st, C_BCC + 1, r->bcc_json);
-    bind_text(st, C_SUBJECT + 1, r->subject);
-    bind_text(st, C_TEXT + 1, r->text);
-    bind_text(st, C_HTML + 1, r->html);
-    bind_text(st, C_ATTACHMENTS + 1, r->attachments_json);
-    bind_text(st, C_META + 1, r->meta_json);
-    bind_text(st, C_RECIPIENTS + 1, r->recipients_json);
-    sqlite3_bind_int64(st, C_CREATED + 1, r->created_at);
-    sqlite3_bind_int64(st, C_UPDATED + 1,
+    sqlite3_stmt *st = s->ins_msg;
+    bind_text(st, 1, r->id);
+    bind_text(st, 2, r->org);
+    bind_text(st, 3, r->account);
+    bind_text(st, 4, r->type);
+    sqlite3_bind_int64(st, 5, r->created_at);
+    bind_text(st, 6, mc_status_name(r->status));
+    bind_text(st, 7, r->path);
+    bind_text(st, 8, r->path_reason);
+    bind_text(st, 9, r->sender);
+    bind_text(st, 10, r->reply_to);
+    sqlite3_bind_int(st, 11, r->attempts);
+    sqlite3_bind_int64(st, 12,
                        r->updated_at > 0 ? r->updated_at : r->created_at);
-    bind_time(st, C_SENT + 1, r->sent_at);
-    bind_time(st, C_NEXT + 1, r->next_attempt_at);
-    sqlite3_bind_int(st, C_ATTEMPTS + 1, r->attempts);
-    bind_text(st, C_LAST_ERROR + 1, r->last_error);
-    bind_text(st, C_SMTP_REPLY + 1, r->smtp_reply);
+    bind_time(st, 13, r->sent_at);
+    bind_time(st, 14, r->next_attempt_at);
+    bind_text(st, 15, r->last_error);
+    bind_text(st, 16, r->smtp_reply);
+    bind_text(st, 17, r->recipients_json);
     rc = exec_stmt(st);
     if (rc != SQLITE_OK)
         goto db_fail;
@@ -696,9 +816,26 @@ sq_insert(void *state, const struct mc_record *r, enum mc_status *existing,
         goto out;
     }
 
+    sqlite3_int64 seq = sqlite3_last_insert_rowid(s->db);
+    st = s->ins_content;
+    sqlite3_bind_int64(st, 1, seq);
+    bind_text(st, 2, r->from);
+    bind_text(st, 3, r->from_name);
+    bind_text(st, 4, r->to_json);
+    bind_text(st, 5, r->cc_json);
+    bind_text(st, 6, r->bcc_json);
+    bind_text(st, 7, r->subject);
+    bind_text(st, 8, r->text);
+    bind_text(st, 9, r->html);
+    bind_text(st, 10, r->attachments_json);
+    bind_text(st, 11, r->meta_json);
+    rc = exec_stmt(st);
+    if (rc != SQLITE_OK)
+        goto db_fail;
+
     for (size_t i = 0; i < rc_n; i++) {
-        sqlite3_bind_text(s->ins_rcpt, 1, r->id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s->ins_rcpt, 2, rc_v[i].email, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s->ins_rcpt, 1, rc_v[i].email, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s->ins_rcpt, 2, seq);
         sqlite3_bind_text(s->ins_rcpt, 3, rc_v[i].kind, -1, SQLITE_STATIC);
         rc = exec_stmt(s->ins_rcpt);
         if (rc != SQLITE_OK)
@@ -836,21 +973,23 @@ list_sql(int mask)
 {
     struct buf b;
     buf_init(&b, 0);
-    buf_puts(&b, "SELECT " COLS " FROM messages WHERE 1");
+    buf_puts(&b, "SELECT " COLS FROM_JOINED " WHERE 1");
     if (mask & F_ORG)
-        buf_puts(&b, " AND org = :org");
+        buf_puts(&b, " AND m.org = :org");
     if (mask & F_ACCOUNT)
-        buf_puts(&b, " AND account = :account");
+        buf_puts(&b, " AND m.account = :account");
     if (mask & F_STATUS)
-        buf_puts(&b, " AND status = :status");
+        buf_puts(&b, mask & F_SENT ? " AND m.status = 'sent'"
+                                   : " AND m.status = :status"
+                                     " AND m.status <> 'sent'");
     if (mask & F_SINCE)
-        buf_puts(&b, " AND created_at >= :since");
+        buf_puts(&b, " AND m.created_at >= :since");
     if (mask & F_UNTIL)
-        buf_puts(&b, " AND created_at <= :until");
+        buf_puts(&b, " AND m.created_at <= :until");
     if (mask & F_TO)
-        buf_puts(&b, " AND id IN (SELECT id FROM message_rcpt"
+        buf_puts(&b, " AND m.seq IN (SELECT seq FROM message_rcpt"
                      " WHERE email = :to)");
-    buf_puts(&b, " ORDER BY created_at DESC, id DESC LIMIT :limit");
+    buf_puts(&b, " ORDER BY m.created_at DESC, m.id DESC LIMIT :limit");
     size_t len;
     return buf_take(&b, &len);
 }
@@ -863,8 +1002,10 @@ sq_list(void *state, const struct mc_filter *f, struct mc_record ***out,
     *out = NULL;
     *n = 0;
     int mask = (f->org ? F_ORG : 0) | (f->account ? F_ACCOUNT : 0) |
-               (f->has_status ? F_STATUS : 0) | (f->since > 0 ? F_SINCE : 0) |
-               (f->until > 0 ? F_UNTIL : 0) | (f->to ? F_TO : 0);
+               (f->has_status ? F_STATUS : 0) |
+               (f->has_status && f->status == MC_SENT ? F_SENT : 0) |
+               (f->since > 0 ? F_SINCE : 0) | (f->until > 0 ? F_UNTIL : 0) |
+               (f->to ? F_TO : 0);
     if (s->list[mask] == NULL) {
         char *sql = list_sql(mask);
         int ret = prepare(s, sql, &s->list[mask], e);
@@ -888,7 +1029,7 @@ sq_list(void *state, const struct mc_filter *f, struct mc_record ***out,
         sqlite3_bind_text(st, PARAM(":org"), f->org, -1, SQLITE_STATIC);
     if (mask & F_ACCOUNT)
         sqlite3_bind_text(st, PARAM(":account"), f->account, -1, SQLITE_STATIC);
-    if (mask & F_STATUS)
+    if ((mask & F_STATUS) && !(mask & F_SENT))
         sqlite3_bind_text(st, PARAM(":status"), mc_status_name(f->status), -1,
                           SQLITE_STATIC);
     if (mask & F_SINCE)

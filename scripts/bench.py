@@ -166,9 +166,20 @@ def main():
             cpu = sum(s[1] for s in stats)
             rss = max(s[0] for s in stats) / 1024.0
             results[k] = rate
+            window = ""
+            try:
+                for line in open(os.path.join(tmp, "worker0.log")):
+                    if "duplicate window" in line:
+                        d = json.loads(line)
+                        window = ("  duplicate window (250 -> ledger) p50 <= %s us, p99 <= %s us, max %s us"
+                                  % (d["p50_us_at_most"], d["p99_us_at_most"], d["max_us"]))
+            except (OSError, ValueError, KeyError):
+                pass
             print("herald    %d worker%s:            %8.0f msg/s  (%.0f%% of ceiling)  "
                   "peak RSS %.1f MB/worker  CPU %.3f s per 1,000"
                   % (k, "s" if k > 1 else " ", rate, 100 * rate / ceiling, rss, cpu * 1000 / N))
+            if window:
+                print(window)
 
         if quick:
             return
@@ -191,7 +202,7 @@ def main():
         stop_workers(ws)
         c = sqlite3.connect(db)
         lat = [sent - json.loads(meta)["enqueued_at"]
-               for sent, meta in c.execute("select sent_at, meta_json from messages")]
+               for sent, meta in c.execute("select m.sent_at, c.meta_json from messages m join message_content c using (seq)")]
         c.close()
         print("latency   enqueue -> SMTP 250 at %.0f msg/s offered: p50 %d ms, p99 %d ms"
               % (rate, pct(lat, 50), pct(lat, 99)))

@@ -78,6 +78,7 @@ struct task {
     int attempt_recorded; /* the record counts this attempt */
     int in_mcq;
     int rendered; /* the template (if any) has been applied */
+    uint64_t t250; /* uv_hrtime() when the server accepted */
 };
 
 struct tq {
@@ -101,6 +102,10 @@ struct worker {
     uv_timer_t t_flush, t_retry, t_grace;
     struct tmpl_entry tcache[TMPL_CACHE_MAX];
     size_t ntcache;
+    /* The duplicate window (SPEC §8): from the server's 250 to the
+     * ledger's "sent" confirmed by Redis; log2 buckets of microseconds. */
+    uint64_t win_n, win_max_us;
+    uint64_t win_bucket[40];
     int flush_armed;
     int stopping, grace_over, closing, handback_done;
     int exit_code;
@@ -502,8 +507,52 @@ defer_or_expire(struct task *t, const char *error)
 static void
 on_sent_ledger(void *ud, redisReply *r)
 {
-    (void)ud;
     (void)r;
+    struct task *t = ud;
+    if (t == NULL || t->t250 == 0)
+        return;
+    struct worker *w = t->w;
+    uint64_t us = (uv_hrtime() - t->t250) / 1000;
+    int b = 0;
+    while (b < 39 && (1ull << (b + 1)) <= us)
+        b++;
+    w->win_bucket[b]++;
+    w->win_n++;
+    if (us > w->win_max_us)
+        w->win_max_us = us;
+    t->t250 = 0;
+}
+
+/* Upper bound (µs) of the bucket holding the q-th fraction. */
+static uint64_t
+window_quantile(const struct worker *w, double q)
+{
+    uint64_t want = (uint64_t)((double)w->win_n * q), seen = 0;
+    for (int b = 0; b < 40; b++) {
+        seen += w->win_bucket[b];
+        if (seen > want)
+            return 1ull << (b + 1);
+    }
+    return w->win_max_us;
+}
+
+static void
+log_window(const struct worker *w)
+{
+    if (w->win_n == 0)
+        return;
+    char n[32], p50[32], p99[32], mx[32];
+    snprintf(n, sizeof n, "%llu", (unsigned long long)w->win_n);
+    snprintf(p50, sizeof p50, "%llu",
+             (unsigned long long)window_quantile(w, 0.50));
+    snprintf(p99, sizeof p99, "%llu",
+             (unsigned long long)window_quantile(w, 0.99));
+    snprintf(mx, sizeof mx, "%llu", (unsigned long long)w->win_max_us);
+    log_msg(LOG_INFO,
+            "duplicate window: time from SMTP acceptance to the ledger "
+            "saying sent (a crash inside it re-sends the message)",
+            "messages", n, "p50_us_at_most", p50, "p99_us_at_most", p99,
+            "max_us", mx, NULL);
 }
 
 static void
@@ -519,7 +568,8 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
     if (r->cls == MAIL_OK) {
         /* First, before anything else: the ledger says "sent", so no
          * copy of this job is ever sent again. */
-        queue_mark_sent(t->w->q, t->job->id, on_sent_ledger, NULL);
+        t->t250 = uv_hrtime();
+        queue_mark_sent(t->w->q, t->job->id, on_sent_ledger, t);
         size_t refused = 0;
         for (size_t i = 0; i < r->nrcpt; i++)
             if (r->rcpt[i].code >= 400)
@@ -999,6 +1049,7 @@ on_handle_closed(uv_handle_t *h)
     void (*done)(void *, int) = w->done;
     void *ud = w->done_ud;
     int code = w->exit_code;
+    log_window(w);
     if (w->mc)
         mc_close(w->mc);
     resolver_free(w->resolver);

@@ -725,12 +725,18 @@ test_urls(void)
     const char *mode = NULL;
     raw_int("var/mc.db", "PRAGMA journal_mode", &mode);
     CHECK_STR(mode, "wal");
-    CHECK(raw_int("var/mc.db", "PRAGMA user_version", NULL) == 1);
+    CHECK(raw_int("var/mc.db", "PRAGMA user_version", NULL) == 2);
     CHECK(raw_int("var/mc.db",
                   "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                   " AND name IN ('messages_org', 'messages_account',"
-                  " 'messages_status', 'message_rcpt_id')",
-                  NULL) == 4);
+                  " 'messages_created', 'messages_status',"
+                  " 'message_rcpt_seq')",
+                  NULL) == 5);
+    CHECK(raw_int("var/mc.db",
+                  "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                  " AND name IN ('messages', 'message_content',"
+                  " 'message_rcpt')",
+                  NULL) == 3);
     CHECK(chdir(cwd) == 0);
 
     /* Reopening an existing store keeps its rows. */
@@ -802,6 +808,527 @@ test_busy(void)
     mc_record_free(r);
     mc_close(m);
 out:
+    free(url);
+    free(path);
+    rmtree(dir);
+}
+
+/* Statuses move in and out of the partial status index (which leaves
+ * "sent" out): every listing by status must follow. */
+static void
+test_status_moves(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    struct herr e = {0};
+    insert_rec(m, small_record("s1", "acme", "u1", MC_QUEUED, T0 + 1,
+                               "a@example.com"));
+    insert_rec(m, small_record("s2", "acme", "u2", MC_QUEUED, T0 + 2,
+                               "b@example.com"));
+    insert_rec(
+        m, small_record("s3", "beta", "u3", MC_SENT, T0 + 3, "c@example.com"));
+    struct mc_filter f = {0};
+    f.has_status = 1;
+    f.status = MC_QUEUED;
+    EXPECT(&f, "s2", "s1");
+    f.status = MC_SENT;
+    EXPECT(&f, "s3");
+
+    struct mc_update u;
+    mc_update_init(&u, "s1", MC_SENDING);
+    CHECK(mc_update(m, &u, &e) == 0);
+    f.status = MC_QUEUED;
+    EXPECT(&f, "s2");
+    f.status = MC_SENDING;
+    EXPECT(&f, "s1");
+    mc_update_init(&u, "s1", MC_SENT);
+    CHECK(mc_update(m, &u, &e) == 0);
+    check_ids(m, &f, NULL, 0);
+    f.status = MC_SENT;
+    EXPECT(&f, "s3", "s1");
+    f.org = "acme";
+    EXPECT(&f, "s1");
+    f.org = NULL;
+    f.since = T0 + 2;
+    EXPECT(&f, "s3");
+
+    /* Out of "sent" again (a replay), and into the terminal statuses. */
+    mc_update_init(&u, "s1", MC_DEFERRED);
+    CHECK(mc_update(m, &u, &e) == 0);
+    mc_update_init(&u, "s2", MC_FAILED);
+    CHECK(mc_update(m, &u, &e) == 0);
+    memset(&f, 0, sizeof f);
+    f.has_status = 1;
+    f.status = MC_SENT;
+    EXPECT(&f, "s3");
+    f.status = MC_DEFERRED;
+    EXPECT(&f, "s1");
+    f.status = MC_FAILED;
+    EXPECT(&f, "s2");
+    f.org = "beta";
+    check_ids(m, &f, NULL, 0);
+    f.org = "acme";
+    f.account = "u2";
+    f.to = "B@example.com";
+    f.since = T0 + 2;
+    f.until = T0 + 2;
+    EXPECT(&f, "s2");
+    f.status = MC_QUEUED;
+    check_ids(m, &f, NULL, 0);
+    mc_close(m);
+    rmtree(dir);
+}
+
+/* A record spans three tables; a failure in the second or third leaves
+ * none of it, in a batch (which goes on) and outside one. Failures are
+ * injected with triggers added behind the store's back. */
+static void
+test_atomic_insert(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    char *path = xasprintf("%s/sub/dir/mc.db", dir);
+    if (m == NULL) {
+        free(path);
+        rmtree(dir);
+        return;
+    }
+    CHECK(raw_exec(path,
+                   "CREATE TRIGGER boom_content BEFORE INSERT ON "
+                   "message_content WHEN NEW.subject = 'boom' BEGIN"
+                   " SELECT RAISE(ABORT, 'injected content failure'); END;"
+                   "CREATE TRIGGER boom_rcpt BEFORE INSERT ON message_rcpt"
+                   " WHEN NEW.email = 'boom@example.com' BEGIN"
+                   " SELECT RAISE(ABORT, 'injected rcpt failure'); END;") ==
+          SQLITE_OK);
+    struct herr e = {0};
+    struct mc_record *bad1 = full_record("at-bad1");
+    free(bad1->subject);
+    bad1->subject = xstrdup("boom");
+    struct mc_record *bad2 = full_record("at-bad2");
+    free(bad2->bcc_json);
+    bad2->bcc_json = xstrdup("[{\"email\":\"Boom@Example.com\"}]");
+
+    CHECK(mc_insert(m, bad1, NULL, &e) == HERR_STORE);
+    CHECK_MSG(strstr(e.msg, "injected content failure") != NULL, "%s", e.msg);
+    CHECK(mc_insert(m, bad2, NULL, &e) == HERR_STORE);
+    CHECK(!exists(m, "at-bad1") && !exists(m, "at-bad2"));
+
+    CHECK(mc_batch_begin(m, &e) == 0);
+    insert_rec(m, full_record("at-1"));
+    CHECK(mc_insert(m, bad1, NULL, &e) == HERR_STORE);
+    CHECK(mc_insert(m, bad2, NULL, &e) == HERR_STORE);
+    insert_rec(m, full_record("at-2"));
+    CHECK(mc_batch_commit(m, &e) == 0);
+    CHECK(exists(m, "at-1") && exists(m, "at-2"));
+    CHECK(!exists(m, "at-bad1") && !exists(m, "at-bad2"));
+    /* No stray rows in any table: two records, three addresses each. */
+    CHECK(raw_int(path, "SELECT count(*) FROM messages", NULL) == 2);
+    CHECK(raw_int(path, "SELECT count(*) FROM message_content", NULL) == 2);
+    CHECK(raw_int(path, "SELECT count(*) FROM message_rcpt", NULL) == 6);
+    struct mc_filter f = {0};
+    f.to = "boom@example.com";
+    check_ids(m, &f, NULL, 0);
+
+    /* Without the triggers the same records go in. */
+    CHECK(raw_exec(path, "DROP TRIGGER boom_content; DROP TRIGGER boom_rcpt") ==
+          SQLITE_OK);
+    CHECK(mc_insert(m, bad1, NULL, &e) == 0);
+    CHECK(mc_insert(m, bad2, NULL, &e) == 0);
+    EXPECT(&f, "at-bad2");
+    struct mc_record *g = NULL;
+    CHECK(mc_get(m, "at-bad1", &g, &e) == 0 && g);
+    if (g)
+        CHECK_STR(g->subject, "boom");
+    mc_record_free(g);
+    mc_record_free(bad1);
+    mc_record_free(bad2);
+    mc_close(m);
+    free(path);
+    rmtree(dir);
+}
+
+/* The schema of version 1, as that version created it. */
+static const char v1_schema[] =
+    "CREATE TABLE messages ("
+    " id TEXT PRIMARY KEY NOT NULL, org TEXT NOT NULL,"
+    " account TEXT NOT NULL, type TEXT NOT NULL, status TEXT NOT NULL,"
+    " path TEXT, path_reason TEXT, from_addr TEXT NOT NULL, from_name TEXT,"
+    " sender TEXT, reply_to TEXT, to_json TEXT, cc_json TEXT, bcc_json TEXT,"
+    " subject TEXT, text TEXT, html TEXT, attachments_json TEXT,"
+    " meta_json TEXT, recipients_json TEXT, created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL, sent_at INTEGER, next_attempt_at INTEGER,"
+    " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,"
+    " smtp_reply TEXT);"
+    "CREATE INDEX messages_org ON messages(org, created_at);"
+    "CREATE INDEX messages_account ON messages(account, created_at);"
+    "CREATE INDEX messages_status ON messages(status, created_at);"
+    "CREATE TABLE message_rcpt ("
+    " id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,"
+    " email TEXT NOT NULL, kind TEXT NOT NULL,"
+    " PRIMARY KEY (email, id, kind)) WITHOUT ROWID;"
+    "CREATE INDEX message_rcpt_id ON message_rcpt(id);"
+    "PRAGMA user_version = 1;";
+
+/* Writes `r` into a version-1 file the way version 1 did. */
+static int
+v1_insert(sqlite3 *db, const struct mc_record *r)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(
+        db,
+        "INSERT INTO messages (id, org, account, type, status, path,"
+        " path_reason, from_addr, from_name, sender, reply_to, to_json,"
+        " cc_json, bcc_json, subject, text, html, attachments_json,"
+        " meta_json, recipients_json, created_at, updated_at, sent_at,"
+        " next_attempt_at, attempts, last_error, smtp_reply) VALUES (?1,"
+        " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
+        " ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+        -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    const char *strs[] = {r->id,
+                          r->org,
+                          r->account,
+                          r->type,
+                          mc_status_name(r->status),
+                          r->path,
+                          r->path_reason,
+                          r->from,
+                          r->from_name,
+                          r->sender,
+                          r->reply_to,
+                          r->to_json,
+                          r->cc_json,
+                          r->bcc_json,
+                          r->subject,
+                          r->text,
+                          r->html,
+                          r->attachments_json,
+                          r->meta_json,
+                          r->recipients_json};
+    for (int i = 0; i < 20; i++)
+        sqlite3_bind_text(st, i + 1, strs[i], -1, SQLITE_STATIC);
+    int64_t times[] = {r->created_at, r->updated_at, r->sent_at,
+                       r->next_attempt_at};
+    for (int i = 0; i < 4; i++)
+        if (times[i] > 0)
+            sqlite3_bind_int64(st, 21 + i, times[i]);
+    sqlite3_bind_int(st, 25, r->attempts);
+    sqlite3_bind_text(st, 26, r->last_error, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 27, r->smtp_reply, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return rc;
+    /* Version 1 indexed the lowercased to/cc/bcc addresses. */
+    const char *lists[3] = {r->to_json, r->cc_json, r->bcc_json};
+    const char *kinds[3] = {"to", "cc", "bcc"};
+    for (int k = 0; k < 3; k++) {
+        json_t *arr = lists[k] ? json_loads(lists[k], 0, NULL) : NULL;
+        size_t i;
+        json_t *it;
+        json_array_foreach(arr, i, it)
+        {
+            char *em = xstrdup(json_string_value(json_object_get(it, "email")));
+            for (char *p = em; *p; p++)
+                if (*p >= 'A' && *p <= 'Z')
+                    *p = (char)(*p - 'A' + 'a');
+            char *sql = sqlite3_mprintf("INSERT OR IGNORE INTO message_rcpt"
+                                        " (id, email, kind) VALUES (%Q, %Q,"
+                                        " %Q)",
+                                        r->id, em, kinds[k]);
+            rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+            sqlite3_free(sql);
+            free(em);
+            if (rc != SQLITE_OK) {
+                json_decref(arr);
+                return rc;
+            }
+        }
+        json_decref(arr);
+    }
+    return SQLITE_OK;
+}
+
+static void
+check_same_record(const struct mc_record *g, const struct mc_record *r)
+{
+    CHECK_STR(g->id, r->id);
+    CHECK(same_str(g->org, r->org) && same_str(g->account, r->account) &&
+          same_str(g->type, r->type));
+    CHECK(g->status == r->status);
+    CHECK(same_str(g->path, r->path) &&
+          same_str(g->path_reason, r->path_reason));
+    CHECK(same_str(g->from, r->from) && same_str(g->from_name, r->from_name));
+    CHECK(same_str(g->sender, r->sender) && same_str(g->reply_to, r->reply_to));
+    CHECK(same_str(g->to_json, r->to_json) &&
+          same_str(g->cc_json, r->cc_json) &&
+          same_str(g->bcc_json, r->bcc_json));
+    CHECK(same_str(g->subject, r->subject) && same_str(g->text, r->text) &&
+          same_str(g->html, r->html));
+    CHECK(same_str(g->attachments_json, r->attachments_json) &&
+          same_str(g->meta_json, r->meta_json) &&
+          same_str(g->recipients_json, r->recipients_json));
+    CHECK(g->created_at == r->created_at && g->updated_at == r->updated_at &&
+          g->sent_at == r->sent_at && g->next_attempt_at == r->next_attempt_at);
+    CHECK(g->attempts == r->attempts);
+    CHECK(same_str(g->last_error, r->last_error) &&
+          same_str(g->smtp_reply, r->smtp_reply));
+}
+
+#define NV1 40
+#define V1_GONE 7 /* deleted before the migration: a gap in the rowids */
+
+static int
+v1_to_ann(int i)
+{
+    return i % 2 == 1 || i % 3 == 0;
+}
+
+/* Ids of the version-1 records matching `pred` (NULL: all), newest
+ * first, into want[]; returns how many. */
+static size_t
+v1_expect(const char *want[NV1], int (*pred)(int, const void *),
+          const void *arg)
+{
+    size_t n = 0;
+    static char ids[NV1][16];
+    for (int i = NV1 - 1; i >= 0; i--) {
+        if (i == V1_GONE || (pred && !pred(i, arg)))
+            continue;
+        snprintf(ids[i], sizeof ids[i], "v1-%02d", i);
+        want[n++] = ids[i];
+    }
+    return n;
+}
+
+static int
+pred_ann(int i, const void *arg)
+{
+    (void)arg;
+    return v1_to_ann(i);
+}
+
+static int
+pred_status(int i, const void *arg)
+{
+    return i % 5 == *(const int *)arg;
+}
+
+static struct mc_record *
+v1_record(int i)
+{
+    char id[16];
+    snprintf(id, sizeof id, "v1-%02d", i);
+    struct mc_record *r;
+    if (i % 2 == 1) {
+        r = full_record(id); /* to Ann@Example.COM, cc, bcc, everything */
+        free(r->subject);
+        r->subject = xasprintf("subject %d", i);
+    } else {
+        char *to = xasprintf("%s%d@Example.org", i % 3 ? "Bob" : "x", i);
+        r = small_record(id, i % 4 ? "acme" : "beta", "u1", MC_QUEUED, T0, to);
+        free(to);
+        if (i % 3 == 0) {
+            free(r->cc_json);
+            r->cc_json = xstrdup("[{\"email\":\"ANN@example.com\"}]");
+        }
+    }
+    r->status = (enum mc_status)(i % 5);
+    r->created_at = T0 + 10 * i;
+    r->updated_at = T0 + 10 * i + 1;
+    return r;
+}
+
+/* Makes a version-1 store at `path` holding v1_record(0..NV1-1) but
+ * V1_GONE. */
+static int
+make_v1(const char *path)
+{
+    sqlite3 *db = NULL;
+    int ok = sqlite3_open(path, &db) == SQLITE_OK &&
+             sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL) ==
+                 SQLITE_OK &&
+             sqlite3_exec(db, v1_schema, NULL, NULL, NULL) == SQLITE_OK &&
+             sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+    for (int i = 0; ok && i < NV1; i++) {
+        struct mc_record *r = v1_record(i);
+        ok = v1_insert(db, r) == SQLITE_OK;
+        mc_record_free(r);
+    }
+    ok = ok && sqlite3_exec(db,
+                            "DELETE FROM message_rcpt WHERE id = 'v1-07';"
+                            "DELETE FROM messages WHERE id = 'v1-07'; COMMIT",
+                            NULL, NULL, NULL) == SQLITE_OK;
+    sqlite3_close(db);
+    return ok;
+}
+
+static void
+test_migrate_v1(void)
+{
+    char *dir = tmpdir();
+    char *path = xasprintf("%s/mc.db", dir);
+    char *url = xasprintf("sqlite://%s", path);
+    CHECK(make_v1(path));
+    CHECK(raw_int(path, "PRAGMA user_version", NULL) == 1);
+
+    struct mc *m = NULL;
+    struct herr e = {0};
+    CHECK_MSG(mc_open(url, &m, &e) == 0 && m, "%s", e.msg);
+    if (m == NULL)
+        goto out;
+    CHECK(raw_int(path, "PRAGMA user_version", NULL) == 2);
+
+    /* Every record as it was. */
+    int same = 0;
+    for (int i = 0; i < NV1; i++) {
+        struct mc_record *r = v1_record(i);
+        struct mc_record *g = NULL;
+        int rc = mc_get(m, r->id, &g, &e);
+        if (i == V1_GONE) {
+            CHECK(rc == HERR_NOTFOUND);
+        } else {
+            CHECK_MSG(rc == 0 && g, "%s: %s", r->id, e.msg);
+            if (g) {
+                int before = t_fail;
+                check_same_record(g, r);
+                same += t_fail == before;
+            }
+        }
+        mc_record_free(g);
+        mc_record_free(r);
+    }
+    CHECK(same == NV1 - 1);
+
+    /* Listings: all, by recipient (to or cc, any case), by status, by
+     * org and status. */
+    const char *want[NV1];
+    struct mc_filter f = {0};
+    f.limit = MC_LIST_MAX;
+    size_t n = v1_expect(want, NULL, NULL);
+    check_ids(m, &f, want, n);
+    f.to = "Ann@example.COM";
+    n = v1_expect(want, pred_ann, NULL);
+    CHECK(n > 10);
+    check_ids(m, &f, want, n);
+    f.to = "bob4@example.org";
+    check_ids(m, &f, IDS("v1-04"), 1);
+    f.to = NULL;
+    f.has_status = 1;
+    for (int st = 0; st < 5; st++) {
+        f.status = (enum mc_status)st;
+        n = v1_expect(want, pred_status, &st);
+        check_ids(m, &f, want, n);
+    }
+    f.org = "beta";
+    f.status = MC_QUEUED;
+    check_ids(m, &f, IDS("v1-20", "v1-00"), 2);
+
+    /* Writes go on: new records after the old ones, updates of old. */
+    struct mc_record *r = full_record("after-1");
+    free(r->subject);
+    r->subject = xstrdup("new subject");
+    r->created_at = T0 + 10 * NV1;
+    CHECK(mc_insert(m, r, NULL, &e) == 0);
+    mc_record_free(r);
+    struct mc_update u;
+    mc_update_init(&u, "v1-39", MC_FAILED);
+    u.last_error = "550 gone";
+    CHECK(mc_update(m, &u, &e) == 0);
+    struct mc_record *g = NULL;
+    CHECK(mc_get(m, "after-1", &g, &e) == 0 && g);
+    if (g)
+        CHECK_STR(g->subject, "new subject");
+    mc_record_free(g);
+    g = NULL;
+    CHECK(mc_get(m, "v1-39", &g, &e) == 0 && g);
+    if (g) {
+        CHECK(g->status == MC_FAILED);
+        CHECK_STR(g->last_error, "550 gone");
+        CHECK_STR(g->subject, "subject 39");
+    }
+    mc_record_free(g);
+    memset(&f, 0, sizeof f);
+    f.to = "ann@example.com";
+    f.limit = 2;
+    check_ids(m, &f, IDS("after-1", "v1-39"), 2);
+    mc_close(m);
+
+    /* Nothing of version 1 is left; the file is sound. */
+    CHECK(raw_int(path,
+                  "SELECT count(*) FROM sqlite_master WHERE name LIKE '%v1%'",
+                  NULL) == 0);
+    const char *txt = NULL;
+    raw_int(path, "PRAGMA integrity_check", &txt);
+    CHECK_STR(txt, "ok");
+    CHECK(raw_int(path, "SELECT count(*) FROM pragma_foreign_key_check",
+                  NULL) == 0);
+    CHECK(raw_int(path, "SELECT count(*) FROM messages", NULL) == NV1);
+    CHECK(raw_int(path, "SELECT count(*) FROM message_content", NULL) == NV1);
+
+    /* Opening again changes nothing. */
+    m = NULL;
+    CHECK(mc_open(url, &m, &e) == 0 && m);
+    if (m)
+        CHECK(exists(m, "v1-00") && exists(m, "after-1"));
+    mc_close(m);
+    CHECK(raw_int(path, "PRAGMA user_version", NULL) == 2);
+out:
+    free(url);
+    free(path);
+    rmtree(dir);
+}
+
+/* A migration that fails leaves the version-1 file as it was; files that
+ * are not ours are refused, naming the file. */
+static void
+test_migrate_refused(void)
+{
+    char *dir = tmpdir();
+    char *path = xasprintf("%s/mc.db", dir);
+    char *url = xasprintf("sqlite://%s", path);
+    CHECK(make_v1(path));
+    /* Something in the way of the new schema. */
+    CHECK(raw_exec(path, "CREATE TABLE message_content (x)") == SQLITE_OK);
+    struct mc *m = (struct mc *)1;
+    struct herr e = {0};
+    CHECK(mc_open(url, &m, &e) == HERR_STORE && m == NULL);
+    CHECK_MSG(strstr(e.msg, "migrating") && strstr(e.msg, path), "%s", e.msg);
+    CHECK(raw_int(path, "PRAGMA user_version", NULL) == 1);
+    CHECK(raw_int(path, "SELECT count(*) FROM messages", NULL) == NV1 - 1);
+    CHECK(raw_int(path, "SELECT count(*) FROM message_rcpt", NULL) > NV1);
+    CHECK(raw_int(path,
+                  "SELECT count(*) FROM sqlite_master WHERE name IN"
+                  " ('messages_org', 'messages_status', 'message_rcpt_id')",
+                  NULL) == 3);
+    /* Out of the way, it goes through. */
+    CHECK(raw_exec(path, "DROP TABLE message_content") == SQLITE_OK);
+    m = NULL;
+    CHECK(mc_open(url, &m, &e) == 0 && m);
+    if (m)
+        CHECK(exists(m, "v1-39"));
+    mc_close(m);
+    free(url);
+    free(path);
+
+    /* Version 0 with a table of ours' name: not mixed with. */
+    path = xasprintf("%s/other.db", dir);
+    url = xasprintf("sqlite://%s", path);
+    CHECK(raw_exec(path, "CREATE TABLE messages (id, body)") == SQLITE_OK);
+    m = (struct mc *)1;
+    CHECK(mc_open(url, &m, &e) == HERR_STORE && m == NULL);
+    CHECK_MSG(strstr(e.msg, "already exists") && strstr(e.msg, path), "%s",
+              e.msg);
+    /* A negative version is not ours either. */
+    CHECK(raw_exec(path, "PRAGMA user_version = -3") == SQLITE_OK);
+    CHECK(mc_open(url, &m, &e) == HERR_STORE && m == NULL);
+    CHECK_MSG(strstr(e.msg, "version -3") && strstr(e.msg, path), "%s", e.msg);
     free(url);
     free(path);
     rmtree(dir);
@@ -1165,6 +1692,10 @@ main(void)
     test_batch();
     test_urls();
     test_busy();
+    test_status_moves();
+    test_atomic_insert();
+    test_migrate_v1();
+    test_migrate_refused();
     test_from_job();
     test_to_json();
     test_multiprocess();
