@@ -45,7 +45,8 @@ clock_rfc3339(int64_t ms, char out[CLOCK_RFC3339_LEN])
     struct tm tm;
     int millis;
     split(ms, &tm, &millis);
-    char tmp[96] = {0}; /* wide enough for any int fields: keeps -Wformat quiet */
+    char tmp[96] = {
+        0}; /* wide enough for any int fields: keeps -Wformat quiet */
     snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
              tm.tm_min, tm.tm_sec, millis);
@@ -99,14 +100,14 @@ clock_parse_rfc3339(const char *s, int64_t *ms)
 {
     const char *p = s;
     int Y, M, D, h, mi, sec, frac = 0;
-    if (digits(&p, 4, &Y) || *p++ != '-' || digits(&p, 2, &M) ||
-        *p++ != '-' || digits(&p, 2, &D))
+    if (digits(&p, 4, &Y) || *p++ != '-' || digits(&p, 2, &M) || *p++ != '-' ||
+        digits(&p, 2, &D))
         return HERR_INVALID;
     if (*p != 'T' && *p != 't' && *p != ' ')
         return HERR_INVALID;
     p++;
-    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) ||
-        *p++ != ':' || digits(&p, 2, &sec))
+    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' ||
+        digits(&p, 2, &sec))
         return HERR_INVALID;
     if (M < 1 || M > 12 || D < 1 || D > days_in_month(Y, M) || h > 23 ||
         mi > 59 || sec > 60)

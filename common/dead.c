@@ -87,9 +87,9 @@ static char *
 get_str(json_t *o, const char *k)
 {
     json_t *v = json_object_get(o, k);
-    return json_is_string(v) ? xstrndup(json_string_value(v),
-                                        json_string_length(v))
-                             : NULL;
+    return json_is_string(v)
+               ? xstrndup(json_string_value(v), json_string_length(v))
+               : NULL;
 }
 
 int

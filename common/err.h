@@ -41,8 +41,8 @@ const char *herr_str(int code);
  * `return herr_set(e, HERR_INVALID, "to[2]", "not an address");`.
  * `field` may be NULL.
  */
-int herr_set(struct herr *e, int code, const char *field, const char *fmt,
-             ...) __attribute__((format(printf, 4, 5)));
+int herr_set(struct herr *e, int code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* "field: msg", or "msg" when no field; writes into out (always NUL-ended). */
 void herr_format(const struct herr *e, char *out, size_t outlen);

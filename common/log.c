@@ -64,8 +64,7 @@ emit(enum log_level lvl, const char *job, const char *org, int attempt,
     char ts[CLOCK_RFC3339_LEN];
     buf_init(&b, 64 * 1024);
     clock_rfc3339(clock_now_ms(), ts);
-    buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"prog\":", ts,
-               names[lvl]);
+    buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"prog\":", ts, names[lvl]);
     put_json_str(&b, prog_name);
     if (job) {
         buf_puts(&b, ",\"job\":");

@@ -36,15 +36,17 @@ static int valid_level(const char *env, const char *v, struct herr *e);
 
 static const struct sdef table[] = {
     {"HERALD_REDIS", "--redis", S_STR, OFF(redis), "redis://127.0.0.1:6379/0",
-     0, 0, 0, 1, valid_redis, "Redis URL: redis://[:pw@]host:port[/db] or unix:///path"},
+     0, 0, 0, 1, valid_redis,
+     "Redis URL: redis://[:pw@]host:port[/db] or unix:///path"},
     {"HERALD_PREFIX", "--prefix", S_STR, OFF(prefix), "herald", 0, 0, 0, 1,
      valid_prefix, "prefix of every Redis key"},
     {"HERALD_RELAY", "--relay", S_STR, OFF(relay), "smtp://127.0.0.1:25", 0, 0,
-     0, 1, valid_smtp_url, "platform relay: smtp://host:port or smtps://host:port"},
+     0, 1, valid_smtp_url,
+     "platform relay: smtp://host:port or smtps://host:port"},
     {"HERALD_RELAY_USER", "--relay-user", S_STR, OFF(relay_user), NULL, 0, 0, 0,
      0, NULL, "relay user name (optional)"},
-    {"HERALD_RELAY_PASSWORD", NULL, S_STR, OFF(relay_password), NULL, 0, 0, 1, 0,
-     NULL, "relay password (environment only)"},
+    {"HERALD_RELAY_PASSWORD", NULL, S_STR, OFF(relay_password), NULL, 0, 0, 1,
+     0, NULL, "relay password (environment only)"},
     {"HERALD_DEFAULT_FROM", "--default-from", S_STR, OFF(default_from),
      "notices@localhost", 0, 0, 0, 1, valid_addr,
      "the platform's own sending address"},
@@ -53,9 +55,8 @@ static const struct sdef table[] = {
      "domain organisations include in their SPF record"},
     {"HERALD_MC", "--mc", S_STR, OFF(mc), "sqlite://./var/mc.db", 0, 0, 0, 1,
      valid_mc, "Message Center store URL"},
-    {"HERALD_SECRET_KEY_FILE", "--secret-key-file", S_STR,
-     OFF(secret_key_file), NULL, 0, 0, 0, 0, NULL,
-     "32-byte key sealing stored passwords"},
+    {"HERALD_SECRET_KEY_FILE", "--secret-key-file", S_STR, OFF(secret_key_file),
+     NULL, 0, 0, 0, 0, NULL, "32-byte key sealing stored passwords"},
     {"HERALD_CONCURRENCY", "--concurrency", S_LONG, OFF(concurrency), "32", 1,
      1024, 0, 0, NULL, "SMTP transactions in flight per worker"},
     {"HERALD_CA_FILE", "--ca-file", S_STR, OFF(ca_file), NULL, 0, 0, 0, 0, NULL,
@@ -135,16 +136,15 @@ settings_free(struct settings *s)
 }
 
 static int
-apply(struct settings *s, const struct sdef *d, const char *name,
-      const char *v, struct herr *e)
+apply(struct settings *s, const struct sdef *d, const char *name, const char *v,
+      struct herr *e)
 {
     if (d->type == S_LONG) {
         char *end;
         errno = 0;
         long n = strtol(v, &end, 10);
         if (errno || end == v || *end != '\0')
-            return herr_set(e, HERR_INVALID, name, "\"%s\" is not a number",
-                            v);
+            return herr_set(e, HERR_INVALID, name, "\"%s\" is not a number", v);
         if (n < d->min || n > d->max)
             return herr_set(e, HERR_INVALID, name,
                             "%ld is out of range %ld..%ld", n, d->min, d->max);
@@ -203,8 +203,7 @@ settings_set(struct settings *s, const char *key, const char *value,
 }
 
 int
-settings_load_args(struct settings *s, int *argc, char **argv,
-                   struct herr *e)
+settings_load_args(struct settings *s, int *argc, char **argv, struct herr *e)
 {
     int out = 1;
     for (int i = 1; i < *argc; i++) {
@@ -290,16 +289,15 @@ settings_usage(FILE *f)
     for (size_t i = 0; i < NTABLE; i++) {
         const struct sdef *d = &table[i];
         fprintf(f, "  %-22s %-26s %s\n      %s\n",
-                d->flag ? d->flag : "(env only)", d->env,
-                d->def ? d->def : "-", d->help);
+                d->flag ? d->flag : "(env only)", d->env, d->def ? d->def : "-",
+                d->help);
     }
 }
 
 /* ---- validators ---- */
 
 int
-settings_parse_redis(const char *url, struct redis_target *t,
-                     struct herr *e)
+settings_parse_redis(const char *url, struct redis_target *t, struct herr *e)
 {
     const char *name = "HERALD_REDIS";
     memset(t, 0, sizeof *t);
@@ -379,9 +377,9 @@ valid_smtp_url(const char *env, const char *v, struct herr *e)
     else if (strncmp(v, "smtps://", 8) == 0)
         p = v + 8;
     else
-        return herr_set(e, HERR_INVALID, env,
-                        "\"%s\": expected smtp://host:port or smtps://host:port",
-                        v);
+        return herr_set(
+            e, HERR_INVALID, env,
+            "\"%s\": expected smtp://host:port or smtps://host:port", v);
     const char *colon = strrchr(p, ':');
     if (p[0] == '\0' || p[0] == ':' || p[0] == '/')
         return herr_set(e, HERR_INVALID, env, "missing host in \"%s\"", v);
@@ -400,8 +398,9 @@ valid_mc(const char *env, const char *v, struct herr *e)
 {
     if (strncmp(v, "sqlite://", 9) == 0) {
         if (v[9] == '\0')
-            return herr_set(e, HERR_INVALID, env,
-                            "sqlite:// needs a path, e.g. sqlite://./var/mc.db");
+            return herr_set(
+                e, HERR_INVALID, env,
+                "sqlite:// needs a path, e.g. sqlite://./var/mc.db");
         return 0;
     }
     if (strncmp(v, "postgresql://", 13) == 0 ||
@@ -409,8 +408,7 @@ valid_mc(const char *env, const char *v, struct herr *e)
         return herr_set(e, HERR_INVALID, env,
                         "the postgresql backend is not built into this "
                         "version; use sqlite://PATH");
-    return herr_set(e, HERR_INVALID, env,
-                    "\"%s\": expected sqlite://PATH", v);
+    return herr_set(e, HERR_INVALID, env, "\"%s\": expected sqlite://PATH", v);
 }
 
 static int

@@ -62,7 +62,8 @@ int settings_load_args(struct settings *s, int *argc, char **argv,
 int settings_set(struct settings *s, const char *key, const char *value,
                  struct herr *e);
 
-/* One "NAME=value" line per setting; secrets printed as "(hidden)"/"(unset)". */
+/* One "NAME=value" line per setting; secrets printed as "(hidden)"/"(unset)".
+ */
 void settings_print(const struct settings *s, FILE *f);
 
 /* The "Settings:" part of --help: flag, env name, default, meaning. */

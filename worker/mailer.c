@@ -34,9 +34,8 @@ enum expect {
 };
 
 static const char *expect_name[] = {
-    "greeting", "EHLO", "HELO",    "STARTTLS", "AUTH",  "AUTH", "AUTH",
-    "AUTH",     "MAIL", "RCPT",    "DATA",     "end of data", "RSET",
-    "QUIT",
+    "greeting", "EHLO", "HELO", "STARTTLS", "AUTH",        "AUTH", "AUTH",
+    "AUTH",     "MAIL", "RCPT", "DATA",     "end of data", "RSET", "QUIT",
 };
 
 enum cstate {
@@ -54,7 +53,7 @@ struct pool;
 
 struct sconn {
     struct mailer *m;
-    struct pool *pool; /* NULL once closing */
+    struct pool *pool;         /* NULL once closing */
     struct sconn *next, *prev; /* in pool->conns */
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -64,17 +63,17 @@ struct sconn {
     enum cstate st;
     SSL *ssl;
     BIO *rbio, *wbio;
-    int tls;            /* TLS is up */
+    int tls; /* TLS is up */
     int caps_pipelining, caps_starttls, caps_auth_plain, caps_auth_login,
         caps_size;
-    int ehlo_done_tls; /* EHLO after STARTTLS done */
-    struct buf in;     /* partial reply line */
+    int ehlo_done_tls;  /* EHLO after STARTTLS done */
+    struct buf in;      /* partial reply line */
     int multiline_code; /* current multi-line reply's code */
     /* expected replies, FIFO */
     enum expect exp[MAILER_RCPT_MAX + 8];
     size_t exp_head, exp_n;
-    size_t rcpt_seen;  /* RCPT replies received */
-    size_t rcpt_ok;    /* RCPT accepted */
+    size_t rcpt_seen; /* RCPT replies received */
+    size_t rcpt_ok;   /* RCPT accepted */
     int mail_code, data_code;
     struct xfer *x; /* the transaction on this connection */
     int used;       /* carried a transaction before */
@@ -158,8 +157,7 @@ set_reply(struct mail_result *r, int code, const char *s, size_t n)
     if (n >= MAILER_REPLY_MAX)
         n = MAILER_REPLY_MAX - 1;
     for (size_t i = 0; i < n; i++)
-        r->reply[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? ' '
-                                                                    : s[i];
+        r->reply[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? ' ' : s[i];
     r->reply[n] = '\0';
     r->code = code;
 }
@@ -236,8 +234,7 @@ conn_send(struct sconn *c, const char *data, size_t len)
     tls_flush(c);
 }
 
-static void
-conn_sendf(struct sconn *c, const char *fmt, ...)
+static void conn_sendf(struct sconn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void
@@ -361,8 +358,8 @@ conn_fail(struct sconn *c, const char *why)
     c->broken = 1;
     if (x) {
         char msg[MAILER_REPLY_MAX];
-        const char *step = c->exp_n ? expect_name[c->exp[c->exp_head]]
-                                    : "connection";
+        const char *step =
+            c->exp_n ? expect_name[c->exp[c->exp_head]] : "connection";
         snprintf(msg, sizeof msg, "%s (during %s with %s:%d)", why, step,
                  x->pool->host, x->pool->port);
         fail_xfer(x, MAIL_TEMP, 0, msg);
@@ -407,8 +404,7 @@ start_transaction(struct sconn *c)
     struct buf b;
     buf_init(&b, 0);
     if (c->caps_size)
-        buf_printf(&b, "MAIL FROM:<%s> SIZE=%zu\r\n", req->mail_from,
-                   req->len);
+        buf_printf(&b, "MAIL FROM:<%s> SIZE=%zu\r\n", req->mail_from, req->len);
     else
         buf_printf(&b, "MAIL FROM:<%s>\r\n", req->mail_from);
     expect_push(c, X_MAIL);
@@ -512,8 +508,8 @@ classify_no_rcpt(struct xfer *x)
 
 /* One complete reply (last line in `line`) to a transaction command. */
 static void
-on_transaction_reply(struct sconn *c, enum expect e, int code,
-                     const char *line, size_t n)
+on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
+                     size_t n)
 {
     struct xfer *x = c->x;
     struct mail_req *req = x ? x->req : NULL;
@@ -590,9 +586,9 @@ on_transaction_reply(struct sconn *c, enum expect e, int code,
         if (x && !x->decided) {
             x->decided = 1;
             set_reply(&x->res, code, line, n);
-            x->res.cls = code / 100 == 2   ? MAIL_OK
-                         : code >= 500     ? MAIL_PERM
-                                           : MAIL_TEMP;
+            x->res.cls = code / 100 == 2 ? MAIL_OK
+                         : code >= 500   ? MAIL_PERM
+                                         : MAIL_TEMP;
         }
         finish_transaction(c, !c->broken);
         return;
@@ -706,8 +702,8 @@ send_b64(struct sconn *c, const char *s)
 {
     size_t n = strlen(s);
     char *b64 = xmalloc(4 * ((n + 2) / 3) + 3);
-    int k = EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)s,
-                            (int)n);
+    int k =
+        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)s, (int)n);
     memcpy(b64 + k, "\r\n", 3);
     conn_send(c, b64, (size_t)k + 2);
     OPENSSL_cleanse(b64, (size_t)k + 2);
@@ -733,8 +729,7 @@ ehlo_line(struct sconn *c, const char *line, size_t n)
         c->caps_pipelining = 1;
     else if (strcasecmp(tmp, "STARTTLS") == 0)
         c->caps_starttls = 1;
-    else if (strncasecmp(tmp, "SIZE", 4) == 0 && (tmp[4] == 0 ||
-                                                  tmp[4] == ' '))
+    else if (strncasecmp(tmp, "SIZE", 4) == 0 && (tmp[4] == 0 || tmp[4] == ' '))
         c->caps_size = 1;
     else if (strncasecmp(tmp, "AUTH", 4) == 0 &&
              (tmp[4] == ' ' || tmp[4] == '=')) {
@@ -948,11 +943,11 @@ tls_progress(struct sconn *c)
                              "TLS certificate verify failed: %s",
                              X509_verify_cert_error_string(v));
                 else
-                    snprintf(why, sizeof why, "TLS handshake failed: %s",
-                             ERR_reason_error_string(ERR_peek_last_error())
-                                 ? ERR_reason_error_string(
-                                       ERR_peek_last_error())
-                                 : "unknown error");
+                    snprintf(
+                        why, sizeof why, "TLS handshake failed: %s",
+                        ERR_reason_error_string(ERR_peek_last_error())
+                            ? ERR_reason_error_string(ERR_peek_last_error())
+                            : "unknown error");
                 ERR_clear_error();
                 conn_fail(c, why);
                 return;
@@ -1151,8 +1146,8 @@ conn_open(struct mailer *m, struct pool *p, struct xfer *x)
     char port[16];
     snprintf(port, sizeof port, "%d", p->port);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-    int rc = uv_getaddrinfo(m->loop, &c->gai, on_resolved, p->host, port,
-                            &hints);
+    int rc =
+        uv_getaddrinfo(m->loop, &c->gai, on_resolved, p->host, port, &hints);
     if (rc < 0)
         conn_fail(c, uv_strerror(rc));
 }
@@ -1203,8 +1198,8 @@ mailer_new(uv_loop_t *loop, const struct mailer_opts *o, struct mailer **out)
     SSL_CTX_set_verify(m->tls, SSL_VERIFY_PEER, NULL);
     if (SSL_CTX_set_default_verify_paths(m->tls) != 1)
         goto fail;
-    if (o->ca_file && SSL_CTX_load_verify_locations(m->tls, o->ca_file,
-                                                    NULL) != 1) {
+    if (o->ca_file &&
+        SSL_CTX_load_verify_locations(m->tls, o->ca_file, NULL) != 1) {
         log_msg(LOG_ERROR, "cannot load HERALD_CA_FILE", "file", o->ca_file,
                 NULL);
         goto fail;

@@ -32,9 +32,9 @@
 #define MAILER_RCPT_MAX 100
 
 enum mail_class {
-    MAIL_OK = 0,   /* accepted (possibly not by every recipient) */
-    MAIL_TEMP,     /* transient: retry later */
-    MAIL_PERM,     /* permanent: the message is refused */
+    MAIL_OK = 0, /* accepted (possibly not by every recipient) */
+    MAIL_TEMP,   /* transient: retry later */
+    MAIL_PERM,   /* permanent: the message is refused */
 };
 
 struct mail_rcpt_result {

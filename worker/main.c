@@ -84,8 +84,9 @@ main(int argc, char **argv)
         } else if (strcmp(argv[i], "--print-config") == 0) {
             print_config = 1;
         } else {
-            fprintf(stderr, "herald-worker: unknown argument \"%s\" (see "
-                            "--help)\n",
+            fprintf(stderr,
+                    "herald-worker: unknown argument \"%s\" (see "
+                    "--help)\n",
                     argv[i]);
             settings_free(&s);
             return 2;

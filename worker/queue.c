@@ -210,8 +210,8 @@ struct queue {
     int open_timers;
     struct qop *ops_head, *ops_tail;
     size_t nops;
-    int take_out;  /* a batch take is outstanding */
-    int due_out;   /* a due-mover run is outstanding */
+    int take_out; /* a batch take is outstanding */
+    int due_out;  /* a due-mover run is outstanding */
     int reclaim_out;
     uint64_t last_reclaim;
     void (*handback_cb)(void *, int);
@@ -416,9 +416,8 @@ on_reconnect_timer(uv_timer_t *t)
         q->resetting = 0;
         q->state = Q_DOWN;
         uv_timer_start(&q->t_reconnect, on_reconnect_timer, q->backoff_ms, 0);
-        q->backoff_ms = q->backoff_ms * 2 > BACKOFF_MAX_MS
-                            ? BACKOFF_MAX_MS
-                            : q->backoff_ms * 2;
+        q->backoff_ms = q->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                           : q->backoff_ms * 2;
         return;
     }
     q_connect(q);
@@ -435,8 +434,8 @@ q_fail(struct queue *q, const char *why)
     if (q->resetting || q->closing)
         return;
     if (q->state != Q_DOWN)
-        log_msg(LOG_WARN, "redis connection lost; reconnecting", "reason",
-                why, NULL);
+        log_msg(LOG_WARN, "redis connection lost; reconnecting", "reason", why,
+                NULL);
     q->resetting = 1;
     q->state = Q_DOWN;
     q->take_out = 0;
@@ -493,8 +492,7 @@ setup_cmds(struct queue *q, struct conn *c, queue_reply_fn *last_cb)
     snprintf(db, sizeof db, "%d", q->target.db);
     if (c->kind != C_CMD) {
         if (q->target.password[0])
-            redisAsyncCommand(c->ac, NULL, NULL, "AUTH %s",
-                              q->target.password);
+            redisAsyncCommand(c->ac, NULL, NULL, "AUTH %s", q->target.password);
         if (q->target.db)
             redisAsyncCommand(c->ac, NULL, NULL, "SELECT %s", db);
         return;
@@ -575,8 +573,9 @@ on_resync(void *ud, redisReply *r)
                     seen++;
             }
             if (seen > q->ev.count_local(q->ev.ud, e->str, e->len)) {
-                log_msg(LOG_INFO, "adopting a job found in the processing "
-                                  "list after reconnecting",
+                log_msg(LOG_INFO,
+                        "adopting a job found in the processing "
+                        "list after reconnecting",
                         NULL);
                 q->ev.job(q->ev.ud, xstrndup(e->str, e->len), e->len);
             }
@@ -717,8 +716,7 @@ q_take(struct queue *q)
         room = TAKE_BATCH;
     char n[16];
     snprintf(n, sizeof n, "%d", room);
-    const char *keys[4] = {q->k_lane[0], q->k_lane[1], q->k_lane[2],
-                           q->k_proc};
+    const char *keys[4] = {q->k_lane[0], q->k_lane[1], q->k_lane[2], q->k_proc};
     const char *args[1] = {n};
     q->take_out = 1;
     eval(q, S_TAKE, 4, keys, 1, args, NULL, on_take, q);
@@ -920,8 +918,8 @@ queue_finish_schedule(struct queue *q, const char *raw, size_t len,
 }
 
 void
-queue_replace(struct queue *q, const char *raw, size_t len,
-              const char *newraw, queue_reply_fn *cb, void *ud)
+queue_replace(struct queue *q, const char *raw, size_t len, const char *newraw,
+              queue_reply_fn *cb, void *ud)
 {
     const char *keys[1] = {q->k_proc};
     const char *args[2] = {raw, newraw};
@@ -984,8 +982,8 @@ queue_handback(struct queue *q, uint64_t timeout_ms,
 {
     q->handback_cb = cb;
     q->handback_ud = ud;
-    const char *keys[5] = {q->k_proc, q->k_lane[0], q->k_lane[1],
-                           q->k_lane[2], q->k_workers};
+    const char *keys[5] = {q->k_proc, q->k_lane[0], q->k_lane[1], q->k_lane[2],
+                           q->k_workers};
     const char *args[1] = {q->me};
     eval(q, S_HANDBACK, 5, keys, 1, args, NULL, on_handback_done, q);
     uv_timer_start(&q->t_handback, on_handback_timeout, timeout_ms, 0);

@@ -61,8 +61,7 @@ int queue_is_ready(const struct queue *q);
  * this attempt's number), "sent" (already delivered: do not send) or
  * "busy" (another live worker holds it).
  */
-void queue_claim(struct queue *q, const char *id, queue_reply_fn *cb,
-                 void *ud);
+void queue_claim(struct queue *q, const char *id, queue_reply_fn *cb, void *ud);
 
 /* Records "accepted by SMTP" in the ledger at once. cb may be NULL. */
 void queue_mark_sent(struct queue *q, const char *id, queue_reply_fn *cb,

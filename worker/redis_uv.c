@@ -6,10 +6,10 @@
 struct ruv {
     redisAsyncContext *ac; /* NULL once hiredis cleaned up */
     uv_poll_t poll;
-    int events;     /* what the poll handle watches now */
-    int reading;    /* hiredis wants to read */
-    int want_write; /* hiredis has output */
-    int poll_write; /* output is waiting for writability */
+    int events;              /* what the poll handle watches now */
+    int reading;             /* hiredis wants to read */
+    int want_write;          /* hiredis has output */
+    int poll_write;          /* output is waiting for writability */
     struct ruv *next, *prev; /* in the flush list */
     int listed;
 };

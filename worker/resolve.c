@@ -36,9 +36,8 @@ resolver_route(struct resolver *r, const struct job *j, struct route *out)
     out->user = s->relay_user;
     out->password = s->relay_user ? s->relay_password : NULL;
     out->envelope_from = xstrdup(s->default_from);
-    out->from_name = xasprintf("%s via %s", j->from_name ? j->from_name
-                                                         : j->from,
-                               s->platform_name);
+    out->from_name = xasprintf(
+        "%s via %s", j->from_name ? j->from_name : j->from, s->platform_name);
     out->from_addr = xstrdup(s->default_from);
     out->reply_to = xstrdup(j->reply_to ? j->reply_to : j->from);
     return 0;

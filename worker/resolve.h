@@ -18,9 +18,9 @@ enum route_path { ROUTE_SCHEME, ROUTE_SPF, ROUTE_RELAY };
 
 struct route {
     enum route_path path;
-    const char *path_name; /* "scheme" | "spf" | "relay" (static) */
-    char *reason;          /* why this path (for the Message Center) */
-    const char *url;       /* SMTP server URL (borrowed from settings) */
+    const char *path_name;       /* "scheme" | "spf" | "relay" (static) */
+    char *reason;                /* why this path (for the Message Center) */
+    const char *url;             /* SMTP server URL (borrowed from settings) */
     const char *user, *password; /* borrowed; NULL: no AUTH */
     char *envelope_from;
     char *from_name; /* From: display name, NULL for none */
@@ -35,8 +35,7 @@ struct resolver *resolver_new(const struct settings *s);
 void resolver_free(struct resolver *r);
 
 /* Fills `out` (owned strings; release with route_clear). Returns 0. */
-int resolver_route(struct resolver *r, const struct job *j,
-                   struct route *out);
+int resolver_route(struct resolver *r, const struct job *j, struct route *out);
 void route_clear(struct route *rt);
 
 #endif

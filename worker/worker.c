@@ -38,9 +38,9 @@ struct tmpl_entry {
 
 enum mc_step {
     MCW_NONE,
-    MCW_SCHEDULE, /* record queued with next_attempt_at = send_at */
-    MCW_START,    /* record exists ("queued"): gates the first attempt */
-    MCW_SENDING,  /* "sending" + attempt; does not gate the transaction */
+    MCW_SCHEDULE,    /* record queued with next_attempt_at = send_at */
+    MCW_START,       /* record exists ("queued"): gates the first attempt */
+    MCW_SENDING,     /* "sending" + attempt; does not gate the transaction */
     MCW_LEDGER_SENT, /* ledger says delivered: make the record say so */
     MCW_SENT,
     MCW_DEFERRED,
@@ -58,7 +58,7 @@ struct task {
     int64_t first_at;
     int has_slot;
     int has_slot_ever; /* an SMTP transaction was started */
-    int abandoned; /* shutdown: free on the next callback, do nothing */
+    int abandoned;     /* shutdown: free on the next callback, do nothing */
     enum mc_step step;
     const char *dead_reason; /* for MCW_FAILED */
     const char *dead_field;  /* the job field at fault, or "" */
@@ -71,13 +71,13 @@ struct task {
     size_t nrcpt;
     /* outcome */
     int64_t next_at;
-    char *reply;      /* server's final reply or transport error */
-    char *error;      /* last_error for the record */
-    char *rcpt_json;  /* per-recipient outcome */
-    int dup_sent;     /* the record already said "sent" */
+    char *reply;          /* server's final reply or transport error */
+    char *error;          /* last_error for the record */
+    char *rcpt_json;      /* per-recipient outcome */
+    int dup_sent;         /* the record already said "sent" */
     int attempt_recorded; /* the record counts this attempt */
     int in_mcq;
-    int rendered; /* the template (if any) has been applied */
+    int rendered;  /* the template (if any) has been applied */
     uint64_t t250; /* uv_hrtime() when the server accepted */
 };
 
@@ -392,8 +392,8 @@ rcpt_json(const struct task *t, const struct mail_result *r)
         const struct job_addr *v;
         size_t n;
         const char *kind;
-    } lists[3] = {{j->to, j->nto, "to"}, {j->cc, j->ncc, "cc"},
-                  {j->bcc, j->nbcc, "bcc"}};
+    } lists[3] = {
+        {j->to, j->nto, "to"}, {j->cc, j->ncc, "cc"}, {j->bcc, j->nbcc, "bcc"}};
     for (int l = 0; l < 3; l++) {
         for (size_t i = 0; i < lists[l].n; i++) {
             const char *email = lists[l].v[i].email;
@@ -456,10 +456,10 @@ static void
 to_dead(struct task *t)
 {
     char *entry = dead_entry_new(t->raw, t->rawlen, t->dead_reason,
-                                 t->dead_field ? t->dead_field : "",
-                                 t->error, tid(t), clock_now_ms());
-    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry, tid(t),
-                      on_final_reply, t);
+                                 t->dead_field ? t->dead_field : "", t->error,
+                                 tid(t), clock_now_ms());
+    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry, tid(t), on_final_reply,
+                      t);
     free(entry);
 }
 
@@ -496,8 +496,8 @@ defer_or_expire(struct task *t, const char *error)
     t->next_at = now + delay;
     char when[CLOCK_RFC3339_LEN];
     clock_rfc3339(t->next_at, when);
-    log_job(LOG_WARN, tid(t), torg(t), t->attempt, "delivery deferred",
-            "error", error, "next_attempt_at", when, NULL);
+    log_job(LOG_WARN, tid(t), torg(t), t->attempt, "delivery deferred", "error",
+            error, "next_attempt_at", when, NULL);
     task_release_slot(t);
     mc_queue(t, MCW_DEFERRED);
 }
@@ -577,15 +577,14 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
         free(t->error);
         t->error = NULL;
         if (refused) {
-            t->error = xasprintf("%zu of %zu recipients refused", refused,
-                                 r->nrcpt);
+            t->error =
+                xasprintf("%zu of %zu recipients refused", refused, r->nrcpt);
             log_job(LOG_WARN, tid(t), torg(t), t->attempt,
                     "delivered; some recipients refused", "smtp_reply",
                     r->reply, "refused", t->error, NULL);
         } else if (log_enabled(LOG_INFO)) {
-            log_job(LOG_INFO, tid(t), torg(t), t->attempt, "delivered",
-                    "path", t->route.path_name, "smtp_reply", r->reply,
-                    NULL);
+            log_job(LOG_INFO, tid(t), torg(t), t->attempt, "delivered", "path",
+                    t->route.path_name, "smtp_reply", r->reply, NULL);
         }
         task_release_slot(t);
         mc_queue(t, MCW_SENT);
@@ -664,8 +663,7 @@ apply_template(struct task *t, const char *json)
     if (rc != 0) {
         char detail[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
         herr_format(&e, detail, sizeof detail);
-        snprintf(why, sizeof why, "template %s: %s", j->template_name,
-                 detail);
+        snprintf(why, sizeof why, "template %s: %s", j->template_name, detail);
         t->dead_field = e.field[0] ? "data" : "template";
         fail_task(t, "invalid", why);
         return;
@@ -813,8 +811,7 @@ on_claim(void *ud, redisReply *r)
         mc_queue(t, MCW_LEDGER_SENT);
     } else {
         log_job(LOG_INFO, tid(t), torg(t), 0,
-                "duplicate of a job another worker is sending; dropped",
-                NULL);
+                "duplicate of a job another worker is sending; dropped", NULL);
         finish(t);
     }
 }
@@ -892,8 +889,7 @@ static struct task *
 task_with_id(struct worker *w, const char *id, const struct task *except)
 {
     for (struct task *t = w->tasks; t; t = t->next)
-        if (t != except && t->job && t->job->id &&
-            strcmp(t->job->id, id) == 0)
+        if (t != except && t->job && t->job->id && strcmp(t->job->id, id) == 0)
             return t;
     return NULL;
 }
@@ -1217,8 +1213,7 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     uv_timer_init(loop, &w->t_retry);
     uv_timer_init(loop, &w->t_grace);
     w->t_flush.data = w->t_retry.data = w->t_grace.data = w;
-    uv_timer_start(&w->t_retry, on_retry_timer, RETRY_CLAIM_MS,
-                   RETRY_CLAIM_MS);
+    uv_timer_start(&w->t_retry, on_retry_timer, RETRY_CLAIM_MS, RETRY_CLAIM_MS);
     struct queue_events ev = {
         .job = on_job,
         .count_local = count_local,

@@ -39,7 +39,6 @@ int worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
  * HERALD_SHUTDOWN_GRACE_S, hand back the rest, close every handle. A
  * second call cuts the grace short. When all is closed the worker frees
  * itself and `done(ud, exit_code)` runs. */
-void worker_stop(struct worker *w, void (*done)(void *ud, int code),
-                 void *ud);
+void worker_stop(struct worker *w, void (*done)(void *ud, int code), void *ud);
 
 #endif

@@ -36,7 +36,7 @@ static int t_pass, t_fail;
 #define CHECK_STR(a, b)                                                        \
     do {                                                                       \
         const char *t_a_ = (a), *t_b_ = (b);                                   \
-        CHECK_MSG(t_a_ && t_b_ && strcmp(t_a_, t_b_) == 0,                     \
+        CHECK_MSG(t_a_ &&t_b_ &&strcmp(t_a_, t_b_) == 0,                       \
                   "got \"%s\", want \"%s\"", t_a_ ? t_a_ : "(null)",           \
                   t_b_ ? t_b_ : "(null)");                                     \
     } while (0)
