@@ -36,6 +36,7 @@ struct app {
     uv_signal_t sigterm, sigint;
     int code;
     int done;
+    int early_stop; /* a signal came before the worker existed */
 };
 
 static void
@@ -54,6 +55,10 @@ on_signal(uv_signal_t *h, int signum)
     struct app *a = h->data;
     log_msg(LOG_INFO, "signal received", "signal",
             signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+    if (a->w == NULL) {
+        a->early_stop = 1;
+        return;
+    }
     worker_stop(a->w, on_worker_done, a);
 }
 
@@ -116,18 +121,27 @@ main(int argc, char **argv)
 
     struct app a = {0};
     a.loop = uv_default_loop();
-    if (worker_new(a.loop, &s, idbuf, &a.w, &e) != 0) {
-        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
-        herr_format(&e, why, sizeof why);
-        log_msg(LOG_FATAL, "cannot start", "error", why, NULL);
-        settings_free(&s);
-        return e.field[0] && strncmp(e.field, "HERALD_", 7) == 0 ? 2 : 1;
-    }
+    /* Signals first: a SIGTERM while the store opens must not kill us. */
     uv_signal_init(a.loop, &a.sigterm);
     uv_signal_init(a.loop, &a.sigint);
     a.sigterm.data = a.sigint.data = &a;
     uv_signal_start(&a.sigterm, on_signal, SIGTERM);
     uv_signal_start(&a.sigint, on_signal, SIGINT);
+    if (worker_new(a.loop, &s, idbuf, &a.w, &e) != 0) {
+        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&e, why, sizeof why);
+        log_msg(LOG_FATAL, "cannot start", "error", why, NULL);
+        uv_close((uv_handle_t *)&a.sigterm, NULL);
+        uv_close((uv_handle_t *)&a.sigint, NULL);
+        uv_run(a.loop, UV_RUN_DEFAULT);
+        uv_loop_close(a.loop);
+        settings_free(&s);
+        return e.field[0] && strncmp(e.field, "HERALD_", 7) == 0 ? 2 : 1;
+    }
+    /* A signal that arrived before uv_run is delivered by the loop: */
+    uv_run(a.loop, UV_RUN_NOWAIT);
+    if (a.early_stop)
+        worker_stop(a.w, on_worker_done, &a);
     log_msg(LOG_INFO, "worker started", "worker", idbuf, "version",
             HERALD_VERSION, NULL);
     uv_run(a.loop, UV_RUN_DEFAULT);
