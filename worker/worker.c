@@ -99,6 +99,16 @@ struct worker {
     int slots; /* tasks holding an SMTP slot */
     struct tq ready, mcq, retry;
     size_t nmcq;
+    /* The batch being written on libuv's thread pool. Its tasks are
+     * parked (or sending, for a "sending" step, which only reads what
+     * does not change while a transaction runs). */
+    uv_work_t flush_work;
+    int flushing, close_after_flush;
+    struct task **fb_task;
+    enum mc_step *fb_step;
+    size_t fb_n, fb_cap;
+    int fb_rc;
+    struct herr fb_err;
     uv_timer_t t_flush, t_retry, t_grace;
     struct tmpl_entry tcache[TMPL_CACHE_MAX];
     size_t ntcache;
@@ -276,12 +286,13 @@ set_route_fields(struct task *t, struct mc_update *u)
 }
 
 static int
-mc_do_step(struct worker *w, struct task *t, struct herr *e)
+mc_do_step(struct worker *w, struct task *t, enum mc_step step,
+           struct herr *e)
 {
     struct mc_update u;
     enum mc_status existing;
     int rc;
-    switch (t->step) {
+    switch (step) {
     case MCW_SCHEDULE:
         rc = mc_insert_job(w, t, t->job->send_at_ms, &existing, e);
         return rc == HERR_EXISTS ? 0 : rc;
@@ -344,41 +355,102 @@ mc_do_step(struct worker *w, struct task *t, struct herr *e)
     return 0;
 }
 
-static void after_mc(struct task *t);
+static void after_mc(struct task *t, enum mc_step step);
+static void close_all(struct worker *w);
+
+/* On the thread pool: one transaction for the whole batch. */
+static void
+flush_work(uv_work_t *req)
+{
+    struct worker *w = req->data;
+    memset(&w->fb_err, 0, sizeof w->fb_err);
+    int rc = mc_batch_begin(w->mc, &w->fb_err);
+    for (size_t i = 0; rc == 0 && i < w->fb_n; i++)
+        rc = mc_do_step(w, w->fb_task[i], w->fb_step[i], &w->fb_err);
+    if (rc == 0)
+        rc = mc_batch_commit(w->mc, &w->fb_err);
+    else
+        mc_batch_rollback(w->mc);
+    w->fb_rc = rc;
+}
+
+static void
+arm_flush(struct worker *w, uint64_t ms)
+{
+    w->flush_armed = 1;
+    uv_timer_start(&w->t_flush, on_flush, ms, 0);
+}
+
+/* Back on the loop: continue each task, or put the batch back. */
+static void
+flush_done(uv_work_t *req, int status)
+{
+    struct worker *w = req->data;
+    w->flushing = 0;
+    int rc = status < 0 ? HERR_STORE : w->fb_rc;
+    if (w->close_after_flush) {
+        close_all(w);
+        return;
+    }
+    if (rc != 0) {
+        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&w->fb_err, why, sizeof why);
+        log_msg(LOG_ERROR,
+                "message center write failed; jobs wait and are retried",
+                "error", why, NULL);
+        /* back to the front of the queue, in order; a task that queued
+         * a newer step meanwhile keeps that one (it supersedes) */
+        for (size_t i = w->fb_n; i-- > 0;) {
+            struct task *t = w->fb_task[i];
+            if (t->in_mcq)
+                continue;
+            t->step = w->fb_step[i];
+            t->in_mcq = 1;
+            t->qnext = w->mcq.head;
+            w->mcq.head = t;
+            if (w->mcq.tail == NULL)
+                w->mcq.tail = t;
+            w->nmcq++;
+        }
+        w->fb_n = 0;
+        arm_flush(w, MC_RETRY_MS);
+        return;
+    }
+    size_t n = w->fb_n;
+    w->fb_n = 0;
+    for (size_t i = 0; i < n; i++)
+        after_mc(w->fb_task[i], w->fb_step[i]);
+    if (w->mcq.head && !w->flush_armed)
+        arm_flush(w, w->nmcq >= MC_BATCH_MAX ? 0 : MC_BATCH_MS);
+    if (w->stopping)
+        maybe_finish_stop(w);
+}
 
 static void
 on_flush(uv_timer_t *timer)
 {
     struct worker *w = timer->data;
-    struct herr e = {{0}, {0}};
     w->flush_armed = 0;
-    if (w->mcq.head == NULL)
-        return;
-    int rc = mc_batch_begin(w->mc, &e);
-    struct task *t = NULL;
-    for (t = w->mcq.head; rc == 0 && t; t = t->qnext)
-        rc = mc_do_step(w, t, &e);
-    if (rc == 0)
-        rc = mc_batch_commit(w->mc, &e);
-    else
-        mc_batch_rollback(w->mc);
-    if (rc != 0) {
-        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
-        herr_format(&e, why, sizeof why);
-        log_msg(LOG_ERROR,
-                "message center write failed; jobs wait and are retried",
-                "error", why, NULL);
-        w->flush_armed = 1;
-        uv_timer_start(&w->t_flush, on_flush, MC_RETRY_MS, 0);
-        return;
+    if (w->mcq.head == NULL || w->flushing)
+        return; /* flush_done re-arms */
+    if (w->fb_cap < w->nmcq) {
+        w->fb_cap = w->nmcq * 2;
+        w->fb_task = xrealloc(w->fb_task, w->fb_cap * sizeof *w->fb_task);
+        w->fb_step = xrealloc(w->fb_step, w->fb_cap * sizeof *w->fb_step);
     }
-    struct tq done = w->mcq;
-    w->mcq.head = w->mcq.tail = NULL;
-    w->nmcq = 0;
-    while ((t = tq_pop(&done)) != NULL) {
+    struct task *t;
+    w->fb_n = 0;
+    while ((t = tq_pop(&w->mcq)) != NULL) {
         t->in_mcq = 0;
-        after_mc(t);
+        w->fb_task[w->fb_n] = t;
+        w->fb_step[w->fb_n] = t->step;
+        w->fb_n++;
     }
+    w->nmcq = 0;
+    w->flushing = 1;
+    w->flush_work.data = w;
+    if (uv_queue_work(w->loop, &w->flush_work, flush_work, flush_done) != 0)
+        abort(); /* only fails for a NULL callback */
 }
 
 /* ---- outcome helpers ---- */
@@ -816,13 +888,13 @@ on_claim(void *ud, redisReply *r)
     }
 }
 
-/* Continues a task after its Message Center write committed. */
+/* Continues a task after its Message Center write of `step` committed. */
 static void
-after_mc(struct task *t)
+after_mc(struct task *t, enum mc_step step)
 {
     struct worker *w = t->w;
-    enum mc_step step = t->step;
-    t->step = MCW_NONE;
+    if (!t->in_mcq)
+        t->step = MCW_NONE;
     switch (step) {
     case MCW_SCHEDULE:
         queue_finish_schedule(w->q, t->raw, t->rawlen, t->raw,
@@ -1049,6 +1121,8 @@ on_handle_closed(uv_handle_t *h)
     if (w->mc)
         mc_close(w->mc);
     resolver_free(w->resolver);
+    free(w->fb_task);
+    free(w->fb_step);
     for (size_t i = 0; i < w->ntcache; i++) {
         free(w->tcache[i].name);
         free(w->tcache[i].json);
@@ -1079,6 +1153,11 @@ close_all(struct worker *w)
 {
     if (w->closing)
         return;
+    if (w->flushing) {
+        /* the thread pool is writing tasks we are about to free */
+        w->close_after_flush = 1;
+        return;
+    }
     w->closing = 1;
     /* remaining tasks (a dead Redis): their jobs are safe in Redis */
     while (w->tasks) {
@@ -1114,7 +1193,7 @@ maybe_finish_stop(struct worker *w)
 {
     if (!w->stopping || w->closing || w->handback_done == -1)
         return;
-    if (w->ntasks > 0 || w->mcq.head)
+    if (w->ntasks > 0 || w->mcq.head || w->flushing)
         return;
     w->handback_done = -1; /* in progress */
     uv_timer_stop(&w->t_grace);
