@@ -52,17 +52,21 @@ def redis_cli(port, *args):
                           capture_output=True, text=True).stdout.strip()
 
 
+def make_job(i, stamp=False):
+    job = {"id": "bench-%d" % i, "type": "receipt", "org": "camp-%d" % (i % 50),
+           "account": "acct-%d" % (i % 1000), "from": "office@camp.example",
+           "from_name": "Camp Example", "to": [{"email": "parent%d@family.example" % i,
+                                                 "name": "Parent %d" % i}],
+           "subject": "Your receipt #%d" % i, "text": BODY}
+    if stamp:
+        job["meta"] = {"enqueued_at": int(time.time() * 1000)}
+    return job
+
+
 def enqueue(port, prefix, n, start=0, stamp=False):
     buf = bytearray()
     for i in range(start, start + n):
-        job = {"id": "bench-%d" % i, "type": "receipt", "org": "camp-%d" % (i % 50),
-               "account": "acct-%d" % (i % 1000), "from": "office@camp.example",
-               "from_name": "Camp Example", "to": [{"email": "parent%d@family.example" % i,
-                                                     "name": "Parent %d" % i}],
-               "subject": "Your receipt #%d" % i, "text": BODY}
-        if stamp:
-            job["meta"] = {"enqueued_at": int(time.time() * 1000)}
-        buf += resp("LPUSH", prefix + ":queue:normal", json.dumps(job))
+        buf += resp("LPUSH", prefix + ":queue:normal", json.dumps(make_job(i, stamp)))
     p = subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=bytes(buf),
                        capture_output=True)
     if p.returncode != 0:
@@ -191,13 +195,24 @@ def main():
         ws = start_workers(1, env, tmp)
         time.sleep(0.5)
         rate = results[1] / 2
-        total, batch = min(N, int(rate * 5)), max(1, int(rate / 20))
+        # one job every 1/rate s, written on a kept connection in small
+        # groups (one per millisecond), so the offered load is smooth
+        total = min(N, int(rate * 5))
+        sock = socket.create_connection(("127.0.0.1", rport))
         t0 = time.time()
-        for i in range(0, total, batch):
-            enqueue(rport, prefix, min(batch, total - i), start=i, stamp=True)
-            delay = t0 + (i + batch) / rate - time.time()
-            if delay > 0:
-                time.sleep(delay)
+        i = 0
+        while i < total:
+            due = int((time.time() - t0) * rate) + 1
+            n = min(due, total) - i
+            if n <= 0:
+                time.sleep(0.001)
+                continue
+            buf = bytearray()
+            for k in range(i, i + n):
+                buf += resp("LPUSH", prefix + ":queue:normal", json.dumps(make_job(k, True)))
+            sock.sendall(bytes(buf))
+            i += n
+        sock.close()
         wait_sent(db, total)
         stop_workers(ws)
         c = sqlite3.connect(db)
