@@ -276,6 +276,27 @@ expect_pop(struct sconn *c)
 
 static void conn_free_when_closed(uv_handle_t *h);
 
+/* The last handle is closed: free everything and tell the owner. */
+static void
+mailer_free(struct mailer *m)
+{
+    void (*cb)(void *) = m->close_cb;
+    void *ud = m->close_ud;
+    SSL_CTX_free(m->tls);
+    while (m->pools) {
+        struct pool *p = m->pools;
+        m->pools = p->next;
+        free(p->url);
+        free(p->user);
+        free(p->host);
+        free(p);
+    }
+    free(m->helo);
+    free(m);
+    if (cb)
+        cb(ud);
+}
+
 static void
 conn_detach(struct sconn *c)
 {
@@ -327,23 +348,8 @@ conn_free_when_closed(uv_handle_t *h)
         SSL_free(c->ssl); /* frees both BIOs */
     buf_free(&c->in);
     free(c);
-    if (m && --m->open_handles == 0 && m->closing) {
-        void (*cb)(void *) = m->close_cb;
-        void *ud = m->close_ud;
-        SSL_CTX_free(m->tls);
-        while (m->pools) {
-            struct pool *p = m->pools;
-            m->pools = p->next;
-            free(p->url);
-            free(p->user);
-            free(p->host);
-            free(p);
-        }
-        free(m->helo);
-        free(m);
-        if (cb)
-            cb(ud);
-    }
+    if (m && --m->open_handles == 0 && m->closing)
+        mailer_free(m);
 }
 
 /* Transport or protocol failure: the transaction (if any) gets a
@@ -1293,19 +1299,6 @@ mailer_close(struct mailer *m, void (*cb)(void *ud), void *ud)
         while (p->conns)
             conn_close(p->conns);
     /* release our own hold: frees now if nothing else is open */
-    if (--m->open_handles == 0) {
-        SSL_CTX_free(m->tls);
-        while (m->pools) {
-            struct pool *p = m->pools;
-            m->pools = p->next;
-            free(p->url);
-            free(p->user);
-            free(p->host);
-            free(p);
-        }
-        free(m->helo);
-        free(m);
-        if (cb)
-            cb(ud);
-    }
+    if (--m->open_handles == 0)
+        mailer_free(m);
 }

@@ -138,30 +138,22 @@ static const char *script_src[S_COUNT] = {
      * me. A worker whose heartbeat is older than heartbeat_ms died without
      * handing back: its processing list goes back to the lanes, once
      * (the script is atomic and removes the worker's entry). */
-    "local function lane(m)\n"
-    "  local ok, j = pcall(cjson.decode, m)\n"
-    "  if ok and type(j) == 'table' then\n"
-    "    if j.priority == 'high' then return KEYS[2] end\n"
-    "    if j.priority == 'low' then return KEYS[4] end\n"
-    "  end\n"
-    "  return KEYS[3]\n"
-    "end\n"
-    "local n, all = 0, redis.call('HGETALL', KEYS[1])\n"
-    "for i = 1, #all, 2 do\n"
-    "  local id, hb = all[i], tonumber(all[i + 1])\n"
-    "  if id ~= ARGV[4] and (not hb or hb + tonumber(ARGV[2]) < "
-    "tonumber(ARGV[1])) then\n"
-    "    local proc = ARGV[3] .. ':processing:' .. id\n"
-    "    while true do\n"
-    "      local m = redis.call('LPOP', proc)\n"
-    "      if not m then break end\n"
-    "      redis.call('RPUSH', lane(m), m)\n"
-    "      n = n + 1\n"
-    "    end\n"
-    "    redis.call('HDEL', KEYS[1], id)\n"
-    "  end\n"
-    "end\n"
-    "return n\n",
+    LUA_LANE "local n, all = 0, redis.call('HGETALL', KEYS[1])\n"
+             "for i = 1, #all, 2 do\n"
+             "  local id, hb = all[i], tonumber(all[i + 1])\n"
+             "  if id ~= ARGV[4] and (not hb or hb + tonumber(ARGV[2]) < "
+             "tonumber(ARGV[1])) then\n"
+             "    local proc = ARGV[3] .. ':processing:' .. id\n"
+             "    while true do\n"
+             "      local m = redis.call('LPOP', proc)\n"
+             "      if not m then break end\n"
+             "      redis.call('RPUSH', lane(m, 2), m)\n"
+             "      n = n + 1\n"
+             "    end\n"
+             "    redis.call('HDEL', KEYS[1], id)\n"
+             "  end\n"
+             "end\n"
+             "return n\n",
 };
 
 /* ---- state ---- */
