@@ -286,8 +286,7 @@ set_route_fields(struct task *t, struct mc_update *u)
 }
 
 static int
-mc_do_step(struct worker *w, struct task *t, enum mc_step step,
-           struct herr *e)
+mc_do_step(struct worker *w, struct task *t, enum mc_step step, struct herr *e)
 {
     struct mc_update u;
     enum mc_status existing;
