@@ -1,0 +1,30 @@
+/*
+ * jfast — a strict RFC 8259 JSON parser that builds jansson values.
+ *
+ * jansson's own parser reads its input one character at a time through a
+ * stream abstraction; on a typical 2 KB job (mostly one long string) that
+ * is ~27 µs, the largest single cost of a job in the worker. This parser
+ * scans strings in runs and hands jansson finished values: the result is
+ * the same json_t tree, about ten times sooner.
+ *
+ * The input must already be valid UTF-8 (job_parse checks it first); this
+ * module does not check it again. It accepts any JSON value at the top
+ * level (like JSON_DECODE_ANY) and refuses: trailing data, duplicate
+ * object keys, "\u0000", lone or misordered surrogate escapes, raw control
+ * characters in strings, integers outside int64, reals that overflow, and
+ * nesting deeper than JFAST_DEPTH_MAX. On failure it returns NULL and
+ * fills `err` (may be NULL) like jansson does: text, line, column (both
+ * from 1) and position (byte offset). No I/O.
+ */
+#ifndef HERALD_JFAST_H
+#define HERALD_JFAST_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define JFAST_DEPTH_MAX 512
+
+/* Returns a new reference, or NULL with `err` filled. */
+json_t *jfast_loadb(const char *buf, size_t len, json_error_t *err);
+
+#endif

@@ -1,0 +1,242 @@
+/*
+ * jfast against jansson: the same verdict and the same tree for every
+ * input — the job corpus and tens of thousands of mutations of it.
+ */
+#include "../../common/jfast.h"
+#include "t.h"
+
+#include <dirent.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int
+utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t len;
+        unsigned cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            len = 2;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+static int disagreements;
+
+/* Both parsers on the same bytes: same verdict, same value. */
+static void
+compare(const char *buf, size_t len, const char *what)
+{
+    if (!utf8_valid((const unsigned char *)buf, len))
+        return; /* jfast's contract: callers check UTF-8 first */
+    json_error_t e1, e2;
+    json_t *a =
+        json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e1);
+    json_t *b = jfast_loadb(buf, len, &e2);
+    int same = (a == NULL) == (b == NULL) && (a == NULL || json_equal(a, b));
+    if (!same && disagreements++ < 5)
+        fprintf(stderr, "%s: jansson %s (%s), jfast %s (%s): %.*s\n", what,
+                a ? "accepts" : "refuses", a ? "" : e1.text,
+                b ? "accepts" : "refuses", b ? "" : e2.text,
+                (int)(len > 120 ? 120 : len), buf);
+    CHECK(same);
+    json_decref(a);
+    json_decref(b);
+}
+
+static char *
+slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    *len = fread(b, 1, (size_t)n, f);
+    fclose(f);
+    return b;
+}
+
+static uint64_t rng = 88172645463325252ull;
+
+static uint64_t
+next(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Flip, insert or delete a few bytes, mostly JSON punctuation. */
+static void
+mutate(const char *src, size_t n, char *dst, size_t *m)
+{
+    static const char alphabet[] = "{}[]\",:\\u0123456789.eE+-tfnrl \n\tabcdAF";
+    memcpy(dst, src, n);
+    *m = n;
+    int edits = 1 + (int)(next() % 3);
+    for (int k = 0; k<edits && * m> 0; k++) {
+        size_t at = (size_t)(next() % *m);
+        char c = alphabet[next() % (sizeof alphabet - 1)];
+        switch (next() % 3) {
+        case 0:
+            dst[at] = c;
+            break;
+        case 1:
+            memmove(dst + at + 1, dst + at, *m - at);
+            dst[at] = c;
+            (*m)++;
+            break;
+        default:
+            memmove(dst + at, dst + at + 1, *m - at - 1);
+            (*m)--;
+        }
+    }
+}
+
+static void
+corpus_dir(const char *dir, int mutations)
+{
+    DIR *d = opendir(dir);
+    CHECK_MSG(d != NULL, "cannot open %s", dir);
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    int files = 0;
+    while ((de = readdir(d)) != NULL) {
+        size_t nl = strlen(de->d_name);
+        if (nl < 5 || strcmp(de->d_name + nl - 4, ".job") != 0)
+            continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        size_t len;
+        char *b = slurp(path, &len);
+        if (b == NULL)
+            continue;
+        files++;
+        compare(b, len, de->d_name);
+        char *m = malloc(len + 8);
+        for (int i = 0; i < mutations; i++) {
+            size_t ml;
+            mutate(b, len, m, &ml);
+            compare(m, ml, de->d_name);
+        }
+        free(m);
+        free(b);
+    }
+    closedir(d);
+    CHECK(files > 0);
+}
+
+static void
+cases(void)
+{
+    const char *v[] = {
+        "{}",
+        "[]",
+        "0",
+        "-0",
+        "1.5e3",
+        "-1E-2",
+        "true",
+        "false",
+        "null",
+        "\"a\\u00e9\\ud83d\\ude00\\n\\t\\/\"",
+        "  {\"a\" : [1, 2, {\"b\": null}] } ",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "9223372036854775808",
+        "1e400",
+        "1e-400",
+        "01",
+        "1.",
+        ".5",
+        "+1",
+        "\"\\u0000\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"\\ud800\\u0041\"",
+        "\"\\x41\"",
+        "\"a\tb\"",
+        "{\"a\":1,\"a\":2}",
+        "{\"a\":1,}",
+        "[1,]",
+        "[1 2]",
+        "{\"a\" 1}",
+        "{1:2}",
+        "tru",
+        "nul",
+        "[",
+        "{",
+        "\"abc",
+        "{} x",
+        "",
+        "   ",
+        "{\"k\":\"v\"}{}",
+        "[[[[[]]]]]",
+        "\"\\uD83D\\uDE00\"",
+        "1e5x",
+        "{\"\":0}",
+        "{\"a\\u0062\":1,\"ab\":2}",
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        compare(v[i], strlen(v[i]), v[i]);
+    /* jfast refuses what jansson refuses beyond its own depth limit too */
+    size_t n = 2 * (JFAST_DEPTH_MAX + 10);
+    char *deep = malloc(n);
+    memset(deep, '[', n / 2);
+    memset(deep + n / 2, ']', n / 2);
+    json_error_t e;
+    CHECK(jfast_loadb(deep, n, &e) == NULL);
+    CHECK(strstr(e.text, "depth") != NULL);
+    free(deep);
+    /* error positions: line and column from 1 */
+    CHECK(jfast_loadb("{\n  \"a\": x}", 11, &e) == NULL);
+    CHECK(e.line == 2 && e.column == 8);
+    CHECK(jfast_loadb("{\"type\":", 8, &e) == NULL && e.column == 8);
+}
+
+int
+main(void)
+{
+    const char *root = getenv("HERALD_CORPUS");
+    char dir[1024];
+    cases();
+    snprintf(dir, sizeof dir, "%s/valid", root ? root : "tests/corpus");
+    corpus_dir(dir, 3000);
+    snprintf(dir, sizeof dir, "%s/hostile", root ? root : "tests/corpus");
+    corpus_dir(dir, 50);
+    return T_DONE("jfast");
+}
