@@ -108,6 +108,7 @@ struct worker {
     enum mc_step *fb_step;
     size_t fb_n, fb_cap;
     int fb_rc;
+    uint64_t fb_us;
     struct herr fb_err;
     uv_timer_t t_flush, t_retry, t_grace;
     struct tmpl_entry tcache[TMPL_CACHE_MAX];
@@ -362,6 +363,7 @@ static void
 flush_work(uv_work_t *req)
 {
     struct worker *w = req->data;
+    uint64_t t0 = uv_hrtime();
     memset(&w->fb_err, 0, sizeof w->fb_err);
     int rc = mc_batch_begin(w->mc, &w->fb_err);
     for (size_t i = 0; rc == 0 && i < w->fb_n; i++)
@@ -371,6 +373,7 @@ flush_work(uv_work_t *req)
     else
         mc_batch_rollback(w->mc);
     w->fb_rc = rc;
+    w->fb_us = (uv_hrtime() - t0) / 1000;
 }
 
 static void
@@ -387,6 +390,13 @@ flush_done(uv_work_t *req, int status)
     struct worker *w = req->data;
     w->flushing = 0;
     int rc = status < 0 ? HERR_STORE : w->fb_rc;
+    if (log_enabled(LOG_DEBUG)) {
+        char n[32], us[32];
+        snprintf(n, sizeof n, "%zu", w->fb_n);
+        snprintf(us, sizeof us, "%llu", (unsigned long long)w->fb_us);
+        log_msg(LOG_DEBUG, "message center batch written", "steps", n, "us", us,
+                NULL);
+    }
     if (w->close_after_flush) {
         close_all(w);
         return;
@@ -1094,7 +1104,9 @@ on_retry_timer(uv_timer_t *timer)
         snprintf(d, sizeof d, "%zu", w->nmcq);
         snprintf(e, sizeof e, "%zu", queue_pending(w->q));
         log_msg(LOG_DEBUG, "pipeline", "tasks", a, "smtp", b, "ready", c,
-                "mc_pending", d, "redis_pending", e, NULL);
+                "mc_pending", d, "redis_pending", e, "mc_flushing",
+                w->flushing ? "yes" : "no", "flush_armed",
+                w->flush_armed ? "yes" : "no", NULL);
     }
     struct task *t;
     while ((t = tq_pop(&w->retry)) != NULL) {
