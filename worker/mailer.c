@@ -143,10 +143,10 @@ xfer_done(struct xfer *x)
     struct mailer *m = x->m;
     xfer_unlink(m, x);
     struct mail_req *req = x->req;
-    struct mail_result res = x->res;
-    free(x);
     req->priv_ = NULL;
-    req->done(req, &res);
+    req->done(req, &x->res); /* the result lives until done() returns */
+    free(x->res.rcpt);
+    free(x);
 }
 
 static void
@@ -1235,6 +1235,7 @@ mailer_send(struct mailer *m, struct mail_req *req)
     x->req = req;
     x->pool = p;
     x->res.nrcpt = req->nrcpt;
+    x->res.rcpt = xcalloc(req->nrcpt, sizeof *x->res.rcpt);
     x->next = m->active;
     if (m->active)
         m->active->prev = x;

@@ -46,7 +46,7 @@ struct mail_result {
     enum mail_class cls;
     int code;                     /* last SMTP code seen (0: none) */
     char reply[MAILER_REPLY_MAX]; /* final server reply, or what failed */
-    struct mail_rcpt_result rcpt[MAILER_RCPT_MAX]; /* in envelope order */
+    struct mail_rcpt_result *rcpt; /* nrcpt results, in envelope order */
     size_t nrcpt;
     int reused;      /* 1 when an existing connection carried it */
     int auth_failed; /* the server refused the credentials (cls TEMP) */
