@@ -640,6 +640,8 @@ static void
 on_mail_done(struct mail_req *req, const struct mail_result *r)
 {
     struct task *t = req->ud;
+    free(t->msg); /* a retry builds it again */
+    t->msg = NULL;
     free(t->reply);
     t->reply = xstrdup(r->reply);
     free(t->rcpt_json);
@@ -1076,10 +1078,11 @@ room(void *ud)
     struct worker *w = ud;
     if (w->stopping)
         return 0;
-    /* Four times the SMTP slots: jobs being claimed and recorded ahead
-     * of a free slot, and jobs whose outcome is being recorded, must not
-     * starve the SMTP connections. */
-    long r = 4 * w->s->concurrency - (long)w->ntasks;
+    /* Eight times the SMTP slots: jobs being claimed and recorded ahead
+     * of a free slot, and jobs whose outcome is being recorded (a batch
+     * commit, then leaving the processing list), must not starve the
+     * SMTP connections. A task is a few KB. */
+    long r = 8 * w->s->concurrency - (long)w->ntasks;
     return r > 0 ? (int)r : 0;
 }
 
