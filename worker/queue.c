@@ -89,7 +89,7 @@ static const char *script_src[S_COUNT] = {
     "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
     "return 1\n",
     /* DEAD: KEYS processing dead ledger|''; ARGV raw entry */
-    "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then\n"
+    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then\n"
     "  redis.call('LPUSH', KEYS[2], ARGV[2])\n"
     "  if KEYS[3] ~= '' then\n"
     "    redis.call('HSET', KEYS[3], 'state', 'failed')\n"
@@ -99,7 +99,7 @@ static const char *script_src[S_COUNT] = {
     "end\n"
     "return 0\n",
     /* SCHED: KEYS processing scheduled ledger|''; ARGV raw member due */
-    "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then\n"
+    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then\n"
     "  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])\n"
     "  if KEYS[3] ~= '' then\n"
     "    redis.call('HSET', KEYS[3], 'state', 'deferred')\n"
@@ -109,7 +109,7 @@ static const char *script_src[S_COUNT] = {
     "end\n"
     "return 0\n",
     /* REPLACE: KEYS processing; ARGV raw new */
-    "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then\n"
+    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then\n"
     "  redis.call('LPUSH', KEYS[1], ARGV[2])\n"
     "  return 1\n"
     "end\n"
@@ -875,8 +875,10 @@ void
 queue_finish(struct queue *q, const char *raw, size_t len, queue_reply_fn *cb,
              void *ud)
 {
-    const char *argv[4] = {"LREM", q->k_proc, "1", raw};
-    size_t lens[4] = {4, strlen(q->k_proc), 1, len};
+    /* From the tail: the processing list is oldest-last and jobs finish
+     * roughly in the order they were taken, so the scan is short. */
+    const char *argv[4] = {"LREM", q->k_proc, "-1", raw};
+    size_t lens[4] = {4, strlen(q->k_proc), 2, len};
     op_add(q, 4, argv, lens, cb, ud, 0);
 }
 
