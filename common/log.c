@@ -7,6 +7,8 @@
 #include <string.h>
 
 static const char *prog_name = "herald";
+static int buffered;
+static struct buf pending = {NULL, 0, 0, LOG_BUF_MAX};
 static enum log_level min_level = LOG_INFO;
 static const char *names[] = {"debug", "info", "warn", "error", "fatal"};
 
@@ -86,8 +88,30 @@ emit(enum log_level lvl, const char *job, const char *org, int attempt,
         put_json_str(&b, v ? v : "");
     }
     buf_puts(&b, "}\n");
+    if (buffered && lvl <= LOG_INFO && buf_append(&pending, b.p, b.len) == 0) {
+        buf_free(&b);
+        return;
+    }
+    log_flush();
     fwrite(b.p, 1, b.len, stderr);
     buf_free(&b);
+}
+
+void
+log_set_buffered(int on)
+{
+    if (!on)
+        log_flush();
+    buffered = on;
+}
+
+void
+log_flush(void)
+{
+    if (pending.len == 0)
+        return;
+    fwrite(pending.p, 1, pending.len, stderr);
+    buf_reset(&pending);
 }
 
 void

@@ -13,6 +13,16 @@ enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_FATAL };
 
 /* Program name and minimum level ("debug", "info", "warn", "error"). */
 void log_init(const char *prog, const char *level);
+
+/*
+ * Buffering for a busy event loop: when on, debug and info lines are
+ * collected (up to LOG_BUF_MAX bytes) and written by log_flush(), which
+ * the loop calls once per turn; warn and above flush everything at once,
+ * in order. Off by default (every line is written as it is made).
+ */
+#define LOG_BUF_MAX (64 * 1024)
+void log_set_buffered(int on);
+void log_flush(void);
 int log_enabled(enum log_level lvl);
 
 /* log_msg(LOG_INFO, "started", "worker", id, NULL) */

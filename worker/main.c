@@ -34,6 +34,7 @@ struct app {
     uv_loop_t *loop;
     struct worker *w;
     uv_signal_t sigterm, sigint;
+    uv_prepare_t logflush; /* writes the turn's log lines before waiting */
     int code;
     int done;
     int early_stop; /* a signal came before the worker existed */
@@ -45,8 +46,16 @@ on_worker_done(void *ud, int code)
     struct app *a = ud;
     a->code = code;
     a->done = 1;
+    uv_close((uv_handle_t *)&a->logflush, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
+}
+
+static void
+on_logflush(uv_prepare_t *h)
+{
+    (void)h;
+    log_flush();
 }
 
 static void
@@ -138,6 +147,10 @@ main(int argc, char **argv)
         settings_free(&s);
         return e.field[0] && strncmp(e.field, "HERALD_", 7) == 0 ? 2 : 1;
     }
+    uv_prepare_init(a.loop, &a.logflush);
+    uv_prepare_start(&a.logflush, on_logflush);
+    uv_unref((uv_handle_t *)&a.logflush);
+    log_set_buffered(1);
     /* A signal that arrived before uv_run is delivered by the loop: */
     uv_run(a.loop, UV_RUN_NOWAIT);
     if (a.early_stop)
@@ -145,6 +158,7 @@ main(int argc, char **argv)
     log_msg(LOG_INFO, "worker started", "worker", idbuf, "version",
             HERALD_VERSION, NULL);
     uv_run(a.loop, UV_RUN_DEFAULT);
+    log_set_buffered(0);
     int rc = uv_loop_close(a.loop);
     if (rc != 0)
         log_msg(LOG_ERROR, "loop closed with handles still open (a bug)",
