@@ -44,8 +44,8 @@ struct mail_rcpt_result {
 
 struct mail_result {
     enum mail_class cls;
-    int code;                     /* last SMTP code seen (0: none) */
-    char reply[MAILER_REPLY_MAX]; /* final server reply, or what failed */
+    int code;                      /* last SMTP code seen (0: none) */
+    char reply[MAILER_REPLY_MAX];  /* final server reply, or what failed */
     struct mail_rcpt_result *rcpt; /* nrcpt results, in envelope order */
     size_t nrcpt;
     int reused;      /* 1 when an existing connection carried it */
