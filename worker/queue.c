@@ -48,41 +48,73 @@ enum {
     "  return KEYS[a+1]\n"                                                     \
     "end\n"
 
+/*
+ * Claims job id `key` (the ledger hash) for worker `me`: {status,
+ * attempts, first_at}. "sent": delivered already; "busy": another worker
+ * with a live heartbeat holds it; "ok": ours, attempts counts this one.
+ * A "failed" id starts afresh (a replay, or the same id pushed again).
+ */
+#define LUA_CLAIM                                                              \
+    "local function claim(key, workers, me, now, hb, ttl)\n"                   \
+    "  local st = redis.call('HGET', key, 'state')\n"                          \
+    "  if st == 'sent' then\n"                                                 \
+    "    return {'sent', tonumber(redis.call('HGET', key, 'attempts') or "     \
+    "'0'), 0}\n"                                                               \
+    "  end\n"                                                                  \
+    "  if st == 'inflight' then\n"                                             \
+    "    local owner = redis.call('HGET', key, 'owner')\n"                     \
+    "    if owner and owner ~= me then\n"                                      \
+    "      local beat = redis.call('HGET', workers, owner)\n"                  \
+    "      if beat and tonumber(beat) + hb > now then\n"                       \
+    "        return {'busy', 0, 0}\n"                                          \
+    "      end\n"                                                              \
+    "    end\n"                                                                \
+    "  end\n"                                                                  \
+    "  if st == 'failed' then\n"                                               \
+    "    redis.call('HDEL', key, 'attempts', 'first_at')\n"                    \
+    "  end\n"                                                                  \
+    "  local a = redis.call('HINCRBY', key, 'attempts', 1)\n"                  \
+    "  redis.call('HSETNX', key, 'first_at', now)\n"                           \
+    "  redis.call('HSET', key, 'state', 'inflight', 'owner', me)\n"            \
+    "  redis.call('PEXPIRE', key, ttl)\n"                                      \
+    "  return {'ok', a, tonumber(redis.call('HGET', key, 'first_at'))}\n"      \
+    "end\n"
+
 static const char *script_src[S_COUNT] = {
-    /* TAKE: KEYS high normal low processing; ARGV max */
-    "local out, n = {}, tonumber(ARGV[1])\n"
+    /* TAKE: KEYS high normal low processing workers; ARGV max me now
+     * heartbeat_ms ttl_ms prefix. Moves up to max jobs, lanes in priority
+     * order, and claims each whose id it can read (and that has no
+     * send_at: the worker decides those): a flat array of
+     * {job, status, attempts, first_at, id}, status "-" (and id "") when
+     * not claimed. */
+    LUA_CLAIM
+    "local out, n, taken = {}, tonumber(ARGV[1]), 0\n"
+    "local now, hb = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "for i = 1, 3 do\n"
-    "  while #out < n do\n"
+    "  while taken < n do\n"
     "    local v = redis.call('LMOVE', KEYS[i], KEYS[4], 'RIGHT', 'LEFT')\n"
     "    if not v then break end\n"
+    "    taken = taken + 1\n"
+    "    local c, id = {'-', 0, 0}, ''\n"
+    "    local ok, j = pcall(cjson.decode, v)\n"
+    "    if ok and type(j) == 'table' and type(j.id) == 'string' and\n"
+    "       #j.id <= 128 and string.find(j.id, '^[%w%._:%-]+$') and\n"
+    "       j.send_at == nil then\n"
+    "      id = j.id\n"
+    "      c = claim(ARGV[6] .. ':job:' .. id, KEYS[5], ARGV[2], now, hb,\n"
+    "                ARGV[5])\n"
+    "    end\n"
     "    out[#out + 1] = v\n"
+    "    out[#out + 1] = c[1]\n"
+    "    out[#out + 1] = c[2]\n"
+    "    out[#out + 1] = c[3]\n"
+    "    out[#out + 1] = id\n"
     "  end\n"
     "end\n"
     "return out\n",
     /* CLAIM: KEYS ledger workers; ARGV me now heartbeat_ms ttl_ms */
-    "local st = redis.call('HGET', KEYS[1], 'state')\n"
-    "if st == 'sent' then\n"
-    "  return {'sent', tonumber(redis.call('HGET', KEYS[1], 'attempts') or "
-    "'0'), 0}\n"
-    "end\n"
-    "if st == 'inflight' then\n"
-    "  local owner = redis.call('HGET', KEYS[1], 'owner')\n"
-    "  if owner and owner ~= ARGV[1] then\n"
-    "    local hb = redis.call('HGET', KEYS[2], owner)\n"
-    "    if hb and tonumber(hb) + tonumber(ARGV[3]) > tonumber(ARGV[2]) "
-    "then\n"
-    "      return {'busy', 0, 0}\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "if st == 'failed' then\n"
-    "  redis.call('HDEL', KEYS[1], 'attempts', 'first_at')\n"
-    "end\n"
-    "local a = redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
-    "redis.call('HSETNX', KEYS[1], 'first_at', ARGV[2])\n"
-    "redis.call('HSET', KEYS[1], 'state', 'inflight', 'owner', ARGV[1])\n"
-    "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
-    "return {'ok', a, tonumber(redis.call('HGET', KEYS[1], 'first_at'))}\n",
+    LUA_CLAIM "return claim(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), "
+              "tonumber(ARGV[3]), ARGV[4])\n",
     /* SENT: KEYS ledger; ARGV now ttl_ms */
     "redis.call('HSET', KEYS[1], 'state', 'sent', 'sent_at', ARGV[1])\n"
     "redis.call('HDEL', KEYS[1], 'owner')\n"
@@ -569,7 +601,7 @@ on_resync(void *ud, redisReply *r)
                         "adopting a job found in the processing "
                         "list after reconnecting",
                         NULL);
-                q->ev.job(q->ev.ud, xstrndup(e->str, e->len), e->len);
+                q->ev.job(q->ev.ud, xstrndup(e->str, e->len), e->len, NULL);
             }
         }
         q->state = Q_READY;
@@ -665,7 +697,7 @@ on_block_reply(redisAsyncContext *ac, void *reply, void *priv)
     if (r == NULL)
         return;
     if (r->type == REDIS_REPLY_STRING) {
-        q->ev.job(q->ev.ud, xstrndup(r->str, r->len), r->len);
+        q->ev.job(q->ev.ud, xstrndup(r->str, r->len), r->len, NULL);
         q_take(q); /* there may be more: batch them */
         return;
     }
@@ -685,10 +717,24 @@ on_take(void *ud, redisReply *r)
     q->take_out = 0;
     if (r->type != REDIS_REPLY_ARRAY)
         return;
-    for (size_t i = 0; i < r->elements; i++) {
-        redisReply *e = r->element[i];
-        if (e->type == REDIS_REPLY_STRING)
-            q->ev.job(q->ev.ud, xstrndup(e->str, e->len), e->len);
+    for (size_t i = 0; i + 5 <= r->elements; i += 5) {
+        redisReply *e = r->element[i], *st = r->element[i + 1];
+        if (e->type != REDIS_REPLY_STRING)
+            continue;
+        struct queue_claim c = {{0}, 0, 0, {0}};
+        const struct queue_claim *pc = NULL;
+        if (st->type == REDIS_REPLY_STRING && strcmp(st->str, "-") != 0) {
+            snprintf(c.status, sizeof c.status, "%s", st->str);
+            c.attempts = r->element[i + 2]->integer;
+            c.first_at = r->element[i + 3]->integer;
+            redisReply *id = r->element[i + 4];
+            if (id->type == REDIS_REPLY_STRING && id->len < sizeof c.id) {
+                memcpy(c.id, id->str, id->len);
+                c.id[id->len] = '\0';
+                pc = &c;
+            }
+        }
+        q->ev.job(q->ev.ud, xstrndup(e->str, e->len), e->len, pc);
     }
     if (r->elements > 0)
         q_take(q);
@@ -706,12 +752,15 @@ q_take(struct queue *q)
         return;
     if (room > TAKE_BATCH)
         room = TAKE_BATCH;
-    char n[16];
+    char n[16], now[32], hb[32];
     snprintf(n, sizeof n, "%d", room);
-    const char *keys[4] = {q->k_lane[0], q->k_lane[1], q->k_lane[2], q->k_proc};
-    const char *args[1] = {n};
+    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
+    snprintf(hb, sizeof hb, "%ld", q->heartbeat_ms);
+    const char *keys[5] = {q->k_lane[0], q->k_lane[1], q->k_lane[2], q->k_proc,
+                           q->k_workers};
+    const char *args[6] = {n, q->me, now, hb, LEDGER_TTL_MS, q->prefix};
     q->take_out = 1;
-    eval(q, S_TAKE, 4, keys, 1, args, NULL, on_take, q);
+    eval(q, S_TAKE, 5, keys, 6, args, NULL, on_take, q);
 }
 
 void

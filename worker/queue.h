@@ -22,6 +22,7 @@
 #ifndef HERALD_QUEUE_H
 #define HERALD_QUEUE_H
 
+#include "job.h"
 #include "settings.h"
 
 #include <hiredis/hiredis.h>
@@ -34,10 +35,20 @@ struct queue;
 /* `r` is valid only during the call. r->type may be REDIS_REPLY_ERROR. */
 typedef void queue_reply_fn(void *ud, redisReply *r);
 
+/* A claim made while taking (see queue_claim for the meaning). */
+struct queue_claim {
+    char status[8]; /* "ok", "sent", "busy" */
+    long long attempts, first_at;
+    char id[JOB_ID_MAX + 1]; /* the id claimed, as the take read it */
+};
+
 struct queue_events {
     /* A job was taken. `raw` (len bytes, NUL-terminated) becomes the
-     * callee's; it is the exact processing-list entry. */
-    void (*job)(void *ud, char *raw, size_t len);
+     * callee's; it is the exact processing-list entry. `pre` is the
+     * ledger claim the take already made for its id, or NULL when none
+     * was made (no readable id, a send_at, or a blocking take): then the
+     * worker claims with queue_claim. */
+    void (*job)(void *ud, char *raw, size_t len, const struct queue_claim *pre);
     /* How many local jobs hold exactly this processing-list entry. */
     size_t (*count_local)(void *ud, const char *raw, size_t len);
     /* How many more jobs the worker can take now. */

@@ -77,8 +77,10 @@ struct task {
     int dup_sent;         /* the record already said "sent" */
     int attempt_recorded; /* the record counts this attempt */
     int in_mcq;
-    int rendered;  /* the template (if any) has been applied */
-    uint64_t t250; /* uv_hrtime() when the server accepted */
+    int rendered;           /* the template (if any) has been applied */
+    uint64_t t250;          /* uv_hrtime() when the server accepted */
+    int preclaimed;         /* the take claimed the id already */
+    struct queue_claim pre; /* what that claim said */
 };
 
 struct tq {
@@ -864,6 +866,9 @@ prepare(struct task *t)
     mc_queue(t, MCW_START);
 }
 
+static void claimed(struct task *t, const char *st, long long attempts,
+                    long long first_at);
+
 static void
 on_claim(void *ud, redisReply *r)
 {
@@ -881,10 +886,17 @@ on_claim(void *ud, redisReply *r)
         tq_push(&w->retry, t);
         return;
     }
-    const char *st = r->element[0]->str;
+    claimed(t, r->element[0]->str, r->element[1]->integer,
+            r->element[2]->integer);
+}
+
+/* What the ledger said of this job's id (see queue_claim). */
+static void
+claimed(struct task *t, const char *st, long long attempts, long long first_at)
+{
     if (strcmp(st, "ok") == 0) {
-        t->attempt = (int)r->element[1]->integer;
-        t->first_at = r->element[2]->integer;
+        t->attempt = (int)attempts;
+        t->first_at = first_at;
         prepare(t);
         return;
     }
@@ -991,6 +1003,10 @@ route_task(struct task *t)
         mc_queue(t, MCW_SCHEDULE);
         return;
     }
+    if (t->preclaimed && strcmp(t->pre.id, t->job->id) == 0) {
+        claimed(t, t->pre.status, t->pre.attempts, t->pre.first_at);
+        return;
+    }
     queue_claim(w->q, t->job->id, on_claim, t);
 }
 
@@ -1023,17 +1039,25 @@ invalid_job(struct task *t, const struct herr *e)
     char *entry = dead_entry_new(t->raw, t->rawlen, "invalid", e->field, why,
                                  id, clock_now_ms());
     json_decref(o);
-    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry, NULL, on_final_reply,
-                      t);
+    /* A claim the take made for this id is released (ledger "failed"),
+     * so a corrected job with the same id can go out; a "sent" or
+     * another worker's claim is left alone. */
+    int ours = t->preclaimed && strcmp(t->pre.status, "ok") == 0;
+    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry,
+                      ours ? t->pre.id : NULL, on_final_reply, t);
     free(entry);
 }
 
 static void
-on_job(void *ud, char *raw, size_t len)
+on_job(void *ud, char *raw, size_t len, const struct queue_claim *pre)
 {
     struct worker *w = ud;
     struct task *t = xcalloc(1, sizeof *t);
     t->w = w;
+    if (pre) {
+        t->preclaimed = 1;
+        t->pre = *pre;
+    }
     t->raw = raw;
     t->rawlen = len;
     t->next = w->tasks;

@@ -934,3 +934,28 @@ def test_smtp_killed_mid_run_loses_nothing(t):
     left = mc_unfinished(e)
     check(not left, f"MC records not sent after the run: {left}")
     stop_ok(w)
+
+
+@harness.timeout(90)
+def test_invalid_job_releases_its_id(t):
+    """A take claims ids it can read; when the job then proves invalid the
+    claim is released, so a corrected job with the same id goes out even
+    while the first worker still counts as alive."""
+    r, s, e, _ = setup(t, start_worker=False, HERALD_HEARTBEAT_S=60)
+    a = t.worker(dict(e, HERALD_WORKER_ID="wa"))
+    bad = make_job(id="fix-me")
+    bad["to"] = ["not an address"]
+    push(r, t.prefix, bad)
+    wait_until(lambda: len(harness.dead(r, t.prefix)) == 1, 10, "the bad job in dead")
+    check(r.cmd("HGET", f"{t.prefix}:job:fix-me", "state") in (None, b"failed"),
+          "the invalid job's id is still claimed")
+    # wa goes away without a word but its heartbeat says it is alive: a
+    # claim it still held would make wb drop the corrected job as "busy"
+    os.kill(a.pid, signal.SIGKILL)
+    a.proc.wait() if hasattr(a, "proc") else time.sleep(0.2)
+    r.cmd("HSET", f"{t.prefix}:workers", "wa", str(int(time.time() * 1000)))
+    b = t.worker(dict(e, HERALD_WORKER_ID="wb"))
+    push(r, t.prefix, make_job(id="fix-me"))
+    one_message(s, "fix-me", 15)
+    check(s.ids().count("fix-me") == 1, "delivered more than once")
+    stop_ok(b)
