@@ -82,6 +82,11 @@ void queue_mark_sent(struct queue *q, const char *id, queue_reply_fn *cb,
 void queue_finish(struct queue *q, const char *raw, size_t len,
                   queue_reply_fn *cb, void *ud);
 
+/* queue_finish for n entries in one call (one reply for all). */
+void queue_finish_many(struct queue *q, const char *const *raws,
+                       const size_t *lens, size_t n, queue_reply_fn *cb,
+                       void *ud);
+
 /* Moves the entry to <p>:dead as `entry`; marks the ledger failed when
  * id is not NULL. */
 void queue_finish_dead(struct queue *q, const char *raw, size_t len,

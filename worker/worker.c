@@ -110,6 +110,9 @@ struct worker {
     enum mc_step *fb_step;
     size_t fb_n, fb_cap;
     int fb_rc;
+    struct task **done_list; /* sent, recorded: leave processing together */
+    struct finish_batch *batches; /* waiting for Redis */
+    size_t ndone;
     uint64_t fb_us;
     struct herr fb_err;
     uv_timer_t t_flush, t_retry, t_grace;
@@ -385,6 +388,62 @@ arm_flush(struct worker *w, uint64_t ms)
     uv_timer_start(&w->t_flush, on_flush, ms, 0);
 }
 
+struct finish_batch {
+    struct worker *w;
+    struct finish_batch *next, *prev; /* w->batches: freed at close */
+    size_t n;
+    struct task *t[];
+};
+
+static void
+on_finish_many(void *ud, redisReply *r)
+{
+    struct finish_batch *b = ud;
+    struct worker *w = b->w;
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        w->batches = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    if (r->type == REDIS_REPLY_ERROR)
+        log_msg(LOG_ERROR,
+                "redis refused to finish delivered jobs; they stay in the "
+                "processing list",
+                "error", r->str, NULL);
+    for (size_t i = 0; i < b->n; i++)
+        task_free(b->t[i]);
+    free(b);
+}
+
+/* The batch's delivered jobs leave the processing list in one call. */
+static void
+finish_done_list(struct worker *w)
+{
+    size_t n = w->ndone;
+    w->ndone = 0;
+    if (n == 0)
+        return;
+    struct finish_batch *b = xmalloc(sizeof *b + n * sizeof b->t[0]);
+    const char **raws = xmalloc(n * sizeof *raws);
+    size_t *lens = xmalloc(n * sizeof *lens);
+    b->n = n;
+    b->w = w;
+    b->prev = NULL;
+    b->next = w->batches;
+    if (w->batches)
+        w->batches->prev = b;
+    w->batches = b;
+    for (size_t i = 0; i < n; i++) {
+        b->t[i] = w->done_list[i];
+        raws[i] = b->t[i]->raw;
+        lens[i] = b->t[i]->rawlen;
+    }
+    queue_finish_many(w->q, raws, lens, n, on_finish_many, b);
+    free(raws);
+    free(lens);
+}
+
 /* Back on the loop: continue each task, or put the batch back. */
 static void
 flush_done(uv_work_t *req, int status)
@@ -429,8 +488,11 @@ flush_done(uv_work_t *req, int status)
     }
     size_t n = w->fb_n;
     w->fb_n = 0;
+    w->done_list = xrealloc(w->done_list, (n ? n : 1) * sizeof *w->done_list);
+    w->ndone = 0;
     for (size_t i = 0; i < n; i++)
         after_mc(w->fb_task[i], w->fb_step[i]);
+    finish_done_list(w);
     if (w->mcq.head && !w->flush_armed)
         arm_flush(w, w->nmcq >= MC_BATCH_MAX ? 0 : MC_BATCH_MS);
     if (w->stopping)
@@ -948,7 +1010,8 @@ after_mc(struct task *t, enum mc_step step)
         break;
     case MCW_SENT:
         t->attempt_recorded = 1;
-        finish(t);
+        /* left with the rest of its batch: see flush_done */
+        w->done_list[w->ndone++] = t;
         break;
     case MCW_DEFERRED:
         t->attempt_recorded = 1;
@@ -1161,6 +1224,12 @@ on_handle_closed(uv_handle_t *h)
     resolver_free(w->resolver);
     free(w->fb_task);
     free(w->fb_step);
+    free(w->done_list);
+    while (w->batches) { /* Redis never answered: the jobs stay in it */
+        struct finish_batch *b = w->batches;
+        w->batches = b->next;
+        free(b);
+    }
     for (size_t i = 0; i < w->ntcache; i++) {
         free(w->tcache[i].name);
         free(w->tcache[i].json);
