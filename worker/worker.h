@@ -6,19 +6,23 @@
  *     │ no id: assign one, replace it in the processing list
  *     │ send_at later: record "queued" ─► <p>:scheduled
  *     ▼
- *   ready (waits for one of HERALD_CONCURRENCY slots)
+ *   claim in the ledger (the batched take already did, or one call)
+ *     │ "sent"/"busy" ──► dropped as a duplicate
  *     ▼
- *   claim in the ledger ──"sent"/"busy"──► dropped as a duplicate
+ *   resolve the sender, render a template, build the MIME bytes
  *     ▼
- *   record "sending" (committed before the SMTP transaction starts)
+ *   record "queued" (committed before the SMTP transaction starts)
  *     ▼
- *   SMTP ──250──► ledger "sent" at once, record "sent", leave processing
+ *   ready ─ one of HERALD_CONCURRENCY slots ─► record "sending" + SMTP
+ *        ──250──► ledger "sent" at once, record "sent", leave processing
  *        ──4xx/transport──► record "deferred", <p>:scheduled (backoff)
  *        ──5xx──► record "failed", dead ("rejected")
  *
- * Message Center writes are batched: everything that happened in one loop
- * turn is committed in one transaction before anything that depends on it
- * (an SMTP transaction, leaving the processing list) goes ahead.
+ * Message Center writes are batched (every few ms) and written on libuv's
+ * thread pool, one batch at a time; whatever depends on a write (an SMTP
+ * transaction, leaving the processing list, the dead list) waits for its
+ * batch to commit. Redis operations go through worker/queue.h and survive
+ * reconnects. The worker holds at most 8 x HERALD_CONCURRENCY jobs.
  */
 #ifndef HERALD_WORKER_H
 #define HERALD_WORKER_H
