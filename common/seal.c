@@ -1,0 +1,574 @@
+#include "seal.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define VERSION_TAG "v1:"
+/* "v1:" + key id + ":" */
+#define HDR_LEN (sizeof VERSION_TAG - 1 + SEAL_KEYID_LEN + 1)
+#define OVERHEAD (SEAL_NONCE_LEN + SEAL_TAG_LEN)
+/* The most bytes the base64 part of a token can decode to. */
+#define BLOB_MAX ((SEAL_TOKEN_MAX / 4) * 3)
+
+struct seal_key {
+    unsigned char raw[SEAL_KEY_LEN];
+    char id[SEAL_KEYID_LEN + 1];
+    unsigned warnings;
+    size_t mapsize; /* 0: from the heap (mmap failed) */
+    int locked;
+};
+
+static const char key_id_label[] = "herald-key-id";
+
+/* ---- key memory ---- */
+
+/*
+ * Each key gets a page of its own: mlock/munlock work on whole pages and
+ * do not nest, so sharing a page would let one key's free unlock another.
+ * MADV_DONTDUMP keeps the key out of core files.
+ */
+static struct seal_key *
+key_alloc(void)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t sz = pg > 0 ? (size_t)pg : 4096;
+    while (sz < sizeof(struct seal_key))
+        sz *= 2;
+    void *p = mmap(NULL, sz, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return xcalloc(1, sizeof(struct seal_key));
+    struct seal_key *k = p; /* anonymous pages come zeroed */
+    k->mapsize = sz;
+    k->locked = mlock(p, sz) == 0;
+#ifdef MADV_DONTDUMP
+    (void)madvise(p, sz, MADV_DONTDUMP);
+#endif
+    return k;
+}
+
+void
+seal_key_free(struct seal_key *k)
+{
+    if (k == NULL)
+        return;
+    size_t sz = k->mapsize;
+    int locked = k->locked;
+    OPENSSL_cleanse(k, sizeof *k);
+    if (sz == 0) {
+        free(k);
+        return;
+    }
+    if (locked)
+        (void)munlock(k, sz);
+    (void)munmap(k, sz);
+}
+
+static void
+key_derive_id(struct seal_key *k)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (c == NULL || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(c, key_id_label, sizeof key_id_label - 1) != 1 ||
+        EVP_DigestUpdate(c, k->raw, SEAL_KEY_LEN) != 1 ||
+        EVP_DigestFinal_ex(c, md, &mdlen) != 1 || mdlen < 8) {
+        /* Only an out-of-memory OpenSSL gets here; treat it as xmalloc
+         * treats that. */
+        fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"SHA-256 failed\"}\n");
+        abort();
+    }
+    EVP_MD_CTX_free(c);
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < SEAL_KEYID_LEN / 2; i++) {
+        k->id[2 * i] = hx[md[i] >> 4];
+        k->id[2 * i + 1] = hx[md[i] & 15];
+    }
+    k->id[SEAL_KEYID_LEN] = '\0';
+    OPENSSL_cleanse(md, sizeof md);
+}
+
+struct seal_key *
+seal_key_new(const unsigned char raw[SEAL_KEY_LEN])
+{
+    struct seal_key *k = key_alloc();
+    memcpy(k->raw, raw, SEAL_KEY_LEN);
+    key_derive_id(k);
+    return k;
+}
+
+const char *
+seal_key_id(const struct seal_key *k)
+{
+    return k->id;
+}
+
+unsigned
+seal_key_warnings(const struct seal_key *k)
+{
+    return k->warnings;
+}
+
+const char *
+seal_warning_str(unsigned bit)
+{
+    switch (bit) {
+    case SEAL_WARN_MODE:
+        return "the key file is readable by group or others; make it "
+               "readable by the service's user only (mode 0400)";
+    case SEAL_WARN_TEXT:
+        return "the key file's 32 bytes are printable text (a passphrase, "
+               "or a 128-bit key in hex), not 32 random bytes; generate a "
+               "key with `openssl rand -hex 32`";
+    }
+    return "";
+}
+
+/* ---- the key file ---- */
+
+static int
+hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Length of the content once one trailing "\n" or "\r\n" is dropped. */
+static size_t
+strip_newline(const unsigned char *b, size_t n)
+{
+    if (n >= 1 && b[n - 1] == '\n') {
+        n--;
+        if (n >= 1 && b[n - 1] == '\r')
+            n--;
+    }
+    return n;
+}
+
+/* Whether n bytes are `want` bytes plus nothing, "\n" or "\r\n". */
+static int
+is_len_nl(const unsigned char *b, size_t n, size_t want)
+{
+    return n == want || (n == want + 1 && b[want] == '\n') ||
+           (n == want + 2 && b[want] == '\r' && b[want + 1] == '\n');
+}
+
+/*
+ * Decides the form by the length of the file, so a raw key whose last
+ * byte happens to be '\n' or '\r' is still read whole: 32, 33 (+"\n")
+ * or 34 (+"\r\n") bytes are raw; 64, 65 or 66 are hex.
+ */
+static int
+key_parse(const char *path, const unsigned char *b, size_t n,
+          unsigned char raw[SEAL_KEY_LEN], unsigned *warnings, struct herr *e)
+{
+    if (is_len_nl(b, n, SEAL_KEY_LEN)) {
+        memcpy(raw, b, SEAL_KEY_LEN);
+        int text = 1;
+        for (size_t i = 0; i < SEAL_KEY_LEN; i++)
+            if (b[i] < 0x20 || b[i] > 0x7e)
+                text = 0;
+        if (text)
+            *warnings |= SEAL_WARN_TEXT;
+        return 0;
+    }
+    /* A file that ends in a newline is text: judge it without the
+     * newline (64 bytes = 63 characters + "\n" is too short, not "a
+     * non-hex 64th character"). */
+    size_t body = strip_newline(b, n);
+    if (body != 2 * SEAL_KEY_LEN && body != n)
+        return herr_set(e, HERR_INVALID, NULL,
+                        "key file %s is %zu bytes (%zu without the trailing "
+                        "newline); expected 32 raw bytes or 64 hex "
+                        "characters",
+                        path, n, body);
+    if (is_len_nl(b, n, 2 * SEAL_KEY_LEN)) {
+        for (size_t i = 0; i < SEAL_KEY_LEN; i++) {
+            int hi = hexval(b[2 * i]), lo = hexval(b[2 * i + 1]);
+            if (hi < 0 || lo < 0) {
+                OPENSSL_cleanse(raw, SEAL_KEY_LEN);
+                return herr_set(e, HERR_INVALID, NULL,
+                                "key file %s has 64 characters but "
+                                "character %zu is not a hexadecimal digit",
+                                path, 2 * i + (hi < 0 ? 1 : 2));
+            }
+            raw[i] = (unsigned char)(hi << 4 | lo);
+        }
+        return 0;
+    }
+    return herr_set(e, HERR_INVALID, NULL,
+                    "key file %s is %zu bytes; expected 32 raw bytes or 64 "
+                    "hex characters",
+                    path, n);
+}
+
+int
+seal_key_load(const char *path, struct seal_key **out, struct herr *e)
+{
+    *out = NULL;
+    if (path == NULL || path[0] == '\0')
+        return herr_set(e, HERR_INVALID, NULL, "no key file given");
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        int err = errno;
+        return herr_set(e, HERR_IO, NULL, "cannot open key file %s: %s", path,
+                        strerror(err));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        close(fd);
+        return herr_set(e, HERR_IO, NULL, "cannot stat key file %s: %s", path,
+                        strerror(err));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return herr_set(e, HERR_INVALID, NULL,
+                        "key file %s is a directory; expected a file of 32 "
+                        "raw bytes or 64 hex characters",
+                        path);
+    }
+    unsigned warnings = 0;
+    if (st.st_mode & (S_IRGRP | S_IROTH))
+        warnings |= SEAL_WARN_MODE;
+
+    /* One byte over the cap tells "too long" from "exactly the cap". */
+    unsigned char b[SEAL_KEYFILE_MAX + 1];
+    size_t n = 0;
+    while (n < sizeof b) {
+        ssize_t r = read(fd, b + n, sizeof b - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int err = errno;
+            close(fd);
+            OPENSSL_cleanse(b, sizeof b);
+            return herr_set(e, HERR_IO, NULL, "cannot read key file %s: %s",
+                            path, strerror(err));
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (n > SEAL_KEYFILE_MAX) {
+        OPENSSL_cleanse(b, sizeof b);
+        return herr_set(e, HERR_INVALID, NULL,
+                        "key file %s is over %d bytes; expected 32 raw bytes "
+                        "or 64 hex characters",
+                        path, SEAL_KEYFILE_MAX);
+    }
+    unsigned char raw[SEAL_KEY_LEN];
+    int rc = key_parse(path, b, n, raw, &warnings, e);
+    OPENSSL_cleanse(b, sizeof b);
+    if (rc != 0)
+        return rc;
+    struct seal_key *k = seal_key_new(raw);
+    OPENSSL_cleanse(raw, sizeof raw);
+    k->warnings = warnings;
+    *out = k;
+    return 0;
+}
+
+/* ---- AES-256-GCM ---- */
+
+static int
+gcm_args_ok(const void *aad, size_t aadlen, const void *in, size_t len,
+            const void *out)
+{
+    if (len > SEAL_PLAINTEXT_MAX || aadlen > SEAL_TOKEN_MAX)
+        return HERR_TOOBIG;
+    if ((aadlen && aad == NULL) || (len && (in == NULL || out == NULL)))
+        return HERR_INVALID;
+    return 0;
+}
+
+int
+seal_gcm_encrypt(const unsigned char key[SEAL_KEY_LEN],
+                 const unsigned char nonce[SEAL_NONCE_LEN], const void *aad,
+                 size_t aadlen, const void *pt, size_t len, unsigned char *ct,
+                 unsigned char tag[SEAL_TAG_LEN])
+{
+    int rc = gcm_args_ok(aad, aadlen, pt, len, ct);
+    if (rc != 0)
+        return rc;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    if (c == NULL)
+        return HERR_PERM;
+    /* GCM's Final writes nothing; a buffer of its own keeps `ct + outl`
+     * off a NULL `ct` when len is 0. */
+    unsigned char fin_out[SEAL_TAG_LEN];
+    int outl = 0, fin = 0;
+    rc = HERR_PERM;
+    if (EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, SEAL_NONCE_LEN, NULL) !=
+            1 ||
+        EVP_EncryptInit_ex(c, NULL, NULL, key, nonce) != 1)
+        goto out;
+    if (aadlen && EVP_EncryptUpdate(c, NULL, &outl, aad, (int)aadlen) != 1)
+        goto out;
+    outl = 0;
+    if (len && EVP_EncryptUpdate(c, ct, &outl, pt, (int)len) != 1)
+        goto out;
+    if ((size_t)outl != len)
+        goto out;
+    if (EVP_EncryptFinal_ex(c, fin_out, &fin) != 1 || fin != 0)
+        goto out;
+    if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, SEAL_TAG_LEN, tag) != 1)
+        goto out;
+    rc = 0;
+out:
+    EVP_CIPHER_CTX_free(c); /* wipes the key schedule */
+    if (rc != 0 && len)
+        OPENSSL_cleanse(ct, len);
+    return rc;
+}
+
+int
+seal_gcm_decrypt(const unsigned char key[SEAL_KEY_LEN],
+                 const unsigned char nonce[SEAL_NONCE_LEN], const void *aad,
+                 size_t aadlen, const void *ct, size_t len,
+                 const unsigned char tag[SEAL_TAG_LEN], unsigned char *pt)
+{
+    int rc = gcm_args_ok(aad, aadlen, ct, len, pt);
+    if (rc != 0)
+        return rc;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    if (c == NULL)
+        return HERR_PERM;
+    unsigned char t[SEAL_TAG_LEN];
+    memcpy(t, tag, sizeof t); /* the ctrl takes a non-const pointer */
+    /* GCM's Final writes nothing; a buffer of its own keeps `ct + outl`
+     * off a NULL `ct` when len is 0. */
+    unsigned char fin_out[SEAL_TAG_LEN];
+    int outl = 0, fin = 0;
+    rc = HERR_PERM;
+    if (EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, SEAL_NONCE_LEN, NULL) !=
+            1 ||
+        EVP_DecryptInit_ex(c, NULL, NULL, key, nonce) != 1)
+        goto out;
+    if (aadlen && EVP_DecryptUpdate(c, NULL, &outl, aad, (int)aadlen) != 1)
+        goto out;
+    outl = 0;
+    if (len && EVP_DecryptUpdate(c, pt, &outl, ct, (int)len) != 1)
+        goto out;
+    if ((size_t)outl != len)
+        goto out;
+    if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, SEAL_TAG_LEN, t) != 1)
+        goto out;
+    if (EVP_DecryptFinal_ex(c, fin_out, &fin) != 1) {
+        rc = HERR_INVALID;
+        goto out;
+    }
+    rc = 0;
+out:
+    EVP_CIPHER_CTX_free(c);
+    if (rc != 0 && len)
+        OPENSSL_cleanse(pt, len);
+    return rc;
+}
+
+/* ---- tokens ---- */
+
+static int
+is_b64(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+           (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+static int
+is_lower_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+/*
+ * Checks the whole shape of a token (nothing about keys) and decodes its
+ * body into blob (BLOB_MAX bytes). Returns 0 with *bloblen, or an error
+ * whose message quotes nothing of the token but the version digits.
+ */
+static int
+token_parse(const char *token, unsigned char *blob, size_t *bloblen,
+            struct herr *e)
+{
+    if (token == NULL)
+        return herr_set(e, HERR_INVALID, NULL, "no sealed value");
+    size_t tl = strnlen(token, SEAL_TOKEN_MAX + 1);
+    if (tl > SEAL_TOKEN_MAX)
+        return herr_set(e, HERR_TOOBIG, NULL,
+                        "sealed value is over %d characters", SEAL_TOKEN_MAX);
+    if (strncmp(token, VERSION_TAG, sizeof VERSION_TAG - 1) != 0) {
+        size_t d = 0;
+        while (token[0] == 'v' && d < 8 && token[1 + d] >= '0' &&
+               token[1 + d] <= '9')
+            d++;
+        if (d > 0 && token[1 + d] == ':')
+            return herr_set(e, HERR_INVALID, NULL,
+                            "sealed value is in format v%.*s, which this "
+                            "version does not read",
+                            (int)d, token + 1);
+        return herr_set(e, HERR_INVALID, NULL,
+                        "not a sealed value (expected v1:<key id>:<data>)");
+    }
+    const char *id = token + sizeof VERSION_TAG - 1;
+    for (size_t i = 0; i < SEAL_KEYID_LEN; i++)
+        if (!is_lower_hex((unsigned char)id[i]))
+            return herr_set(e, HERR_INVALID, NULL,
+                            "sealed value has a malformed key id");
+    if (id[SEAL_KEYID_LEN] != ':')
+        return herr_set(e, HERR_INVALID, NULL,
+                        "sealed value has a malformed key id");
+
+    const char *b = token + HDR_LEN;
+    size_t bl = tl - HDR_LEN;
+    if (bl % 4 != 0)
+        return herr_set(e, HERR_INVALID, NULL,
+                        "sealed value is truncated or not base64");
+    size_t pad = 0;
+    if (bl >= 1 && b[bl - 1] == '=')
+        pad++;
+    if (bl >= 2 && b[bl - 2] == '=')
+        pad++;
+    for (size_t i = 0; i < bl - pad; i++)
+        if (!is_b64((unsigned char)b[i]))
+            return herr_set(e, HERR_INVALID, NULL,
+                            "sealed value is not base64 (character %zu)",
+                            HDR_LEN + i + 1);
+    size_t n = bl / 4 * 3 - pad;
+    if (n < OVERHEAD)
+        return herr_set(e, HERR_INVALID, NULL, "sealed value is truncated");
+    if (n - OVERHEAD > SEAL_PLAINTEXT_MAX)
+        return herr_set(e, HERR_TOOBIG, NULL,
+                        "sealed value holds over %d bytes", SEAL_PLAINTEXT_MAX);
+    int m = EVP_DecodeBlock(blob, (const unsigned char *)b, (int)bl);
+    if (m < 0 || (size_t)m != bl / 4 * 3)
+        return herr_set(e, HERR_INVALID, NULL, "sealed value is not base64");
+    *bloblen = n;
+    return 0;
+}
+
+int
+seal_token_key_id(const char *token, char id[SEAL_KEYID_LEN + 1])
+{
+    unsigned char blob[BLOB_MAX];
+    size_t n;
+    id[0] = '\0';
+    if (token_parse(token, blob, &n, NULL) != 0)
+        return HERR_INVALID;
+    memcpy(id, token + sizeof VERSION_TAG - 1, SEAL_KEYID_LEN);
+    id[SEAL_KEYID_LEN] = '\0';
+    return 0;
+}
+
+char *
+seal_seal(const struct seal_key *k, const char *plaintext, size_t len,
+          const char *aad)
+{
+    if (k == NULL || len > SEAL_PLAINTEXT_MAX || (len && plaintext == NULL))
+        return NULL;
+    if (aad == NULL)
+        aad = "";
+    size_t aadlen = strlen(aad);
+    if (aadlen > SEAL_AAD_MAX)
+        return NULL;
+
+    unsigned char full[HDR_LEN + SEAL_AAD_MAX];
+    int h = snprintf((char *)full, sizeof full, "%s%s:", VERSION_TAG, k->id);
+    if (h != (int)HDR_LEN)
+        return NULL;
+    memcpy(full + HDR_LEN, aad, aadlen);
+
+    unsigned char blob[SEAL_PLAINTEXT_MAX + OVERHEAD];
+    if (RAND_bytes(blob, SEAL_NONCE_LEN) != 1)
+        return NULL;
+    if (seal_gcm_encrypt(k->raw, blob, full, HDR_LEN + aadlen, plaintext, len,
+                         blob + SEAL_NONCE_LEN,
+                         blob + SEAL_NONCE_LEN + len) != 0)
+        return NULL;
+    size_t n = len + OVERHEAD;
+    size_t b64 = (n + 2) / 3 * 4;
+    char *tok = xmalloc(HDR_LEN + b64 + 1);
+    memcpy(tok, full, HDR_LEN);
+    EVP_EncodeBlock((unsigned char *)tok + HDR_LEN, blob, (int)n);
+    tok[HDR_LEN + b64] = '\0';
+    return tok;
+}
+
+int
+seal_open(const struct seal_key *const *keys, size_t nkeys, const char *token,
+          const char *aad, char **plaintext, size_t *len, struct herr *e)
+{
+    *plaintext = NULL;
+    *len = 0;
+    if (aad == NULL)
+        aad = "";
+    size_t aadlen = strlen(aad);
+    if (aadlen > SEAL_AAD_MAX)
+        return herr_set(e, HERR_TOOBIG, NULL,
+                        "sealing context is over %d bytes", SEAL_AAD_MAX);
+    unsigned char blob[BLOB_MAX];
+    size_t n;
+    int rc = token_parse(token, blob, &n, e);
+    if (rc != 0)
+        return rc;
+
+    const char *id = token + sizeof VERSION_TAG - 1;
+    const struct seal_key *k = NULL;
+    for (size_t i = 0; i < nkeys && k == NULL; i++)
+        if (keys[i] && memcmp(keys[i]->id, id, SEAL_KEYID_LEN) == 0)
+            k = keys[i];
+    if (k == NULL)
+        return herr_set(e, HERR_NOTFOUND, NULL,
+                        "sealed with key %.*s, which is not loaded",
+                        (int)SEAL_KEYID_LEN, id);
+
+    unsigned char full[HDR_LEN + SEAL_AAD_MAX];
+    memcpy(full, token, HDR_LEN);
+    memcpy(full + HDR_LEN, aad, aadlen);
+    size_t ctlen = n - OVERHEAD;
+    unsigned char *pt = xmalloc(ctlen + 1);
+    rc = seal_gcm_decrypt(k->raw, blob, full, HDR_LEN + aadlen,
+                          blob + SEAL_NONCE_LEN, ctlen,
+                          blob + SEAL_NONCE_LEN + ctlen, pt);
+    if (rc != 0) {
+        seal_free_secret((char *)pt, ctlen);
+        if (rc == HERR_INVALID)
+            return herr_set(e, HERR_INVALID, NULL,
+                            "sealed value (key %s) does not verify: it was "
+                            "sealed for another context, or altered",
+                            k->id);
+        return herr_set(e, rc, NULL, "AES-256-GCM failed in OpenSSL");
+    }
+    pt[ctlen] = '\0';
+    *plaintext = (char *)pt;
+    *len = ctlen;
+    return 0;
+}
+
+void
+seal_free_secret(char *p, size_t len)
+{
+    if (p == NULL)
+        return;
+    OPENSSL_cleanse(p, len + 1);
+    free(p);
+}
