@@ -959,3 +959,35 @@ def test_invalid_job_releases_its_id(t):
     one_message(s, "fix-me", 15)
     check(s.ids().count("fix-me") == 1, "delivered more than once")
     stop_ok(b)
+
+
+@harness.timeout(90)
+def test_message_center_locked_jobs_wait(t):
+    """Another process holds the Message Center's write lock: the worker
+    cannot record, so it does not send (the record comes before the
+    attempt); it logs why, keeps the jobs, and delivers all of them once
+    the lock is released."""
+    import sqlite3
+    r, s, e, _ = setup(t, start_worker=False)
+    db = e["HERALD_MC"][len("sqlite://"):]
+    e["HERALD_MC"] = e["HERALD_MC"] + "?busy_timeout_ms=200"
+    w = t.worker(e)
+    push(r, t.prefix, make_job(id="mc-warmup"))  # creates the schema
+    one_message(s, "mc-warmup", 15)
+    lock = sqlite3.connect(db, timeout=5, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        jobs = bulk_jobs(20, "mclock")
+        push_many(r, t.prefix, jobs)
+        time.sleep(3)
+        check(s.count() == 1, f"{s.count() - 1} messages went out without a record")
+        wait_until(lambda: any("message center write failed" in (l.get("msg") or "")
+                               for l in w.logs()), 10, "the failure logged")
+        check(w.alive(), "worker died")
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    wait_until(lambda: len(set(s.ids())) == 21, 30, "all 20 delivered after the lock")
+    for j in jobs:
+        wait_status(e, j["id"], "sent")
+    stop_ok(w)
