@@ -26,6 +26,18 @@
  *                                      and syntax: tmpl.h); written by
  *                                      heraldctl / libherald, read by
  *                                      workers for jobs with "template"
+ *   <p>:schemes                 hash   Email Sending Schemes: field
+ *                                      "<org>/<email lowercased>" ->
+ *                                      compact JSON of the scheme (layout,
+ *                                      rules and the sealed "password":
+ *                                      common/scheme.h); written by
+ *                                      heraldctl / libherald with the
+ *                                      compare-and-set SCHEME_CAS_LUA only
+ *                                      (workers too, to mark auth_failed)
+ *   <p>:schemes:version         string integer INCR'd by the same script as
+ *                                      every change of <p>:schemes; workers
+ *                                      poll it and reload the hash when it
+ *                                      moves (missing = 0)
  *
  * Helpers build key names into a caller buffer and return its length, or
  * -1 when it does not fit.

@@ -96,5 +96,10 @@ int ctl_template_show(struct ctl *c, int argc, char **argv);
 int ctl_template_list(struct ctl *c, int argc, char **argv);
 int ctl_template_remove(struct ctl *c, int argc, char **argv);
 int ctl_template_render(struct ctl *c, int argc, char **argv);
+int ctl_scheme_add(struct ctl *c, int argc, char **argv);
+int ctl_scheme_update(struct ctl *c, int argc, char **argv);
+int ctl_scheme_list(struct ctl *c, int argc, char **argv);
+int ctl_scheme_remove(struct ctl *c, int argc, char **argv);
+int ctl_key_rotate(struct ctl *c, int argc, char **argv);
 
 #endif

@@ -15,6 +15,9 @@
  *   herald_dead_*        list and replay the dead-letter list.
  *   herald_template_*    store, read, list and remove message templates
  *                        (common/tmpl.h) in <prefix>:templates.
+ *   herald_scheme_*      Email Sending Schemes (common/scheme.h) in
+ *                        <prefix>:schemes; herald_key_rotate re-seals
+ *                        their passwords under a new key.
  *
  * Errors follow common/err.h: every function returns 0 or a negative
  * HERR_* code and fills the optional `struct herr` (field + sentence).
@@ -39,6 +42,8 @@
 #include "err.h"
 #include "job.h"
 #include "mc.h"
+#include "scheme.h"
+#include "seal.h"
 #include "settings.h"
 
 #include <stddef.h>
@@ -282,6 +287,117 @@ void herald_template_names_free(char **names, size_t n);
  * HERR_INVALID (field "name") for a bad name, HERR_REDIS.
  */
 int herald_template_remove(struct herald *h, const char *name, struct herr *e);
+
+/* ---- Email Sending Schemes ---- */
+
+/*
+ * Schemes live in <prefix>:schemes with a change counter in
+ * <prefix>:schemes:version; the layout, the sealing context and the
+ * compare-and-set script are in common/scheme.h. Every change below is one
+ * SCHEME_CAS_LUA call (the field and the version change together); when
+ * another writer changed the scheme in between, the call re-reads and
+ * tries again (at most HERALD_SCHEME_RETRIES times, then HERR_TEMP).
+ *
+ * Clear passwords are borrowed only for the length of a call, sealed with
+ * seal_seal under `key` and the context scheme_aad(org, email), and never
+ * copied anywhere else; the caller wipes its own copy.
+ */
+#define HERALD_SCHEME_RETRIES 16
+
+/*
+ * Loads the key file `path` named by setting `setting` (e.g.
+ * "HERALD_SECRET_KEY_FILE"). Returns 0 and a new key (seal_key_free), or
+ * HERR_INVALID with e->field = setting when the path is NULL or "" ("not
+ * set"), the file is missing or unreadable, or it is not a key (wrong
+ * size, not hex): a missing key is bad input, not a runtime failure.
+ * The caller reports seal_key_warnings() of the key.
+ */
+int herald_key_load(const char *path, const char *setting,
+                    struct seal_key **out, struct herr *e);
+
+/*
+ * Adds the scheme of `org` / `email` with the settings of `p` (see
+ * scheme_create; p->password must be NULL) and the clear password
+ * `password` (`len` bytes, 1..SCHEME_PASSWORD_MAX, no NUL), sealed under
+ * `key`. Never contacts the scheme's servers. Returns 0, HERR_INVALID /
+ * HERR_TOOBIG (e->field: "org", "email", "password" or the scheme member
+ * at fault), HERR_EXISTS when the scheme is there already, HERR_REDIS.
+ */
+int herald_scheme_add(struct herald *h, const char *org, const char *email,
+                      const struct scheme_patch *p, const char *password,
+                      size_t len, const struct seal_key *key, struct herr *e);
+
+/*
+ * Changes only the settings given in `p` (scheme_apply; p->password must
+ * be NULL) and, when `password` is not NULL, the password (sealed under
+ * `key`, which may then not be NULL). A new username or password resets
+ * the state to "ok". Atomic: the value read is replaced only if unchanged
+ * meanwhile. HERR_NOTFOUND (field "email") for an unknown scheme,
+ * HERR_INVALID / HERR_TOOBIG, HERR_TEMP, HERR_REDIS.
+ */
+int herald_scheme_update(struct herald *h, const char *org, const char *email,
+                         const struct scheme_patch *p, const char *password,
+                         size_t len, const struct seal_key *key,
+                         struct herr *e);
+
+/* The stored scheme (new; scheme_free). HERR_NOTFOUND, HERR_INVALID (a
+ * bad org or email, or a stored value that does not parse: the message
+ * says which member), HERR_REDIS. */
+int herald_scheme_get(struct herald *h, const char *org, const char *email,
+                      struct scheme **out, struct herr *e);
+
+/* One stored scheme as listed: `scheme` is NULL when the stored value is
+ * invalid; `err` then says why (never quoting the password). */
+struct herald_scheme_row {
+    char *field; /* "<org>/<email lowercased>" */
+    struct scheme *scheme;
+    struct herr err;
+};
+
+/*
+ * Every stored scheme (of `org` only, when not NULL), sorted by field.
+ * *rows is a new array of *n rows (NULL when none); free with
+ * herald_scheme_rows_free. HERR_INVALID for a bad org, HERR_REDIS.
+ */
+int herald_scheme_list(struct herald *h, const char *org,
+                       struct herald_scheme_row **rows, size_t *n,
+                       struct herr *e);
+void herald_scheme_rows_free(struct herald_scheme_row *rows, size_t n);
+
+/* Removes a scheme. HERR_NOTFOUND (field "email"), HERR_INVALID,
+ * HERR_REDIS. */
+int herald_scheme_remove(struct herald *h, const char *org, const char *email,
+                         struct herr *e);
+
+/* The value of <prefix>:schemes:version (0 when absent). HERR_REDIS. */
+int herald_scheme_version(struct herald *h, long long *out, struct herr *e);
+
+/* What happened to one scheme in herald_key_rotate. */
+struct herald_rotate {
+    const char *field;
+    int rc;          /* 0 re-sealed, already under the new key, or removed */
+    int resealed;    /* 1 when it was re-sealed now */
+    int removed;     /* 1 when it was removed meanwhile (skipped) */
+    struct herr err; /* why it could not be opened / parsed (rc != 0) */
+};
+typedef void (*herald_rotate_cb)(void *arg, const struct herald_rotate *r);
+
+/*
+ * Re-seals every stored password under `new_key`: each is opened with
+ * `old_key` or `new_key` (so a rotation that was interrupted can be run
+ * again; a token already under new_key is only checked to open), sealed
+ * again under new_key with the same context, and written back with the
+ * compare-and-set (a scheme changed meanwhile is re-read and retried; one
+ * removed meanwhile is skipped). State, timestamps and every other member
+ * stay as they are. `cb` (may be NULL) is called once per scheme. Counts:
+ * *resealed re-sealed now, *already under new_key before, *failed could
+ * not be parsed or opened (any may be NULL). Returns 0 when Redis answered
+ * throughout (look at *failed), HERR_REDIS / HERR_TEMP otherwise.
+ */
+int herald_key_rotate(struct herald *h, const struct seal_key *old_key,
+                      const struct seal_key *new_key, herald_rotate_cb cb,
+                      void *arg, size_t *resealed, size_t *already,
+                      size_t *failed, struct herr *e);
 
 /*
  * Writes `url` into out with the password of a redis:// URL replaced by
