@@ -1,7 +1,7 @@
 /*
  * spf — RFC 7208 check_host() over a resolver seam. Pure: no sockets, no
  * loop, no globals; every DNS answer comes through `struct spf_resolver`,
- * which the caller supplies (a real stub resolver in the worker and
+ * which the caller supplies (a real DNS resolver in the worker and
  * heraldctl, the in-memory `struct spf_zone` below in tests).
  *
  * Everything here is synchronous: spf_check_host() calls the resolver's
