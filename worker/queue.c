@@ -116,11 +116,14 @@ static const char *script_src[S_COUNT] = {
     /* CLAIM: KEYS ledger workers; ARGV me now heartbeat_ms ttl_ms */
     LUA_CLAIM "return claim(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), "
               "tonumber(ARGV[3]), ARGV[4])\n",
-    /* SENT: KEYS ledger; ARGV now ttl_ms */
-    "redis.call('HSET', KEYS[1], 'state', 'sent', 'sent_at', ARGV[1])\n"
-    "redis.call('HDEL', KEYS[1], 'owner')\n"
-    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "return 1\n",
+    /* SENT: KEYS ledgers; ARGV now ttl_ms. Every id here was accepted
+     * by an SMTP server: never send it again. */
+    "for _, k in ipairs(KEYS) do\n"
+    "  redis.call('HSET', k, 'state', 'sent', 'sent_at', ARGV[1])\n"
+    "  redis.call('HDEL', k, 'owner')\n"
+    "  redis.call('PEXPIRE', k, ARGV[2])\n"
+    "end\n"
+    "return #KEYS\n",
     /* DEAD: KEYS processing dead ledger|''; ARGV raw entry */
     "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then\n"
     "  redis.call('LPUSH', KEYS[2], ARGV[2])\n"
@@ -920,14 +923,31 @@ queue_claim(struct queue *q, const char *id, queue_reply_fn *cb, void *ud)
 }
 
 void
-queue_mark_sent(struct queue *q, const char *id, queue_reply_fn *cb, void *ud)
+queue_mark_sent(struct queue *q, const char *const *ids, size_t n,
+                queue_reply_fn *cb, void *ud)
 {
-    char ledger[KEYS_MAX], now[32];
-    keys_ledger(ledger, sizeof ledger, q->prefix, id);
+    size_t argc = 3 + n + 2;
+    const char **argv = xmalloc(argc * sizeof *argv);
+    size_t *lens = xmalloc(argc * sizeof *lens);
+    char(*keys)[KEYS_MAX] = xmalloc(n * sizeof *keys);
+    char nk[32], now[32];
+    snprintf(nk, sizeof nk, "%zu", n);
     snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
-    const char *keys[1] = {ledger};
-    const char *args[2] = {now, LEDGER_TTL_MS};
-    eval(q, S_SENT, 1, keys, 2, args, NULL, cb, ud);
+    argv[0] = "EVALSHA";
+    argv[1] = q->sha[S_SENT];
+    argv[2] = nk;
+    for (size_t i = 0; i < n; i++) {
+        keys_ledger(keys[i], KEYS_MAX, q->prefix, ids[i]);
+        argv[3 + i] = keys[i];
+    }
+    argv[3 + n] = now;
+    argv[4 + n] = LEDGER_TTL_MS;
+    for (size_t i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    op_add(q, (int)argc, argv, lens, cb, ud, 0);
+    free(keys);
+    free(argv);
+    free(lens);
 }
 
 void

@@ -74,9 +74,10 @@ int queue_is_ready(const struct queue *q);
  */
 void queue_claim(struct queue *q, const char *id, queue_reply_fn *cb, void *ud);
 
-/* Records "accepted by SMTP" in the ledger at once. cb may be NULL. */
-void queue_mark_sent(struct queue *q, const char *id, queue_reply_fn *cb,
-                     void *ud);
+/* Records "accepted by SMTP" for n ids in the ledger, in one call, at
+ * once (the write goes out before the loop next waits). cb may be NULL. */
+void queue_mark_sent(struct queue *q, const char *const *ids, size_t n,
+                     queue_reply_fn *cb, void *ud);
 
 /* Removes the entry from the processing list (outcome recorded). */
 void queue_finish(struct queue *q, const char *raw, size_t len,

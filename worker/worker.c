@@ -112,6 +112,9 @@ struct worker {
     int fb_rc;
     struct task **done_list; /* sent, recorded: leave processing together */
     struct finish_batch *batches; /* waiting for Redis */
+    struct task **mark; /* accepted this turn: ledger "sent" at check */
+    size_t nmark, capmark;
+    uv_check_t t_check;
     size_t ndone;
     uint64_t fb_us;
     struct herr fb_err;
@@ -131,6 +134,7 @@ struct worker {
 };
 
 static void task_free(struct task *t);
+static void window_end(struct task *t);
 static void pump(struct worker *w);
 static void maybe_finish_stop(struct worker *w);
 
@@ -388,6 +392,8 @@ arm_flush(struct worker *w, uint64_t ms)
     uv_timer_start(&w->t_flush, on_flush, ms, 0);
 }
 
+/* Tasks that share one Redis call (leaving the processing list, or the
+ * ledger's "sent"). Listed on the worker so a close can free them. */
 struct finish_batch {
     struct worker *w;
     struct finish_batch *next, *prev; /* w->batches: freed at close */
@@ -395,10 +401,24 @@ struct finish_batch {
     struct task *t[];
 };
 
-static void
-on_finish_many(void *ud, redisReply *r)
+static struct finish_batch *
+batch_new(struct worker *w, struct task **tasks, size_t n)
 {
-    struct finish_batch *b = ud;
+    struct finish_batch *b = xmalloc(sizeof *b + n * sizeof b->t[0]);
+    b->n = n;
+    b->w = w;
+    b->prev = NULL;
+    b->next = w->batches;
+    if (w->batches)
+        w->batches->prev = b;
+    w->batches = b;
+    memcpy(b->t, tasks, n * sizeof *tasks);
+    return b;
+}
+
+static void
+batch_unlink(struct finish_batch *b)
+{
     struct worker *w = b->w;
     if (b->prev)
         b->prev->next = b->next;
@@ -406,6 +426,55 @@ on_finish_many(void *ud, redisReply *r)
         w->batches = b->next;
     if (b->next)
         b->next->prev = b->prev;
+}
+
+static void
+on_marked(void *ud, redisReply *r)
+{
+    struct finish_batch *b = ud;
+    batch_unlink(b);
+    if (r->type == REDIS_REPLY_ERROR)
+        log_msg(LOG_ERROR,
+                "redis refused to record delivered ids in the ledger", "error",
+                r->str, NULL);
+    for (size_t i = 0; i < b->n; i++)
+        window_end(b->t[i]);
+    free(b);
+}
+
+/* After the poll phase: one ledger call for every 250 of this turn. */
+static void
+on_check(uv_check_t *h)
+{
+    struct worker *w = h->data;
+    size_t n = w->nmark;
+    if (n == 0)
+        return;
+    w->nmark = 0;
+    struct finish_batch *b = batch_new(w, w->mark, n);
+    const char **ids = xmalloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = b->t[i]->job->id;
+    queue_mark_sent(w->q, ids, n, on_marked, b);
+    free(ids);
+}
+
+static void
+mark_sent_later(struct task *t)
+{
+    struct worker *w = t->w;
+    if (w->nmark == w->capmark) {
+        w->capmark = w->capmark ? w->capmark * 2 : 64;
+        w->mark = xrealloc(w->mark, w->capmark * sizeof *w->mark);
+    }
+    w->mark[w->nmark++] = t;
+}
+
+static void
+on_finish_many(void *ud, redisReply *r)
+{
+    struct finish_batch *b = ud;
+    batch_unlink(b);
     if (r->type == REDIS_REPLY_ERROR)
         log_msg(LOG_ERROR,
                 "redis refused to finish delivered jobs; they stay in the "
@@ -424,18 +493,10 @@ finish_done_list(struct worker *w)
     w->ndone = 0;
     if (n == 0)
         return;
-    struct finish_batch *b = xmalloc(sizeof *b + n * sizeof b->t[0]);
+    struct finish_batch *b = batch_new(w, w->done_list, n);
     const char **raws = xmalloc(n * sizeof *raws);
     size_t *lens = xmalloc(n * sizeof *lens);
-    b->n = n;
-    b->w = w;
-    b->prev = NULL;
-    b->next = w->batches;
-    if (w->batches)
-        w->batches->prev = b;
-    w->batches = b;
     for (size_t i = 0; i < n; i++) {
-        b->t[i] = w->done_list[i];
         raws[i] = b->t[i]->raw;
         lens[i] = b->t[i]->rawlen;
     }
@@ -649,12 +710,11 @@ defer_or_expire(struct task *t, const char *error)
 
 /* ---- sending ---- */
 
+/* The duplicate window of one task ends: its "sent" is in Redis. */
 static void
-on_sent_ledger(void *ud, redisReply *r)
+window_end(struct task *t)
 {
-    (void)r;
-    struct task *t = ud;
-    if (t == NULL || t->t250 == 0)
+    if (t->t250 == 0)
         return;
     struct worker *w = t->w;
     uint64_t us = (uv_hrtime() - t->t250) / 1000;
@@ -716,7 +776,7 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
         /* First, before anything else: the ledger says "sent", so no
          * copy of this job is ever sent again. */
         t->t250 = uv_hrtime();
-        queue_mark_sent(t->w->q, t->job->id, on_sent_ledger, t);
+        mark_sent_later(t);
         size_t refused = 0;
         for (size_t i = 0; i < r->nrcpt; i++)
             if (r->rcpt[i].code >= 400)
@@ -992,7 +1052,8 @@ after_mc(struct task *t, enum mc_step step)
                     "sent again",
                     NULL);
             task_release_slot(t);
-            queue_mark_sent(w->q, t->job->id, on_sent_ledger, NULL);
+            const char *id = t->job->id;
+            queue_mark_sent(w->q, &id, 1, NULL, NULL);
             finish(t);
         } else if (w->stopping) {
             /* not started: handed back at the end of the shutdown */
@@ -1225,6 +1286,7 @@ on_handle_closed(uv_handle_t *h)
     free(w->fb_task);
     free(w->fb_step);
     free(w->done_list);
+    free(w->mark);
     while (w->batches) { /* Redis never answered: the jobs stay in it */
         struct finish_batch *b = w->batches;
         w->batches = b->next;
@@ -1272,7 +1334,8 @@ close_all(struct worker *w)
         t->w->stopping = 1;
         task_free(t);
     }
-    w->open_handles = 5; /* 3 timers, the queue, the mailer */
+    w->open_handles = 6; /* 3 timers, the check, the queue, the mailer */
+    uv_close((uv_handle_t *)&w->t_check, on_handle_closed);
     uv_close((uv_handle_t *)&w->t_flush, on_handle_closed);
     uv_close((uv_handle_t *)&w->t_retry, on_handle_closed);
     uv_close((uv_handle_t *)&w->t_grace, on_handle_closed);
@@ -1398,6 +1461,9 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     uv_timer_init(loop, &w->t_flush);
     uv_timer_init(loop, &w->t_retry);
     uv_timer_init(loop, &w->t_grace);
+    uv_check_init(loop, &w->t_check);
+    w->t_check.data = w;
+    uv_check_start(&w->t_check, on_check);
     w->t_flush.data = w->t_retry.data = w->t_grace.data = w;
     uv_timer_start(&w->t_retry, on_retry_timer, RETRY_CLAIM_MS, RETRY_CLAIM_MS);
     struct queue_events ev = {
