@@ -10,7 +10,7 @@ WERROR  ?= -Werror
 endif
 OPT     ?= -O2 -g
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-DEPLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+DEPLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lm
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(WERROR) -MMD -MP \
              -Icommon -Iproducer $(DEPCFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(LDFLAGS)
