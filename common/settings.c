@@ -92,6 +92,9 @@ static const struct sdef table[] = {
      valid_prefix, "this worker's name (default: hostname)"},
     {"HERALD_LOG_LEVEL", "--log-level", S_STR, OFF(log_level), "info", 0, 0, 0,
      1, valid_level, "debug, info, warn or error"},
+    {"HERALD_SCHEME_CONNECTIONS", "--scheme-connections", S_LONG,
+     OFF(scheme_connections), "2", 1, 64, 0, 0, NULL,
+     "connections per organisation SMTP server (sending schemes)"},
 };
 
 #define NTABLE (sizeof table / sizeof table[0])

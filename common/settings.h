@@ -38,6 +38,7 @@ struct settings {
     long shutdown_grace_s;
     char *worker_id;
     char *log_level;
+    long scheme_connections;
 };
 
 /* Fills every field with its embedded default (strings are owned). */

@@ -95,6 +95,8 @@ struct pool {
     struct pool *next;
     char *url, *user, *host;
     int port, implicit_tls, loopback;
+    enum mail_tls tls;
+    long max_conns;
     struct sconn *conns;
     int nconns;
     struct xfer *wait_head, *wait_tail;
@@ -788,9 +790,16 @@ on_setup_reply(struct sconn *c, enum expect e, int code, const char *line)
             setup_fail(c, code, line, MAIL_TEMP);
             return;
         }
-        if (!c->tls && c->caps_starttls) {
+        if (!c->tls && c->caps_starttls && c->pool->tls != MAIL_TLS_NONE) {
             conn_send(c, "STARTTLS\r\n", 10);
             expect_push(c, X_STARTTLS);
+            return;
+        }
+        if (!c->tls && c->pool->tls == MAIL_TLS_REQUIRED) {
+            setup_fail(c, 0,
+                       "the server does not offer STARTTLS, which this "
+                       "sender requires",
+                       MAIL_TEMP);
             return;
         }
         auth_or_ready(c);
@@ -1103,10 +1112,11 @@ parse_url(const char *url, char **host, int *port, int *implicit_tls)
 }
 
 static struct pool *
-pool_get(struct mailer *m, const char *url, const char *user)
+pool_get(struct mailer *m, const char *url, const char *user, enum mail_tls tls,
+         long max_conns)
 {
     for (struct pool *p = m->pools; p; p = p->next)
-        if (strcmp(p->url, url) == 0 &&
+        if (strcmp(p->url, url) == 0 && p->tls == tls &&
             ((p->user == NULL && user == NULL) ||
              (p->user && user && strcmp(p->user, user) == 0)))
             return p;
@@ -1117,6 +1127,8 @@ pool_get(struct mailer *m, const char *url, const char *user)
     }
     p->url = xstrdup(url);
     p->user = user ? xstrdup(user) : NULL;
+    p->tls = tls;
+    p->max_conns = max_conns;
     struct in_addr a4;
     p->loopback = strcmp(p->host, "localhost") == 0 ||
                   strcmp(p->host, "::1") == 0 ||
@@ -1169,7 +1181,8 @@ pool_dispatch(struct mailer *m, struct pool *p)
                 idle = c;
                 break;
             }
-        if (idle == NULL && p->nconns >= m->o.max_conns)
+        long max = p->max_conns > 0 ? p->max_conns : m->o.max_conns;
+        if (idle == NULL && p->nconns >= max)
             return;
         struct xfer *x = p->wait_head;
         p->wait_head = x->wnext;
@@ -1227,7 +1240,7 @@ mailer_send(struct mailer *m, struct mail_req *req)
         return HERR_IO;
     if (req->nrcpt == 0 || req->nrcpt > MAILER_RCPT_MAX)
         return HERR_INVALID;
-    struct pool *p = pool_get(m, req->url, req->user);
+    struct pool *p = pool_get(m, req->url, req->user, req->tls, req->max_conns);
     if (p == NULL)
         return HERR_INVALID;
     struct xfer *x = xcalloc(1, sizeof *x);

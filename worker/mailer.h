@@ -52,12 +52,21 @@ struct mail_result {
     int auth_failed; /* the server refused the credentials (cls TEMP) */
 };
 
+/* TLS for smtp:// URLs (smtps:// is always TLS from the first byte). */
+enum mail_tls {
+    MAIL_TLS_OPPORTUNISTIC = 0, /* STARTTLS when offered (the relay) */
+    MAIL_TLS_REQUIRED,          /* STARTTLS or the transaction fails */
+    MAIL_TLS_NONE,              /* never (loopback servers only) */
+};
+
 struct mail_req;
 typedef void mail_done_fn(struct mail_req *req, const struct mail_result *r);
 
 struct mail_req {
     /* set by the caller; borrowed until done() */
     const char *url;      /* smtp://host:port or smtps://host:port */
+    enum mail_tls tls;    /* for smtp:// */
+    long max_conns;       /* connections to this server; 0: the default */
     const char *user;     /* NULL: no AUTH */
     const char *password; /* never logged */
     const char *mail_from;

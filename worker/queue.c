@@ -1025,6 +1025,19 @@ queue_replace(struct queue *q, const char *raw, size_t len, const char *newraw,
 }
 
 void
+queue_command(struct queue *q, int argc, const char **argv, const size_t *lens,
+              queue_reply_fn *cb, void *ud)
+{
+    op_add(q, argc, argv, lens, cb, ud, 0);
+}
+
+const char *
+queue_prefix(const struct queue *q)
+{
+    return q->prefix;
+}
+
+void
 queue_template_get(struct queue *q, const char *name, queue_reply_fn *cb,
                    void *ud)
 {

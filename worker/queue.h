@@ -104,6 +104,15 @@ void queue_finish_schedule(struct queue *q, const char *raw, size_t len,
 void queue_replace(struct queue *q, const char *raw, size_t len,
                    const char *newraw, queue_reply_fn *cb, void *ud);
 
+/* Any command (argv of argc strings with lens), queued and re-sent across
+ * reconnects like every operation here. The key names are the caller's:
+ * build them with keys.h. */
+void queue_command(struct queue *q, int argc, const char **argv,
+                   const size_t *lens, queue_reply_fn *cb, void *ud);
+
+/* The key prefix (HERALD_PREFIX). */
+const char *queue_prefix(const struct queue *q);
+
 /* Reads template `name` from <p>:templates (reply: string or nil). */
 void queue_template_get(struct queue *q, const char *name, queue_reply_fn *cb,
                         void *ud);

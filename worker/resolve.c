@@ -1,4 +1,6 @@
 #include "resolve.h"
+#include "clock.h"
+#include "seal.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -6,13 +8,15 @@
 
 struct resolver {
     const struct settings *s;
+    const struct schemes *sc;
 };
 
 struct resolver *
-resolver_new(const struct settings *s)
+resolver_new(const struct settings *s, const struct schemes *sc)
 {
     struct resolver *r = xcalloc(1, sizeof *r);
     r->s = s;
+    r->sc = sc;
     return r;
 }
 
@@ -22,24 +26,93 @@ resolver_free(struct resolver *r)
     free(r);
 }
 
-int
-resolver_route(struct resolver *r, const struct job *j, struct route *out)
+static void
+relay(struct resolver *r, const struct job *j, struct route *out, char *reason)
 {
     const struct settings *s = r->s;
-    memset(out, 0, sizeof *out);
     out->path = ROUTE_RELAY;
     out->path_name = "relay";
-    out->reason = xstrdup("no sending scheme or SPF authorisation is "
-                          "configured for this sender; the platform relay "
-                          "sends on its behalf");
-    out->url = s->relay;
-    out->user = s->relay_user;
-    out->password = s->relay_user ? s->relay_password : NULL;
+    out->reason = reason;
+    out->url = xstrdup(s->relay);
+    out->tls = MAIL_TLS_OPPORTUNISTIC;
+    if (s->relay_user) {
+        out->user = xstrdup(s->relay_user);
+        out->password = xstrdup(s->relay_password ? s->relay_password : "");
+    }
     out->envelope_from = xstrdup(s->default_from);
     out->from_name = xasprintf(
         "%s via %s", j->from_name ? j->from_name : j->from, s->platform_name);
     out->from_addr = xstrdup(s->default_from);
     out->reply_to = xstrdup(j->reply_to ? j->reply_to : j->from);
+}
+
+static void
+scheme_path(struct resolver *r, const struct job *j,
+            const struct scheme_entry *e, struct route *out)
+{
+    const struct scheme *s = e->s;
+    out->path = ROUTE_SCHEME;
+    out->path_name = "scheme";
+    out->reason = xasprintf("the organisation's Email Sending Scheme for %s "
+                            "(%s:%d)",
+                            s->email, s->smtp_host, s->smtp_port);
+    int v6 = strchr(s->smtp_host, ':') != NULL;
+    out->url =
+        xasprintf("%s://%s%s%s:%d", s->tls == SCHEME_TLS_SSL ? "smtps" : "smtp",
+                  v6 ? "[" : "", s->smtp_host, v6 ? "]" : "", s->smtp_port);
+    out->tls = s->tls == SCHEME_TLS_NONE ? MAIL_TLS_NONE : MAIL_TLS_REQUIRED;
+    out->max_conns = r->s->scheme_connections;
+    out->user = xstrdup(s->username);
+    out->password = xstrdup(e->password);
+    out->scheme_field = xstrdup(e->field);
+    out->envelope_from = xstrdup(j->from);
+    out->from_name = j->from_name ? xstrdup(j->from_name) : NULL;
+    out->from_addr = xstrdup(j->from);
+    out->reply_to = xstrdup(j->reply_to ? j->reply_to : j->from);
+}
+
+int
+resolver_route(struct resolver *r, const struct job *j, struct route *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct scheme_entry *e =
+        r->sc ? schemes_find(r->sc, j->org, j->from) : NULL;
+    if (e == NULL) {
+        relay(r, j, out,
+              xstrdup("no sending scheme for this address and no SPF "
+                      "authorisation checked; the platform relay sends on "
+                      "its behalf"));
+        return 0;
+    }
+    if (e->s->state == SCHEME_STATE_AUTH_FAILED) {
+        char when[CLOCK_RFC3339_LEN];
+        clock_rfc3339(e->s->state_at, when);
+        if (e->s->on_auth_failure == SCHEME_AUTH_HOLD) {
+            relay(r, j, out,
+                  xasprintf("held: the sending scheme's credentials were "
+                            "refused at %s (%s); it waits until the scheme is "
+                            "updated or a scheme test passes",
+                            when, e->s->state_reason));
+            out->hold = 1;
+            out->path = ROUTE_SCHEME;
+            out->path_name = "scheme";
+            return 0;
+        }
+        relay(r, j, out,
+              xasprintf("fallback: the sending scheme's credentials were "
+                        "refused at %s (%s); the platform relay sends on its "
+                        "behalf",
+                        when, e->s->state_reason));
+        return 0;
+    }
+    if (e->password == NULL) {
+        relay(r, j, out, xasprintf("held: %s", e->why_not));
+        out->hold = 1;
+        out->path = ROUTE_SCHEME;
+        out->path_name = "scheme";
+        return 0;
+    }
+    scheme_path(r, j, e, out);
     return 0;
 }
 
@@ -47,6 +120,11 @@ void
 route_clear(struct route *rt)
 {
     free(rt->reason);
+    free(rt->url);
+    free(rt->user);
+    if (rt->password)
+        seal_free_secret(rt->password, strlen(rt->password));
+    free(rt->scheme_field);
     free(rt->envelope_from);
     free(rt->from_name);
     free(rt->from_addr);

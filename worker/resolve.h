@@ -2,26 +2,39 @@
  * resolve — the sender resolver (SPEC §4): for one job, which path it
  * takes, why, and the envelope and header identities that follow.
  *
- * This is the seam the scheme and SPF paths plug into. Today every job
- * takes path 3, `relay`: the platform relay, envelope sender
- * HERALD_DEFAULT_FROM, From "<from_name> via <platform>"
- * <HERALD_DEFAULT_FROM> (the job's from address stands in for a missing
- * from_name), Reply-To the job's reply_to or from.
+ *   scheme  the organisation registered an Email Sending Scheme for the
+ *           job's (org, from): its SMTP server and credentials, From and
+ *           envelope sender the organisation's address. A scheme whose
+ *           credentials were refused (auth_failed) is skipped: path 3
+ *           ("fallback") or the job waits ("hold"); so is one whose
+ *           password this worker cannot open (it waits).
+ *   spf     not yet: the SPF evaluator exists (common/spf.h) but the
+ *           worker does not call it; such jobs take path 3.
+ *   relay   everything else: the platform relay, envelope sender
+ *           HERALD_DEFAULT_FROM, From "<from_name> via <platform>"
+ *           <HERALD_DEFAULT_FROM> (the job's from address stands in for a
+ *           missing from_name), Reply-To the job's reply_to or from.
  */
 #ifndef HERALD_RESOLVE_H
 #define HERALD_RESOLVE_H
 
 #include "job.h"
+#include "mailer.h"
+#include "schemes.h"
 #include "settings.h"
 
 enum route_path { ROUTE_SCHEME, ROUTE_SPF, ROUTE_RELAY };
 
 struct route {
     enum route_path path;
-    const char *path_name;       /* "scheme" | "spf" | "relay" (static) */
-    char *reason;                /* why this path (for the Message Center) */
-    const char *url;             /* SMTP server URL (borrowed from settings) */
-    const char *user, *password; /* borrowed; NULL: no AUTH */
+    const char *path_name; /* "scheme" | "spf" | "relay" (static) */
+    char *reason;          /* why this path (for the Message Center) */
+    int hold;              /* do not send now: wait (reason says why) */
+    char *url;             /* SMTP server URL */
+    enum mail_tls tls;
+    long max_conns;        /* 0: the mailer's default */
+    char *user, *password; /* NULL: no AUTH; the password is wiped */
+    char *scheme_field;    /* the scheme used, for a refused login */
     char *envelope_from;
     char *from_name; /* From: display name, NULL for none */
     char *from_addr; /* From: address */
@@ -30,8 +43,10 @@ struct route {
 
 struct resolver;
 
-/* `s` is borrowed and must outlive the resolver. */
-struct resolver *resolver_new(const struct settings *s);
+/* `s` and `sc` are borrowed and must outlive the resolver; `sc` may be
+ * NULL (no schemes). */
+struct resolver *resolver_new(const struct settings *s,
+                              const struct schemes *sc);
 void resolver_free(struct resolver *r);
 
 /* Fills `out` (owned strings; release with route_clear). Returns 0. */

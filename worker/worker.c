@@ -8,6 +8,7 @@
 #include "mime.h"
 #include "queue.h"
 #include "resolve.h"
+#include "schemes.h"
 #include "tmpl.h"
 #include "util.h"
 
@@ -95,6 +96,7 @@ struct worker {
     struct queue *q;
     struct mailer *mailer;
     struct resolver *resolver;
+    struct schemes *schemes;
     struct mc *mc;
     struct task *tasks;
     size_t ntasks;
@@ -135,6 +137,7 @@ struct worker {
 
 static void task_free(struct task *t);
 static void window_end(struct task *t);
+static void prepare(struct task *t);
 static void pump(struct worker *w);
 static void maybe_finish_stop(struct worker *w);
 
@@ -795,6 +798,19 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
         }
         task_release_slot(t);
         mc_queue(t, MCW_SENT);
+    } else if (r->auth_failed && t->route.path == ROUTE_SCHEME) {
+        /* The organisation's server refused the scheme's credentials:
+         * mark it (no further login with them), then route this job
+         * again: fallback to the relay, or hold, as the scheme says. */
+        struct worker *w = t->w;
+        schemes_mark_failed(w->schemes, t->route.scheme_field, r->reply);
+        log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+                "the sending scheme's login was refused; routing again",
+                "smtp_reply", r->reply, NULL);
+        task_release_slot(t);
+        route_clear(&t->route);
+        t->routed = 0;
+        prepare(t);
     } else if (r->cls == MAIL_PERM) {
         fail_task(t, "rejected", r->reply);
     } else {
@@ -808,6 +824,8 @@ start_send(struct task *t)
 {
     struct worker *w = t->w;
     t->req.url = t->route.url;
+    t->req.tls = t->route.tls;
+    t->req.max_conns = t->route.max_conns;
     t->req.user = t->route.user;
     t->req.password = t->route.password;
     t->req.mail_from = t->route.envelope_from;
@@ -963,6 +981,10 @@ prepare(struct task *t)
     if (!t->routed) {
         resolver_route(w->resolver, t->job, &t->route);
         t->routed = 1;
+    }
+    if (t->route.hold) {
+        defer_or_expire(t, t->route.reason);
+        return;
     }
     if (t->job->template_name && !t->rendered) {
         fetch_template(t);
@@ -1224,8 +1246,8 @@ static int
 room(void *ud)
 {
     struct worker *w = ud;
-    if (w->stopping)
-        return 0;
+    if (w->stopping || !schemes_loaded(w->schemes))
+        return 0; /* no job is routed before the schemes are known */
     /* Eight times the SMTP slots: jobs being claimed and recorded ahead
      * of a free slot, and jobs whose outcome is being recorded (a batch
      * commit, then leaving the processing list), must not starve the
@@ -1244,6 +1266,8 @@ static void
 on_retry_timer(uv_timer_t *timer)
 {
     struct worker *w = timer->data;
+    if (!w->stopping && queue_is_ready(w->q))
+        schemes_poll(w->schemes); /* a change is seen within a second */
     if (log_enabled(LOG_DEBUG)) {
         size_t nready = 0;
         for (struct task *r = w->ready.head; r; r = r->qnext)
@@ -1283,6 +1307,7 @@ on_handle_closed(uv_handle_t *h)
     if (w->mc)
         mc_close(w->mc);
     resolver_free(w->resolver);
+    schemes_free(w->schemes);
     free(w->fb_task);
     free(w->fb_step);
     free(w->done_list);
@@ -1433,14 +1458,17 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     w->id = xstrdup(id);
     const char *at = strrchr(s->default_from, '@');
     w->msgid_domain = xstrdup(at ? at + 1 : "localhost");
-    int rc = mc_open(s->mc, &w->mc, e);
+    int rc = schemes_new(s, &w->schemes, e);
+    if (rc == 0)
+        rc = mc_open(s->mc, &w->mc, e);
     if (rc != 0) {
+        schemes_free(w->schemes);
         free(w->id);
         free(w->msgid_domain);
         free(w);
         return rc;
     }
-    w->resolver = resolver_new(s);
+    w->resolver = resolver_new(s, w->schemes);
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
     struct mailer_opts mo = {
@@ -1453,6 +1481,7 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     if (mailer_new(loop, &mo, &w->mailer) != 0) {
         mc_close(w->mc);
         resolver_free(w->resolver);
+        schemes_free(w->schemes);
         free(w->id);
         free(w->msgid_domain);
         free(w);
@@ -1474,6 +1503,8 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
         .ud = w,
     };
     queue_new(loop, s, id, &ev, &w->q);
+    schemes_set_queue(w->schemes, w->q);
+    schemes_poll(w->schemes);
     *out = w;
     return 0;
 }

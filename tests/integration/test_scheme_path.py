@@ -1,0 +1,174 @@
+"""SPEC §4 path 1 in the worker: jobs from an address with an Email
+Sending Scheme go through the organisation's own server (STARTTLS
+required, certificate verified through HERALD_CA_FILE, AUTH), From and
+envelope sender the organisation's address; the relay sees nothing. A
+refused login marks the scheme auth_failed and the job falls back to the
+relay (or waits, with "hold"); a scheme change reaches the running worker
+within about a second. Real servers: redis-server, the recording relay,
+tests/integration/tls_smtpd.py for the organisation, the real worker and
+heraldctl."""
+import email
+import email.policy
+import json
+import os
+import time
+
+import harness
+from harness import check, wait_until, mc_show, run
+from test_tls import TlsSmtp, make_ca
+
+ORG, ADDR = "acme", "billing@acme.test"
+
+
+def job(id, frm=ADDR, org=ORG, **kw):
+    j = {"id": id, "type": "receipt", "org": org, "account": "a1", "from": frm,
+         "from_name": "Acme Billing", "to": ["alice@example.test"],
+         "subject": "Receipt " + id, "text": "Thanks.\n"}
+    j.update(kw)
+    return json.dumps(j)
+
+
+def keyfile(t):
+    p = t.path("herald.key")
+    with open(p, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+    os.chmod(p, 0o600)
+    return p
+
+
+def setup(t, password="right-pw", on_auth="fallback", add=True, worker_key=True,
+          server_pw="right-pw"):
+    ca, crt, key = make_ca(t)
+    org = TlsSmtp(t, crt, key, auth="orguser:" + server_pw)
+    r = t.redis()
+    relay = t.smtp()
+    kf = keyfile(t)
+    e = t.env(r, relay, HERALD_CA_FILE=ca, HERALD_SECRET_KEY_FILE=kf)
+    if add:
+        add_scheme(e, org.port, password, on_auth)
+    we = dict(e)
+    if not worker_key:
+        we.pop("HERALD_SECRET_KEY_FILE")
+    w = t.worker(we)
+    return r, relay, org, e, w
+
+
+def add_scheme(e, port, password, on_auth="fallback"):
+    cp = run("heraldctl", "scheme", "add", "--org", ORG, "--email", ADDR,
+             "--smtp-host", "127.0.0.1", "--smtp-port", port, "--username", "orguser",
+             "--password-stdin", "--tls", "starttls", "--on-auth-failure", on_auth,
+             env=e, input=password + "\n")
+    check(cp.returncode == 0, "scheme add: %s" % cp.stderr)
+
+
+def scheme_state(e):
+    cp = run("heraldctl", "scheme", "list", "--json", env=e)
+    check(cp.returncode == 0, "scheme list: %s" % cp.stderr)
+    rows = json.loads(cp.stdout)
+    return rows[0]["state"], rows[0].get("state_reason")
+
+
+def push(r, t, raw):
+    r.cmd("LPUSH", t.prefix + ":queue:normal", raw)
+
+
+def test_scheme_path_end_to_end(t):
+    r, relay, org, e, w = setup(t)
+    push(r, t, job("s1"))
+    wait_until(lambda: len(org.messages()) == 1, 15, "delivery through the org server")
+    meta, raw = org.messages()[0]
+    check(meta["tls"] and meta["auth_user"] == "orguser", "not over TLS with AUTH: %r" % meta)
+    check(meta["mail_from"] == ADDR, "envelope sender %r" % meta["mail_from"])
+    m = email.message_from_bytes(raw, policy=email.policy.default)
+    check(m["From"].addresses[0].addr_spec == ADDR, "From %s" % m["From"])
+    check(m["From"].addresses[0].display_name == "Acme Billing", "From name %s" % m["From"])
+    check(" via " not in str(m["From"]), "relay-style From on the scheme path")
+    rec = None
+    wait_until(lambda: (mc_show(e, "s1") or {}).get("status") == "sent", 10, "record sent")
+    rec = mc_show(e, "s1")
+    check(rec["path"] == "scheme" and rec["sender"] == ADDR, "record %r" % rec)
+    check(relay.count() == 0, "the relay saw the scheme's message")
+    # another address of the same org has no scheme: relay path
+    push(r, t, job("s2", frm="other@acme.test"))
+    relay.wait_count(1, 15)
+    check(len(org.messages()) == 1, "a job without a scheme went to the org server")
+    check(w.stop() == 0, "exit code")
+    check("right-pw" not in open(w.log_path, errors="replace").read(),
+          "the password appeared in the worker's log")
+
+
+def test_refused_login_marks_scheme_and_falls_back(t):
+    r, relay, org, e, w = setup(t, password="wrong-pw")
+    push(r, t, job("f1"))
+    relay.wait_count(1, 20)
+    env, raw = relay.messages()[0]
+    m = email.message_from_bytes(raw, policy=email.policy.default)
+    check(" via " in str(m["From"]), "fallback From: %s" % m["From"])
+    check(m["Reply-To"].addresses[0].addr_spec == ADDR, "Reply-To %s" % m["Reply-To"])
+    wait_until(lambda: scheme_state(e)[0] == "auth_failed", 10, "scheme marked auth_failed")
+    check("535" in (scheme_state(e)[1] or ""), "state_reason: %r" % (scheme_state(e),))
+    rec = mc_show(e, "f1")
+    check(rec["path"] == "relay" and "refused" in (rec["path_reason"] or ""),
+          "record %r / %r" % (rec["path"], rec["path_reason"]))
+    # later jobs go straight to the relay: exactly one login was tried
+    for i in range(3):
+        push(r, t, job("f%d" % (i + 2)))
+    relay.wait_count(4, 20)
+    logins = org.auth_attempts()
+    check(len(logins) == 1, "login attempts at the org server: %r" % logins)
+    check(w.stop() == 0, "exit code")
+
+
+def test_hold_policy_waits_until_the_scheme_is_fixed(t):
+    r, relay, org, e, w = setup(t, password="wrong-pw", on_auth="hold")
+    push(r, t, job("h1"))
+    wait_until(lambda: scheme_state(e)[0] == "auth_failed", 15, "scheme marked auth_failed")
+    wait_until(lambda: (mc_show(e, "h1") or {}).get("status") == "deferred", 10, "held")
+    rec = mc_show(e, "h1")
+    check("held" in (rec["last_error"] or "") or "held" in (rec["path_reason"] or ""),
+          "record should say it is held: %r" % rec)
+    check(relay.count() == 0 and org.messages() == [], "a held job went out")
+    cp = run("heraldctl", "scheme", "update", "--org", ORG, "--email", ADDR,
+             "--password-stdin", env=e, input="right-pw\n")
+    check(cp.returncode == 0, "scheme update: %s" % cp.stderr)
+    wait_until(lambda: len(org.messages()) == 1, 30, "delivered once the scheme was fixed")
+    wait_until(lambda: (mc_show(e, "h1") or {}).get("status") == "sent", 10, "record sent")
+    check(relay.count() == 0, "the relay saw a held scheme's job")
+    check(w.stop() == 0, "exit code")
+
+
+def test_scheme_added_while_running_is_used_within_seconds(t):
+    r, relay, org, e, w = setup(t, add=False)
+    push(r, t, job("a1"))
+    relay.wait_count(1, 15)
+    add_scheme(e, org.port, "right-pw")
+    t0 = time.time()
+    time.sleep(1.5)
+    push(r, t, job("a2"))
+    wait_until(lambda: len(org.messages()) == 1, 15, "the new scheme used")
+    check(relay.count() == 1, "the second job went to the relay")
+    check(w.stop() == 0, "exit code")
+
+
+def test_no_key_file_holds_scheme_jobs(t):
+    r, relay, org, e, w = setup(t, worker_key=False)
+    push(r, t, job("k1"))
+    wait_until(lambda: (mc_show(e, "k1") or {}).get("status") == "deferred", 15, "held")
+    rec = mc_show(e, "k1")
+    check("HERALD_SECRET_KEY_FILE" in (rec["last_error"] or ""),
+          "reason should name the key file: %r" % rec["last_error"])
+    check(relay.count() == 0 and org.messages() == [], "a scheme job went out without the key")
+    check(w.stop() == 0, "exit code")
+
+
+def test_bad_key_file_is_a_startup_error(t):
+    r = t.redis()
+    bad = t.path("short.key")
+    with open(bad, "w") as f:
+        f.write("abcd\n")
+    e = t.env(r, None, HERALD_SECRET_KEY_FILE=bad)
+    w = t.worker(e)
+    wait_until(lambda: not w.alive(), 10, "the worker to refuse the key file")
+    check(w.proc.wait(5) == 2, "exit code %r, want 2" % w.proc.returncode)
+    check("HERALD_SECRET_KEY_FILE" in open(w.log_path, errors="replace").read(),
+          "the error should name HERALD_SECRET_KEY_FILE")

@@ -1,0 +1,59 @@
+/*
+ * schemes — this worker's view of the Email Sending Schemes (SPEC §4
+ * path 1; storage contract in common/scheme.h).
+ *
+ * The table is reloaded (HGETALL <p>:schemes) whenever
+ * <p>:schemes:version moves; schemes_poll() checks it and is called about
+ * once a second, so a change reaches the worker within about a second.
+ * Each scheme's sealed password is opened with the key in
+ * HERALD_SECRET_KEY_FILE and held only in this process's memory (wiped on
+ * reload and free). A scheme whose password cannot be opened (no key, the
+ * wrong key) stays in the table, unusable, with the reason.
+ *
+ * A refused login (535/534) is recorded with schemes_mark_failed: the
+ * local entry at once (no further login from this worker), Redis by
+ * compare-and-set so the fleet sees it at its next poll and `scheme list`
+ * shows it; a scheme updated meanwhile keeps its new credentials.
+ */
+#ifndef HERALD_SCHEMES_H
+#define HERALD_SCHEMES_H
+
+#include "err.h"
+#include "queue.h"
+#include "scheme.h"
+#include "settings.h"
+
+struct scheme_entry {
+    struct scheme *s;
+    char *json;     /* the stored value, for compare-and-set */
+    char *password; /* clear; NULL when it could not be opened */
+    char *why_not;  /* why the password could not be opened, or NULL */
+    char field[SCHEME_FIELD_MAX];
+};
+
+struct schemes;
+
+/* Loads HERALD_SECRET_KEY_FILE when set (HERR_INVALID / HERR_IO with e
+ * naming it otherwise). */
+int schemes_new(const struct settings *s, struct schemes **out, struct herr *e);
+
+/* The queue to read schemes through (borrowed); polling needs it. */
+void schemes_set_queue(struct schemes *sc, struct queue *q);
+void schemes_free(struct schemes *sc);
+
+/* 1 once the table has been read (the worker takes no job before). */
+int schemes_loaded(const struct schemes *sc);
+
+/* Asks Redis whether the table changed, and reloads it when it did. */
+void schemes_poll(struct schemes *sc);
+
+/* The scheme for job (org, from), or NULL. Borrowed until the next
+ * reload: copy what must outlive the current loop turn. */
+const struct scheme_entry *schemes_find(const struct schemes *sc,
+                                        const char *org, const char *from);
+
+/* The server refused this scheme's credentials with `reply`. */
+void schemes_mark_failed(struct schemes *sc, const char *field,
+                         const char *reply);
+
+#endif
