@@ -100,6 +100,8 @@ int ctl_scheme_add(struct ctl *c, int argc, char **argv);
 int ctl_scheme_update(struct ctl *c, int argc, char **argv);
 int ctl_scheme_list(struct ctl *c, int argc, char **argv);
 int ctl_scheme_remove(struct ctl *c, int argc, char **argv);
+int ctl_scheme_test(struct ctl *c, int argc, char **argv);
 int ctl_key_rotate(struct ctl *c, int argc, char **argv);
+int ctl_spf_check(struct ctl *c, int argc, char **argv);
 
 #endif

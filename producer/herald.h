@@ -369,6 +369,21 @@ void herald_scheme_rows_free(struct herald_scheme_row *rows, size_t n);
 int herald_scheme_remove(struct herald *h, const char *org, const char *email,
                          struct herr *e);
 
+/*
+ * Clears an auth_failed mark after a passing `scheme test` of `tested` (the
+ * scheme as it was read for the test): the stored scheme's state becomes
+ * "ok" (state_reason "", state_at now) by compare-and-set, but only while
+ * it still has the servers and credentials that were tested (smtp_host,
+ * smtp_port, tls, imap_host, imap_port, username and the sealed password
+ * token all equal); a scheme changed meanwhile keeps its state. *cleared
+ * (may be NULL) is 1 when a mark was cleared now, 0 when there was none or
+ * the scheme changed. HERR_NOTFOUND (field "email") when the scheme was
+ * removed, HERR_STORE for a stored value that does not parse, HERR_TEMP,
+ * HERR_REDIS.
+ */
+int herald_scheme_clear_failure(struct herald *h, const struct scheme *tested,
+                                int *cleared, struct herr *e);
+
 /* The value of <prefix>:schemes:version (0 when absent). HERR_REDIS. */
 int herald_scheme_version(struct herald *h, long long *out, struct herr *e);
 

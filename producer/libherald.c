@@ -1243,6 +1243,74 @@ herald_scheme_remove(struct herald *h, const char *org, const char *email,
                     field);
 }
 
+/* Same servers and credentials (what a scheme test exercised). */
+static int
+scheme_same_target(const struct scheme *a, const struct scheme *b)
+{
+    if (strcmp(a->smtp_host, b->smtp_host) || a->smtp_port != b->smtp_port ||
+        a->tls != b->tls || strcmp(a->username, b->username) ||
+        strcmp(a->password, b->password) || a->imap_port != b->imap_port)
+        return 0;
+    if ((a->imap_host == NULL) != (b->imap_host == NULL))
+        return 0;
+    return a->imap_host == NULL || strcmp(a->imap_host, b->imap_host) == 0;
+}
+
+int
+herald_scheme_clear_failure(struct herald *h, const struct scheme *tested,
+                            int *cleared, struct herr *e)
+{
+    int dummy;
+    if (cleared == NULL)
+        cleared = &dummy;
+    *cleared = 0;
+    char field[SCHEME_FIELD_MAX], hash[KEYS_MAX], version[KEYS_MAX];
+    int rc = scheme_names(tested->org, tested->email, field, NULL, e);
+    if (rc == 0)
+        rc = scheme_keys(h, hash, version, e);
+    if (rc)
+        return rc;
+    for (int tries = 0; tries < HERALD_SCHEME_RETRIES; tries++) {
+        char *raw;
+        size_t rawlen;
+        if ((rc = scheme_read(h, hash, field, &raw, &rawlen, e)) != 0)
+            return rc;
+        if (raw == NULL)
+            return herr_set(e, HERR_NOTFOUND, "email", "no such scheme: %s",
+                            field);
+        struct scheme *s;
+        struct herr pe = {{0}, {0}};
+        if (scheme_from_json(raw, rawlen, &s, &pe) != 0) {
+            free(raw);
+            return herr_set(e, HERR_STORE, "email",
+                            "stored scheme %s is invalid: %s: %s", field,
+                            pe.field, pe.msg);
+        }
+        if (s->state != SCHEME_STATE_AUTH_FAILED ||
+            !scheme_same_target(s, tested)) {
+            scheme_free(s);
+            free(raw);
+            return 0;
+        }
+        s->state = SCHEME_STATE_OK;
+        free(s->state_reason);
+        s->state_reason = xstrdup("");
+        s->state_at = clock_now_ms();
+        char *json = scheme_to_json(s, 0);
+        scheme_free(s);
+        rc = scheme_cas(h, hash, version, field, raw, rawlen, json, e);
+        free(json);
+        free(raw);
+        if (rc != 0) {
+            if (rc > 0)
+                *cleared = 1;
+            return rc < 0 ? rc : 0;
+        }
+    }
+    return herr_set(e, HERR_TEMP, "email", "scheme %s kept changing; try again",
+                    field);
+}
+
 int
 herald_scheme_version(struct herald *h, long long *out, struct herr *e)
 {

@@ -10,6 +10,8 @@ PKGS=(
   redis-server redis-tools
   python3 python3-aiosmtpd python3-yaml
   postfix            # smtp-sink / smtp-source for `make bench`
+  dnsmasq            # DNS server of the SPF tests
+  dovecot-imapd      # IMAP server of the scheme tests
   docker-compose     # `docker-compose config -q` in the tests
   sqlite3 openssl procps iproute2 curl
 )
@@ -34,6 +36,6 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Installing a server package may start it on its default port; Herald's
 # tests and demo start their own on free ports, so stop the system ones.
-for svc in redis-server postfix; do
+for svc in redis-server postfix dnsmasq dovecot; do
   if command -v service >/dev/null 2>&1; then $SUDO service "$svc" stop >/dev/null 2>&1 || true; fi
 done
