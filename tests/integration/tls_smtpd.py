@@ -66,7 +66,11 @@ def main():
     def factory():
         kw = dict(hostname="smtp.test", decode_data=False,
                   authenticator=authenticator if user else None,
-                  auth_required=bool(user), auth_require_tls=True)
+                  auth_required=bool(user),
+                  # aiosmtpd counts only STARTTLS as TLS: an SMTPS session
+                  # is TLS from the first byte. Without --auth, keep it on:
+                  # then an SMTPS server offers no AUTH at all.
+                  auth_require_tls=not (a.implicit and user))
         if not a.implicit:
             kw.update(tls_context=ctx, require_starttls=True)
         return SMTP(handler, **kw)
