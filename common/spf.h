@@ -2,8 +2,8 @@
  * spf — RFC 7208 check_host() over a resolver seam. Pure: no sockets, no
  * loop, no globals; every DNS answer comes through `struct spf_resolver`,
  * which the caller supplies: the in-memory `struct spf_zone` below in
- * tests; a network resolver for HERALD_DNS is not written yet (it comes
- * with the worker's SPF path and `heraldctl spf check`).
+ * tests, the network resolver of common/dnsres.h (HERALD_DNS) in
+ * `heraldctl spf check` (the worker's SPF path is still to be wired).
  *
  * Everything here is synchronous: spf_check_host() calls the resolver's
  * lookup() and waits for each answer, so with a real resolver it belongs
