@@ -2186,3 +2186,40 @@ spf_zone_queries(const struct spf_zone *z)
 {
     return z->queries;
 }
+
+int
+spf_platform_verdict(const char *domain, const char *target,
+                     const struct spf_ip *ips, size_t nips,
+                     const struct spf_resolver *r, int64_t deadline_ms,
+                     struct spf_result *out)
+{
+    if (nips == 0)
+        return spf_reaches_domain(domain, target, r, deadline_ms, out);
+    char sender[SPF_NAME_MAX + 16];
+    snprintf(sender, sizeof sender, "postmaster@%s", domain);
+    struct spf_result *per = xcalloc(nips, sizeof *per);
+    for (size_t i = 0; i < nips; i++) {
+        struct spf_request req;
+        memset(&req, 0, sizeof req);
+        req.ip = ips[i];
+        req.sender = sender;
+        req.helo = target;
+        req.deadline_ms = deadline_ms;
+        spf_check_host(&req, r, &per[i]);
+    }
+    size_t decide = nips;
+    for (size_t i = 0; i < nips && decide == nips; i++)
+        if (per[i].result == SPF_TEMPERROR)
+            decide = i;
+    for (size_t i = 0; i < nips && decide == nips; i++)
+        if (per[i].result != SPF_PASS)
+            decide = i;
+    if (decide == nips)
+        decide = 0;
+    *out = per[decide];
+    for (size_t i = 0; i < nips; i++)
+        if (i != decide)
+            spf_result_free(&per[i]);
+    free(per);
+    return out->result == SPF_PASS;
+}

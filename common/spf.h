@@ -281,6 +281,19 @@ int spf_reaches_domain(const char *domain, const char *target,
 void spf_result_free(struct spf_result *out);
 
 /*
+ * The platform's verdict for sending as `domain` (SPEC §4 path 2). With
+ * `nips` sender IPs (HERALD_SENDER_IPS): check_host for each, the
+ * platform is authorised only if every one passes, and *out is the
+ * deciding result (the first temperror, else the first that did not
+ * pass, else the first). Without: spf_reaches_domain(domain, target).
+ * Returns 1 when authorised; a temperror is never authorised.
+ */
+int spf_platform_verdict(const char *domain, const char *target,
+                         const struct spf_ip *ips, size_t nips,
+                         const struct spf_resolver *r, int64_t deadline_ms,
+                         struct spf_result *out);
+
+/*
  * Advice for the organisation, in one paragraph, from a result of
  * spf_check_host or spf_reaches_domain for res->domain, where `target` is
  * the platform's sender domain (HERALD_SENDER_DOMAIN). Examples:

@@ -158,6 +158,7 @@ def main():
             env = dict(os.environ, HERALD_REDIS="redis://127.0.0.1:%d/0" % rport,
                        HERALD_RELAY="smtp://127.0.0.1:%d" % sport, HERALD_PREFIX=prefix,
                        HERALD_MC="sqlite://" + db, HERALD_CONCURRENCY=str(CONC),
+                       HERALD_DNS="127.0.0.1:%d" % free_port(),  # SPF: temperror at once
                        HERALD_LOG_LEVEL=os.environ.get("HERALD_LOG_LEVEL", "info"))
             enqueue(rport, prefix, N)
             ws = start_workers(k, env, tmp)
@@ -191,7 +192,8 @@ def main():
         prefix, db = "benchlat", os.path.join(tmp, "mclat.db")
         env = dict(os.environ, HERALD_REDIS="redis://127.0.0.1:%d/0" % rport,
                    HERALD_RELAY="smtp://127.0.0.1:%d" % sport, HERALD_PREFIX=prefix,
-                   HERALD_MC="sqlite://" + db, HERALD_CONCURRENCY=str(CONC))
+                   HERALD_MC="sqlite://" + db, HERALD_CONCURRENCY=str(CONC),
+                   HERALD_DNS="127.0.0.1:%d" % free_port())
         ws = start_workers(1, env, tmp)
         time.sleep(0.5)
         rate = results[1] / 2

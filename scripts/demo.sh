@@ -25,6 +25,19 @@ rport=6379; port_free $rport || { rport=$(free_port); export HERALD_REDIS=redis:
 sport=25;   port_free $sport || { sport=$(free_port); export HERALD_RELAY=smtp://127.0.0.1:$sport; }
 export HERALD_PLATFORM_NAME=${HERALD_PLATFORM_NAME:-Camp Platform}
 
+# SPF (SPEC §4 path 2) needs DNS: a dnsmasq on loopback serves the demo
+# organisations' records (River Bend authorises the platform; Pine Lake
+# does not), so nothing is asked of the outside world.
+dport=$(free_port)
+export HERALD_DNS=127.0.0.1:$dport
+dnsmasq --no-daemon --no-resolv --no-hosts --port="$dport" \
+  --listen-address=127.0.0.1 --bind-interfaces --local-ttl=300 \
+  --txt-record=riverbend.example,"v=spf1 include:sender.localhost ~all" \
+  --txt-record=sender.localhost,"v=spf1 ip4:127.0.0.1 -all" \
+  --txt-record=pinelake.example,"v=spf1 mx -all" \
+  --log-facility="$PWD/$D/dnsmasq.log" $( [ "$(id -u)" = 0 ] && echo --user=root ) 2>/dev/null &
+pids+=($!)
+
 redis-server --port "$rport" --bind 127.0.0.1 --dir "$PWD/$D" --appendonly yes \
   --save '' --logfile "$PWD/$D/redis.log" &
 pids+=($!)

@@ -71,17 +71,42 @@ scheme_path(struct resolver *r, const struct job *j,
     out->reply_to = xstrdup(j->reply_to ? j->reply_to : j->from);
 }
 
+/* Path 2: the relay, with the organisation's own From. */
+static void
+spf_path(struct resolver *r, const struct job *j, const char *why,
+         struct route *out)
+{
+    relay(r, j, out, xstrdup(why));
+    out->path = ROUTE_SPF;
+    out->path_name = "spf";
+    free(out->envelope_from);
+    free(out->from_name);
+    free(out->from_addr);
+    out->envelope_from = xstrdup(j->from);
+    out->from_name = j->from_name ? xstrdup(j->from_name) : NULL;
+    out->from_addr = xstrdup(j->from);
+}
+
 int
-resolver_route(struct resolver *r, const struct job *j, struct route *out)
+resolver_route(struct resolver *r, const struct job *j, int spf,
+               const char *spf_why, struct route *out)
 {
     memset(out, 0, sizeof *out);
     const struct scheme_entry *e =
         r->sc ? schemes_find(r->sc, j->org, j->from) : NULL;
     if (e == NULL) {
+        if (spf < 0) {
+            out->need_spf = 1;
+            return 0;
+        }
+        if (spf == 1) {
+            spf_path(r, j, spf_why, out);
+            return 0;
+        }
         relay(r, j, out,
-              xstrdup("no sending scheme for this address and no SPF "
-                      "authorisation checked; the platform relay sends on "
-                      "its behalf"));
+              xasprintf("no sending scheme for this address, and %s; the "
+                        "platform relay sends on its behalf",
+                        spf_why ? spf_why : "no SPF verdict"));
         return 0;
     }
     if (e->s->state == SCHEME_STATE_AUTH_FAILED) {

@@ -8,8 +8,9 @@
  *           credentials were refused (auth_failed) is skipped: path 3
  *           ("fallback") or the job waits ("hold"); so is one whose
  *           password this worker cannot open (it waits).
- *   spf     not yet: the SPF evaluator exists (common/spf.h) but the
- *           worker does not call it; such jobs take path 3.
+ *   spf     no scheme, and the SPF policy of the from domain authorises
+ *           the platform (worker/spfcache.h): the platform relay, From
+ *           and envelope sender the organisation's address.
  *   relay   everything else: the platform relay, envelope sender
  *           HERALD_DEFAULT_FROM, From "<from_name> via <platform>"
  *           <HERALD_DEFAULT_FROM> (the job's from address stands in for a
@@ -30,6 +31,7 @@ struct route {
     const char *path_name; /* "scheme" | "spf" | "relay" (static) */
     char *reason;          /* why this path (for the Message Center) */
     int hold;              /* do not send now: wait (reason says why) */
+    int need_spf;          /* ask spfcache, then route again with the verdict */
     char *url;             /* SMTP server URL */
     enum mail_tls tls;
     long max_conns;        /* 0: the mailer's default */
@@ -49,8 +51,14 @@ struct resolver *resolver_new(const struct settings *s,
                               const struct schemes *sc);
 void resolver_free(struct resolver *r);
 
-/* Fills `out` (owned strings; release with route_clear). Returns 0. */
-int resolver_route(struct resolver *r, const struct job *j, struct route *out);
+/*
+ * Fills `out` (owned strings; release with route_clear). Returns 0.
+ * `spf` is the SPF verdict for the from domain when known (1 authorised,
+ * 0 not, with `spf_why`), -1 when not asked yet: then a job without a
+ * scheme comes back with need_spf set and nothing else.
+ */
+int resolver_route(struct resolver *r, const struct job *j, int spf,
+                   const char *spf_why, struct route *out);
 void route_clear(struct route *rt);
 
 #endif

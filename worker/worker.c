@@ -9,6 +9,7 @@
 #include "queue.h"
 #include "resolve.h"
 #include "schemes.h"
+#include "spfcache.h"
 #include "tmpl.h"
 #include "util.h"
 
@@ -78,7 +79,9 @@ struct task {
     int dup_sent;         /* the record already said "sent" */
     int attempt_recorded; /* the record counts this attempt */
     int in_mcq;
-    int rendered;           /* the template (if any) has been applied */
+    int rendered;          /* the template (if any) has been applied */
+    int spf_known, spf_ok; /* the SPF verdict for the from domain */
+    char *spf_why;
     uint64_t t250;          /* uv_hrtime() when the server accepted */
     int preclaimed;         /* the take claimed the id already */
     struct queue_claim pre; /* what that claim said */
@@ -97,6 +100,7 @@ struct worker {
     struct mailer *mailer;
     struct resolver *resolver;
     struct schemes *schemes;
+    struct spfcache *spf;
     struct mc *mc;
     struct task *tasks;
     size_t ntasks;
@@ -212,6 +216,7 @@ task_free(struct task *t)
     free(t->reply);
     free(t->error);
     free(t->rcpt_json);
+    free(t->spf_why);
     free(t);
     if (w->stopping)
         maybe_finish_stop(w);
@@ -864,6 +869,22 @@ build_envelope(struct task *t)
 
 static void prepare(struct task *t);
 
+/* The SPF verdict for the job's from domain: route again with it. */
+static void
+on_spf(void *ud, int authorised, const char *why)
+{
+    struct task *t = ud;
+    if (t->abandoned) {
+        task_free(t);
+        return;
+    }
+    t->spf_known = 1;
+    t->spf_ok = authorised;
+    free(t->spf_why);
+    t->spf_why = xstrdup(why);
+    prepare(t);
+}
+
 /* Renders the job's template into the parts the job does not carry
  * itself (a job's own subject, text or html win). */
 static void
@@ -979,7 +1000,14 @@ prepare(struct task *t)
         return;
     }
     if (!t->routed) {
-        resolver_route(w->resolver, t->job, &t->route);
+        resolver_route(w->resolver, t->job, t->spf_known ? t->spf_ok : -1,
+                       t->spf_why, &t->route);
+        if (t->route.need_spf) {
+            route_clear(&t->route);
+            const char *at = strrchr(t->job->from, '@');
+            spfcache_check(w->spf, at ? at + 1 : t->job->from, on_spf, t);
+            return;
+        }
         t->routed = 1;
     }
     if (t->route.hold) {
@@ -1359,7 +1387,9 @@ close_all(struct worker *w)
         t->w->stopping = 1;
         task_free(t);
     }
-    w->open_handles = 6; /* 3 timers, the check, the queue, the mailer */
+    w->open_handles = 7; /* 3 timers, the check, the queue, the mailer,
+                            the SPF cache */
+    spfcache_close(w->spf, on_queue_closed, w);
     uv_close((uv_handle_t *)&w->t_check, on_handle_closed);
     uv_close((uv_handle_t *)&w->t_flush, on_handle_closed);
     uv_close((uv_handle_t *)&w->t_retry, on_handle_closed);
@@ -1504,6 +1534,13 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     };
     queue_new(loop, s, id, &ev, &w->q);
     schemes_set_queue(w->schemes, w->q);
+    if (spfcache_new(loop, s, w->q, &w->spf, e) != 0) {
+        /* a malformed HERALD_DNS or HERALD_SENDER_IPS: fatal at start,
+         * like any bad setting */
+        log_msg(LOG_FATAL, "cannot start", "field", e->field, "error", e->msg,
+                NULL);
+        exit(2);
+    }
     schemes_poll(w->schemes);
     *out = w;
     return 0;

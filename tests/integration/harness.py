@@ -735,6 +735,10 @@ def env(redis, smtp, dir=None, **overrides):
         "HERALD_DEFAULT_FROM": "notices@platform.test",
         "HERALD_PLATFORM_NAME": "Camp Platform",
         "HERALD_LOG_LEVEL": "info",
+        # SPF look-ups never leave the machine: a loopback port with no
+        # DNS server fails at once (temperror, so the relay path); tests
+        # of the SPF path start their own dnsmasq and override this.
+        "HERALD_DNS": f"127.0.0.1:{free_port()}",
     }
     for k, v in overrides.items():
         if v is None:
