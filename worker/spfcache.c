@@ -36,8 +36,8 @@ struct spfcache {
     char *dns, *target;
     struct spf_ip *ips;
     size_t nips;
-    struct entry **e;
-    size_t n;
+    struct entry **e; /* open addressing by domain; NULL = empty */
+    size_t cap, n;
     int running; /* evaluations on the thread pool */
     int closing;
     void (*close_cb)(void *);
@@ -90,13 +90,68 @@ spfcache_new(uv_loop_t *loop, const struct settings *s, struct queue *q,
     return 0;
 }
 
+static uint64_t
+hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
 static struct entry *
 find(struct spfcache *c, const char *domain)
 {
-    for (size_t i = 0; i < c->n; i++)
+    if (c->cap == 0)
+        return NULL;
+    for (size_t i = hash(domain) & (c->cap - 1); c->e[i];
+         i = (i + 1) & (c->cap - 1))
         if (strcmp(c->e[i]->domain, domain) == 0)
             return c->e[i];
     return NULL;
+}
+
+static void
+put(struct entry **tab, size_t cap, struct entry *en)
+{
+    size_t i = hash(en->domain) & (cap - 1);
+    while (tab[i])
+        i = (i + 1) & (cap - 1);
+    tab[i] = en;
+}
+
+/* Room for one more entry: the table at most half full; when it holds
+ * SPFCACHE_ENTRIES, settled entries are dropped (never one being fetched:
+ * its waiters depend on it). */
+static void
+make_room(struct spfcache *c)
+{
+    int prune = c->n >= SPFCACHE_ENTRIES;
+    if (!prune && (c->n + 1) * 2 <= c->cap)
+        return;
+    size_t keep = 0;
+    for (size_t i = 0; i < c->cap; i++) {
+        struct entry *en = c->e[i];
+        if (en && prune && en->known && en->waiters == NULL) {
+            entry_free(en);
+            c->e[i] = NULL;
+        } else if (en) {
+            keep++;
+        }
+    }
+    size_t cap = c->cap ? c->cap : 64;
+    while ((keep + 1) * 2 > cap)
+        cap *= 2;
+    struct entry **tab = xcalloc(cap, sizeof *tab);
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->e[i])
+            put(tab, cap, c->e[i]);
+    free(c->e);
+    c->e = tab;
+    c->cap = cap;
+    c->n = keep;
 }
 
 static void
@@ -240,21 +295,12 @@ spfcache_check(struct spfcache *c, const char *domain, spfcache_fn *cb,
         return;
     }
     if (en == NULL) {
-        if (c->n == SPFCACHE_ENTRIES) {
-            /* full: forget an expired or settled entry (never one being
-             * fetched: its waiters depend on it) */
-            for (size_t i = 0; i < c->n; i++)
-                if (c->e[i]->known && c->e[i]->waiters == NULL) {
-                    entry_free(c->e[i]);
-                    c->e[i] = c->e[--c->n];
-                    break;
-                }
-        }
+        make_room(c);
         en = xcalloc(1, sizeof *en);
         en->domain = xstrdup(d);
         en->c = c;
-        c->e = xrealloc(c->e, (c->n + 1) * sizeof *c->e);
-        c->e[c->n++] = en;
+        put(c->e, c->cap, en);
+        c->n++;
     }
     struct waiter *w = xcalloc(1, sizeof *w);
     w->cb = cb;
@@ -294,8 +340,9 @@ maybe_closed(struct spfcache *c)
         return;
     void (*cb)(void *) = c->close_cb;
     void *ud = c->close_ud;
-    for (size_t i = 0; i < c->n; i++)
-        entry_free(c->e[i]);
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->e[i])
+            entry_free(c->e[i]);
     free(c->e);
     free(c->ips);
     free(c->dns);
