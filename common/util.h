@@ -21,6 +21,16 @@ char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
+ * Checks that s[0..len) is strict UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing past U+10FFFF; NUL is a valid character here).
+ * Returns len when it is, else the offset of the first bad byte.
+ */
+size_t utf8_check(const unsigned char *s, size_t len);
+
+/* FNV-1a of a NUL-terminated string, for in-memory hash tables. */
+uint64_t util_hash(const char *s);
+
+/*
  * A growing buffer. `max` is the hard cap in bytes (0 = no cap beyond
  * SIZE_MAX); an append that would pass it fails with HERR_TOOBIG and
  * leaves the buffer unchanged. `p` is always NUL-terminated when non-NULL

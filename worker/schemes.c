@@ -21,17 +21,6 @@ struct schemes {
     size_t cap, n;
 };
 
-static uint64_t
-hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 static void
 entry_free(struct scheme_entry *e)
 {
@@ -58,7 +47,7 @@ table_clear(struct schemes *sc)
 static void
 table_put(struct scheme_entry **slot, size_t cap, struct scheme_entry *e)
 {
-    size_t i = hash(e->field) & (cap - 1);
+    size_t i = util_hash(e->field) & (cap - 1);
     while (slot[i])
         i = (i + 1) & (cap - 1);
     slot[i] = e;
@@ -235,7 +224,7 @@ schemes_find(const struct schemes *sc, const char *org, const char *from)
     char field[SCHEME_FIELD_MAX];
     if (scheme_field(field, sizeof field, org, from) < 0)
         return NULL;
-    size_t i = hash(field) & (sc->cap - 1);
+    size_t i = util_hash(field) & (sc->cap - 1);
     while (sc->slot[i]) {
         if (strcmp(sc->slot[i]->field, field) == 0)
             return sc->slot[i];
@@ -262,7 +251,7 @@ void
 schemes_mark_failed(struct schemes *sc, const char *field, const char *reply)
 {
     struct scheme_entry *e = NULL;
-    for (size_t i = hash(field) & (sc->cap ? sc->cap - 1 : 0);
+    for (size_t i = util_hash(field) & (sc->cap ? sc->cap - 1 : 0);
          sc->cap && sc->slot[i]; i = (i + 1) & (sc->cap - 1))
         if (strcmp(sc->slot[i]->field, field) == 0) {
             e = sc->slot[i];

@@ -90,23 +90,12 @@ spfcache_new(uv_loop_t *loop, const struct settings *s, struct queue *q,
     return 0;
 }
 
-static uint64_t
-hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 static struct entry *
 find(struct spfcache *c, const char *domain)
 {
     if (c->cap == 0)
         return NULL;
-    for (size_t i = hash(domain) & (c->cap - 1); c->e[i];
+    for (size_t i = util_hash(domain) & (c->cap - 1); c->e[i];
          i = (i + 1) & (c->cap - 1))
         if (strcmp(c->e[i]->domain, domain) == 0)
             return c->e[i];
@@ -116,7 +105,7 @@ find(struct spfcache *c, const char *domain)
 static void
 put(struct entry **tab, size_t cap, struct entry *en)
 {
-    size_t i = hash(en->domain) & (cap - 1);
+    size_t i = util_hash(en->domain) & (cap - 1);
     while (tab[i])
         i = (i + 1) & (cap - 1);
     tab[i] = en;
