@@ -65,6 +65,13 @@ scheme_path(struct resolver *r, const struct job *j,
     out->user = xstrdup(s->username);
     out->password = xstrdup(e->password);
     out->scheme_field = xstrdup(e->field);
+    if (s->imap_host && s->sent_folder) {
+        int iv6 = strchr(s->imap_host, ':') != NULL;
+        out->imap_url = xasprintf(
+            "%s://%s%s%s:%d", s->tls == SCHEME_TLS_SSL ? "imaps" : "imap",
+            iv6 ? "[" : "", s->imap_host, iv6 ? "]" : "", s->imap_port);
+        out->sent_folder = xstrdup(s->sent_folder);
+    }
     out->envelope_from = xstrdup(j->from);
     out->from_name = j->from_name ? xstrdup(j->from_name) : NULL;
     out->from_addr = xstrdup(j->from);
@@ -150,6 +157,8 @@ route_clear(struct route *rt)
     if (rt->password)
         seal_free_secret(rt->password, strlen(rt->password));
     free(rt->scheme_field);
+    free(rt->imap_url);
+    free(rt->sent_folder);
     free(rt->envelope_from);
     free(rt->from_name);
     free(rt->from_addr);

@@ -37,6 +37,8 @@ struct route {
     long max_conns;        /* 0: the mailer's default */
     char *user, *password; /* NULL: no AUTH; the password is wiped */
     char *scheme_field;    /* the scheme used, for a refused login */
+    char *imap_url;        /* imap(s)://host:port for the Sent copy, or NULL */
+    char *sent_folder;     /* the scheme's Sent folder, or NULL */
     char *envelope_from;
     char *from_name; /* From: display name, NULL for none */
     char *from_addr; /* From: address */

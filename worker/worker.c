@@ -9,6 +9,7 @@
 #include "queue.h"
 #include "resolve.h"
 #include "schemes.h"
+#include "imapcopy.h"
 #include "spfcache.h"
 #include "tmpl.h"
 #include "util.h"
@@ -101,6 +102,7 @@ struct worker {
     struct resolver *resolver;
     struct schemes *schemes;
     struct spfcache *spf;
+    struct imapcopy *imap;
     struct mc *mc;
     struct task *tasks;
     size_t ntasks;
@@ -772,6 +774,10 @@ static void
 on_mail_done(struct mail_req *req, const struct mail_result *r)
 {
     struct task *t = req->ud;
+    if (r->cls == MAIL_OK && t->route.imap_url)
+        imapcopy_append(t->w->imap, tid(t), torg(t), t->route.imap_url,
+                        t->route.user, t->route.password, t->route.sent_folder,
+                        t->msg, t->msglen);
     free(t->msg); /* a retry builds it again */
     t->msg = NULL;
     free(t->reply);
@@ -1387,8 +1393,9 @@ close_all(struct worker *w)
         t->w->stopping = 1;
         task_free(t);
     }
-    w->open_handles = 7; /* 3 timers, the check, the queue, the mailer,
-                            the SPF cache */
+    w->open_handles = 8; /* 3 timers, the check, the queue, the mailer,
+                            the SPF cache, the IMAP copier */
+    imapcopy_close(w->imap, on_queue_closed, w);
     spfcache_close(w->spf, on_queue_closed, w);
     uv_close((uv_handle_t *)&w->t_check, on_handle_closed);
     uv_close((uv_handle_t *)&w->t_flush, on_handle_closed);
@@ -1534,6 +1541,10 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     };
     queue_new(loop, s, id, &ev, &w->q);
     schemes_set_queue(w->schemes, w->q);
+    if (imapcopy_new(loop, s, &w->imap) != 0) {
+        log_msg(LOG_FATAL, "cannot start libcurl", NULL);
+        exit(1);
+    }
     if (spfcache_new(loop, s, w->q, &w->spf, e) != 0) {
         /* a malformed HERALD_DNS or HERALD_SENDER_IPS: fatal at start,
          * like any bad setting */

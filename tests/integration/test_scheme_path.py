@@ -172,3 +172,65 @@ def test_bad_key_file_is_a_startup_error(t):
     check(w.proc.wait(5) == 2, "exit code %r, want 2" % w.proc.returncode)
     check("HERALD_SECRET_KEY_FILE" in open(w.log_path, errors="replace").read(),
           "the error should name HERALD_SECRET_KEY_FILE")
+
+
+@harness.timeout(90)
+def test_sent_folder_copy_over_imap(t):
+    """With an IMAP server and a Sent folder, a copy of each message the
+    scheme delivered is appended there (a real dovecot, STARTTLS)."""
+    import pwd
+    from test_scheme_test import Dovecot
+    ca, crt, key = make_ca(t)
+    org = TlsSmtp(t, crt, key, auth="orguser:right-pw")
+    dv = Dovecot(t, crt, key, "orguser", "right-pw")
+    nobody = pwd.getpwnam("nobody")
+    maildir = os.path.join(t.path("dovecot"), "mail", "orguser")
+    for sub in ("", "/cur", "/new", "/tmp", "/.Sent", "/.Sent/cur", "/.Sent/new", "/.Sent/tmp"):
+        os.makedirs(maildir + sub, exist_ok=True)
+        os.chown(maildir + sub, nobody.pw_uid, nobody.pw_gid)
+    r = t.redis()
+    relay = t.smtp()
+    kf = keyfile(t)
+    e = t.env(r, relay, HERALD_CA_FILE=ca, HERALD_SECRET_KEY_FILE=kf)
+    cp = run("heraldctl", "scheme", "add", "--org", ORG, "--email", ADDR,
+             "--smtp-host", "127.0.0.1", "--smtp-port", org.port, "--imap-host", "127.0.0.1",
+             "--imap-port", dv.port, "--sent-folder", "Sent", "--username", "orguser",
+             "--password-stdin", "--tls", "starttls", env=e, input="right-pw\n")
+    check(cp.returncode == 0, "scheme add: %s" % cp.stderr)
+    w = t.worker(e)
+    push(r, t, job("imap1"))
+    wait_until(lambda: len(org.messages()) == 1, 15, "delivery through the org server")
+
+    def copies():
+        out = []
+        for sub in ("cur", "new"):
+            d = os.path.join(maildir, ".Sent", sub)
+            out += [os.path.join(d, f) for f in os.listdir(d)]
+        return out
+    wait_until(lambda: len(copies()) == 1, 15, "a copy in the Sent folder")
+    body = open(copies()[0], "rb").read()
+    check(b"X-Herald-Id: imap1" in body, "the Sent copy is not the message")
+    wait_until(lambda: any("copied to the Sent folder" in (l.get("msg") or "")
+                           for l in w.logs()), 10, "the copy logged")
+    check(w.stop() == 0, "exit code")
+
+
+def test_sent_folder_copy_failure_does_not_touch_delivery(t):
+    ca, crt, key = make_ca(t)
+    org = TlsSmtp(t, crt, key, auth="orguser:right-pw")
+    r = t.redis()
+    relay = t.smtp()
+    kf = keyfile(t)
+    e = t.env(r, relay, HERALD_CA_FILE=ca, HERALD_SECRET_KEY_FILE=kf)
+    cp = run("heraldctl", "scheme", "add", "--org", ORG, "--email", ADDR,
+             "--smtp-host", "127.0.0.1", "--smtp-port", org.port, "--imap-host", "127.0.0.1",
+             "--imap-port", harness.free_port(), "--sent-folder", "Sent", "--username",
+             "orguser", "--password-stdin", "--tls", "starttls", env=e, input="right-pw\n")
+    check(cp.returncode == 0, "scheme add: %s" % cp.stderr)
+    w = t.worker(e)
+    push(r, t, job("imap2"))
+    wait_until(lambda: len(org.messages()) == 1, 15, "delivery through the org server")
+    wait_until(lambda: (mc_show(e, "imap2") or {}).get("status") == "sent", 10, "record sent")
+    wait_until(lambda: any("could not copy" in (l.get("msg") or "") and l.get("job") == "imap2"
+                           for l in w.logs()), 15, "the failed copy logged with the job")
+    check(w.stop() == 0, "exit code")

@@ -1,0 +1,179 @@
+#include "imapcopy.h"
+#include "err.h"
+#include "log.h"
+#include "seal.h"
+#include "util.h"
+
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct job_copy {
+    uv_work_t work;
+    struct imapcopy *c;
+    char *job_id, *org, *url, *user, *password, *folder;
+    char *msg;
+    size_t len, pos;
+    int ok;
+    char err[CURL_ERROR_SIZE + 64];
+};
+
+struct imapcopy {
+    const struct settings *s;
+    uv_loop_t *loop;
+    int running;
+    int closing;
+    void (*close_cb)(void *);
+    void *close_ud;
+};
+
+int
+imapcopy_new(uv_loop_t *loop, const struct settings *s, struct imapcopy **out)
+{
+    /* before any thread exists: curl_global_init is not thread-safe */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return HERR_IO;
+    struct imapcopy *c = xcalloc(1, sizeof *c);
+    c->loop = loop;
+    c->s = s;
+    *out = c;
+    return 0;
+}
+
+static size_t
+on_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+    struct job_copy *j = ud;
+    size_t want = size * nitems, left = j->len - j->pos;
+    if (want > left)
+        want = left;
+    memcpy(buf, j->msg + j->pos, want);
+    j->pos += want;
+    return want;
+}
+
+static void
+copy_work(uv_work_t *req)
+{
+    struct job_copy *j = req->data;
+    const struct settings *s = j->c->s;
+    CURL *e = curl_easy_init();
+    if (e == NULL) {
+        snprintf(j->err, sizeof j->err, "libcurl could not start");
+        return;
+    }
+    char *folder = curl_easy_escape(e, j->folder, 0);
+    char *url = xasprintf("%s/%s", j->url, folder ? folder : "");
+    curl_free(folder);
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(e, CURLOPT_READDATA, j);
+    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)j->len);
+    curl_easy_setopt(e, CURLOPT_USERNAME, j->user);
+    curl_easy_setopt(e, CURLOPT_PASSWORD, j->password);
+    curl_easy_setopt(e, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (s->ca_file) {
+        curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
+        curl_easy_setopt(e, CURLOPT_CAPATH, "/etc/ssl/certs");
+    }
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, s->connect_timeout_s);
+    curl_easy_setopt(e, CURLOPT_SERVER_RESPONSE_TIMEOUT, s->smtp_timeout_s);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT,
+                     s->connect_timeout_s + 4 * s->smtp_timeout_s);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+    CURLcode rc = curl_easy_perform(e);
+    if (rc == CURLE_OK) {
+        j->ok = 1;
+    } else {
+        snprintf(j->err, sizeof j->err, "%s",
+                 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    }
+    curl_easy_cleanup(e);
+    free(url);
+}
+
+static void
+copy_free(struct job_copy *j)
+{
+    if (j->password)
+        seal_free_secret(j->password, strlen(j->password));
+    free(j->job_id);
+    free(j->org);
+    free(j->url);
+    free(j->user);
+    free(j->folder);
+    free(j->msg);
+    free(j);
+}
+
+static void
+maybe_closed(struct imapcopy *c)
+{
+    if (!c->closing || c->running > 0)
+        return;
+    void (*cb)(void *) = c->close_cb;
+    void *ud = c->close_ud;
+    free(c);
+    if (cb)
+        cb(ud);
+}
+
+static void
+copy_done(uv_work_t *req, int status)
+{
+    struct job_copy *j = req->data;
+    struct imapcopy *c = j->c;
+    c->running--;
+    if (status == 0 && j->ok)
+        log_job(LOG_INFO, j->job_id, j->org, 0, "copied to the Sent folder",
+                "folder", j->folder, NULL);
+    else
+        log_job(LOG_WARN, j->job_id, j->org, 0,
+                "could not copy the message to the Sent folder (it was "
+                "delivered)",
+                "folder", j->folder, "error", status < 0 ? "cancelled" : j->err,
+                NULL);
+    copy_free(j);
+    maybe_closed(c);
+}
+
+void
+imapcopy_append(struct imapcopy *c, const char *job_id, const char *org,
+                const char *url, const char *user, const char *password,
+                const char *folder, const char *msg, size_t len)
+{
+    if (c->closing)
+        return;
+    struct job_copy *j = xcalloc(1, sizeof *j);
+    j->c = c;
+    j->job_id = xstrdup(job_id);
+    j->org = xstrdup(org);
+    j->url = xstrdup(url);
+    j->user = xstrdup(user);
+    j->password = xstrdup(password);
+    j->folder = xstrdup(folder);
+    j->msg = xmalloc(len ? len : 1);
+    memcpy(j->msg, msg, len);
+    j->len = len;
+    j->work.data = j;
+    c->running++;
+    if (uv_queue_work(c->loop, &j->work, copy_work, copy_done) != 0) {
+        c->running--;
+        copy_free(j);
+    }
+}
+
+void
+imapcopy_close(struct imapcopy *c, void (*cb)(void *ud), void *ud)
+{
+    c->closing = 1;
+    c->close_cb = cb;
+    c->close_ud = ud;
+    /* copies already queued finish first (bounded by the timeouts) */
+    maybe_closed(c);
+}

@@ -1,0 +1,39 @@
+/*
+ * imapcopy — a copy of each message sent through a sending scheme, in the
+ * scheme's IMAP Sent folder (SPEC §4 path 1; the help page's schemes
+ * "IMAP Host and Port").
+ *
+ * libcurl's IMAP APPEND through the easy interface, run on libuv's thread
+ * pool (its protocol steps block; the loop never waits for them). The copy
+ * is a courtesy: a failure is logged with the job, the org and the
+ * server's answer, and never changes the delivery's outcome. TLS as the
+ * scheme says (imaps://, or STARTTLS required), certificates verified
+ * (system bundle plus HERALD_CA_FILE).
+ */
+#ifndef HERALD_IMAPCOPY_H
+#define HERALD_IMAPCOPY_H
+
+#include "settings.h"
+
+#include <stddef.h>
+#include <uv.h>
+
+struct imapcopy;
+
+/* 0, or HERR_IO when libcurl cannot start. `s` is borrowed. */
+int imapcopy_new(uv_loop_t *loop, const struct settings *s,
+                 struct imapcopy **out);
+
+/*
+ * Queues one APPEND of `msg` (len bytes, copied) to `folder` at `url`
+ * ("imap://host:port" with STARTTLS required, or "imaps://host:port"),
+ * logging in as user/password (copied; wiped after use).
+ */
+void imapcopy_append(struct imapcopy *c, const char *job_id, const char *org,
+                     const char *url, const char *user, const char *password,
+                     const char *folder, const char *msg, size_t len);
+
+/* Waits for running copies (queued ones are dropped), frees, then cb. */
+void imapcopy_close(struct imapcopy *c, void (*cb)(void *ud), void *ud);
+
+#endif
