@@ -93,7 +93,7 @@ struct xfer {
 
 struct pool {
     struct pool *next;
-    char *url, *user, *host;
+    char *url, *user, *host, *tag;
     int port, implicit_tls, loopback;
     enum mail_tls tls;
     long max_conns;
@@ -291,6 +291,7 @@ mailer_free(struct mailer *m)
         free(p->url);
         free(p->user);
         free(p->host);
+        free(p->tag);
         free(p);
     }
     free(m->helo);
@@ -816,6 +817,8 @@ on_setup_reply(struct sconn *c, enum expect e, int code, const char *line)
     case X_AUTH_PLAIN:
     case X_AUTH_PASS:
         if (code == 235) {
+            if (x)
+                x->res.auth_ok = 1;
             start_transaction(c);
             return;
         }
@@ -1113,10 +1116,12 @@ parse_url(const char *url, char **host, int *port, int *implicit_tls)
 
 static struct pool *
 pool_get(struct mailer *m, const char *url, const char *user, enum mail_tls tls,
-         long max_conns)
+         long max_conns, const char *tag)
 {
     for (struct pool *p = m->pools; p; p = p->next)
         if (strcmp(p->url, url) == 0 && p->tls == tls &&
+            ((p->tag == NULL && tag == NULL) ||
+             (p->tag && tag && strcmp(p->tag, tag) == 0)) &&
             ((p->user == NULL && user == NULL) ||
              (p->user && user && strcmp(p->user, user) == 0)))
             return p;
@@ -1129,6 +1134,7 @@ pool_get(struct mailer *m, const char *url, const char *user, enum mail_tls tls,
     p->user = user ? xstrdup(user) : NULL;
     p->tls = tls;
     p->max_conns = max_conns;
+    p->tag = tag ? xstrdup(tag) : NULL;
     struct in_addr a4;
     p->loopback = strcmp(p->host, "localhost") == 0 ||
                   strcmp(p->host, "::1") == 0 ||
@@ -1240,7 +1246,8 @@ mailer_send(struct mailer *m, struct mail_req *req)
         return HERR_IO;
     if (req->nrcpt == 0 || req->nrcpt > MAILER_RCPT_MAX)
         return HERR_INVALID;
-    struct pool *p = pool_get(m, req->url, req->user, req->tls, req->max_conns);
+    struct pool *p =
+        pool_get(m, req->url, req->user, req->tls, req->max_conns, req->tag);
     if (p == NULL)
         return HERR_INVALID;
     struct xfer *x = xcalloc(1, sizeof *x);

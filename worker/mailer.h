@@ -50,6 +50,7 @@ struct mail_result {
     size_t nrcpt;
     int reused;      /* 1 when an existing connection carried it */
     int auth_failed; /* the server refused the credentials (cls TEMP) */
+    int auth_ok;     /* this transaction logged in (235) */
 };
 
 /* TLS for smtp:// URLs (smtps:// is always TLS from the first byte). */
@@ -67,6 +68,8 @@ struct mail_req {
     const char *url;      /* smtp://host:port or smtps://host:port */
     enum mail_tls tls;    /* for smtp:// */
     long max_conns;       /* connections to this server; 0: the default */
+    const char *tag;      /* connections are shared only between equal tags
+                             (NULL: none); e.g. a credentials fingerprint */
     const char *user;     /* NULL: no AUTH */
     const char *password; /* never logged */
     const char *mail_from;

@@ -65,6 +65,7 @@ scheme_path(struct resolver *r, const struct job *j,
     out->user = xstrdup(s->username);
     out->password = xstrdup(e->password);
     out->scheme_field = xstrdup(e->field);
+    out->scheme_fp = xstrdup(e->fp);
     if (s->imap_host && s->sent_folder) {
         int iv6 = strchr(s->imap_host, ':') != NULL;
         out->imap_url = xasprintf(
@@ -157,6 +158,7 @@ route_clear(struct route *rt)
     if (rt->password)
         seal_free_secret(rt->password, strlen(rt->password));
     free(rt->scheme_field);
+    free(rt->scheme_fp);
     free(rt->imap_url);
     free(rt->sent_folder);
     free(rt->envelope_from);

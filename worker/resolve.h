@@ -37,6 +37,7 @@ struct route {
     long max_conns;        /* 0: the mailer's default */
     char *user, *password; /* NULL: no AUTH; the password is wiped */
     char *scheme_field;    /* the scheme used, for a refused login */
+    char *scheme_fp;       /* its credentials fingerprint */
     char *imap_url;        /* imap(s)://host:port for the Sent copy, or NULL */
     char *sent_folder;     /* the scheme's Sent folder, or NULL */
     char *envelope_from;

@@ -6,6 +6,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,6 +119,15 @@ entry_new(struct schemes *sc, const char *field, const char *json, size_t len)
     en->s = s;
     en->json = xstrndup(json, len);
     snprintf(en->field, sizeof en->field, "%s", field);
+    {
+        /* usernames hold no control characters: "\n" separates */
+        char *id = xasprintf("%s\n%s", s->username, s->password);
+        unsigned char d[SHA256_DIGEST_LENGTH];
+        SHA256((const unsigned char *)id, strlen(id), d);
+        free(id);
+        for (int i = 0; i < 16; i++)
+            snprintf(en->fp + 2 * i, 3, "%02x", d[i]);
+    }
     char aad[SCHEME_AAD_MAX];
     scheme_aad(aad, sizeof aad, s->org, s->email);
     if (sc->key == NULL) {

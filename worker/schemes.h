@@ -29,6 +29,8 @@ struct scheme_entry {
     char *password; /* clear; NULL when it could not be opened */
     char *why_not;  /* why the password could not be opened, or NULL */
     char field[SCHEME_FIELD_MAX];
+    char fp[33]; /* fingerprint of these credentials (user + sealed
+                    password): a new one needs a first login again */
 };
 
 struct schemes;

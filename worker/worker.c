@@ -10,6 +10,7 @@
 #include "resolve.h"
 #include "schemes.h"
 #include "imapcopy.h"
+#include "logingate.h"
 #include "spfcache.h"
 #include "tmpl.h"
 #include "util.h"
@@ -83,6 +84,7 @@ struct task {
     int rendered;          /* the template (if any) has been applied */
     int spf_known, spf_ok; /* the SPF verdict for the from domain */
     char *spf_why;
+    int gated;              /* waiting for a scheme's first login (logingate) */
     uint64_t t250;          /* uv_hrtime() when the server accepted */
     int preclaimed;         /* the take claimed the id already */
     struct queue_claim pre; /* what that claim said */
@@ -103,6 +105,7 @@ struct worker {
     struct schemes *schemes;
     struct spfcache *spf;
     struct imapcopy *imap;
+    struct logingate *gate;
     struct mc *mc;
     struct task *tasks;
     size_t ntasks;
@@ -201,6 +204,7 @@ task_free(struct task *t)
 {
     struct worker *w = t->w;
     task_release_slot(t);
+    logingate_forget(w->gate, t);
     if (t->prev)
         t->prev->next = t->next;
     else
@@ -774,6 +778,16 @@ static void
 on_mail_done(struct mail_req *req, const struct mail_result *r)
 {
     struct task *t = req->ud;
+    struct worker *w = t->w;
+    if (t->route.path == ROUTE_SCHEME) {
+        /* A refused login marks the scheme first, then the gate wakes
+         * the jobs that waited on these credentials: they route again
+         * and see it. */
+        if (r->auth_failed)
+            schemes_mark_failed(w->schemes, t->route.scheme_field, r->reply);
+        logingate_result(w->gate, t->route.scheme_field, t->route.scheme_fp, t,
+                         r->auth_ok, r->auth_failed);
+    }
     if (r->cls == MAIL_OK && t->route.imap_url)
         imapcopy_append(t->w->imap, tid(t), torg(t), t->route.imap_url,
                         t->route.user, t->route.password, t->route.sent_folder,
@@ -810,11 +824,9 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
         task_release_slot(t);
         mc_queue(t, MCW_SENT);
     } else if (r->auth_failed && t->route.path == ROUTE_SCHEME) {
-        /* The organisation's server refused the scheme's credentials:
-         * mark it (no further login with them), then route this job
-         * again: fallback to the relay, or hold, as the scheme says. */
-        struct worker *w = t->w;
-        schemes_mark_failed(w->schemes, t->route.scheme_field, r->reply);
+        /* The organisation's server refused the scheme's credentials
+         * (marked above): route this job again: fallback to the relay,
+         * or hold, as the scheme says. */
         log_job(LOG_WARN, tid(t), torg(t), t->attempt,
                 "the sending scheme's login was refused; routing again",
                 "smtp_reply", r->reply, NULL);
@@ -837,6 +849,7 @@ start_send(struct task *t)
     t->req.url = t->route.url;
     t->req.tls = t->route.tls;
     t->req.max_conns = t->route.max_conns;
+    t->req.tag = t->route.scheme_fp;
     t->req.user = t->route.user;
     t->req.password = t->route.password;
     t->req.mail_from = t->route.envelope_from;
@@ -874,6 +887,18 @@ build_envelope(struct task *t)
 }
 
 static void prepare(struct task *t);
+
+/* The scheme's first login is decided: route again (the scheme may be
+ * auth_failed now). */
+static void
+on_gate_wake(void *ud)
+{
+    struct task *t = ud;
+    t->gated = 0;
+    route_clear(&t->route);
+    t->routed = 0;
+    prepare(t);
+}
 
 /* The SPF verdict for the job's from domain: route again with it. */
 static void
@@ -1018,6 +1043,12 @@ prepare(struct task *t)
     }
     if (t->route.hold) {
         defer_or_expire(t, t->route.reason);
+        return;
+    }
+    if (t->route.path == ROUTE_SCHEME &&
+        !logingate_enter(w->gate, t->route.scheme_field, t->route.scheme_fp,
+                         on_gate_wake, t)) {
+        t->gated = 1; /* another transaction tries these credentials */
         return;
     }
     if (t->job->template_name && !t->rendered) {
@@ -1300,8 +1331,10 @@ static void
 on_retry_timer(uv_timer_t *timer)
 {
     struct worker *w = timer->data;
-    if (!w->stopping && queue_is_ready(w->q))
+    if (!w->stopping && queue_is_ready(w->q)) {
         schemes_poll(w->schemes); /* a change is seen within a second */
+        logingate_tick(w->gate);
+    }
     if (log_enabled(LOG_DEBUG)) {
         size_t nready = 0;
         for (struct task *r = w->ready.head; r; r = r->qnext)
@@ -1342,6 +1375,7 @@ on_handle_closed(uv_handle_t *h)
         mc_close(w->mc);
     resolver_free(w->resolver);
     schemes_free(w->schemes);
+    logingate_free(w->gate);
     free(w->fb_task);
     free(w->fb_step);
     free(w->done_list);
@@ -1454,6 +1488,15 @@ on_grace(uv_timer_t *timer)
     close_all(w);
 }
 
+static struct task *
+first_gated(struct worker *w)
+{
+    for (struct task *t = w->tasks; t; t = t->next)
+        if (t->gated)
+            return t;
+    return NULL;
+}
+
 void
 worker_stop(struct worker *w, void (*done)(void *ud, int code), void *ud)
 {
@@ -1476,6 +1519,8 @@ worker_stop(struct worker *w, void (*done)(void *ud, int code), void *ud)
         task_free(t);
     while ((t = tq_pop(&w->retry)) != NULL)
         task_free(t);
+    while ((t = first_gated(w)) != NULL)
+        task_free(t); /* waited on a scheme's first login: not started */
     for (t = w->tasks; t; t = t->next)
         if (t->job && t->job->id && t->step == MCW_NONE && !t->routed &&
             !t->has_slot_ever)
@@ -1541,6 +1586,8 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     };
     queue_new(loop, s, id, &ev, &w->q);
     schemes_set_queue(w->schemes, w->q);
+    w->gate = logingate_new(
+        w->q, id, (s->connect_timeout_s + 4 * s->smtp_timeout_s) * 1000);
     if (imapcopy_new(loop, s, &w->imap) != 0) {
         log_msg(LOG_FATAL, "cannot start libcurl", NULL);
         exit(1);

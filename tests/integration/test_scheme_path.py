@@ -234,3 +234,91 @@ def test_sent_folder_copy_failure_does_not_touch_delivery(t):
     wait_until(lambda: any("could not copy" in (l.get("msg") or "") and l.get("job") == "imap2"
                            for l in w.logs()), 15, "the failed copy logged with the job")
     check(w.stop() == 0, "exit code")
+
+
+@harness.timeout(120)
+def test_wrong_password_costs_one_login_fleet_wide(t):
+    """Three workers, twenty jobs for a scheme whose password is wrong,
+    all at once: the organisation's server sees exactly one login, every
+    job is delivered through the relay (fallback), none is lost."""
+    ca, crt, key = make_ca(t)
+    org = TlsSmtp(t, crt, key, auth="orguser:right-pw")
+    r = t.redis()
+    relay = t.smtp()
+    kf = keyfile(t)
+    e = t.env(r, relay, HERALD_CA_FILE=ca, HERALD_SECRET_KEY_FILE=kf)
+    add_scheme(e, org.port, "wrong-pw")
+    ids = ["fleet-%d" % i for i in range(20)]
+    r.pipeline([("LPUSH", t.prefix + ":queue:normal", job(i)) for i in ids])
+    ws = [t.worker(dict(e, HERALD_WORKER_ID="w%d" % k)) for k in range(3)]
+    wait_until(lambda: len(set(relay.ids())) == 20, 60,
+               "all 20 delivered by the relay (have %d)" % len(set(relay.ids())))
+    logins = org.auth_attempts()
+    check(len(logins) == 1, "logins at the org server: %r" % logins)
+    check(org.messages() == [], "a message reached the org server")
+    check(scheme_state(e)[0] == "auth_failed", "scheme not marked")
+    check(sorted(set(relay.ids())) == sorted(ids), "ids differ")
+    for w in ws:
+        check(w.stop() == 0, "exit code")
+
+
+@harness.timeout(120)
+def test_right_password_verified_once_then_parallel(t):
+    ca, crt, key = make_ca(t)
+    org = TlsSmtp(t, crt, key, auth="orguser:right-pw")
+    r = t.redis()
+    relay = t.smtp()
+    kf = keyfile(t)
+    e = t.env(r, relay, HERALD_CA_FILE=ca, HERALD_SECRET_KEY_FILE=kf)
+    add_scheme(e, org.port, "right-pw")
+    ids = ["ok-%d" % i for i in range(30)]
+    r.pipeline([("LPUSH", t.prefix + ":queue:normal", job(i)) for i in ids])
+    ws = [t.worker(dict(e, HERALD_WORKER_ID="w%d" % k)) for k in range(3)]
+    wait_until(lambda: len(org.messages()) == 30, 60,
+               "all 30 through the org server (have %d)" % len(org.messages()))
+    check(relay.count() == 0, "the relay saw scheme mail")
+    logins = org.auth_attempts()
+    check(all(l["ok"] for l in logins), "a refused login: %r" % logins)
+    check(len(logins) <= 3 * 2, "more logins than connections allowed: %d" % len(logins))
+    check(r.cmd("GET", t.prefix + ":scheme_login:acme/billing@acme.test").startswith(b"ok:"),
+          "the verified credentials are not recorded")
+    for w in ws:
+        check(w.stop() == 0, "exit code")
+
+
+def test_scheme_over_implicit_tls(t):
+    ca, crt, key = make_ca(t)
+    org = TlsSmtp(t, crt, key, implicit=True, auth="orguser:right-pw")
+    r = t.redis()
+    relay = t.smtp()
+    kf = keyfile(t)
+    e = t.env(r, relay, HERALD_CA_FILE=ca, HERALD_SECRET_KEY_FILE=kf)
+    cp = run("heraldctl", "scheme", "add", "--org", ORG, "--email", ADDR,
+             "--smtp-host", "127.0.0.1", "--smtp-port", org.port, "--username", "orguser",
+             "--password-stdin", "--tls", "ssl", env=e, input="right-pw\n")
+    check(cp.returncode == 0, "scheme add: %s" % cp.stderr)
+    w = t.worker(e)
+    push(r, t, job("ssl1"))
+    wait_until(lambda: len(org.messages()) == 1, 15, "delivery over SMTPS")
+    meta, raw = org.messages()[0]
+    check(meta["tls"] and meta["auth_user"] == "orguser", "not TLS + AUTH: %r" % meta)
+    check(relay.count() == 0, "the relay saw it")
+    check(w.stop() == 0, "exit code")
+
+
+def test_starttls_required_refuses_a_plain_server(t):
+    """--tls starttls: a server that offers no STARTTLS gets nothing (no
+    credentials in clear, no message); the job waits and says why."""
+    r = t.redis()
+    relay = t.smtp()
+    plain = t.smtp()  # no TLS at all
+    kf = keyfile(t)
+    e = t.env(r, relay, HERALD_SECRET_KEY_FILE=kf)
+    add_scheme(e, plain.port, "pw")
+    w = t.worker(e)
+    push(r, t, job("plain1"))
+    wait_until(lambda: (mc_show(e, "plain1") or {}).get("status") == "deferred", 15, "deferred")
+    rec = mc_show(e, "plain1")
+    check("STARTTLS" in (rec["last_error"] or ""), "last_error %r" % rec["last_error"])
+    check(plain.count() == 0 and relay.count() == 0, "a message went out")
+    check(w.stop() == 0, "exit code")
