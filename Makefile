@@ -45,7 +45,7 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 PROGS := $(BIN)/herald-worker $(BIN)/herald-enqueue $(BIN)/heraldctl \
          $(BIN)/libherald.a
 
-.PHONY: all san units check test deps bench demo fmt fmt-check clean
+.PHONY: all san units check test deps bench demo fuzz fmt fmt-check clean
 all: $(PROGS) $(UNIT_BINS)
 
 $(B)/%.o: %.c
@@ -96,6 +96,12 @@ bench:
 	@scripts/deps.sh
 	$(MAKE) all
 	@/usr/bin/python3 scripts/bench.py
+
+# libFuzzer targets (clang), FUZZ_SECONDS each (default 20); not part of
+# `make check`. See docs/fuzz.md.
+fuzz:
+	@scripts/deps.sh
+	bash scripts/fuzz.sh
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')
