@@ -1,5 +1,5 @@
 /*
- * dnsres — a synchronous stub resolver behind the SPF evaluator's seam
+ * dnsres — a synchronous DNS client behind the SPF evaluator's seam
  * (common/spf.h, `struct spf_resolver`): A, AAAA, MX, PTR and TXT
  * questions sent to one recursive server (HERALD_DNS, "host[:port]") or
  * to the system's resolvers (/etc/resolv.conf), with libresolv

@@ -8,7 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Copies run at most this many at once, so they never take the thread
+ * pool from the Message Center writes and SPF checks; the rest wait here
+ * (up to IMAPCOPY_QUEUE_MAX, then the copy is skipped and logged). */
+#define IMAPCOPY_RUNNING_MAX 2
+#define IMAPCOPY_QUEUE_MAX 10000
+
 struct job_copy {
+    struct job_copy *next; /* in the wait queue */
     uv_work_t work;
     struct imapcopy *c;
     char *job_id, *org, *url, *user, *password, *folder;
@@ -22,6 +29,8 @@ struct imapcopy {
     const struct settings *s;
     uv_loop_t *loop;
     int running;
+    struct job_copy *wait_head, *wait_tail;
+    size_t nwait;
     int closing;
     void (*close_cb)(void *);
     void *close_ud;
@@ -111,11 +120,38 @@ copy_free(struct job_copy *j)
     free(j);
 }
 
+static void copy_done(uv_work_t *req, int status);
+
+/* Starts waiting copies while fewer than IMAPCOPY_RUNNING_MAX run. */
+static void
+pump(struct imapcopy *c)
+{
+    while (c->running < IMAPCOPY_RUNNING_MAX && c->wait_head) {
+        struct job_copy *j = c->wait_head;
+        c->wait_head = j->next;
+        if (c->wait_head == NULL)
+            c->wait_tail = NULL;
+        c->nwait--;
+        c->running++;
+        if (uv_queue_work(c->loop, &j->work, copy_work, copy_done) != 0) {
+            c->running--;
+            copy_free(j);
+        }
+    }
+}
+
 static void
 maybe_closed(struct imapcopy *c)
 {
     if (!c->closing || c->running > 0)
         return;
+    while (c->wait_head) { /* not started: dropped at shutdown */
+        struct job_copy *j = c->wait_head;
+        c->wait_head = j->next;
+        log_job(LOG_WARN, j->job_id, j->org, 0,
+                "shutdown: the Sent-folder copy was not made", NULL);
+        copy_free(j);
+    }
     void (*cb)(void *) = c->close_cb;
     void *ud = c->close_ud;
     free(c);
@@ -139,7 +175,10 @@ copy_done(uv_work_t *req, int status)
                 "folder", j->folder, "error", status < 0 ? "cancelled" : j->err,
                 NULL);
     copy_free(j);
-    maybe_closed(c);
+    if (c->closing)
+        maybe_closed(c);
+    else
+        pump(c);
 }
 
 void
@@ -149,6 +188,13 @@ imapcopy_append(struct imapcopy *c, const char *job_id, const char *org,
 {
     if (c->closing)
         return;
+    if (c->nwait >= IMAPCOPY_QUEUE_MAX) {
+        log_job(LOG_WARN, job_id, org, 0,
+                "too many Sent-folder copies waiting; this one is skipped "
+                "(the message was delivered)",
+                NULL);
+        return;
+    }
     struct job_copy *j = xcalloc(1, sizeof *j);
     j->c = c;
     j->job_id = xstrdup(job_id);
@@ -161,11 +207,13 @@ imapcopy_append(struct imapcopy *c, const char *job_id, const char *org,
     memcpy(j->msg, msg, len);
     j->len = len;
     j->work.data = j;
-    c->running++;
-    if (uv_queue_work(c->loop, &j->work, copy_work, copy_done) != 0) {
-        c->running--;
-        copy_free(j);
-    }
+    if (c->wait_tail)
+        c->wait_tail->next = j;
+    else
+        c->wait_head = j;
+    c->wait_tail = j;
+    c->nwait++;
+    pump(c);
 }
 
 void

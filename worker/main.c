@@ -129,6 +129,10 @@ main(int argc, char **argv)
     }
 
     struct app a = {0};
+    /* The thread pool runs Message Center batches, SPF checks and IMAP
+     * copies; libuv's default of 4 threads lets slow DNS or IMAP servers
+     * delay the batches every delivery waits for. */
+    setenv("UV_THREADPOOL_SIZE", "16", 0);
     a.loop = uv_default_loop();
     /* Signals first: a SIGTERM while the store opens must not kill us. */
     uv_signal_init(a.loop, &a.sigterm);
