@@ -2,6 +2,7 @@
 #include "clock.h"
 #include "job.h"
 #include "seal.h"
+#include "tzwin.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -31,6 +32,7 @@ scheme_free(struct scheme *s)
     free(s->username);
     free(s->password);
     free(s->sent_folder);
+    free(s->time_zone);
     free(s->state_reason);
     free(s);
 }
@@ -53,6 +55,7 @@ scheme_dup(const struct scheme *s)
     d->username = dup_or_null(s->username);
     d->password = dup_or_null(s->password);
     d->sent_folder = dup_or_null(s->sent_folder);
+    d->time_zone = dup_or_null(s->time_zone);
     d->state_reason = xstrdup(s->state_reason ? s->state_reason : "");
     return d;
 }
@@ -329,6 +332,12 @@ scheme_check(const struct scheme *s, struct herr *e)
     if (s->minute_limit < 0 || s->minute_limit > SCHEME_LIMIT_MAX)
         return herr_set(e, HERR_INVALID, "minute_limit",
                         "not a positive integer (1-%lld)", SCHEME_LIMIT_MAX);
+    if (s->time_zone && !tzwin_valid_name(s->time_zone))
+        return herr_set(e, HERR_INVALID, "time_zone",
+                        "'%.80s' is not a time zone name (1-%d bytes of "
+                        "[A-Za-z0-9_+-] parts separated by '/', e.g. "
+                        "Europe/Paris)",
+                        s->time_zone, TZWIN_NAME_MAX);
     if ((unsigned)s->on_auth_failure > SCHEME_AUTH_HOLD)
         return herr_set(e, HERR_INVALID, "on_auth_failure",
                         "not fallback or hold");
@@ -367,6 +376,7 @@ patch_onto(struct scheme *s, const struct scheme_patch *p)
     SET_STR(username)
     SET_STR(password)
     SET_STR(sent_folder)
+    SET_STR(time_zone)
 #undef SET_STR
     if (p->smtp_port) {
         s->smtp_port = p->smtp_port;
@@ -410,6 +420,9 @@ patch_self_check(const struct scheme_patch *p, struct herr *e)
     if (p->clear_minute_limit && p->minute_limit)
         return herr_set(e, HERR_INVALID, "minute_limit",
                         "removing and setting it at once");
+    if (p->clear_time_zone && p->time_zone)
+        return herr_set(e, HERR_INVALID, "time_zone",
+                        "removing and setting it at once");
     if (p->tls > SCHEME_TLS_NONE)
         return herr_set(e, HERR_INVALID, "tls", "not ssl, starttls or none");
     if (p->on_auth_failure > SCHEME_AUTH_HOLD)
@@ -427,7 +440,7 @@ scheme_create(const char *org, const char *email, const struct scheme_patch *p,
     if (rc)
         return rc;
     if (p->clear_imap || p->clear_sent_folder || p->clear_daily_limit ||
-        p->clear_minute_limit)
+        p->clear_minute_limit || p->clear_time_zone)
         return herr_set(e, HERR_INVALID, NULL,
                         "a new scheme has nothing to remove");
     /* The required ones first, in the order of SPEC §7. */
@@ -499,6 +512,11 @@ scheme_apply(struct scheme *s, const struct scheme_patch *p, int64_t now_ms,
     }
     if (p->clear_minute_limit) {
         n->minute_limit = 0;
+        given++;
+    }
+    if (p->clear_time_zone) {
+        free(n->time_zone);
+        n->time_zone = NULL;
         given++;
     }
     if (given == 0) {
@@ -586,6 +604,8 @@ scheme_to_json(const struct scheme *s, unsigned flags)
         json_object_set_new(o, "daily_limit", json_integer(s->daily_limit));
     if (s->minute_limit)
         json_object_set_new(o, "minute_limit", json_integer(s->minute_limit));
+    if (s->time_zone)
+        json_object_set_new(o, "time_zone", str_or_empty(s->time_zone));
     json_object_set_new(o, "on_auth_failure",
                         json_string(scheme_on_auth_name(s->on_auth_failure)));
     if (s->sent_folder)
@@ -719,6 +739,7 @@ scheme_from_json(const char *json, size_t len, struct scheme **out,
         (rc = get_enum(o, "tls", 1, parse_tls_int, &tls, e)) ||
         (rc = get_int(o, "daily_limit", 0, &s->daily_limit, e)) ||
         (rc = get_int(o, "minute_limit", 0, &s->minute_limit, e)) ||
+        (rc = get_str(o, "time_zone", 0, &s->time_zone, e)) ||
         (rc = get_enum(o, "on_auth_failure", 0, parse_auth_int, &auth, e)) ||
         (rc = get_str(o, "sent_folder", 0, &s->sent_folder, e)) ||
         (rc = get_enum(o, "state", 1, parse_state_int, &state, e)) ||

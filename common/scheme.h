@@ -40,6 +40,13 @@
  *                            "localhost"). The same mode applies to IMAP.
  *   daily_limit      integer optional, 1-SCHEME_LIMIT_MAX (recipients/day)
  *   minute_limit     integer optional, 1-SCHEME_LIMIT_MAX (recipients/min)
+ *   time_zone        string  optional: the zone whose calendar days are
+ *                            the daily_limit windows, an IANA name
+ *                            (tzwin_valid_name: "Europe/Paris", at most
+ *                            TZWIN_NAME_MAX bytes); absent: UTC days.
+ *                            scheme_check checks the name only (pure);
+ *                            heraldctl also checks that the zone loads
+ *                            (tzwin_load) before writing it
  *   on_auth_failure  string  "fallback" (relay path with Reply-To) or
  *                            "hold" (jobs wait, deferred); default fallback
  *   sent_folder      string  optional IMAP folder for a copy of each sent
@@ -102,6 +109,7 @@ struct scheme {
     enum scheme_tls tls;
     long long daily_limit;  /* 0: none */
     long long minute_limit; /* 0: none */
+    char *time_zone;        /* NULL: UTC */
     enum scheme_on_auth on_auth_failure;
     char *sent_folder; /* NULL: none */
     enum scheme_state state;
@@ -131,7 +139,9 @@ struct scheme_patch {
     int clear_daily_limit;
     long long minute_limit;
     int clear_minute_limit;
-    int on_auth_failure; /* enum scheme_on_auth, -1: not given */
+    const char *time_zone; /* a zone name (tzwin_valid_name) */
+    int clear_time_zone;   /* back to UTC days */
+    int on_auth_failure;   /* enum scheme_on_auth, -1: not given */
     const char *sent_folder;
     int clear_sent_folder;
 };

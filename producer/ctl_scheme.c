@@ -10,6 +10,7 @@
  */
 #include "ctl.h"
 #include "log.h"
+#include "tzwin.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -172,8 +173,8 @@ read_password(char *pw, size_t cap, size_t *len)
 struct scheme_args {
     const char *org, *email, *smtp_host, *smtp_port, *imap_host, *imap_port;
     const char *username, *tls, *daily_limit, *minute_limit, *on_auth;
-    const char *sent_folder;
-    int password_stdin, no_imap, no_daily, no_minute, no_folder;
+    const char *sent_folder, *time_zone;
+    int password_stdin, no_imap, no_daily, no_minute, no_folder, no_tz;
 };
 
 static int
@@ -198,11 +199,13 @@ parse_scheme_args(const char *cmd, int update, int argc, char **argv,
                                   {"--minute-limit", 1, &a->minute_limit, NULL},
                                   {"--on-auth-failure", 1, &a->on_auth, NULL},
                                   {"--sent-folder", 1, &a->sent_folder, NULL},
+                                  {"--time-zone", 1, &a->time_zone, NULL},
                                   /* update only: */
                                   {"--no-imap", 0, NULL, &a->no_imap},
                                   {"--no-daily-limit", 0, NULL, &a->no_daily},
                                   {"--no-minute-limit", 0, NULL, &a->no_minute},
                                   {"--no-sent-folder", 0, NULL, &a->no_folder},
+                                  {"--no-time-zone", 0, NULL, &a->no_tz},
                                   {NULL, 0, NULL, NULL}};
     struct ctl_opt opts[sizeof all / sizeof all[0]];
     size_t k = 0;
@@ -280,10 +283,19 @@ parse_scheme_args(const char *cmd, int update, int argc, char **argv,
                                    a->on_auth);
         p->on_auth_failure = (int)o;
     }
+    if (a->time_zone) {
+        /* The zone must exist here, not only be well formed. */
+        struct tzwin *z = NULL;
+        if ((rc = tzwin_load(NULL, a->time_zone, &z, &e)) != 0)
+            return fail(cmd, rc, &e);
+        tzwin_free(z);
+        p->time_zone = a->time_zone;
+    }
     p->clear_imap = a->no_imap;
     p->clear_daily_limit = a->no_daily;
     p->clear_minute_limit = a->no_minute;
     p->clear_sent_folder = a->no_folder;
+    p->clear_time_zone = a->no_tz;
     return CTL_OK;
 }
 
@@ -419,19 +431,18 @@ ctl_scheme_list(struct ctl *c, int argc, char **argv)
         puts("(no schemes)");
     } else {
         static const char *const heads[] = {
-            "ORG",   "EMAIL",      "SMTP",
-            "TLS",   "IMAP",       "USER",
-            "DAILY", "PER-MINUTE", "ON-AUTH-FAILURE",
-            "STATE", "STATE-AT",   "STATE-REASON"};
+            "ORG",   "EMAIL",    "SMTP",        "TLS",       "IMAP",
+            "USER",  "DAILY",    "PER-MINUTE",  "TIME-ZONE", "ON-AUTH-FAILURE",
+            "STATE", "STATE-AT", "STATE-REASON"};
         struct ctl_table t;
-        ctl_table_init(&t, 12, heads);
+        ctl_table_init(&t, 13, heads);
         for (size_t i = 0; i < n; i++) {
             const struct scheme *s = rows[i].scheme;
             if (s == NULL)
                 continue;
             char at[32];
             ctl_time(s->state_at, at);
-            char *row[12] = {ctl_cell(s->org, 0),
+            char *row[13] = {ctl_cell(s->org, 0),
                              ctl_cell(s->email, 0),
                              host_port(s->smtp_host, s->smtp_port),
                              xstrdup(scheme_tls_name(s->tls)),
@@ -439,6 +450,7 @@ ctl_scheme_list(struct ctl *c, int argc, char **argv)
                              ctl_cell(s->username, 40),
                              limit_cell(s->daily_limit),
                              limit_cell(s->minute_limit),
+                             xstrdup(s->time_zone ? s->time_zone : "UTC"),
                              xstrdup(scheme_on_auth_name(s->on_auth_failure)),
                              xstrdup(scheme_state_name(s->state)),
                              xstrdup(s->state == SCHEME_STATE_OK ? "-" : at),

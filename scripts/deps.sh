@@ -13,7 +13,7 @@ PKGS=(
   dnsmasq            # DNS server of the SPF tests
   dovecot-imapd      # IMAP server of the scheme tests
   docker-compose     # `docker-compose config -q` in the tests
-  sqlite3 openssl procps iproute2 curl
+  sqlite3 openssl procps iproute2 curl tzdata
 )
 
 missing=()

@@ -4,7 +4,7 @@
 # its seed corpus in tests/fuzz/corpus/<target>/.
 #
 #   FUZZ_SECONDS   seconds per target (default 20)
-#   FUZZ_TARGETS   space-separated subset (default: all four)
+#   FUZZ_TARGETS   space-separated subset (default: all)
 #   FUZZ_JOBS      parallel compile jobs (default: nproc)
 #   FUZZ_KEEP=1    keep the work directory even when everything passed
 #   CLANG          compiler (default clang)
@@ -18,7 +18,7 @@ set -u
 
 cd "$(dirname "$0")/.." || exit 2
 SECONDS_PER=${FUZZ_SECONDS:-20}
-TARGETS=${FUZZ_TARGETS:-"fuzz_job fuzz_mime fuzz_spf fuzz_jfast"}
+TARGETS=${FUZZ_TARGETS:-"fuzz_job fuzz_mime fuzz_spf fuzz_jfast fuzz_tzwin"}
 CLANG=${CLANG:-clang}
 JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
@@ -69,6 +69,14 @@ for t in $TARGETS; do
         continue
     fi
     mkdir -p "$WORK/corpus/$t" "$WORK/artifacts/$t"
+    # fuzz_tzwin starts from real zone files (tzdata), when installed
+    if [ "$t" = fuzz_tzwin ]; then
+        for z in UTC Europe/Paris America/New_York Australia/Lord_Howe \
+            Africa/Casablanca Pacific/Apia America/Santiago Etc/GMT+5; do
+            [ -f "/usr/share/zoneinfo/$z" ] &&
+                cp "/usr/share/zoneinfo/$z" "$WORK/corpus/$t/seed_${z//\//_}"
+        done
+    fi
     set -- "$WORK/corpus/$t"
     [ -d "$seeds" ] && set -- "$@" "$seeds"
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \

@@ -2,7 +2,8 @@
  * test_scheme — Email Sending Scheme records (common/scheme.h): the
  * validators, create / apply (update changes only what is given, a new
  * password clears auth_failed), the JSON round trip, the public JSON that
- * never holds the password, and stored values that must be refused.
+ * never holds the password, stored values that must be refused, and the
+ * optional time_zone (set, cleared, its place in the JSON, bad names).
  *
  * Helper mode for the integration tests (tests/integration/
  * test_schemes.py), which must check that a stored token opens without
@@ -18,6 +19,7 @@
 #include "../../common/err.h"
 #include "../../common/scheme.h"
 #include "../../common/seal.h"
+#include "../../common/tzwin.h"
 #include "../../common/util.h"
 #include "t.h"
 
@@ -337,6 +339,7 @@ test_json(void)
     p.sent_folder = "Sent Items";
     p.daily_limit = 2000;
     p.minute_limit = 30;
+    p.time_zone = "America/Argentina/Salta";
     p.tls = SCHEME_TLS_SSL;
     p.on_auth_failure = SCHEME_AUTH_HOLD;
     CHECK(scheme_create("acme", "Billing@Acme.test", &p, 1764169087123, &s,
@@ -359,6 +362,7 @@ test_json(void)
         CHECK(back->imap_port == 993 && back->smtp_port == 587);
         CHECK_STR(back->sent_folder, "Sent Items");
         CHECK(back->daily_limit == 2000 && back->minute_limit == 30);
+        CHECK_STR(back->time_zone, "America/Argentina/Salta");
         CHECK(back->tls == SCHEME_TLS_SSL);
         CHECK(back->on_auth_failure == SCHEME_AUTH_HOLD);
         CHECK(back->state == SCHEME_STATE_AUTH_FAILED);
@@ -400,6 +404,7 @@ test_json(void)
                           "\"tls\"",
                           "\"daily_limit\"",
                           "\"minute_limit\"",
+                          "\"time_zone\":\"America/Argentina/Salta\"",
                           "\"on_auth_failure\"",
                           "\"sent_folder\"",
                           "\"state\":\"auth_failed\"",
@@ -494,6 +499,132 @@ test_refused(void)
     free(tok);
 }
 
+static void
+test_time_zone(void)
+{
+    char *tok = seal_for("acme", "billing@acme.test", "hunter2");
+    struct scheme_patch p;
+    struct scheme *s = NULL, *back = NULL;
+    struct herr e = {{0}, {0}};
+
+    /* absent by default: UTC days, no member */
+    base_patch(&p, tok);
+    CHECK(scheme_create("acme", "billing@acme.test", &p, 1000, &s, &e) == 0);
+    if (s == NULL) {
+        free(tok);
+        return;
+    }
+    CHECK(s->time_zone == NULL);
+    char *j = scheme_to_json(s, 0);
+    CHECK(strstr(j, "time_zone") == NULL);
+    free(j);
+    scheme_free(s);
+
+    /* set at creation; after minute_limit, before on_auth_failure */
+    base_patch(&p, tok);
+    p.minute_limit = 20;
+    p.time_zone = "Europe/Paris";
+    CHECK(scheme_create("acme", "billing@acme.test", &p, 1000, &s, &e) == 0);
+    if (s == NULL) {
+        free(tok);
+        return;
+    }
+    CHECK_STR(s->time_zone, "Europe/Paris");
+    j = scheme_to_json(s, 0);
+    const char *ml = strstr(j, "\"minute_limit\":20,");
+    const char *tz = strstr(j, "\"time_zone\":\"Europe/Paris\",");
+    const char *oa = strstr(j, "\"on_auth_failure\"");
+    CHECK(ml && tz && oa && ml < tz && tz < oa);
+    CHECK(ml && tz && tz == ml + strlen("\"minute_limit\":20,"));
+    CHECK(scheme_from_json(j, strlen(j), &back, &e) == 0);
+    if (back) {
+        CHECK_STR(back->time_zone, "Europe/Paris");
+        char *j2 = scheme_to_json(back, 0);
+        CHECK_STR(j2, j);
+        free(j2);
+        scheme_free(back);
+    }
+    /* stored values with a bad zone are refused, naming the member */
+    refuse(j, "\"time_zone\"", "\"../etc/passwd\"", "time_zone");
+    refuse(j, "\"time_zone\"", "\"/etc/localtime\"", "time_zone");
+    refuse(j, "\"time_zone\"", "\"Europe//Paris\"", "time_zone");
+    refuse(j, "\"time_zone\"", "\"\"", "time_zone");
+    refuse(j, "\"time_zone\"", "5", "time_zone");
+    refuse(j, "\"time_zone\"", "null", "time_zone");
+    char *long_tz = xasprintf("\"%065d\"", 7);
+    refuse(j, "\"time_zone\"", long_tz, "time_zone");
+    free(long_tz);
+    free(j);
+
+    /* a deep copy */
+    struct scheme *d = scheme_dup(s);
+    CHECK(d->time_zone != s->time_zone);
+    CHECK_STR(d->time_zone, "Europe/Paris");
+    scheme_free(d);
+
+    /* update: change, refuse a bad one (unchanged), clear */
+    scheme_patch_init(&p);
+    p.time_zone = "America/New_York";
+    CHECK(scheme_apply(s, &p, 2000, &e) == 0);
+    CHECK_STR(s->time_zone, "America/New_York");
+    CHECK(s->updated_at == 2000 && s->minute_limit == 20);
+    p.time_zone = "../../etc/shadow";
+    memset(&e, 0, sizeof e);
+    CHECK(scheme_apply(s, &p, 3000, &e) == HERR_INVALID);
+    CHECK_STR(e.field, "time_zone");
+    CHECK(strstr(e.msg, "../../etc/shadow") != NULL);
+    CHECK_STR(s->time_zone, "America/New_York");
+    CHECK(s->updated_at == 2000);
+    scheme_patch_init(&p);
+    p.time_zone = "Europe/Paris";
+    p.clear_time_zone = 1;
+    CHECK(scheme_apply(s, &p, 3000, &e) == HERR_INVALID);
+    CHECK_STR(e.field, "time_zone");
+    scheme_patch_init(&p);
+    p.clear_time_zone = 1;
+    CHECK(scheme_apply(s, &p, 4000, &e) == 0);
+    CHECK(s->time_zone == NULL && s->updated_at == 4000);
+    j = scheme_to_json(s, 0);
+    CHECK(strstr(j, "time_zone") == NULL);
+    free(j);
+    /* clearing an unset zone is accepted, as for the other settings */
+    CHECK(scheme_apply(s, &p, 5000, &e) == 0);
+    CHECK(s->time_zone == NULL);
+    scheme_free(s);
+
+    /* create: bad names refused with the field; nothing to clear */
+    const char *bad[] = {"../etc/passwd", "/abs",    "a//b",          "",
+                         "Europe/Paris ", "Europe/", "Europe\\Paris", "x.y"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        base_patch(&p, tok);
+        p.time_zone = bad[i];
+        memset(&e, 0, sizeof e);
+        s = NULL;
+        CHECK_MSG(scheme_create("acme", "billing@acme.test", &p, 1, &s, &e) ==
+                          HERR_INVALID &&
+                      s == NULL,
+                  "'%s' accepted", bad[i]);
+        CHECK_STR(e.field, "time_zone");
+    }
+    char name[TZWIN_NAME_MAX + 2];
+    memset(name, 'a', sizeof name);
+    name[TZWIN_NAME_MAX] = '\0';
+    base_patch(&p, tok);
+    p.time_zone = name; /* 64 bytes: the longest */
+    CHECK(scheme_create("acme", "billing@acme.test", &p, 1, &s, &e) == 0);
+    scheme_free(s);
+    name[TZWIN_NAME_MAX] = 'a';
+    name[TZWIN_NAME_MAX + 1] = '\0';
+    CHECK(scheme_create("acme", "billing@acme.test", &p, 1, &s, &e) ==
+          HERR_INVALID);
+    CHECK_STR(e.field, "time_zone");
+    base_patch(&p, tok);
+    p.clear_time_zone = 1;
+    CHECK(scheme_create("acme", "billing@acme.test", &p, 1, &s, &e) ==
+          HERR_INVALID);
+    free(tok);
+}
+
 /* The helper mode: see the comment at the top. */
 static int
 open_check(int argc, char **argv)
@@ -544,6 +675,7 @@ main(int argc, char **argv)
     test_apply();
     test_json();
     test_refused();
+    test_time_zone();
     seal_key_free(key);
     return T_DONE("scheme");
 }
