@@ -103,5 +103,8 @@ int ctl_scheme_remove(struct ctl *c, int argc, char **argv);
 int ctl_scheme_test(struct ctl *c, int argc, char **argv);
 int ctl_key_rotate(struct ctl *c, int argc, char **argv);
 int ctl_spf_check(struct ctl *c, int argc, char **argv);
+int ctl_org_set(struct ctl *c, int argc, char **argv);
+int ctl_org_show(struct ctl *c, int argc, char **argv);
+int ctl_org_list(struct ctl *c, int argc, char **argv);
 
 #endif

@@ -1,5 +1,6 @@
 #include "ctl.h"
 #include "clock.h"
+#include "log.h"
 #include "util.h"
 
 #include <jansson.h>
@@ -12,6 +13,70 @@ alive(const struct ctl *c, const struct herald_worker_stat *w)
 {
     return w->registered && w->age_ms >= 0 &&
            w->age_ms <= c->s.heartbeat_s * 1000;
+}
+
+static json_t *
+time_or_null(int64_t ms)
+{
+    if (ms <= 0)
+        return json_null();
+    char t[CLOCK_RFC3339_LEN];
+    clock_rfc3339(ms, t);
+    return json_string(t);
+}
+
+/* Text from Redis may not be UTF-8: jansson refuses that. */
+static json_t *
+text(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j == NULL) {
+        char *cell = ctl_cell(s, 0);
+        for (char *p = cell; *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+        j = json_string(cell);
+        free(cell);
+    }
+    return j;
+}
+
+static json_t *
+senders_json(const struct herald_stats *st)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < st->nsenders; i++) {
+        const struct herald_sender_stat *x = &st->senders[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "sender", text(x->sender));
+        json_object_set_new(o, "org", x->org ? text(x->org) : json_null());
+        if (x->email)
+            json_object_set_new(o, "email", text(x->email));
+        json_t *ws = json_array();
+        for (size_t k = 0; k < x->nwindows; k++) {
+            const struct herald_window_stat *w = &x->windows[k];
+            json_t *wo = json_object();
+            json_object_set_new(wo, "kind",
+                                json_string(quota_kind_name(w->kind)));
+            json_object_set_new(wo, "used", json_integer(w->used));
+            json_object_set_new(wo, "limit", json_integer(w->limit));
+            json_object_set_new(wo, "resets_at", time_or_null(w->end_ms));
+            if (w->kind == QUOTA_DAY)
+                json_object_set_new(wo, "time_zone",
+                                    json_string(x->time_zone && !x->zone_error
+                                                    ? x->time_zone
+                                                    : "UTC"));
+            json_array_append_new(ws, wo);
+        }
+        json_object_set_new(o, "windows", ws);
+        json_object_set_new(o, "waiting", json_integer(x->waiting));
+        json_object_set_new(o, "paused_until", time_or_null(x->paused_until));
+        json_object_set_new(o, "pause_reason",
+                            x->pause_reason ? text(x->pause_reason)
+                                            : json_null());
+        json_array_append_new(arr, o);
+    }
+    return arr;
 }
 
 static void
@@ -49,7 +114,8 @@ print_json(const struct ctl *c, const struct herald_stats *st)
         json_array_append_new(ws, x);
     }
     json_object_set_new(o, "workers", ws);
-    char *s = json_dumps(o, JSON_COMPACT);
+    json_object_set_new(o, "senders", senders_json(st));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (s == NULL)
         abort();
@@ -92,6 +158,93 @@ print_human(const struct ctl *c, const struct herald_stats *st)
     ctl_table_free(&t);
 }
 
+/* The sender's window of `kind`, or NULL. */
+static const struct herald_window_stat *
+window_of(const struct herald_sender_stat *x, enum quota_kind kind)
+{
+    for (size_t k = 0; k < x->nwindows; k++)
+        if (x->windows[k].kind == kind)
+            return &x->windows[k];
+    return NULL;
+}
+
+/* "3/5", or "-" without a window. */
+static char *
+used_cell(const struct herald_window_stat *w)
+{
+    return w ? xasprintf("%lld/%lld", w->used, w->limit) : xstrdup("-");
+}
+
+static char *
+time_cell(int64_t ms)
+{
+    char t[32];
+    ctl_time(ms, t);
+    return xstrdup(t);
+}
+
+static void
+print_senders(const struct herald_stats *st)
+{
+    printf("\n%-13s %zu\n", "senders", st->nsenders);
+    if (st->nsenders == 0)
+        return;
+    static const char *const heads[] = {
+        "SENDER",       "DAY USED/LIMIT",    "DAY RESETS AT",
+        "DAY ZONE",     "MINUTE USED/LIMIT", "WAITING",
+        "PAUSED UNTIL", "PAUSE REASON"};
+    struct ctl_table t;
+    ctl_table_init(&t, 8, heads);
+    for (size_t i = 0; i < st->nsenders; i++) {
+        const struct herald_sender_stat *x = &st->senders[i];
+        const struct herald_window_stat *d = window_of(x, QUOTA_DAY);
+        const struct herald_window_stat *m = window_of(x, QUOTA_MINUTE);
+        const char *zone = !d                               ? "-"
+                           : x->time_zone && !x->zone_error ? x->time_zone
+                                                            : "UTC";
+        char *row[8] = {ctl_cell(x->sender, 0),
+                        used_cell(d),
+                        d ? time_cell(d->end_ms) : xstrdup("-"),
+                        ctl_cell(zone, 0),
+                        used_cell(m),
+                        xasprintf("%lld", x->waiting),
+                        time_cell(x->paused_until),
+                        x->paused_until ? ctl_cell(x->pause_reason, 60)
+                                        : xstrdup("-")};
+        ctl_table_add(&t, row);
+    }
+    putchar('\n');
+    ctl_table_print(&t, stdout);
+    ctl_table_free(&t);
+}
+
+/* What the figures leave out, on stderr. */
+static void
+warn_senders(const struct herald_stats *st)
+{
+    for (size_t i = 0; i < st->nsenders; i++) {
+        const struct herald_sender_stat *x = &st->senders[i];
+        if (x->zone_error == NULL)
+            continue;
+        char *cell = ctl_cell(x->sender, 0);
+        char *msg = xasprintf("%s: time zone %s did not load (%s); its day "
+                              "is shown as the UTC day",
+                              cell, x->time_zone, x->zone_error);
+        log_msg(LOG_WARN, msg, "sender", cell, NULL);
+        free(msg);
+        free(cell);
+    }
+    if (st->invalid) {
+        char *msg = xasprintf("%zu stored scheme%s or org%s do not parse and "
+                              "are not in the sender figures (see scheme "
+                              "list, org list)",
+                              st->invalid, st->invalid == 1 ? "" : "s",
+                              st->invalid == 1 ? "" : "s");
+        log_msg(LOG_WARN, msg, NULL);
+        free(msg);
+    }
+}
+
 int
 ctl_queue_stats(struct ctl *c, int argc, char **argv)
 {
@@ -113,10 +266,13 @@ ctl_queue_stats(struct ctl *c, int argc, char **argv)
     int rc = herald_queue_stats(h, &st, &e);
     if (rc)
         return ctl_fail("queue stats", rc, &e);
-    if (json)
+    warn_senders(&st);
+    if (json) {
         print_json(c, &st);
-    else
+    } else {
         print_human(c, &st);
+        print_senders(&st);
+    }
     herald_stats_free(&st);
     return CTL_OK;
 }

@@ -18,6 +18,8 @@
  *   herald_scheme_*      Email Sending Schemes (common/scheme.h) in
  *                        <prefix>:schemes; herald_key_rotate re-seals
  *                        their passwords under a new key.
+ *   herald_org_*         organisations' settings (common/org.h) in
+ *                        <prefix>:orgs: name, relay daily limit.
  *
  * Errors follow common/err.h: every function returns 0 or a negative
  * HERR_* code and fills the optional `struct herr` (field + sentence).
@@ -42,6 +44,8 @@
 #include "err.h"
 #include "job.h"
 #include "mc.h"
+#include "org.h"
+#include "quota.h"
 #include "scheme.h"
 #include "seal.h"
 #include "settings.h"
@@ -157,6 +161,36 @@ struct herald_worker_stat {
     long long processing; /* length of <prefix>:processing:<id> */
 };
 
+/* One quota window of a sender, the one holding herald_stats.now_ms. */
+struct herald_window_stat {
+    enum quota_kind kind;
+    long long used;  /* GET of its counter key (0 when absent) */
+    long long limit; /* the scheme's daily_limit / minute_limit, the org's
+                        relay_daily_limit */
+    int64_t start_ms, end_ms; /* [start, end): end is when it resets */
+};
+
+/*
+ * A sender (common/quota.h) with a limit or an active pause. Windows, in
+ * this order when present: the day (a scheme's in its time zone, an
+ * org's in UTC), then the minute.
+ */
+struct herald_sender_stat {
+    char *sender;     /* "scheme:<org>/<email lc>", "org:<org>", "relay", or a
+                         paused name of another form, as stored */
+    char *org;        /* NULL for "relay" and unknown forms */
+    char *email;      /* schemes only: the scheme's address as stored (from
+                         the sender name, lowercased, when no scheme is) */
+    char *time_zone;  /* the day window's zone; NULL: UTC */
+    char *zone_error; /* NULL, or why time_zone did not load (the day
+                         window is then the UTC day) */
+    struct herald_window_stat windows[2];
+    size_t nwindows;
+    long long waiting;    /* ZCARD <prefix>:quota:wait:<sender> */
+    int64_t paused_until; /* 0: not paused at now_ms */
+    char *pause_reason;   /* NULL when not paused ("" when none given) */
+};
+
 struct herald_stats {
     int64_t now_ms;
     long long queue[JOB_PRIO_COUNT]; /* indexed by enum job_priority */
@@ -164,14 +198,27 @@ struct herald_stats {
     long long dead;
     struct herald_worker_stat *workers; /* registered ones first, by id */
     size_t nworkers;
+    struct herald_sender_stat *senders; /* sorted by sender */
+    size_t nsenders;
+    size_t invalid; /* stored schemes / orgs skipped: they do not parse */
 };
 
 /*
  * Fills *out with the lengths of the three lanes, <prefix>:scheduled
  * (ZCARD) and <prefix>:dead, and one row per worker: every entry of
  * <prefix>:workers, plus every <prefix>:processing:<id> list found by
- * SCAN that has no workers entry (registered = 0). Free with
- * herald_stats_free. HERR_REDIS on failure.
+ * SCAN that has no workers entry (registered = 0).
+ *
+ * Then the senders: every scheme of <prefix>:schemes with a daily_limit
+ * and/or minute_limit, every org of <prefix>:orgs with a
+ * relay_daily_limit, and every sender with a pause in <prefix>:pauses
+ * that has not ended at now_ms. Each gets its windows' counters for the
+ * windows holding now_ms (quota_window; a scheme's day in its time zone),
+ * its waiting count and its pause. Pipelined: one round trip reads the
+ * three hashes, then one per HERALD_PIPELINE_MAX commands reads the
+ * counters and waiting sets (GET, ZCARD), never one per key.
+ *
+ * Free with herald_stats_free. HERR_REDIS on failure.
  */
 int herald_queue_stats(struct herald *h, struct herald_stats *out,
                        struct herr *e);
@@ -413,6 +460,59 @@ int herald_key_rotate(struct herald *h, const struct seal_key *old_key,
                       const struct seal_key *new_key, herald_rotate_cb cb,
                       void *arg, size_t *resealed, size_t *already,
                       size_t *failed, struct herr *e);
+
+/* ---- organisations ---- */
+
+/*
+ * Organisations live in <prefix>:orgs with a change counter in
+ * <prefix>:orgs:version (layout: common/org.h). A change reads the org's
+ * value under WATCH of the hash and writes it with ORG_SET_LUA (EVAL)
+ * inside MULTI/EXEC, so a concurrent change of the hash makes the write
+ * fail and the change is applied again on top of the new value (at most
+ * HERALD_ORG_RETRIES times, then HERR_TEMP).
+ */
+#define HERALD_ORG_RETRIES 16
+
+/* What an org set gives; NULL / 0 mean "not given". */
+struct herald_org_patch {
+    const char *name;
+    long long relay_daily_limit; /* 1-SCHEME_LIMIT_MAX */
+    int clear_relay_daily_limit; /* removes the limit */
+};
+
+/*
+ * Sets the members given in `p` on org `org` (created when it has no
+ * record yet), keeping the others, and stamps updated_at. *out (may be
+ * NULL) gets the record as written (new; org_free). Returns 0,
+ * HERR_INVALID / HERR_TOOBIG with e->field "org", "name" or
+ * "relay_daily_limit" (also when nothing is given: field "", "nothing to
+ * change"; or a limit both given and cleared), HERR_STORE when the stored
+ * value does not parse (it is left alone), HERR_TEMP, HERR_REDIS.
+ * Validation comes first: bad input never needs Redis.
+ */
+int herald_org_set(struct herald *h, const char *org,
+                   const struct herald_org_patch *p, struct org **out,
+                   struct herr *e);
+
+/* The stored org (new; org_free). HERR_NOTFOUND (field "org"),
+ * HERR_INVALID (a bad org name), HERR_STORE (a stored value that does not
+ * parse: the message says which member), HERR_REDIS. */
+int herald_org_get(struct herald *h, const char *org, struct org **out,
+                   struct herr *e);
+
+/* One stored org as listed: `org` is NULL when the stored value is
+ * invalid (or names another org); `err` then says why. */
+struct herald_org_row {
+    char *field;
+    struct org *org;
+    struct herr err;
+};
+
+/* Every stored org, sorted by name. *rows is a new array of *n rows (NULL
+ * when none); free with herald_org_rows_free. HERR_REDIS. */
+int herald_org_list(struct herald *h, struct herald_org_row **rows, size_t *n,
+                    struct herr *e);
+void herald_org_rows_free(struct herald_org_row *rows, size_t n);
 
 /*
  * Writes `url` into out with the password of a redis:// URL replaced by

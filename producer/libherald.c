@@ -466,6 +466,9 @@ scan_processing(struct herald *h, struct herald_stats *s, size_t *cap,
     return 0;
 }
 
+static int sender_stats(struct herald *h, struct herald_stats *out,
+                        struct herr *e);
+
 int
 herald_queue_stats(struct herald *h, struct herald_stats *out, struct herr *e)
 {
@@ -523,9 +526,8 @@ herald_queue_stats(struct herald *h, struct herald_stats *out, struct herr *e)
         herald_stats_free(out);
         return rc;
     }
-    if (out->nworkers == 0)
-        return 0;
-    qsort(out->workers, out->nworkers, sizeof *out->workers, cmp_worker);
+    if (out->nworkers > 0)
+        qsort(out->workers, out->nworkers, sizeof *out->workers, cmp_worker);
     /* Processing lengths, one pipelined round trip per page. */
     for (size_t i = 0; i < out->nworkers; i += HERALD_PIPELINE_MAX) {
         size_t m = out->nworkers - i;
@@ -554,7 +556,10 @@ herald_queue_stats(struct herald *h, struct herald_stats *out, struct herr *e)
             return rc;
         }
     }
-    return 0;
+    rc = sender_stats(h, out, e);
+    if (rc)
+        herald_stats_free(out);
+    return rc;
 }
 
 void
@@ -563,6 +568,16 @@ herald_stats_free(struct herald_stats *s)
     for (size_t i = 0; i < s->nworkers; i++)
         free(s->workers[i].id);
     free(s->workers);
+    for (size_t i = 0; i < s->nsenders; i++) {
+        struct herald_sender_stat *x = &s->senders[i];
+        free(x->sender);
+        free(x->org);
+        free(x->email);
+        free(x->time_zone);
+        free(x->zone_error);
+        free(x->pause_reason);
+    }
+    free(s->senders);
     memset(s, 0, sizeof *s);
 }
 
@@ -1447,4 +1462,605 @@ herald_key_rotate(struct herald *h, const struct seal_key *old_key,
     if (failed)
         *failed = nfail;
     return rc;
+}
+
+/* ---- organisations ---- */
+
+static int
+org_keys(struct herald *h, char *hash, char *version, struct herr *e)
+{
+    if (keys_simple(hash, KEYS_MAX, h->s->prefix, "orgs") < 0 ||
+        keys_simple(version, KEYS_MAX, h->s->prefix, "orgs:version") < 0)
+        return herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
+    return 0;
+}
+
+static int
+org_name_ok(const char *org, struct herr *e)
+{
+    if (org == NULL || !job_valid_org(org))
+        return herr_set(e, HERR_INVALID, "org",
+                        "'%.80s' is not an organisation ([A-Za-z0-9._-]{1,64})",
+                        org ? org : "");
+    return 0;
+}
+
+/* Parses a stored value and checks it names the org it is stored under. */
+static int
+org_decode_row(const char *field, const char *raw, size_t rawlen,
+               struct org **out, struct herr *e)
+{
+    int rc = org_from_json(raw, rawlen, out, e);
+    if (rc)
+        return rc;
+    if (strcmp((*out)->org, field) != 0) {
+        rc = herr_set(e, HERR_INVALID, "org",
+                      "stored under %.80s, but names org %.80s", field,
+                      (*out)->org);
+        org_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* A stored value that does not parse, as HERR_STORE naming the org. */
+static int
+org_stored_invalid(const char *org, const struct herr *pe, struct herr *e)
+{
+    return herr_set(e, HERR_STORE, "org", "stored org %s is invalid: %s%s%s",
+                    org, pe->field, pe->field[0] ? ": " : "", pe->msg);
+}
+
+/* Checks a patch before anything is read. */
+static int
+org_patch_ok(const char *org, const struct herald_org_patch *p, struct herr *e)
+{
+    int rc = org_name_ok(org, e);
+    if (rc)
+        return rc;
+    if (p->name == NULL && p->relay_daily_limit == 0 &&
+        !p->clear_relay_daily_limit)
+        return herr_set(e, HERR_INVALID, NULL, "nothing to change");
+    if (p->relay_daily_limit && p->clear_relay_daily_limit)
+        return herr_set(e, HERR_INVALID, "relay_daily_limit",
+                        "both given and cleared");
+    struct org probe = {.org = (char *)org,
+                        .name = (char *)p->name,
+                        .relay_daily_limit = p->relay_daily_limit};
+    return org_check(&probe, e);
+}
+
+/*
+ * The new value of an org: `o` in the layout of org.h, then the members
+ * of the stored value `raw` (may be NULL) that org.h does not know, in
+ * their order, so a value written by a later version keeps what this one
+ * does not understand. NULL with HERR_TOOBIG when it would pass
+ * ORG_JSON_MAX.
+ */
+static char *
+org_json_keep(const struct org *o, const char *raw, size_t rawlen,
+              struct herr *e)
+{
+    static const char *const known[] = {"org", "name", "relay_daily_limit",
+                                        "updated_at"};
+    char *json = org_to_json(o);
+    json_t *old = raw ? json_loadb(raw, rawlen, JSON_ALLOW_NUL, NULL) : NULL;
+    if (json_is_object(old)) {
+        json_t *neu = json_loads(json, 0, NULL);
+        const char *k;
+        json_t *v;
+        json_object_foreach(old, k, v)
+        {
+            int is_known = 0;
+            for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+                is_known |= strcmp(k, known[i]) == 0;
+            if (!is_known)
+                json_object_set(neu, k, v);
+        }
+        free(json);
+        json = json_dumps(neu, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(neu);
+        if (json == NULL)
+            abort(); /* only allocation fails here */
+    }
+    json_decref(old);
+    size_t len = strlen(json);
+    if (len > ORG_JSON_MAX) {
+        free(json);
+        herr_set(e, HERR_TOOBIG, NULL,
+                 "the record of org %s would be %zu bytes, over %d", o->org,
+                 len, ORG_JSON_MAX);
+        return NULL;
+    }
+    return json;
+}
+
+/* Drops a WATCH (the connection is dropped when even that fails). */
+static void
+unwatch(struct herald *h)
+{
+    if (h->c == NULL)
+        return;
+    redisReply *r = redisCommand(h->c, "UNWATCH");
+    if (r == NULL)
+        drop_redis(h);
+    else
+        freeReplyObject(r);
+}
+
+/*
+ * One attempt of herald_org_set under WATCH: 1 written (*done set), 0 the
+ * hash changed meanwhile (EXEC aborted), or a negative HERR_*.
+ */
+static int
+org_set_once(struct herald *h, const char *hash, const char *version,
+             const char *org, const struct herald_org_patch *p,
+             struct org **done, struct herr *e)
+{
+    redisReply *r = command(h, e, "WATCH %s", hash);
+    if (r == NULL)
+        return HERR_REDIS;
+    freeReplyObject(r);
+    if ((r = command(h, e, "HGET %s %s", hash, org)) == NULL) {
+        unwatch(h);
+        return HERR_REDIS;
+    }
+    struct org *o = NULL;
+    char *raw = NULL;
+    size_t rawlen = 0;
+    if (r->type == REDIS_REPLY_STRING) {
+        struct herr pe = {{0}, {0}};
+        if (org_decode_row(org, r->str, r->len, &o, &pe) != 0) {
+            freeReplyObject(r);
+            unwatch(h);
+            return org_stored_invalid(org, &pe, e);
+        }
+        raw = xstrndup(r->str, r->len);
+        rawlen = r->len;
+    } else {
+        o = xcalloc(1, sizeof *o);
+        o->org = xstrdup(org);
+    }
+    freeReplyObject(r);
+    if (p->name) {
+        free(o->name);
+        o->name = xstrdup(p->name);
+    }
+    if (p->relay_daily_limit)
+        o->relay_daily_limit = p->relay_daily_limit;
+    if (p->clear_relay_daily_limit)
+        o->relay_daily_limit = 0;
+    o->updated_at = clock_now_ms();
+    int rc = org_check(o, e);
+    char *json = rc ? NULL : org_json_keep(o, raw, rawlen, e);
+    free(raw);
+    if (json == NULL) {
+        org_free(o);
+        unwatch(h);
+        return rc ? rc : HERR_TOOBIG;
+    }
+    redisAppendCommand(h->c, "MULTI");
+    redisAppendCommand(h->c, "EVAL %s 2 %s %s %s %s", ORG_SET_LUA, hash,
+                       version, org, json);
+    redisAppendCommand(h->c, "EXEC");
+    free(json);
+    redisReply *rr[3] = {0};
+    if ((rc = read_replies(h, 3, rr, e)) != 0) {
+        org_free(o);
+        unwatch(h); /* EXEC was refused: the WATCH may still stand */
+        return rc;
+    }
+    const redisReply *x = rr[2];
+    if (x->type == REDIS_REPLY_ARRAY && x->elements == 1 &&
+        x->element[0]->type == REDIS_REPLY_INTEGER) {
+        rc = 1;
+        *done = o;
+        o = NULL;
+    } else if (x->type == REDIS_REPLY_NIL) {
+        rc = 0;
+    } else {
+        rc = herr_set(e, HERR_REDIS, NULL, "%s: org %s not written: %s", h->url,
+                      org,
+                      x->type == REDIS_REPLY_ARRAY && x->elements == 1 &&
+                              x->element[0]->type == REDIS_REPLY_ERROR
+                          ? x->element[0]->str
+                          : "unexpected EXEC reply");
+    }
+    for (int i = 0; i < 3; i++)
+        freeReplyObject(rr[i]);
+    org_free(o);
+    return rc;
+}
+
+int
+herald_org_set(struct herald *h, const char *org,
+               const struct herald_org_patch *p, struct org **out,
+               struct herr *e)
+{
+    if (out)
+        *out = NULL;
+    char hash[KEYS_MAX], version[KEYS_MAX];
+    int rc = org_patch_ok(org, p, e);
+    if (rc == 0)
+        rc = org_keys(h, hash, version, e);
+    if (rc)
+        return rc;
+    for (int tries = 0; tries < HERALD_ORG_RETRIES; tries++) {
+        struct org *done = NULL;
+        rc = org_set_once(h, hash, version, org, p, &done, e);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            if (out)
+                *out = done;
+            else
+                org_free(done);
+            return 0;
+        }
+    }
+    return herr_set(e, HERR_TEMP, "org", "org %s kept changing; try again",
+                    org);
+}
+
+int
+herald_org_get(struct herald *h, const char *org, struct org **out,
+               struct herr *e)
+{
+    *out = NULL;
+    char hash[KEYS_MAX], version[KEYS_MAX];
+    int rc = org_name_ok(org, e);
+    if (rc == 0)
+        rc = org_keys(h, hash, version, e);
+    if (rc)
+        return rc;
+    redisReply *r = command(h, e, "HGET %s %s", hash, org);
+    if (r == NULL)
+        return HERR_REDIS;
+    if (r->type != REDIS_REPLY_STRING) {
+        freeReplyObject(r);
+        return herr_set(e, HERR_NOTFOUND, "org", "no such org: %s", org);
+    }
+    struct herr pe = {{0}, {0}};
+    rc = org_decode_row(org, r->str, r->len, out, &pe);
+    freeReplyObject(r);
+    return rc ? org_stored_invalid(org, &pe, e) : 0;
+}
+
+static int
+cmp_org_row(const void *a, const void *b)
+{
+    return strcmp(((const struct herald_org_row *)a)->field,
+                  ((const struct herald_org_row *)b)->field);
+}
+
+int
+herald_org_list(struct herald *h, struct herald_org_row **rows, size_t *n,
+                struct herr *e)
+{
+    *rows = NULL;
+    *n = 0;
+    char hash[KEYS_MAX], version[KEYS_MAX];
+    int rc = org_keys(h, hash, version, e);
+    if (rc)
+        return rc;
+    redisReply *r = command(h, e, "HGETALL %s", hash);
+    if (r == NULL)
+        return HERR_REDIS;
+    size_t m = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
+    struct herald_org_row *v = m ? xcalloc(m, sizeof *v) : NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++) {
+        const redisReply *f = r->element[2 * i], *val = r->element[2 * i + 1];
+        if (f->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
+            continue;
+        struct herald_org_row *row = &v[k++];
+        row->field = xstrndup(f->str, f->len);
+        org_decode_row(row->field, val->str, val->len, &row->org, &row->err);
+    }
+    freeReplyObject(r);
+    if (k)
+        qsort(v, k, sizeof *v, cmp_org_row);
+    else {
+        free(v);
+        v = NULL;
+    }
+    *rows = v;
+    *n = k;
+    return 0;
+}
+
+void
+herald_org_rows_free(struct herald_org_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].field);
+        org_free(rows[i].org);
+    }
+    free(rows);
+}
+
+/* ---- quota figures of senders (herald_queue_stats) ---- */
+
+/* The time zone a scheme's day windows follow; NULL is UTC. */
+static const char *
+scheme_zone(const struct scheme *s)
+{
+    return s->time_zone;
+}
+
+/* Zones loaded once per stats call, by name (few distinct ones). */
+struct zone_cache {
+    struct zone_entry {
+        char *name;
+        struct tzwin *z; /* NULL when it did not load */
+        char *error;
+    } * v;
+    size_t n, cap;
+};
+
+static const struct zone_entry *
+zone_get(struct zone_cache *c, const char *name)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->v[i].name, name) == 0)
+            return &c->v[i];
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 8;
+        c->v = xrealloc(c->v, c->cap * sizeof *c->v);
+    }
+    struct zone_entry *z = &c->v[c->n++];
+    struct herr e = {{0}, {0}};
+    z->name = xstrdup(name);
+    z->z = NULL;
+    z->error = NULL;
+    if (tzwin_load(NULL, name, &z->z, &e) != 0) {
+        char msg[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
+        herr_format(&e, msg, sizeof msg);
+        z->error = xstrdup(msg);
+        z->z = NULL;
+    }
+    return z;
+}
+
+static void
+zone_cache_free(struct zone_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->v[i].name);
+        tzwin_free(c->v[i].z);
+        free(c->v[i].error);
+    }
+    free(c->v);
+}
+
+struct sender_set {
+    struct herald_sender_stat *v;
+    size_t n, cap;
+};
+
+static struct herald_sender_stat *
+sender_add(struct sender_set *s, const char *name)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 16;
+        s->v = xrealloc(s->v, s->cap * sizeof *s->v);
+    }
+    struct herald_sender_stat *x = &s->v[s->n++];
+    memset(x, 0, sizeof *x);
+    x->sender = xstrdup(name);
+    return x;
+}
+
+static void
+sender_window(struct herald_sender_stat *x, enum quota_kind kind,
+              long long limit, const struct tzwin *tz, int64_t now_ms)
+{
+    struct herald_window_stat *w = &x->windows[x->nwindows++];
+    struct quota_window qw;
+    quota_window(kind, tz, now_ms, &qw);
+    w->kind = kind;
+    w->limit = limit;
+    w->start_ms = qw.start_ms;
+    w->end_ms = qw.end_ms;
+}
+
+/* org / email from a sender name without a record behind it. */
+static void
+sender_split(struct herald_sender_stat *x)
+{
+    const char *n = x->sender;
+    if (strncmp(n, "scheme:", 7) == 0) {
+        const char *slash = strchr(n + 7, '/');
+        if (slash && slash > n + 7) {
+            x->org = xstrndup(n + 7, (size_t)(slash - (n + 7)));
+            x->email = xstrdup(slash + 1);
+        }
+    } else if (strncmp(n, "org:", 4) == 0 && n[4]) {
+        x->org = xstrdup(n + 4);
+    }
+}
+
+static int
+cmp_sender(const void *a, const void *b)
+{
+    return strcmp(((const struct herald_sender_stat *)a)->sender,
+                  ((const struct herald_sender_stat *)b)->sender);
+}
+
+/* Senders with a limit, from the schemes and orgs hashes. */
+static void
+limited_senders(const redisReply *schemes, const redisReply *orgs,
+                int64_t now_ms, struct sender_set *set, struct zone_cache *zc,
+                size_t *invalid)
+{
+    char name[SCHEME_FIELD_MAX + 16];
+    size_t m = schemes->type == REDIS_REPLY_ARRAY ? schemes->elements / 2 : 0;
+    for (size_t i = 0; i < m; i++) {
+        const redisReply *f = schemes->element[2 * i],
+                         *v = schemes->element[2 * i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        char *field = xstrndup(f->str, f->len);
+        struct scheme *s = NULL;
+        if (scheme_decode_row(field, v->str, v->len, &s, NULL) != 0) {
+            ++*invalid;
+        } else if ((s->daily_limit || s->minute_limit) &&
+                   quota_sender_scheme(name, sizeof name, field) >= 0) {
+            struct herald_sender_stat *x = sender_add(set, name);
+            x->org = xstrdup(s->org);
+            x->email = xstrdup(s->email);
+            if (s->daily_limit) {
+                const struct tzwin *tz = NULL;
+                const char *zone = scheme_zone(s);
+                if (zone) {
+                    const struct zone_entry *ze = zone_get(zc, zone);
+                    x->time_zone = xstrdup(zone);
+                    if (ze->error)
+                        x->zone_error = xstrdup(ze->error);
+                    tz = ze->z;
+                }
+                sender_window(x, QUOTA_DAY, s->daily_limit, tz, now_ms);
+            }
+            if (s->minute_limit)
+                sender_window(x, QUOTA_MINUTE, s->minute_limit, NULL, now_ms);
+        }
+        scheme_free(s);
+        free(field);
+    }
+    m = orgs->type == REDIS_REPLY_ARRAY ? orgs->elements / 2 : 0;
+    for (size_t i = 0; i < m; i++) {
+        const redisReply *f = orgs->element[2 * i],
+                         *v = orgs->element[2 * i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        char *field = xstrndup(f->str, f->len);
+        struct org *o = NULL;
+        if (org_decode_row(field, v->str, v->len, &o, NULL) != 0) {
+            ++*invalid;
+        } else if (o->relay_daily_limit &&
+                   quota_sender_org(name, sizeof name, o->org) >= 0) {
+            struct herald_sender_stat *x = sender_add(set, name);
+            x->org = xstrdup(o->org);
+            sender_window(x, QUOTA_DAY, o->relay_daily_limit, NULL, now_ms);
+        }
+        org_free(o);
+        free(field);
+    }
+}
+
+/* Active pauses onto the senders (sorted), adding senders without a
+ * limit; the set is sorted again after. */
+static void
+paused_senders(const redisReply *pauses, int64_t now_ms, struct sender_set *set)
+{
+    size_t sorted = set->n;
+    size_t m = pauses->type == REDIS_REPLY_ARRAY ? pauses->elements / 2 : 0;
+    for (size_t i = 0; i < m; i++) {
+        const redisReply *f = pauses->element[2 * i],
+                         *v = pauses->element[2 * i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+            f->len == 0 || memchr(f->str, '\0', f->len))
+            continue;
+        char *val = xstrndup(v->str, v->len);
+        int64_t until;
+        const char *reason;
+        if (quota_parse_pause(val, &until, &reason) == 0 && until > now_ms) {
+            struct herald_sender_stat key = {.sender =
+                                                 xstrndup(f->str, f->len)};
+            struct herald_sender_stat *x =
+                sorted
+                    ? bsearch(&key, set->v, sorted, sizeof *set->v, cmp_sender)
+                    : NULL;
+            if (x == NULL) {
+                x = sender_add(set, key.sender);
+                sender_split(x);
+            }
+            free(key.sender);
+            x->paused_until = until;
+            free(x->pause_reason);
+            x->pause_reason = xstrdup(reason);
+        }
+        free(val);
+    }
+    if (set->n > sorted)
+        qsort(set->v, set->n, sizeof *set->v, cmp_sender);
+}
+
+/* Counters and waiting sets, pipelined in pages of HERALD_PIPELINE_MAX
+ * commands. */
+static int
+sender_counts(struct herald *h, struct herald_stats *out, struct herr *e)
+{
+    const char *prefix = h->s->prefix;
+    redisReply **rr = xcalloc(HERALD_PIPELINE_MAX, sizeof *rr);
+    int rc = 0;
+    size_t i = 0;
+    while (rc == 0 && i < out->nsenders) {
+        if ((rc = need_redis(h, e)) != 0)
+            break;
+        size_t first = i, ncmd = 0;
+        for (; i < out->nsenders && ncmd + 3 <= HERALD_PIPELINE_MAX; i++) {
+            const struct herald_sender_stat *x = &out->senders[i];
+            size_t kn = strlen(prefix) + strlen(x->sender) + 64;
+            char *key = xmalloc(kn);
+            for (size_t w = 0; w < x->nwindows; w++) {
+                quota_key_counter(key, kn, prefix, x->sender,
+                                  x->windows[w].kind, x->windows[w].start_ms);
+                redisAppendCommand(h->c, "GET %s", key);
+                ncmd++;
+            }
+            quota_key_wait(key, kn, prefix, x->sender);
+            redisAppendCommand(h->c, "ZCARD %s", key);
+            ncmd++;
+            free(key);
+        }
+        if ((rc = read_replies(h, ncmd, rr, e)) != 0)
+            break;
+        size_t k = 0;
+        for (size_t j = first; j < i; j++) {
+            struct herald_sender_stat *x = &out->senders[j];
+            for (size_t w = 0; w < x->nwindows; w++, k++)
+                if (rr[k]->type == REDIS_REPLY_STRING)
+                    x->windows[w].used = strtoll(rr[k]->str, NULL, 10);
+            x->waiting = reply_int(rr[k++]);
+        }
+        for (size_t j = 0; j < ncmd; j++)
+            freeReplyObject(rr[j]);
+    }
+    free(rr);
+    return rc;
+}
+
+static int
+sender_stats(struct herald *h, struct herald_stats *out, struct herr *e)
+{
+    char sk[KEYS_MAX], sv[KEYS_MAX], ok[KEYS_MAX], ov[KEYS_MAX];
+    char pk[KEYS_MAX];
+    int rc = scheme_keys(h, sk, sv, e);
+    if (rc == 0)
+        rc = org_keys(h, ok, ov, e);
+    if (rc == 0 && quota_key_pauses(pk, sizeof pk, h->s->prefix) < 0)
+        rc = herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
+    if (rc == 0)
+        rc = need_redis(h, e);
+    if (rc)
+        return rc;
+    redisAppendCommand(h->c, "HGETALL %s", sk);
+    redisAppendCommand(h->c, "HGETALL %s", ok);
+    redisAppendCommand(h->c, "HGETALL %s", pk);
+    redisReply *r[3] = {0};
+    if ((rc = read_replies(h, 3, r, e)) != 0)
+        return rc;
+    struct sender_set set = {0};
+    struct zone_cache zc = {0};
+    limited_senders(r[0], r[1], out->now_ms, &set, &zc, &out->invalid);
+    if (set.n)
+        qsort(set.v, set.n, sizeof *set.v, cmp_sender);
+    paused_senders(r[2], out->now_ms, &set);
+    for (int i = 0; i < 3; i++)
+        freeReplyObject(r[i]);
+    zone_cache_free(&zc);
+    out->senders = set.v;
+    out->nsenders = set.n;
+    return sender_counts(h, out, e);
 }

@@ -1,0 +1,150 @@
+/*
+ * quota — sending quotas and sender pauses (SPEC §5, issue 4): fixed
+ * windows, the Redis keys that count them, and the Lua that takes and
+ * gives back, atomically across the fleet. Window arithmetic is pure;
+ * the scripts run in Redis.
+ *
+ * SENDERS (the thing a limit or a pause applies to)
+ *   "scheme:<org>/<email lowercased>"  an Email Sending Scheme (its
+ *                                      daily_limit, minute_limit, pauses)
+ *   "org:<org>"                        an organisation on the platform
+ *                                      relay (its relay_daily_limit)
+ *   "relay"                            the platform relay itself (pauses
+ *                                      only: a throttle reply from it)
+ *
+ * KEYS
+ *   <p>:quota:<sender>:day:<start ms>  string recipients counted in the
+ *   <p>:quota:<sender>:min:<start ms>         window starting then; expire
+ *                                             a day after the window ends
+ *   <p>:quota:wait:<sender>   zset   job id -> when it is due again, for
+ *                                    jobs deferred by this sender's quota
+ *                                    or pause ("waiting for it")
+ *   <p>:pauses                hash   sender -> "<until ms> <reason>": the
+ *                                    sender sends nothing before then
+ *                                    (entries in the past mean nothing)
+ *
+ * Windows are fixed: a minute window is a UTC minute; a day window is the
+ * calendar day in the scheme's time zone (UTC when it names none).
+ */
+#ifndef HERALD_QUOTA_H
+#define HERALD_QUOTA_H
+
+#include "tzwin.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum quota_kind { QUOTA_DAY = 0, QUOTA_MINUTE };
+
+struct quota_window {
+    int64_t start_ms, end_ms; /* [start, end) */
+};
+
+/* The window of `kind` holding now_ms; tz NULL is UTC (minutes are always
+ * UTC minutes). */
+void quota_window(enum quota_kind kind, const struct tzwin *tz, int64_t now_ms,
+                  struct quota_window *out);
+
+/* "day" / "minute". */
+const char *quota_kind_name(enum quota_kind kind);
+
+/*
+ * Jitter added to a deferral to the start of the next window, so a
+ * window's waiting jobs do not all start in the same second: up to a
+ * tenth of the window, at most a minute (6 s for a minute window, 60 s
+ * for a day). `r` is a random 32-bit value.
+ */
+int64_t quota_jitter_ms(enum quota_kind kind, uint32_t r);
+
+/* Sender names (see above) into out; the length, or -1 if it does not
+ * fit. `field` is scheme_field()'s "<org>/<email lowercased>". */
+int quota_sender_scheme(char *out, size_t n, const char *field);
+int quota_sender_org(char *out, size_t n, const char *org);
+#define QUOTA_SENDER_RELAY "relay"
+
+/* Key names (see above); the length, or -1 if it does not fit. */
+int quota_key_counter(char *out, size_t n, const char *prefix,
+                      const char *sender, enum quota_kind kind,
+                      int64_t start_ms);
+int quota_key_wait(char *out, size_t n, const char *prefix, const char *sender);
+int quota_key_pauses(char *out, size_t n, const char *prefix);
+
+/*
+ * Parses a <p>:pauses value "<until ms> <reason>": 0 and *until_ms (and
+ * *reason pointing into s, "" when none), or -1 when malformed.
+ */
+int quota_parse_pause(const char *s, int64_t *until_ms, const char **reason);
+
+/*
+ * TAKE — one decision, atomic (EVALSHA with 2+k keys):
+ *   KEYS[1] = <p>:pauses   KEYS[2] = <p>:quota:wait:<sender>
+ *   KEYS[3..2+k] = the sender's counters (k = 0, 1 or 2)
+ *   ARGV[1] = sender   ARGV[2] = job id   ARGV[3] = now ms
+ *   ARGV[4] = n (recipients)
+ *   then per counter i: ARGV[3+2i] = limit, ARGV[4+2i] = expire-at ms
+ * Returns {0, 0}: taken (every counter += n, the job leaves the waiting
+ * set); {-1, until}: the sender is paused until `until`; {i, 0}: counter
+ * i (1-based) has no room for n (nothing changed). The caller then adds
+ * the job to the waiting set with QUOTA_WAIT_LUA's due time.
+ */
+#define QUOTA_TAKE_LUA                                                         \
+    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n"                         \
+    "local now, n = tonumber(ARGV[3]), tonumber(ARGV[4])\n"                    \
+    "if p then\n"                                                              \
+    "  local u = tonumber(string.match(p, '^(%d+)'))\n"                        \
+    "  if u and u > now then return {-1, u} end\n"                             \
+    "end\n"                                                                    \
+    "for i = 3, #KEYS do\n"                                                    \
+    "  local lim = tonumber(ARGV[3 + 2 * (i - 2)])\n"                          \
+    "  local used = tonumber(redis.call('GET', KEYS[i]) or '0')\n"             \
+    "  if used + n > lim then return {i - 2, 0} end\n"                         \
+    "end\n"                                                                    \
+    "for i = 3, #KEYS do\n"                                                    \
+    "  redis.call('INCRBY', KEYS[i], n)\n"                                     \
+    "  redis.call('PEXPIREAT', KEYS[i], ARGV[4 + 2 * (i - 2)])\n"              \
+    "end\n"                                                                    \
+    "redis.call('ZREM', KEYS[2], ARGV[2])\n"                                   \
+    "return {0, 0}\n"
+
+/*
+ * WAIT — the job waits for its sender (EVALSHA, 1 key):
+ *   KEYS[1] = <p>:quota:wait:<sender>  ARGV[1] = job id  ARGV[2] = due ms
+ *   ARGV[3] = now ms
+ * Entries due more than a day ago are dropped (their job went elsewhere).
+ */
+#define QUOTA_WAIT_LUA                                                         \
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[3]) - "     \
+    "86400000)\n"                                                              \
+    "redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])\n"                          \
+    "return 1\n"
+
+/*
+ * GIVE — give back n recipients that were not accepted (EVALSHA, k keys,
+ * the counters the take counted in): ARGV[1] = n. A counter never goes
+ * below 0, and one that expired meanwhile is left alone.
+ */
+#define QUOTA_GIVE_LUA                                                         \
+    "for i = 1, #KEYS do\n"                                                    \
+    "  local used = tonumber(redis.call('GET', KEYS[i]) or '0')\n"             \
+    "  if used > 0 then\n"                                                     \
+    "    local d = math.min(used, tonumber(ARGV[1]))\n"                        \
+    "    redis.call('DECRBY', KEYS[i], d)\n"                                   \
+    "  end\n"                                                                  \
+    "end\n"                                                                    \
+    "return 1\n"
+
+/*
+ * PAUSE — pause a sender (EVALSHA, 1 key): KEYS[1] = <p>:pauses,
+ * ARGV[1] = sender, ARGV[2] = until ms, ARGV[3] = reason. A later pause
+ * already there wins.
+ */
+#define QUOTA_PAUSE_LUA                                                        \
+    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n"                         \
+    "if p then\n"                                                              \
+    "  local u = tonumber(string.match(p, '^(%d+)'))\n"                        \
+    "  if u and u >= tonumber(ARGV[2]) then return 0 end\n"                    \
+    "end\n"                                                                    \
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])\n"        \
+    "return 1\n"
+
+#endif
