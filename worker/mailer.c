@@ -89,6 +89,7 @@ struct xfer {
     struct sconn *c;
     struct mail_result res;
     int decided;
+    int stage; /* enum smtpc_stage of the reply being handled */
 };
 
 struct pool {
@@ -171,6 +172,7 @@ fail_xfer(struct xfer *x, enum mail_class cls, int code, const char *why)
         return;
     x->decided = 1;
     x->res.cls = cls;
+    x->res.stage = x->stage;
     if (why)
         set_reply(&x->res, code, why, strlen(why));
 }
@@ -511,6 +513,7 @@ classify_no_rcpt(struct xfer *x)
     }
     x->decided = 1;
     x->res.cls = cls;
+    x->res.stage = SMTPC_RCPT;
     if (worst)
         set_reply(&x->res, worst->code, worst->reply, strlen(worst->reply));
 }
@@ -522,6 +525,11 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
 {
     struct xfer *x = c->x;
     struct mail_req *req = x ? x->req : NULL;
+    if (x)
+        x->stage = e == X_MAIL   ? SMTPC_MAIL
+                   : e == X_RCPT ? SMTPC_RCPT
+                   : e == X_DATA ? SMTPC_DATA
+                                 : SMTPC_END;
     if (code == 421) {
         /* the server is closing the channel */
         if (x)
@@ -594,6 +602,7 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
     case X_BODY:
         if (x && !x->decided) {
             x->decided = 1;
+            x->res.stage = SMTPC_END;
             set_reply(&x->res, code, line, n);
             x->res.cls = code / 100 == 2 ? MAIL_OK
                          : code >= 500   ? MAIL_PERM

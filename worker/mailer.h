@@ -25,6 +25,8 @@
 #ifndef HERALD_MAILER_H
 #define HERALD_MAILER_H
 
+#include "smtpclass.h"
+
 #include <stddef.h>
 #include <uv.h>
 
@@ -44,7 +46,9 @@ struct mail_rcpt_result {
 
 struct mail_result {
     enum mail_class cls;
-    int code;                      /* last SMTP code seen (0: none) */
+    int code;  /* last SMTP code seen (0: none) */
+    int stage; /* enum smtpc_stage: the command `reply` answers
+                  (SMTPC_CONNECT for the session set-up and transport) */
     char reply[MAILER_REPLY_MAX];  /* final server reply, or what failed */
     struct mail_rcpt_result *rcpt; /* nrcpt results, in envelope order */
     size_t nrcpt;

@@ -34,6 +34,8 @@ enum {
     S_HANDBACK,
     S_RECLAIM,
     S_FINISH_MANY,
+    S_PARTIAL,
+    S_FENCE,
     S_COUNT
 };
 
@@ -51,23 +53,26 @@ enum {
 
 /*
  * Claims job id `key` (the ledger hash) for worker `me`: {status,
- * attempts, first_at}. "sent": delivered already; "busy": another worker
- * with a live heartbeat holds it; "ok": ours, attempts counts this one.
- * A "failed" id starts afresh (a replay, or the same id pushed again).
+ * attempts, first_at, fence, partial}. "sent": delivered already; "busy":
+ * another worker with a live heartbeat holds it; "ok": ours, attempts
+ * counts this one, fence is this claim's token (every claim gets a new,
+ * larger one) and partial is 1 when some recipients accepted the message
+ * in an earlier attempt (field "accepted"). A "failed" id starts afresh
+ * (a replay, or the same id pushed again).
  */
 #define LUA_CLAIM                                                              \
     "local function claim(key, workers, me, now, hb, ttl)\n"                   \
     "  local st = redis.call('HGET', key, 'state')\n"                          \
     "  if st == 'sent' then\n"                                                 \
     "    return {'sent', tonumber(redis.call('HGET', key, 'attempts') or "     \
-    "'0'), 0}\n"                                                               \
+    "'0'), 0, 0, 0}\n"                                                         \
     "  end\n"                                                                  \
     "  if st == 'inflight' then\n"                                             \
     "    local owner = redis.call('HGET', key, 'owner')\n"                     \
     "    if owner and owner ~= me then\n"                                      \
     "      local beat = redis.call('HGET', workers, owner)\n"                  \
     "      if beat and tonumber(beat) + hb > now then\n"                       \
-    "        return {'busy', 0, 0}\n"                                          \
+    "        return {'busy', 0, 0, 0, 0}\n"                                    \
     "      end\n"                                                              \
     "    end\n"                                                                \
     "  end\n"                                                                  \
@@ -76,9 +81,11 @@ enum {
     "  end\n"                                                                  \
     "  local a = redis.call('HINCRBY', key, 'attempts', 1)\n"                  \
     "  redis.call('HSETNX', key, 'first_at', now)\n"                           \
+    "  local f = redis.call('HINCRBY', key, 'fence', 1)\n"                     \
     "  redis.call('HSET', key, 'state', 'inflight', 'owner', me)\n"            \
     "  redis.call('PEXPIRE', key, ttl)\n"                                      \
-    "  return {'ok', a, tonumber(redis.call('HGET', key, 'first_at'))}\n"      \
+    "  return {'ok', a, tonumber(redis.call('HGET', key, 'first_at')), f,\n"   \
+    "          redis.call('HEXISTS', key, 'accepted')}\n"                      \
     "end\n"
 
 static const char *script_src[S_COUNT] = {
@@ -86,8 +93,8 @@ static const char *script_src[S_COUNT] = {
      * heartbeat_ms ttl_ms prefix. Moves up to max jobs, lanes in priority
      * order, and claims each whose id it can read (and that has no
      * send_at: the worker decides those): a flat array of
-     * {job, status, attempts, first_at, id}, status "-" (and id "") when
-     * not claimed. */
+     * {job, status, attempts, first_at, id, fence, partial}, status "-"
+     * (and id "") when not claimed. */
     LUA_CLAIM
     "local out, n, taken = {}, tonumber(ARGV[1]), 0\n"
     "local now, hb = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
@@ -96,7 +103,7 @@ static const char *script_src[S_COUNT] = {
     "    local v = redis.call('LMOVE', KEYS[i], KEYS[4], 'RIGHT', 'LEFT')\n"
     "    if not v then break end\n"
     "    taken = taken + 1\n"
-    "    local c, id = {'-', 0, 0}, ''\n"
+    "    local c, id = {'-', 0, 0, 0, 0}, ''\n"
     "    local ok, j = pcall(cjson.decode, v)\n"
     "    if ok and type(j) == 'table' and type(j.id) == 'string' and\n"
     "       #j.id <= 128 and string.find(j.id, '^[%w%._:%-]+$') and\n"
@@ -110,20 +117,32 @@ static const char *script_src[S_COUNT] = {
     "    out[#out + 1] = c[2]\n"
     "    out[#out + 1] = c[3]\n"
     "    out[#out + 1] = id\n"
+    "    out[#out + 1] = c[4]\n"
+    "    out[#out + 1] = c[5]\n"
     "  end\n"
     "end\n"
     "return out\n",
     /* CLAIM: KEYS ledger workers; ARGV me now heartbeat_ms ttl_ms */
     LUA_CLAIM "return claim(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), "
               "tonumber(ARGV[3]), ARGV[4])\n",
-    /* SENT: KEYS ledgers; ARGV now ttl_ms. Every id here was accepted
-     * by an SMTP server: never send it again. */
-    "for _, k in ipairs(KEYS) do\n"
+    /* SENT: KEYS ledgers stats; ARGV now ttl_ms fence... Every id here
+     * was accepted by an SMTP server: never send it again. Returns the
+     * (1-based) positions whose fence was stale: a later claim exists, so
+     * another worker may have sent the same job (a duplicate, counted in
+     * stats field "stale_accepts"). */
+    "local stale = {}\n"
+    "for i = 1, #KEYS - 1 do\n"
+    "  local k = KEYS[i]\n"
+    "  local f = redis.call('HGET', k, 'fence')\n"
+    "  if f and ARGV[2 + i] ~= '0' and f ~= ARGV[2 + i] then\n"
+    "    stale[#stale + 1] = i\n"
+    "    redis.call('HINCRBY', KEYS[#KEYS], 'stale_accepts', 1)\n"
+    "  end\n"
     "  redis.call('HSET', k, 'state', 'sent', 'sent_at', ARGV[1])\n"
     "  redis.call('HDEL', k, 'owner')\n"
     "  redis.call('PEXPIRE', k, ARGV[2])\n"
     "end\n"
-    "return #KEYS\n",
+    "return stale\n",
     /* DEAD: KEYS processing dead ledger|''; ARGV raw entry */
     "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then\n"
     "  redis.call('LPUSH', KEYS[2], ARGV[2])\n"
@@ -134,12 +153,18 @@ static const char *script_src[S_COUNT] = {
     "  return 1\n"
     "end\n"
     "return 0\n",
-    /* SCHED: KEYS processing scheduled ledger|''; ARGV raw member due */
+    /* SCHED: KEYS processing scheduled ledger|''; ARGV raw member due
+     * uncount ("1": no delivery attempt was made; the claim's count is
+     * taken back) */
     "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then\n"
     "  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])\n"
     "  if KEYS[3] ~= '' then\n"
     "    redis.call('HSET', KEYS[3], 'state', 'deferred')\n"
     "    redis.call('HDEL', KEYS[3], 'owner')\n"
+    "    if ARGV[4] == '1' and tonumber(redis.call('HGET', KEYS[3], "
+    "'attempts') or '0') > 0 then\n"
+    "      redis.call('HINCRBY', KEYS[3], 'attempts', -1)\n"
+    "    end\n"
     "  end\n"
     "  return 1\n"
     "end\n"
@@ -197,6 +222,23 @@ static const char *script_src[S_COUNT] = {
     "  n = n + redis.call('LREM', KEYS[1], -1, v)\n"
     "end\n"
     "return n\n",
+    /* PARTIAL: KEYS ledger; ARGV addresses ("\n"-separated) ttl_ms. Some
+     * recipients accepted the message: never send it to them again. */
+    "local a = redis.call('HGET', KEYS[1], 'accepted')\n"
+    "if a and a ~= '' then a = a .. '\\n' .. ARGV[1] else a = ARGV[1] end\n"
+    "redis.call('HSET', KEYS[1], 'accepted', a)\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "return 1\n",
+    /* FENCE: KEYS ledger; ARGV me fence. 1 when the claim `fence` of
+     * worker `me` still holds the job (or the ledger entry is gone: nobody
+     * else claimed it), else 0 (re-taken, or delivered meanwhile). */
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end\n"
+    "if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] and\n"
+    "   redis.call('HGET', KEYS[1], 'fence') == ARGV[2] and\n"
+    "   redis.call('HGET', KEYS[1], 'state') == 'inflight' then\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n",
 };
 
 /* ---- state ---- */
@@ -230,7 +272,9 @@ struct queue {
     char *prefix, *me;
     char k_lane[JOB_PRIO_COUNT][KEYS_MAX];
     char k_proc[KEYS_MAX], k_dead[KEYS_MAX], k_sched[KEYS_MAX],
-        k_workers[KEYS_MAX];
+        k_workers[KEYS_MAX], k_stats[KEYS_MAX];
+    int64_t beat_ok_ms; /* the heartbeat Redis last confirmed (its time) */
+    int64_t beat_sent_ms;
     char sha[S_COUNT][41];
     long heartbeat_ms;
     struct queue_events ev;
@@ -256,6 +300,7 @@ struct queue {
 };
 
 static void q_connect(struct queue *q);
+static void on_beat(void *ud, redisReply *r);
 static void q_fail(struct queue *q, const char *why);
 static void q_send_pending(struct queue *q);
 static void q_take(struct queue *q);
@@ -542,7 +587,8 @@ setup_cmds(struct queue *q, struct conn *c, queue_reply_fn *last_cb)
     snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
     const char *hb[4] = {"HSET", q->k_workers, q->me, now};
     size_t hbl[4] = {4, strlen(q->k_workers), strlen(q->me), strlen(now)};
-    op_add(q, 4, hb, hbl, NULL, NULL, 1);
+    q->beat_sent_ms = clock_now_ms();
+    op_add(q, 4, hb, hbl, on_beat, q, 1);
     for (int i = S_COUNT - 1; i >= 0; i--) {
         const char *sl[3] = {"SCRIPT", "LOAD", script_src[i]};
         size_t sll[3] = {6, 4, strlen(script_src[i])};
@@ -730,16 +776,19 @@ on_take(void *ud, redisReply *r)
     q->take_out = 0;
     if (r->type != REDIS_REPLY_ARRAY)
         return;
-    for (size_t i = 0; i + 5 <= r->elements; i += 5) {
+    for (size_t i = 0; i + 7 <= r->elements; i += 7) {
         redisReply *e = r->element[i], *st = r->element[i + 1];
         if (e->type != REDIS_REPLY_STRING)
             continue;
-        struct queue_claim c = {{0}, 0, 0, {0}};
+        struct queue_claim c;
+        memset(&c, 0, sizeof c);
         const struct queue_claim *pc = NULL;
         if (st->type == REDIS_REPLY_STRING && strcmp(st->str, "-") != 0) {
             snprintf(c.status, sizeof c.status, "%s", st->str);
             c.attempts = r->element[i + 2]->integer;
             c.first_at = r->element[i + 3]->integer;
+            c.fence = r->element[i + 5]->integer;
+            c.partial = r->element[i + 6]->integer != 0;
             redisReply *id = r->element[i + 4];
             if (id->type == REDIS_REPLY_STRING && id->len < sizeof c.id) {
                 memcpy(c.id, id->str, id->len);
@@ -785,6 +834,14 @@ queue_kick(struct queue *q)
 /* ---- timers ---- */
 
 static void
+on_beat(void *ud, redisReply *r)
+{
+    struct queue *q = ud;
+    if (r->type != REDIS_REPLY_ERROR)
+        q->beat_ok_ms = q->beat_sent_ms;
+}
+
+static void
 on_heartbeat(uv_timer_t *t)
 {
     struct queue *q = t->data;
@@ -794,7 +851,8 @@ on_heartbeat(uv_timer_t *t)
     snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
     const char *hb[4] = {"HSET", q->k_workers, q->me, now};
     size_t hbl[4] = {4, strlen(q->k_workers), strlen(q->me), strlen(now)};
-    op_add(q, 4, hb, hbl, NULL, NULL, 0);
+    q->beat_sent_ms = clock_now_ms();
+    op_add(q, 4, hb, hbl, on_beat, q, 0);
 }
 
 static void
@@ -882,6 +940,7 @@ queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
     keys_simple(q->k_dead, KEYS_MAX, q->prefix, "dead");
     keys_simple(q->k_sched, KEYS_MAX, q->prefix, "scheduled");
     keys_simple(q->k_workers, KEYS_MAX, q->prefix, "workers");
+    keys_simple(q->k_stats, KEYS_MAX, q->prefix, "stats");
     for (int i = 0; i < S_COUNT; i++) {
         unsigned char d[SHA_DIGEST_LENGTH];
         SHA1((const unsigned char *)script_src[i], strlen(script_src[i]), d);
@@ -911,6 +970,38 @@ queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
 }
 
 void
+queue_mark_partial(struct queue *q, const char *id, const char *accepted,
+                   queue_reply_fn *cb, void *ud)
+{
+    char ledger[KEYS_MAX];
+    keys_ledger(ledger, sizeof ledger, q->prefix, id);
+    const char *keys[1] = {ledger};
+    const char *args[2] = {accepted, LEDGER_TTL_MS};
+    eval(q, S_PARTIAL, 1, keys, 2, args, NULL, cb, ud);
+}
+
+void
+queue_fence_check(struct queue *q, const char *id, long long fence,
+                  queue_reply_fn *cb, void *ud)
+{
+    char ledger[KEYS_MAX], f[24];
+    keys_ledger(ledger, sizeof ledger, q->prefix, id);
+    snprintf(f, sizeof f, "%lld", fence);
+    const char *keys[1] = {ledger};
+    const char *args[2] = {q->me, f};
+    eval(q, S_FENCE, 1, keys, 2, args, NULL, cb, ud);
+}
+
+int
+queue_lease_fresh(const struct queue *q)
+{
+    /* Heartbeats go every heartbeat_ms / 3; another worker may take our
+     * jobs once one is heartbeat_ms old. Half of that is the margin. */
+    return q->state == Q_READY &&
+           clock_now_ms() - q->beat_ok_ms < q->heartbeat_ms / 2;
+}
+
+void
 queue_claim(struct queue *q, const char *id, queue_reply_fn *cb, void *ud)
 {
     char ledger[KEYS_MAX], now[32], hb[32];
@@ -923,15 +1014,16 @@ queue_claim(struct queue *q, const char *id, queue_reply_fn *cb, void *ud)
 }
 
 void
-queue_mark_sent(struct queue *q, const char *const *ids, size_t n,
-                queue_reply_fn *cb, void *ud)
+queue_mark_sent(struct queue *q, const char *const *ids,
+                const long long *fences, size_t n, queue_reply_fn *cb, void *ud)
 {
-    size_t argc = 3 + n + 2;
+    size_t argc = 3 + n + 1 + 2 + n;
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *lens = xmalloc(argc * sizeof *lens);
     char(*keys)[KEYS_MAX] = xmalloc(n * sizeof *keys);
+    char(*fs)[24] = xmalloc(n * sizeof *fs);
     char nk[32], now[32];
-    snprintf(nk, sizeof nk, "%zu", n);
+    snprintf(nk, sizeof nk, "%zu", n + 1);
     snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
     argv[0] = "EVALSHA";
     argv[1] = q->sha[S_SENT];
@@ -940,11 +1032,17 @@ queue_mark_sent(struct queue *q, const char *const *ids, size_t n,
         keys_ledger(keys[i], KEYS_MAX, q->prefix, ids[i]);
         argv[3 + i] = keys[i];
     }
-    argv[3 + n] = now;
-    argv[4 + n] = LEDGER_TTL_MS;
+    argv[3 + n] = q->k_stats;
+    argv[4 + n] = now;
+    argv[5 + n] = LEDGER_TTL_MS;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(fs[i], sizeof fs[i], "%lld", fences ? fences[i] : 0);
+        argv[6 + n + i] = fs[i];
+    }
     for (size_t i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     op_add(q, (int)argc, argv, lens, cb, ud, 0);
+    free(fs);
     free(keys);
     free(argv);
     free(lens);
@@ -1002,16 +1100,16 @@ queue_finish_dead(struct queue *q, const char *raw, size_t len,
 void
 queue_finish_schedule(struct queue *q, const char *raw, size_t len,
                       const char *member, int64_t due_ms, const char *id,
-                      queue_reply_fn *cb, void *ud)
+                      int uncount, queue_reply_fn *cb, void *ud)
 {
     char ledger[KEYS_MAX] = "", due[32];
     if (id)
         keys_ledger(ledger, sizeof ledger, q->prefix, id);
     snprintf(due, sizeof due, "%lld", (long long)due_ms);
     const char *keys[3] = {q->k_proc, q->k_sched, ledger};
-    const char *args[3] = {raw, member, due};
-    size_t lens[3] = {len, strlen(member), strlen(due)};
-    eval(q, S_SCHED, 3, keys, 3, args, lens, cb, ud);
+    const char *args[4] = {raw, member, due, uncount ? "1" : "0"};
+    size_t lens[4] = {len, strlen(member), strlen(due), 1};
+    eval(q, S_SCHED, 3, keys, 4, args, lens, cb, ud);
 }
 
 void

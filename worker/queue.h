@@ -39,6 +39,8 @@ typedef void queue_reply_fn(void *ud, redisReply *r);
 struct queue_claim {
     char status[8]; /* "ok", "sent", "busy" */
     long long attempts, first_at;
+    long long fence;         /* this claim's token ("ok" only) */
+    int partial;             /* some recipients accepted earlier ("ok" only) */
     char id[JOB_ID_MAX + 1]; /* the id claimed, as the take read it */
 };
 
@@ -68,16 +70,39 @@ int queue_is_ready(const struct queue *q);
 
 /*
  * Claims job `id` for this worker in the ledger. Reply: array
- * [status, attempts, first_at_ms] with status "ok" (claimed; attempts is
- * this attempt's number), "sent" (already delivered: do not send) or
- * "busy" (another live worker holds it).
+ * [status, attempts, first_at_ms, fence, partial] with status "ok"
+ * (claimed; attempts is this attempt's number, fence the claim's token,
+ * partial 1 when some recipients accepted it earlier: read the ledger's
+ * "accepted" field), "sent" (already delivered: do not send) or "busy"
+ * (another live worker holds it).
  */
 void queue_claim(struct queue *q, const char *id, queue_reply_fn *cb, void *ud);
 
 /* Records "accepted by SMTP" for n ids in the ledger, in one call, at
- * once (the write goes out before the loop next waits). cb may be NULL. */
-void queue_mark_sent(struct queue *q, const char *const *ids, size_t n,
-                     queue_reply_fn *cb, void *ud);
+ * once (the write goes out before the loop next waits). fences[i] is the
+ * token of the claim that sent ids[i] (0: unknown). Reply: array of the
+ * 1-based positions whose claim was stale (the job had been re-taken:
+ * another worker may have sent it too); <p>:stats "stale_accepts" counts
+ * them. cb may be NULL. */
+void queue_mark_sent(struct queue *q, const char *const *ids,
+                     const long long *fences, size_t n, queue_reply_fn *cb,
+                     void *ud);
+
+/* Records that the recipients in `accepted` ("\n"-separated) accepted
+ * job `id`: a later attempt leaves them out. */
+void queue_mark_partial(struct queue *q, const char *id, const char *accepted,
+                        queue_reply_fn *cb, void *ud);
+
+/* Is this worker's claim `fence` on job `id` still the current one?
+ * Reply: integer 1 (yes) or 0 (the job was re-taken). */
+void queue_fence_check(struct queue *q, const char *id, long long fence,
+                       queue_reply_fn *cb, void *ud);
+
+/* 1 while Redis confirmed a heartbeat of this worker recently enough that
+ * nobody can have re-taken its jobs (less than half HERALD_HEARTBEAT_S
+ * ago); otherwise a claim should be checked (queue_fence_check) before an
+ * SMTP transaction starts. */
+int queue_lease_fresh(const struct queue *q);
 
 /* Removes the entry from the processing list (outcome recorded). */
 void queue_finish(struct queue *q, const char *raw, size_t len,
@@ -95,10 +120,11 @@ void queue_finish_dead(struct queue *q, const char *raw, size_t len,
                        void *ud);
 
 /* Moves the entry to <p>:scheduled as `member` due at due_ms; marks the
- * ledger deferred when id is not NULL. */
+ * ledger deferred when id is not NULL, and takes back the claim's
+ * attempt when `uncount` (the job waited for its sender: no attempt). */
 void queue_finish_schedule(struct queue *q, const char *raw, size_t len,
                            const char *member, int64_t due_ms, const char *id,
-                           queue_reply_fn *cb, void *ud);
+                           int uncount, queue_reply_fn *cb, void *ud);
 
 /* Replaces the entry by `newraw` in the processing list (id assigned). */
 void queue_replace(struct queue *q, const char *raw, size_t len,

@@ -66,6 +66,9 @@ scheme_path(struct resolver *r, const struct job *j,
     out->password = xstrdup(e->password);
     out->scheme_field = xstrdup(e->field);
     out->scheme_fp = xstrdup(e->fp);
+    out->daily_limit = s->daily_limit;
+    out->minute_limit = s->minute_limit;
+    out->time_zone = s->time_zone ? xstrdup(s->time_zone) : NULL;
     if (s->imap_host && s->sent_folder) {
         int iv6 = strchr(s->imap_host, ':') != NULL;
         out->imap_url = xasprintf(
@@ -127,6 +130,7 @@ resolver_route(struct resolver *r, const struct job *j, int spf,
                             "updated or a scheme test passes",
                             when, e->s->state_reason));
             out->hold = 1;
+            out->hold_auth = 1;
             out->path = ROUTE_SCHEME;
             out->path_name = "scheme";
             return 0;
@@ -165,5 +169,6 @@ route_clear(struct route *rt)
     free(rt->from_name);
     free(rt->from_addr);
     free(rt->reply_to);
+    free(rt->time_zone);
     memset(rt, 0, sizeof *rt);
 }

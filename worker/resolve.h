@@ -31,6 +31,7 @@ struct route {
     const char *path_name; /* "scheme" | "spf" | "relay" (static) */
     char *reason;          /* why this path (for the Message Center) */
     int hold;              /* do not send now: wait (reason says why) */
+    int hold_auth;         /* held because the scheme's login was refused */
     int need_spf;          /* ask spfcache, then route again with the verdict */
     char *url;             /* SMTP server URL */
     enum mail_tls tls;
@@ -44,6 +45,10 @@ struct route {
     char *from_name; /* From: display name, NULL for none */
     char *from_addr; /* From: address */
     char *reply_to;  /* Reply-To: address */
+    /* the scheme's quotas (path scheme; 0: none) and its time zone for
+     * the daily window (NULL: UTC) */
+    long long daily_limit, minute_limit;
+    char *time_zone;
 };
 
 struct resolver;

@@ -2,6 +2,7 @@
 #include "clock.h"
 #include "dead.h"
 #include "job.h"
+#include "keys.h"
 #include "log.h"
 #include "mailer.h"
 #include "mc.h"
@@ -9,6 +10,8 @@
 #include "queue.h"
 #include "resolve.h"
 #include "schemes.h"
+#include "senders.h"
+#include "smtpclass.h"
 #include "imapcopy.h"
 #include "logingate.h"
 #include "spfcache.h"
@@ -84,8 +87,19 @@ struct task {
     int rendered;          /* the template (if any) has been applied */
     int spf_known, spf_ok; /* the SPF verdict for the from domain */
     char *spf_why;
-    int gated;              /* waiting for a scheme's first login (logingate) */
-    uint64_t t250;          /* uv_hrtime() when the server accepted */
+    int gated;     /* waiting for a scheme's first login (logingate) */
+    uint64_t t250; /* uv_hrtime() when the server accepted */
+    /* quotas (senders.h): the plan of the current route, and how many
+     * recipients this attempt took from its counters (given back unless
+     * accepted) */
+    struct sender_plan plan;
+    int planned;
+    int quota_asked; /* the take script is running or has said yes */
+    int quota_n;
+    int uncount;     /* deferred without an attempt: the ledger takes it back */
+    long long fence; /* the ledger claim's token */
+    char **prev_acc; /* recipients that accepted in an earlier attempt */
+    size_t nprev_acc;
     int preclaimed;         /* the take claimed the id already */
     struct queue_claim pre; /* what that claim said */
 };
@@ -104,6 +118,7 @@ struct worker {
     struct resolver *resolver;
     struct schemes *schemes;
     struct spfcache *spf;
+    struct senders *senders;
     struct imapcopy *imap;
     struct logingate *gate;
     struct mc *mc;
@@ -199,11 +214,23 @@ task_release_slot(struct task *t)
     }
 }
 
+/* Recipients taken and not accepted go back to the sender's counters. */
+static void
+quota_drop(struct task *t)
+{
+    if (t->quota_n > 0)
+        senders_give(t->w->senders, &t->plan, t->quota_n);
+    t->quota_n = 0;
+    t->quota_asked = 0;
+    t->planned = 0;
+}
+
 static void
 task_free(struct task *t)
 {
     struct worker *w = t->w;
     task_release_slot(t);
+    quota_drop(t);
     logingate_forget(w->gate, t);
     if (t->prev)
         t->prev->next = t->next;
@@ -223,6 +250,9 @@ task_free(struct task *t)
     free(t->error);
     free(t->rcpt_json);
     free(t->spf_why);
+    for (size_t i = 0; i < t->nprev_acc; i++)
+        free(t->prev_acc[i]);
+    free(t->prev_acc);
     free(t);
     if (w->stopping)
         maybe_finish_stop(w);
@@ -451,6 +481,19 @@ on_marked(void *ud, redisReply *r)
         log_msg(LOG_ERROR,
                 "redis refused to record delivered ids in the ledger", "error",
                 r->str, NULL);
+    if (r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++) {
+            long long k = r->element[i]->integer;
+            if (k < 1 || (size_t)k > b->n)
+                continue;
+            struct task *t = b->t[k - 1];
+            log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+                    "accepted under a claim that was no longer current: the "
+                    "job had been re-taken (this worker's heartbeat lapsed), "
+                    "so it may have been delivered twice",
+                    NULL);
+        }
+    }
     for (size_t i = 0; i < b->n; i++)
         window_end(b->t[i]);
     free(b);
@@ -467,9 +510,13 @@ on_check(uv_check_t *h)
     w->nmark = 0;
     struct finish_batch *b = batch_new(w, w->mark, n);
     const char **ids = xmalloc(n * sizeof *ids);
-    for (size_t i = 0; i < n; i++)
+    long long *fences = xmalloc(n * sizeof *fences);
+    for (size_t i = 0; i < n; i++) {
         ids[i] = b->t[i]->job->id;
-    queue_mark_sent(w->q, ids, n, on_marked, b);
+        fences[i] = b->t[i]->fence;
+    }
+    queue_mark_sent(w->q, ids, fences, n, on_marked, b);
+    free(fences);
     free(ids);
 }
 
@@ -603,6 +650,15 @@ on_flush(uv_timer_t *timer)
 
 /* ---- outcome helpers ---- */
 
+static int
+was_accepted(const struct task *t, const char *email)
+{
+    for (size_t i = 0; i < t->nprev_acc; i++)
+        if (strcasecmp(t->prev_acc[i], email) == 0)
+            return 1;
+    return 0;
+}
+
 static char *
 rcpt_json(const struct task *t, const struct mail_result *r)
 {
@@ -622,7 +678,10 @@ rcpt_json(const struct task *t, const struct mail_result *r)
             json_object_set_new(o, "kind", json_string(lists[l].kind));
             const char *status = "pending";
             const char *reply = NULL;
-            if (r) {
+            if (was_accepted(t, email)) {
+                status = "accepted";
+                reply = "accepted in an earlier attempt";
+            } else if (r) {
                 /* the envelope holds each address once */
                 for (size_t k = 0; k < t->nrcpt; k++) {
                     if (strcasecmp(t->rcpt[k], email) != 0)
@@ -631,7 +690,7 @@ rcpt_json(const struct task *t, const struct mail_result *r)
                     if (rr->code >= 500)
                         status = "refused";
                     else if (rr->code >= 400)
-                        status = r->cls == MAIL_OK ? "refused" : "deferred";
+                        status = "deferred"; /* retried, alone if need be */
                     else if (r->cls == MAIL_OK)
                         status = "accepted";
                     else if (r->cls == MAIL_PERM)
@@ -695,21 +754,26 @@ fail_task(struct task *t, const char *reason, const char *error)
     mc_queue(t, MCW_FAILED);
 }
 
-/* Transient failure: retry later, or fail when out of attempts or age. */
+/* Transient failure: retry later (not before not_before_ms, when the
+ * server named a time), or fail with `reason` ("expired", "auth") when
+ * out of attempts or age. */
 static void
-defer_or_expire(struct task *t, const char *error)
+defer_or_expire_at(struct task *t, const char *error, int64_t not_before_ms,
+                   const char *reason)
 {
     const struct settings *s = t->w->s;
     int64_t now = clock_now_ms();
     free(t->error);
     t->error = xstrdup(error);
     int64_t delay = backoff_ms(s, t->attempt);
+    if (now + delay < not_before_ms)
+        delay = not_before_ms - now;
     int64_t age = now - t->first_at;
     if (t->attempt >= s->retry_max_attempts ||
         age + delay > s->retry_max_age_s * 1000) {
         char *why = xasprintf("gave up after %d attempts over %llds: %s",
                               t->attempt, (long long)(age / 1000), error);
-        fail_task(t, "expired", why);
+        fail_task(t, reason, why);
         free(why);
         return;
     }
@@ -720,6 +784,46 @@ defer_or_expire(struct task *t, const char *error)
             error, "next_attempt_at", when, NULL);
     task_release_slot(t);
     mc_queue(t, MCW_DEFERRED);
+}
+
+static void
+defer_or_expire(struct task *t, const char *error)
+{
+    defer_or_expire_at(t, error, 0, "expired");
+}
+
+/* The job waits for its sender (a quota window, a pause, a held scheme)
+ * until due_ms: deferred, never failed for it. `attempted`: a delivery
+ * attempt was made (the sender's throttle reply); otherwise the claim's
+ * attempt is taken back. */
+static void
+wait_for_sender(struct task *t, int64_t due_ms, const char *error,
+                const char *sender, int attempted)
+{
+    struct worker *w = t->w;
+    int64_t now = clock_now_ms();
+    free(t->error);
+    t->error = xstrdup(error);
+    t->next_at = due_ms;
+    t->uncount = !attempted;
+    char when[CLOCK_RFC3339_LEN];
+    clock_rfc3339(due_ms, when);
+    log_job(LOG_WARN, tid(t), torg(t), t->attempt, "waiting for its sender",
+            "sender", sender, "error", error, "next_attempt_at", when, NULL);
+    quota_drop(t);
+    task_release_slot(t);
+    if (sender && *sender)
+        senders_wait(w->senders, sender, t->job->id, due_ms, now);
+    mc_queue(t, MCW_DEFERRED);
+}
+
+static uint32_t
+rand32(void)
+{
+    uint32_t r;
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
+        r = (uint32_t)rand();
+    return r;
 }
 
 /* ---- sending ---- */
@@ -774,6 +878,41 @@ log_window(const struct worker *w)
             "max_us", mx, NULL);
 }
 
+/* Accepted for some recipients, refused for a while by others (4xx at
+ * RCPT): the ledger remembers who has it — at once, like "sent" — and
+ * the job is retried for the others only. */
+static void
+partial(struct task *t, const struct mail_result *r, size_t refused)
+{
+    struct buf acc;
+    buf_init(&acc, 0);
+    for (size_t i = 0; i < r->nrcpt; i++) {
+        if (r->rcpt[i].code >= 400)
+            continue;
+        if (acc.len)
+            buf_append(&acc, "\n", 1);
+        buf_append(&acc, t->rcpt[i], strlen(t->rcpt[i]));
+    }
+    buf_append(&acc, "", 1);
+    queue_mark_partial(t->w->q, t->job->id, acc.p, NULL, NULL);
+    t->t250 = 0;
+    t->quota_n = (int)refused < t->quota_n ? (int)refused : t->quota_n;
+    quota_drop(t);
+    const char *worst = "";
+    for (size_t i = 0; i < r->nrcpt; i++)
+        if (r->rcpt[i].code >= 400 && r->rcpt[i].code < 500)
+            worst = r->rcpt[i].reply;
+    char *e = xasprintf("accepted for %zu of %zu recipients; the others are "
+                        "retried: %s",
+                        r->nrcpt - refused, r->nrcpt, worst);
+    log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+            "delivered to some recipients; retrying the others", "accepted",
+            acc.p, "smtp_reply", worst, NULL);
+    buf_free(&acc);
+    defer_or_expire(t, e);
+    free(e);
+}
+
 static void
 on_mail_done(struct mail_req *req, const struct mail_result *r)
 {
@@ -798,17 +937,26 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
     t->reply = xstrdup(r->reply);
     free(t->rcpt_json);
     t->rcpt_json = rcpt_json(t, r);
-    char code[16];
-    snprintf(code, sizeof code, "%d", r->code);
     if (r->cls == MAIL_OK) {
         /* First, before anything else: the ledger says "sent", so no
          * copy of this job is ever sent again. */
         t->t250 = uv_hrtime();
-        mark_sent_later(t);
-        size_t refused = 0;
-        for (size_t i = 0; i < r->nrcpt; i++)
+        size_t refused = 0, later = 0;
+        for (size_t i = 0; i < r->nrcpt; i++) {
             if (r->rcpt[i].code >= 400)
                 refused++;
+            if (r->rcpt[i].code >= 400 && r->rcpt[i].code < 500)
+                later++;
+        }
+        if (later) {
+            partial(t, r, refused);
+            pump(t->w);
+            return;
+        }
+        mark_sent_later(t);
+        /* the counters keep what was accepted */
+        t->quota_n = (int)refused < t->quota_n ? (int)refused : t->quota_n;
+        quota_drop(t);
         free(t->error);
         t->error = NULL;
         if (refused) {
@@ -823,7 +971,11 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
         }
         task_release_slot(t);
         mc_queue(t, MCW_SENT);
-    } else if (r->auth_failed && t->route.path == ROUTE_SCHEME) {
+        pump(t->w);
+        return;
+    }
+    quota_drop(t); /* nothing was accepted */
+    if (r->auth_failed && t->route.path == ROUTE_SCHEME) {
         /* The organisation's server refused the scheme's credentials
          * (marked above): route this job again: fallback to the relay,
          * or hold, as the scheme says. */
@@ -834,10 +986,50 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
         route_clear(&t->route);
         t->routed = 0;
         prepare(t);
-    } else if (r->cls == MAIL_PERM) {
+        pump(t->w);
+        return;
+    }
+    if (r->auth_failed) {
+        /* the relay refused the platform's own credentials */
+        char *e = xasprintf("the relay refused HERALD_RELAY_USER's "
+                            "credentials: %s",
+                            r->reply);
+        defer_or_expire_at(t, e, 0, "auth");
+        free(e);
+        pump(t->w);
+        return;
+    }
+    int64_t now = clock_now_ms();
+    struct smtp_class c;
+    smtp_classify(r->stage, r->code, r->reply, now, &c);
+    switch (c.v) {
+    case SMTPV_PAUSE_SENDER: {
+        int64_t until = c.pause_until_ms;
+        if (until <= now)
+            until = senders_next_day(w->senders, &t->route, now);
+        const char *sender =
+            t->plan.pause_sender[0] ? t->plan.pause_sender : QUOTA_SENDER_RELAY;
+        char u[CLOCK_RFC3339_LEN];
+        clock_rfc3339(until, u);
+        log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+                "the provider throttles this sender; pausing it", "sender",
+                sender, "until", u, "smtp_reply", r->reply, NULL);
+        senders_pause(w->senders, sender, until, c.reason);
+        char *e =
+            xasprintf("%s; sender %s paused until %s", c.reason, sender, u);
+        wait_for_sender(t, until + quota_jitter_ms(QUOTA_MINUTE, rand32()), e,
+                        sender, 1);
+        free(e);
+        break;
+    }
+    case SMTPV_PERM_MESSAGE:
+    case SMTPV_PERM_RCPT:
         fail_task(t, "rejected", r->reply);
-    } else {
-        defer_or_expire(t, r->reply);
+        break;
+    case SMTPV_OK: /* a 2xx that is not an acceptance: a broken server */
+    case SMTPV_RETRY:
+        defer_or_expire_at(t, r->reply, c.pause_until_ms, "expired");
+        break;
     }
     pump(t->w);
 }
@@ -876,6 +1068,8 @@ build_envelope(struct task *t)
     for (int l = 0; l < 3; l++) {
         for (size_t i = 0; i < counts[l]; i++) {
             const char *a = lists[l][i].email;
+            if (was_accepted(t, a))
+                continue; /* not again */
             size_t k;
             for (k = 0; k < t->nrcpt; k++)
                 if (strcasecmp(t->rcpt[k], a) == 0)
@@ -895,6 +1089,7 @@ on_gate_wake(void *ud)
 {
     struct task *t = ud;
     t->gated = 0;
+    quota_drop(t);
     route_clear(&t->route);
     t->routed = 0;
     prepare(t);
@@ -1019,17 +1214,102 @@ fetch_template(struct task *t)
     queue_template_get(w->q, t->job->template_name, on_template, t);
 }
 
+/* A held scheme (its login refused, "hold"; or its password cannot be
+ * opened here): the job waits on its own clock, without spending
+ * attempts, and fails ("auth") only when older than
+ * HERALD_RETRY_MAX_AGE_S. */
+static void
+hold(struct task *t)
+{
+    const struct settings *s = t->w->s;
+    int64_t now = clock_now_ms();
+    const char *reason = t->route.hold_auth ? "auth" : "expired";
+    if (now - t->first_at > s->retry_max_age_s * 1000) {
+        char *why = xasprintf("held for longer than HERALD_RETRY_MAX_AGE_S "
+                              "(%llds): %s",
+                              (long long)s->retry_max_age_s, t->route.reason);
+        fail_task(t, reason, why);
+        free(why);
+        return;
+    }
+    char sender[SENDER_MAX] = "";
+    if (t->route.scheme_field)
+        quota_sender_scheme(sender, sizeof sender, t->route.scheme_field);
+    int64_t step = (int64_t)s->retry_base_s * 1000;
+    wait_for_sender(t, now + step + (int64_t)(rand32() % (uint32_t)(step + 1)),
+                    t->route.reason, sender, 0);
+}
+
+static void
+on_quota(void *ud, int verdict, int64_t until_ms)
+{
+    struct task *t = ud;
+    if (t->abandoned) {
+        task_free(t);
+        return;
+    }
+    struct worker *w = t->w;
+    const struct sender_plan *p = &t->plan;
+    if (verdict == 0) {
+        t->quota_n = (int)t->nrcpt;
+        prepare(t);
+        return;
+    }
+    t->quota_asked = 0;
+    if (verdict == -2) {
+        defer_or_expire(t, "the quota could not be checked in Redis");
+        return;
+    }
+    if (verdict == -1) {
+        senders_pause(w->senders, p->pause_sender, until_ms, "paused");
+        char *e = xasprintf("sender %s is paused", p->pause_sender);
+        wait_for_sender(t, until_ms + quota_jitter_ms(QUOTA_MINUTE, rand32()),
+                        e, p->count_sender, 0);
+        free(e);
+        return;
+    }
+    int i = verdict - 1;
+    if (i >= p->n)
+        i = p->n - 1;
+    char resets[CLOCK_RFC3339_LEN];
+    clock_rfc3339(p->win[i].end_ms, resets);
+    char *e = xasprintf("over quota: the %s limit of %lld recipients for %s "
+                        "is reached; the window resets at %s",
+                        quota_kind_name(p->kind[i]), p->limit[i],
+                        p->count_sender, resets);
+    wait_for_sender(t, p->win[i].end_ms + quota_jitter_ms(p->kind[i], rand32()),
+                    e, p->count_sender, 0);
+    free(e);
+}
+
+/* Takes this job's recipients from its sender's counters. */
+static void
+take_quota(struct task *t)
+{
+    const struct sender_plan *p = &t->plan;
+    for (int i = 0; i < p->n; i++) {
+        if ((long long)t->nrcpt > p->limit[i]) {
+            char *e = xasprintf("the job has %zu recipients; %s allows at "
+                                "most %lld per %s, so it can never be sent "
+                                "within its quota",
+                                t->nrcpt, p->count_sender, p->limit[i],
+                                quota_kind_name(p->kind[i]));
+            fail_task(t, "quota", e);
+            free(e);
+            return;
+        }
+    }
+    t->quota_asked = 1;
+    senders_take(t->w->senders, p, t->job->id, (int)t->nrcpt, clock_now_ms(),
+                 on_quota, t);
+}
+
 /* Claimed: resolve the sender and build the bytes, then record
  * "sending" before the transaction starts. */
 static void
 prepare(struct task *t)
 {
     struct worker *w = t->w;
-    const struct settings *s = w->s;
-    if (clock_now_ms() - t->first_at > s->retry_max_age_s * 1000) {
-        fail_task(t, "expired", "older than HERALD_RETRY_MAX_AGE_S");
-        return;
-    }
     if (!t->routed) {
         resolver_route(w->resolver, t->job, t->spf_known ? t->spf_ok : -1,
                        t->spf_why, &t->route);
@@ -1042,7 +1322,24 @@ prepare(struct task *t)
         t->routed = 1;
     }
     if (t->route.hold) {
-        defer_or_expire(t, t->route.reason);
+        hold(t);
+        return;
+    }
+    int64_t now = clock_now_ms();
+    if (!t->planned) {
+        senders_plan(w->senders, &t->route, t->job->org, now, &t->plan);
+        t->planned = 1;
+    }
+    const char *pause_why = NULL;
+    int64_t until =
+        senders_paused(w->senders, t->plan.pause_sender, now, &pause_why);
+    if (until) {
+        char *e = xasprintf("sender %s paused until the provider allows it "
+                            "again: %s",
+                            t->plan.pause_sender, pause_why);
+        wait_for_sender(t, until + quota_jitter_ms(QUOTA_MINUTE, rand32()), e,
+                        t->plan.pause_sender, 0);
+        free(e);
         return;
     }
     if (t->route.path == ROUTE_SCHEME &&
@@ -1061,6 +1358,18 @@ prepare(struct task *t)
         .msgid_domain = w->msgid_domain,
         .date_ms = clock_now_ms(),
     };
+    if (t->rcpt == NULL)
+        build_envelope(t);
+    if (t->nrcpt == 0) {
+        /* every recipient accepted in earlier attempts */
+        mark_sent_later(t);
+        mc_queue(t, MCW_SENT);
+        return;
+    }
+    if (t->plan.n && !t->quota_asked) {
+        take_quota(t);
+        return;
+    }
     struct herr e;
     free(t->msg);
     t->msg = NULL;
@@ -1070,13 +1379,10 @@ prepare(struct task *t)
         fail_task(t, "invalid", why);
         return;
     }
-    if (t->rcpt == NULL)
-        build_envelope(t);
     mc_queue(t, MCW_START);
 }
 
-static void claimed(struct task *t, const char *st, long long attempts,
-                    long long first_at);
+static void claimed(struct task *t, const struct queue_claim *c);
 
 static void
 on_claim(void *ud, redisReply *r)
@@ -1095,21 +1401,68 @@ on_claim(void *ud, redisReply *r)
         tq_push(&w->retry, t);
         return;
     }
-    claimed(t, r->element[0]->str, r->element[1]->integer,
-            r->element[2]->integer);
+    struct queue_claim c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.status, sizeof c.status, "%s", r->element[0]->str);
+    c.attempts = r->element[1]->integer;
+    c.first_at = r->element[2]->integer;
+    if (r->elements >= 5) {
+        c.fence = r->element[3]->integer;
+        c.partial = r->element[4]->integer != 0;
+    }
+    claimed(t, &c);
+}
+
+/* The recipients that accepted this job in an earlier attempt (the
+ * ledger's "accepted"): left out of this one. */
+static void
+on_accepted(void *ud, redisReply *r)
+{
+    struct task *t = ud;
+    if (t->abandoned) {
+        task_free(t);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        defer_or_expire(t, "could not read the ledger's accepted recipients");
+        return;
+    }
+    if (r->type == REDIS_REPLY_STRING) {
+        const char *p = r->str, *end = r->str + r->len;
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+            if (n) {
+                t->prev_acc = xrealloc(t->prev_acc, (t->nprev_acc + 1) *
+                                                        sizeof *t->prev_acc);
+                t->prev_acc[t->nprev_acc++] = xstrndup(p, n);
+            }
+            p += n + 1;
+        }
+    }
+    prepare(t);
 }
 
 /* What the ledger said of this job's id (see queue_claim). */
 static void
-claimed(struct task *t, const char *st, long long attempts, long long first_at)
+claimed(struct task *t, const struct queue_claim *c)
 {
-    if (strcmp(st, "ok") == 0) {
-        t->attempt = (int)attempts;
-        t->first_at = first_at;
+    if (strcmp(c->status, "ok") == 0) {
+        t->attempt = (int)c->attempts;
+        t->first_at = c->first_at;
+        t->fence = c->fence;
+        if (c->partial) {
+            char key[KEYS_MAX];
+            keys_ledger(key, sizeof key, queue_prefix(t->w->q), t->job->id);
+            const char *argv[3] = {"HGET", key, "accepted"};
+            size_t lens[3] = {4, strlen(key), 8};
+            queue_command(t->w->q, 3, argv, lens, on_accepted, t);
+            return;
+        }
         prepare(t);
         return;
     }
-    if (strcmp(st, "sent") == 0) {
+    if (strcmp(c->status, "sent") == 0) {
         log_job(LOG_INFO, tid(t), torg(t), 0,
                 "duplicate of a delivered job; not sent again", NULL);
         mc_queue(t, MCW_LEDGER_SENT);
@@ -1130,7 +1483,7 @@ after_mc(struct task *t, enum mc_step step)
     switch (step) {
     case MCW_SCHEDULE:
         queue_finish_schedule(w->q, t->raw, t->rawlen, t->raw,
-                              t->job->send_at_ms, NULL, on_final_reply, t);
+                              t->job->send_at_ms, NULL, 0, on_final_reply, t);
         break;
     case MCW_START:
         if (t->dup_sent) {
@@ -1140,7 +1493,7 @@ after_mc(struct task *t, enum mc_step step)
                     NULL);
             task_release_slot(t);
             const char *id = t->job->id;
-            queue_mark_sent(w->q, &id, 1, NULL, NULL);
+            queue_mark_sent(w->q, &id, &t->fence, 1, NULL, NULL);
             finish(t);
         } else if (w->stopping) {
             /* not started: handed back at the end of the shutdown */
@@ -1164,7 +1517,7 @@ after_mc(struct task *t, enum mc_step step)
     case MCW_DEFERRED:
         t->attempt_recorded = 1;
         queue_finish_schedule(w->q, t->raw, t->rawlen, t->raw, t->next_at,
-                              t->job->id, on_final_reply, t);
+                              t->job->id, t->uncount, on_final_reply, t);
         break;
     case MCW_FAILED:
         t->attempt_recorded = 1;
@@ -1173,6 +1526,31 @@ after_mc(struct task *t, enum mc_step step)
     case MCW_NONE:
         break;
     }
+}
+
+static void
+on_fence(void *ud, redisReply *r)
+{
+    struct task *t = ud;
+    if (t->abandoned) {
+        task_free(t);
+        return;
+    }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+        mc_queue(t, MCW_SENDING);
+        start_send(t);
+        return;
+    }
+    task_release_slot(t);
+    if (r->type == REDIS_REPLY_ERROR) {
+        defer_or_expire(t, "could not check the job's claim in Redis");
+        return;
+    }
+    log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+            "not sent: this worker's claim is no longer current (its "
+            "heartbeat lapsed and another worker re-took the job)",
+            NULL);
+    finish(t);
 }
 
 /* Starts ready tasks while slots are free. */
@@ -1184,6 +1562,11 @@ pump(struct worker *w)
         t->has_slot = 1;
         t->has_slot_ever = 1;
         w->slots++;
+        if (t->fence && !queue_lease_fresh(w->q)) {
+            /* our heartbeat lapsed: another worker may have re-taken it */
+            queue_fence_check(w->q, t->job->id, t->fence, on_fence, t);
+            continue;
+        }
         mc_queue(t, MCW_SENDING);
         start_send(t);
     }
@@ -1215,7 +1598,7 @@ route_task(struct task *t)
         return;
     }
     if (t->preclaimed && strcmp(t->pre.id, t->job->id) == 0) {
-        claimed(t, t->pre.status, t->pre.attempts, t->pre.first_at);
+        claimed(t, &t->pre);
         return;
     }
     queue_claim(w->q, t->job->id, on_claim, t);
@@ -1311,7 +1694,8 @@ static int
 room(void *ud)
 {
     struct worker *w = ud;
-    if (w->stopping || !schemes_loaded(w->schemes))
+    if (w->stopping || !schemes_loaded(w->schemes) ||
+        !senders_loaded(w->senders))
         return 0; /* no job is routed before the schemes are known */
     /* Eight times the SMTP slots: jobs being claimed and recorded ahead
      * of a free slot, and jobs whose outcome is being recorded (a batch
@@ -1333,6 +1717,7 @@ on_retry_timer(uv_timer_t *timer)
     struct worker *w = timer->data;
     if (!w->stopping && queue_is_ready(w->q)) {
         schemes_poll(w->schemes); /* a change is seen within a second */
+        senders_poll(w->senders);
         logingate_tick(w->gate);
     }
     if (log_enabled(LOG_DEBUG)) {
@@ -1375,6 +1760,7 @@ on_handle_closed(uv_handle_t *h)
         mc_close(w->mc);
     resolver_free(w->resolver);
     schemes_free(w->schemes);
+    senders_free(w->senders);
     logingate_free(w->gate);
     free(w->fb_task);
     free(w->fb_step);
@@ -1586,6 +1972,7 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     };
     queue_new(loop, s, id, &ev, &w->q);
     schemes_set_queue(w->schemes, w->q);
+    w->senders = senders_new(w->q);
     w->gate = logingate_new(
         w->q, id, (s->connect_timeout_s + 4 * s->smtp_timeout_s) * 1000);
     if (imapcopy_new(loop, s, &w->imap) != 0) {
@@ -1600,6 +1987,7 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
         exit(2);
     }
     schemes_poll(w->schemes);
+    senders_poll(w->senders);
     *out = w;
     return 0;
 }

@@ -47,7 +47,7 @@ API (all stable)
       .restart() (same port and dir; waits for PING), .stop(), .alive()
   class Smtp(port=None): .start(dir, **opts) -> self where opts are
       reject_rcpt=REGEX, reject_data=REGEX, tempfail_data=REGEX,
-      tempfail_times=N, delay_data=SECONDS, delay_times=N; .port (known
+      tempfail_times=N, tempfail_reply="CODE TEXT", tempfail_rcpt=REGEX, delay_data=SECONDS, delay_times=N; .port (known
       before start), .dir, .messages() -> [(envelope dict, raw bytes)],
       .count(), .wait_count(n, timeout) -> messages, .ids() -> [X-Herald-Id
       of each accepted message, in order], .events() -> [dict] (every
@@ -561,6 +561,8 @@ class Smtp(_Port):
         "reject_data": "--reject-data",
         "tempfail_data": "--tempfail-data",
         "tempfail_times": "--tempfail-times",
+        "tempfail_reply": "--tempfail-reply",
+        "tempfail_rcpt": "--tempfail-rcpt",
         "delay_data": "--delay-data",
         "delay_times": "--delay-times",
     }

@@ -16,6 +16,11 @@ Options:
   --reject-data REGEX    554 5.6.0 at the end of DATA if the message matches
   --tempfail-data REGEX  451 4.3.0 at the end of DATA if the message matches
   --tempfail-times N     only the first N matching messages get the 451
+  --tempfail-reply TEXT  the reply for those instead ("CODE TEXT", e.g. a
+                         provider's throttle: "451 4.7.1 Rate limited, try
+                         again in 3 seconds")
+  --tempfail-rcpt REGEX  450 4.2.0 for every RCPT whose address matches
+                         (while --tempfail-times lasts, shared with DATA)
   --delay-data SECONDS   stall this long before answering the end of DATA
   --delay-times N        only the first N messages are stalled
   --host HOST            listen address (default 127.0.0.1)
@@ -59,6 +64,8 @@ class Recorder:
         self.reject_data = re.compile(args.reject_data, re.M) if args.reject_data else None
         self.tempfail_data = re.compile(args.tempfail_data, re.M) if args.tempfail_data else None
         self.tempfail_left = args.tempfail_times
+        self.tempfail_reply = args.tempfail_reply or "451 4.3.0 Temporary failure, try again later"
+        self.tempfail_rcpt = re.compile(args.tempfail_rcpt) if args.tempfail_rcpt else None
         self.delay = args.delay_data
         self.delay_left = args.delay_times
         # continue numbering after what a previous server left in the dir
@@ -77,6 +84,12 @@ class Recorder:
         if self.reject_rcpt and self.reject_rcpt.search(address):
             self.event("rcpt_rejected", rcpt=address, peer=list(session.peer[:2]))
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if self.tempfail_rcpt and self.tempfail_rcpt.search(address) and (
+                self.tempfail_left is None or self.tempfail_left > 0):
+            if self.tempfail_left is not None:
+                self.tempfail_left -= 1
+            self.event("rcpt_tempfail", rcpt=address, peer=list(session.peer[:2]))
+            return f"450 4.2.0 <{address}>: mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.append(rcpt_options)
         return "250 2.1.5 OK"
@@ -110,7 +123,7 @@ class Recorder:
                     self.tempfail_left -= 1
                 self.event("data_tempfail", mail_from=envelope.mail_from,
                            rcpt_tos=list(envelope.rcpt_tos), peer=peer, **ids)
-                return "451 4.3.0 Temporary failure, try again later"
+                return self.tempfail_reply
         self.n += 1
         n = self.n
         meta = {
@@ -152,6 +165,8 @@ def main():
     ap.add_argument("--reject-data")
     ap.add_argument("--tempfail-data")
     ap.add_argument("--tempfail-times", type=int)
+    ap.add_argument("--tempfail-reply")
+    ap.add_argument("--tempfail-rcpt")
     ap.add_argument("--delay-data", type=float, default=0.0)
     ap.add_argument("--delay-times", type=int)
     args = ap.parse_args()

@@ -75,11 +75,16 @@ def test_421_at_connect_defers(t):
     check(w.stop() == 0, "exit code")
 
 
-def test_554_greeting_fails_permanently(t):
-    r, e, w, d = run_mode(t, "greet554", "failed", "554")
-    dead = r.cmd("LRANGE", t.prefix + ":dead", 0, -1)
-    check(len(dead) == 1 and json.loads(dead[0])["reason"] == "rejected",
-          "dead entry: %r" % dead)
+def test_554_greeting_pauses_the_sender(t):
+    # A greeting that refuses us refuses every message of this sender:
+    # failing them one by one would empty the queue into dead. The sender
+    # (here the relay) is paused until the next window and the job waits.
+    r, e, w, d = run_mode(t, "greet554", "deferred", "554")
+    check(r.cmd("LRANGE", t.prefix + ":dead", 0, -1) == [], "went to dead")
+    pause = r.cmd("HGET", t.prefix + ":pauses", "relay")
+    check(pause is not None and b"554" in pause, "pause entry %r" % pause)
+    rec = mc_show(e, "evil-greet554")
+    check("paused" in rec["last_error"], "record %r" % rec)
     check(w.stop() == 0, "exit code")
 
 

@@ -1,0 +1,296 @@
+"""SPEC §5 quotas and provider throttling in the worker (issue 4).
+
+A scheme's daily and per-minute limits and an organisation's daily limit
+on the platform relay are counted in recipients, in Redis, atomically
+across the fleet; a job over quota is deferred to the start of the next
+window (next_attempt_at in its record), never failed or dropped. A
+provider's throttle reply pauses that sender only, fleet-wide, until the
+time the reply names. Real redis-server, aiosmtpd relay, the TLS+AUTH
+organisation server of test_scheme_path, three real workers."""
+import calendar
+import json
+import os
+import time
+
+import harness
+from harness import check, wait_until, mc_show, run
+from test_scheme_path import ADDR, ORG, job, keyfile, push
+from test_tls import TlsSmtp, make_ca
+
+
+def utc_day_end(now=None):
+    now = time.time() if now is None else now
+    day = time.gmtime(now)
+    start = calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0))
+    return (start + 86400) * 1000, start * 1000
+
+
+def parse_rfc3339_ms(s):
+    base, frac = s.rstrip("Z"), 0
+    if "." in base:
+        base, f = base.split(".")
+        frac = int(f.ljust(3, "0")[:3])
+    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) * 1000 + frac
+
+
+def scheme_setup(t, workers=1, limits=(), worker_env=None):
+    ca, crt, key = make_ca(t)
+    org = TlsSmtp(t, crt, key, auth="orguser:pw")
+    r = t.redis()
+    relay = t.smtp()
+    e = t.env(r, relay, HERALD_CA_FILE=ca, HERALD_SECRET_KEY_FILE=keyfile(t))
+    cp = run("heraldctl", "scheme", "add", "--org", ORG, "--email", ADDR,
+             "--smtp-host", "127.0.0.1", "--smtp-port", org.port, "--username", "orguser",
+             "--password-stdin", "--tls", "starttls", *limits, env=e, input="pw\n")
+    check(cp.returncode == 0, "scheme add: %s" % cp.stderr)
+    ws = []
+    for i in range(workers):
+        we = dict(e, HERALD_WORKER_ID="w%d" % (i + 1), **(worker_env or {}))
+        ws.append(t.worker(we))
+    return r, relay, org, e, ws
+
+
+def statuses(e, ids):
+    out = {}
+    for i in ids:
+        rec = mc_show(e, i)
+        out[i] = rec["status"] if rec else ""
+    return out
+
+
+@harness.timeout(90)
+def test_daily_limit_5_of_8_with_three_workers(t):
+    r, relay, org, e, ws = scheme_setup(t, workers=3, limits=("--daily-limit", "5"))
+    ids = ["q%d" % i for i in range(8)]
+    r.pipeline([("LPUSH", t.prefix + ":queue:normal", job(i)) for i in ids])
+    wait_until(lambda: sorted(statuses(e, ids).values()) == ["deferred"] * 3 + ["sent"] * 5,
+               30, "5 sent and 3 deferred")
+    time.sleep(1.0)  # nothing else goes out
+    check(len(org.messages()) == 5, "the org server got %d messages" % len(org.messages()))
+    check(relay.count() == 0, "a scheme job went to the relay")
+    end, start = utc_day_end()
+    used = r.cmd("GET", "%s:quota:scheme:%s/%s:day:%d" % (t.prefix, ORG, ADDR, start))
+    check(used == b"5", "counter %r" % used)
+    deferred = [i for i, s in statuses(e, ids).items() if s == "deferred"]
+    for i in deferred:
+        rec = mc_show(e, i)
+        nxt = parse_rfc3339_ms(rec["next_attempt_at"])
+        check(end <= nxt <= end + 60000,
+              "next_attempt_at %s is not the next UTC day (+<=60 s)" % rec["next_attempt_at"])
+        check("over quota" in rec["last_error"] and "day limit of 5" in rec["last_error"],
+              "last_error %r" % rec["last_error"])
+        check(rec["attempts"] == 0, "a quota deferral counted an attempt: %r" % rec)
+        ledger = r.cmd("HGET", "%s:job:%s" % (t.prefix, i), "attempts")
+        check(ledger in (b"0", None), "ledger attempts %r" % ledger)
+    sched = r.cmd("ZRANGE", t.prefix + ":scheduled", 0, -1, "WITHSCORES")
+    check(len(sched) == 6, "scheduled %r" % sched)
+    waiting = r.cmd("ZCARD", "%s:quota:wait:scheme:%s/%s" % (t.prefix, ORG, ADDR))
+    check(waiting == 3, "waiting set %r" % waiting)
+    for w in ws:
+        check(w.stop() == 0, "exit code")
+
+
+@harness.timeout(120)
+def test_minute_limit_defers_to_the_next_minute(t):
+    r, relay, org, e, ws = scheme_setup(t, limits=("--minute-limit", "2"))
+    # start early in a minute so the first two surely share one
+    while time.time() % 60 > 45:
+        time.sleep(0.5)
+    ids = ["m%d" % i for i in range(4)]
+    r.pipeline([("LPUSH", t.prefix + ":queue:normal", job(i)) for i in ids])
+    wait_until(lambda: sorted(statuses(e, ids).values()) == ["deferred"] * 2 + ["sent"] * 2,
+               20, "2 sent and 2 deferred")
+    minute_end = (int(time.time()) // 60 + 1) * 60
+    for i, s in statuses(e, ids).items():
+        if s == "deferred":
+            nxt = parse_rfc3339_ms(mc_show(e, i)["next_attempt_at"]) / 1000
+            check(minute_end <= nxt <= minute_end + 6, "next_attempt_at %r" % nxt)
+    wait_until(lambda: len(org.messages()) == 4, 80, "the rest in the next minute")
+    times = sorted(os.path.getmtime(os.path.join(org.dir, f))
+                   for f in os.listdir(org.dir) if f.endswith(".json"))
+    for at in times[2:]:
+        check(at >= minute_end, "sent before its window: %r < %r" % (at, minute_end))
+    check(ws[0].stop() == 0, "exit code")
+
+
+def test_more_recipients_than_the_limit_fails_clearly(t):
+    r, relay, org, e, ws = scheme_setup(t, limits=("--daily-limit", "2"))
+    push(r, t, job("big", to=["a@example.test", "b@example.test", "c@example.test"]))
+    wait_until(lambda: (mc_show(e, "big") or {}).get("status") == "failed", 15, "failed")
+    rec = mc_show(e, "big")
+    check("3 recipients" in rec["last_error"], "last_error %r" % rec["last_error"])
+    dead = json.loads(run("heraldctl", "dead", "list", "--json", env=e).stdout)
+    check(dead and dead[0]["reason"] == "quota", "dead %r" % dead)
+    check(org.messages() == [], "sent anyway")
+    check(ws[0].stop() == 0, "exit code")
+
+
+@harness.timeout(90)
+def test_throttle_pauses_that_sender_only(t):
+    ca, crt, key = make_ca(t)
+    orgsrv = TlsSmtp(t, crt, key, auth="orguser:pw")
+    r = t.redis()
+    relay = t.smtp(tempfail_data="Subject: first", tempfail_times=1,
+                   tempfail_reply="451 4.7.1 Rate limited, try again in 4 seconds")
+    e = t.env(r, relay, HERALD_CA_FILE=ca, HERALD_SECRET_KEY_FILE=keyfile(t))
+    cp = run("heraldctl", "scheme", "add", "--org", ORG, "--email", ADDR,
+             "--smtp-host", "127.0.0.1", "--smtp-port", orgsrv.port, "--username",
+             "orguser", "--password-stdin", "--tls", "starttls", env=e, input="pw\n")
+    check(cp.returncode == 0, cp.stderr)
+    w = t.worker(e)
+    other = "news@pine.test"  # no scheme, SPF temperror: the relay
+    push(r, t, job("first", frm=other, org="pine", subject="first"))
+    wait_until(lambda: (mc_show(e, "first") or {}).get("status") == "deferred", 15, "throttled")
+    t0 = time.time()
+    for i in range(3):
+        push(r, t, job("relay%d" % i, frm=other, org="pine"))
+        push(r, t, job("scheme%d" % i))
+    wait_until(lambda: len(orgsrv.messages()) == 3, 10, "the scheme's jobs go out meanwhile")
+    check(time.time() - t0 < 4, "the scheme's jobs were slowed by the relay's pause")
+    check(relay.count() == 0, "the paused relay was sent to during its pause")
+    rec = mc_show(e, "relay0")
+    check(rec["status"] == "deferred" and "paused" in rec["last_error"], "record %r" % rec)
+    check(rec["attempts"] == 0, "a pause counted an attempt: %r" % rec)
+    pause = r.cmd("HGET", t.prefix + ":pauses", "relay")
+    check(pause is not None and b"rate" in pause.lower(), "pause entry %r" % pause)
+    until = int(pause.split(b" ")[0]) / 1000
+    check(t0 - 1 < until < t0 + 6, "pause until %r (t0 %r)" % (until, t0))
+    relay.wait_count(4, 30)
+    for m, _ in relay.messages():
+        check(m["at"] >= until - 0.05, "sent at %r before the pause ended %r" % (m["at"], until))
+    wait_until(lambda: set(statuses(e, ["first", "relay0", "relay1", "relay2"]).values())
+               == {"sent"}, 10, "records sent")
+    check(mc_show(e, "first")["attempts"] == 2, "attempts %r" % mc_show(e, "first"))
+    check(w.stop() == 0, "exit code")
+
+
+def test_pause_in_redis_is_obeyed_by_every_worker(t):
+    r = t.redis()
+    relay = t.smtp()
+    e = t.env(r, relay)
+    until = int((time.time() + 3) * 1000)
+    r.cmd("HSET", t.prefix + ":pauses", "relay", "%d operator test" % until)
+    w = t.worker(e)
+    push(r, t, job("p1", frm="news@pine.test", org="pine"))
+    wait_until(lambda: (mc_show(e, "p1") or {}).get("status") == "deferred", 10, "deferred")
+    check("operator test" in mc_show(e, "p1")["last_error"], mc_show(e, "p1"))
+    relay.wait_count(1, 20)
+    check(relay.messages()[0][0]["at"] >= until / 1000 - 0.05, "sent during the pause")
+    check(w.stop() == 0, "exit code")
+
+
+def test_permanent_throttle_reply_is_not_a_failure(t):
+    r = t.redis()
+    relay = t.smtp(tempfail_data="Subject: quota", tempfail_times=1,
+                   tempfail_reply="550 5.4.5 Daily user sending quota exceeded.")
+    e = t.env(r, relay)
+    w = t.worker(e)
+    push(r, t, job("g1", frm="news@pine.test", org="pine", subject="quota"))
+    wait_until(lambda: (mc_show(e, "g1") or {}).get("status") == "deferred", 10, "deferred")
+    rec = mc_show(e, "g1")
+    end, _ = utc_day_end()
+    nxt = parse_rfc3339_ms(rec["next_attempt_at"])
+    check(end <= nxt <= end + 7000, "paused until the next UTC day: %r" % rec["next_attempt_at"])
+    check(json.loads(run("heraldctl", "dead", "list", "--json", env=e).stdout) == [],
+          "a throttle went to dead")
+    check(w.stop() == 0, "exit code")
+
+
+def relay_job(id, org="pine", **kw):
+    return job(id, frm="news@%s.test" % org, org=org, **kw)
+
+
+@harness.timeout(60)
+def test_org_relay_limit_with_three_workers_and_stats(t):
+    r = t.redis()
+    relay = t.smtp()
+    e = t.env(r, relay)
+    cp = run("heraldctl", "org", "set", "pine", "--relay-daily-limit", "3", env=e)
+    check(cp.returncode == 0, cp.stderr)
+    ws = [t.worker(dict(e, HERALD_WORKER_ID="w%d" % i)) for i in range(3)]
+    ids = ["o%d" % i for i in range(5)]
+    r.pipeline([("LPUSH", t.prefix + ":queue:normal", relay_job(i)) for i in ids])
+    # another org on the same relay is not limited by pine's quota
+    r.pipeline([("LPUSH", t.prefix + ":queue:normal", relay_job("x%d" % i, org="oak"))
+                for i in range(4)])
+    wait_until(lambda: sorted(statuses(e, ids).values()) == ["deferred"] * 2 + ["sent"] * 3,
+               20, "3 sent and 2 deferred")
+    relay.wait_count(7, 10)
+    time.sleep(0.5)
+    check(relay.count() == 7, "relay got %d" % relay.count())
+    end, start = utc_day_end()
+    for i, st in statuses(e, ids).items():
+        if st == "deferred":
+            nxt = parse_rfc3339_ms(mc_show(e, i)["next_attempt_at"])
+            check(end <= nxt <= end + 60000, "next_attempt_at %r" % nxt)
+            check(mc_show(e, i)["path"] == "relay", mc_show(e, i))
+    stats = json.loads(run("heraldctl", "queue", "stats", "--json", env=e).stdout)
+    pine = [x for x in stats["senders"] if x["sender"] == "org:pine"]
+    check(len(pine) == 1, "stats senders %r" % stats["senders"])
+    win = pine[0]["windows"][0]
+    check(win["used"] == 3 and win["limit"] == 3 and pine[0]["waiting"] == 2,
+          "stats %r" % pine[0])
+    check(parse_rfc3339_ms(win["resets_at"]) == end, "resets_at %r" % win["resets_at"])
+    for w in ws:
+        check(w.stop() == 0, "exit code")
+
+
+@harness.timeout(60)
+def test_quota_given_back_when_not_accepted(t):
+    # the first message is refused for a while; its recipients go back to
+    # the counter, so with a limit of 2 both jobs still go out today
+    r = t.redis()
+    relay = t.smtp(tempfail_data="Subject: first", tempfail_times=1)
+    e = t.env(r, relay)
+    check(run("heraldctl", "org", "set", "pine", "--relay-daily-limit", "2",
+              env=e).returncode == 0, "org set")
+    w = t.worker(e)
+    push(r, t, relay_job("g1", subject="first"))
+    wait_until(lambda: (mc_show(e, "g1") or {}).get("status") == "deferred", 10, "deferred")
+    push(r, t, relay_job("g2"))
+    wait_until(lambda: set(statuses(e, ["g1", "g2"]).values()) == {"sent"}, 20, "both sent")
+    _, start = utc_day_end()
+    used = r.cmd("GET", "%s:quota:org:pine:day:%d" % (t.prefix, start))
+    check(used == b"2", "counter %r" % used)
+    check(w.stop() == 0, "exit code")
+
+
+def test_raised_limit_applies_to_new_jobs_within_seconds(t):
+    r = t.redis()
+    relay = t.smtp()
+    e = t.env(r, relay)
+    check(run("heraldctl", "org", "set", "pine", "--relay-daily-limit", "1",
+              env=e).returncode == 0, "org set")
+    w = t.worker(e)
+    push(r, t, relay_job("l1"))
+    push(r, t, relay_job("l2"))
+    wait_until(lambda: sorted(statuses(e, ["l1", "l2"]).values()) == ["deferred", "sent"],
+               10, "1 sent, 1 deferred")
+    check(run("heraldctl", "org", "set", "pine", "--no-relay-daily-limit",
+              env=e).returncode == 0, "org set")
+    time.sleep(1.5)
+    push(r, t, relay_job("l3"))
+    wait_until(lambda: (mc_show(e, "l3") or {}).get("status") == "sent", 10, "no limit now")
+    check(w.stop() == 0, "exit code")
+
+
+def test_daily_window_in_the_schemes_time_zone(t):
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+    zone = "Pacific/Kiritimati"  # UTC+14: its midnight is far from UTC's
+    r, relay, org, e, ws = scheme_setup(
+        t, limits=("--daily-limit", "1", "--time-zone", zone))
+    push(r, t, job("z1"))
+    push(r, t, job("z2"))
+    wait_until(lambda: sorted(statuses(e, ["z1", "z2"]).values()) == ["deferred", "sent"],
+               15, "1 sent, 1 deferred")
+    local = datetime.now(ZoneInfo(zone))
+    midnight = datetime(local.year, local.month, local.day, tzinfo=ZoneInfo(zone)) + timedelta(days=1)
+    want = int(midnight.timestamp() * 1000)
+    deferred = [i for i, s in statuses(e, ["z1", "z2"]).items() if s == "deferred"][0]
+    nxt = parse_rfc3339_ms(mc_show(e, deferred)["next_attempt_at"])
+    check(want <= nxt <= want + 60000, "next_attempt_at %r, local midnight %r" % (nxt, want))
+    day_start = want - 86400000
+    used = r.cmd("GET", "%s:quota:scheme:%s/%s:day:%d" % (t.prefix, ORG, ADDR, day_start))
+    check(used == b"1", "counter for the local day %r" % used)
+    check(ws[0].stop() == 0, "exit code")
