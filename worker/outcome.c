@@ -1,0 +1,488 @@
+/*
+ * outcome — one SMTP transaction and what its reply means (task.h):
+ * accepted (ledger "sent" first), accepted by some recipients (the others
+ * retried alone), a provider's throttle (pause the sender), transient
+ * (backoff with full jitter, then "expired"), permanent ("rejected"); and
+ * the waits that are not failures: a quota window, a pause, a held scheme.
+ */
+#include "task.h"
+#include "clock.h"
+#include "dead.h"
+#include "job.h"
+#include "keys.h"
+#include "log.h"
+#include "smtpclass.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int
+was_accepted(const struct task *t, const char *email)
+{
+    for (size_t i = 0; i < t->nprev_acc; i++)
+        if (strcasecmp(t->prev_acc[i], email) == 0)
+            return 1;
+    return 0;
+}
+
+static char *
+rcpt_json(const struct task *t, const struct mail_result *r)
+{
+    const struct job *j = t->job;
+    json_t *a = json_array();
+    const struct {
+        const struct job_addr *v;
+        size_t n;
+        const char *kind;
+    } lists[3] = {
+        {j->to, j->nto, "to"}, {j->cc, j->ncc, "cc"}, {j->bcc, j->nbcc, "bcc"}};
+    for (int l = 0; l < 3; l++) {
+        for (size_t i = 0; i < lists[l].n; i++) {
+            const char *email = lists[l].v[i].email;
+            json_t *o = json_object();
+            json_object_set_new(o, "email", json_string(email));
+            json_object_set_new(o, "kind", json_string(lists[l].kind));
+            const char *status = "pending";
+            const char *reply = NULL;
+            if (was_accepted(t, email)) {
+                status = "accepted";
+                reply = "accepted in an earlier attempt";
+            } else if (r) {
+                /* the envelope holds each address once */
+                for (size_t k = 0; k < t->nrcpt; k++) {
+                    if (strcasecmp(t->rcpt[k], email) != 0)
+                        continue;
+                    const struct mail_rcpt_result *rr = &r->rcpt[k];
+                    if (rr->code >= 500)
+                        status = "refused";
+                    else if (rr->code >= 400)
+                        status = "deferred"; /* retried, alone if need be */
+                    else if (r->cls == MAIL_OK)
+                        status = "accepted";
+                    else if (r->cls == MAIL_PERM)
+                        status = "failed";
+                    else
+                        status = "deferred";
+                    if (rr->code)
+                        reply = rr->reply;
+                    break;
+                }
+            }
+            json_object_set_new(o, "status", json_string(status));
+            if (reply)
+                json_object_set_new(o, "reply", json_string(reply));
+            json_array_append_new(a, o);
+        }
+    }
+    char *s = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    char *out = xstrdup(s ? s : "[]");
+    free(s);
+    return out;
+}
+
+static int64_t
+backoff_ms(const struct settings *s, int attempt)
+{
+    double cap = (double)s->retry_cap_s * 1000.0;
+    double d = (double)s->retry_base_s * 1000.0;
+    for (int i = 1; i < attempt && d < cap; i++)
+        d *= 2;
+    if (d > cap)
+        d = cap;
+    uint32_t r;
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
+        r = (uint32_t)rand();
+    int64_t ms = (int64_t)(d * ((double)r / 4294967296.0)); /* full jitter */
+    return ms < 1000 ? 1000 : ms;
+}
+
+void
+to_dead(struct task *t)
+{
+    char *entry = dead_entry_new(t->raw, t->rawlen, t->dead_reason,
+                                 t->dead_field ? t->dead_field : "", t->error,
+                                 tid(t), clock_now_ms());
+    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry, tid(t), on_final_reply,
+                      t);
+    free(entry);
+}
+
+void
+fail_task(struct task *t, const char *reason, const char *error)
+{
+    t->dead_reason = reason;
+    free(t->error);
+    t->error = xstrdup(error);
+    log_job(LOG_WARN, tid(t), torg(t), t->attempt, "job failed", "reason",
+            reason, "error", error, NULL);
+    task_release_slot(t);
+    mc_queue(t, MCW_FAILED);
+}
+
+/* Transient failure: retry later (not before not_before_ms, when the
+ * server named a time), or fail with `reason` ("expired", "auth") when
+ * out of attempts or age. */
+static void
+defer_or_expire_at(struct task *t, const char *error, int64_t not_before_ms,
+                   const char *reason)
+{
+    const struct settings *s = t->w->s;
+    int64_t now = clock_now_ms();
+    free(t->error);
+    t->error = xstrdup(error);
+    int64_t delay = backoff_ms(s, t->attempt);
+    if (now + delay < not_before_ms)
+        delay = not_before_ms - now;
+    int64_t age = now - t->first_at;
+    if (t->attempt >= s->retry_max_attempts ||
+        age + delay > s->retry_max_age_s * 1000) {
+        char *why = xasprintf("gave up after %d attempts over %llds: %s",
+                              t->attempt, (long long)(age / 1000), error);
+        fail_task(t, reason, why);
+        free(why);
+        return;
+    }
+    t->next_at = now + delay;
+    char when[CLOCK_RFC3339_LEN];
+    clock_rfc3339(t->next_at, when);
+    log_job(LOG_WARN, tid(t), torg(t), t->attempt, "delivery deferred", "error",
+            error, "next_attempt_at", when, NULL);
+    task_release_slot(t);
+    mc_queue(t, MCW_DEFERRED);
+}
+
+void
+defer_or_expire(struct task *t, const char *error)
+{
+    defer_or_expire_at(t, error, 0, "expired");
+}
+
+/* The job waits for its sender (a quota window, a pause, a held scheme)
+ * until due_ms: deferred, never failed for it. `attempted`: a delivery
+ * attempt was made (the sender's throttle reply); otherwise the claim's
+ * attempt is taken back. */
+void
+wait_for_sender(struct task *t, int64_t due_ms, const char *error,
+                const char *sender, int attempted)
+{
+    struct worker *w = t->w;
+    int64_t now = clock_now_ms();
+    free(t->error);
+    t->error = xstrdup(error);
+    t->next_at = due_ms;
+    t->uncount = !attempted;
+    char when[CLOCK_RFC3339_LEN];
+    clock_rfc3339(due_ms, when);
+    log_job(LOG_WARN, tid(t), torg(t), t->attempt, "waiting for its sender",
+            "sender", sender, "error", error, "next_attempt_at", when, NULL);
+    quota_drop(t);
+    task_release_slot(t);
+    if (sender && *sender)
+        senders_wait(w->senders, sender, t->job->id, due_ms, now);
+    mc_queue(t, MCW_DEFERRED);
+}
+
+uint32_t
+rand32(void)
+{
+    uint32_t r;
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
+        r = (uint32_t)rand();
+    return r;
+}
+
+/* Accepted for some recipients, refused for a while by others (4xx at
+ * RCPT): the ledger remembers who has it — at once, like "sent" — and
+ * the job is retried for the others only. */
+static void
+partial(struct task *t, const struct mail_result *r, size_t refused)
+{
+    struct buf acc;
+    buf_init(&acc, 0);
+    for (size_t i = 0; i < r->nrcpt; i++) {
+        if (r->rcpt[i].code >= 400)
+            continue;
+        if (acc.len)
+            buf_append(&acc, "\n", 1);
+        buf_append(&acc, t->rcpt[i], strlen(t->rcpt[i]));
+    }
+    buf_append(&acc, "", 1);
+    queue_mark_partial(t->w->q, t->job->id, acc.p, NULL, NULL);
+    t->t250 = 0;
+    t->quota_n = (int)refused < t->quota_n ? (int)refused : t->quota_n;
+    quota_drop(t);
+    const char *worst = "";
+    for (size_t i = 0; i < r->nrcpt; i++)
+        if (r->rcpt[i].code >= 400 && r->rcpt[i].code < 500)
+            worst = r->rcpt[i].reply;
+    char *e = xasprintf("accepted for %zu of %zu recipients; the others are "
+                        "retried: %s",
+                        r->nrcpt - refused, r->nrcpt, worst);
+    log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+            "delivered to some recipients; retrying the others", "accepted",
+            acc.p, "smtp_reply", worst, NULL);
+    buf_free(&acc);
+    defer_or_expire(t, e);
+    free(e);
+}
+
+static void
+on_mail_done(struct mail_req *req, const struct mail_result *r)
+{
+    struct task *t = req->ud;
+    struct worker *w = t->w;
+    if (t->route.path == ROUTE_SCHEME) {
+        /* A refused login marks the scheme first, then the gate wakes
+         * the jobs that waited on these credentials: they route again
+         * and see it. */
+        if (r->auth_failed)
+            schemes_mark_failed(w->schemes, t->route.scheme_field, r->reply);
+        logingate_result(w->gate, t->route.scheme_field, t->route.scheme_fp, t,
+                         r->auth_ok, r->auth_failed);
+    }
+    if (r->cls == MAIL_OK && t->route.imap_url)
+        imapcopy_append(t->w->imap, tid(t), torg(t), t->route.imap_url,
+                        t->route.user, t->route.password, t->route.sent_folder,
+                        t->msg, t->msglen);
+    free(t->msg); /* a retry builds it again */
+    t->msg = NULL;
+    free(t->reply);
+    t->reply = xstrdup(r->reply);
+    free(t->rcpt_json);
+    t->rcpt_json = rcpt_json(t, r);
+    if (r->cls == MAIL_OK) {
+        /* First, before anything else: the ledger says "sent", so no
+         * copy of this job is ever sent again. */
+        t->t250 = uv_hrtime();
+        size_t refused = 0, later = 0;
+        for (size_t i = 0; i < r->nrcpt; i++) {
+            if (r->rcpt[i].code >= 400)
+                refused++;
+            if (r->rcpt[i].code >= 400 && r->rcpt[i].code < 500)
+                later++;
+        }
+        if (later) {
+            partial(t, r, refused);
+            pump(t->w);
+            return;
+        }
+        mark_sent_later(t);
+        /* the counters keep what was accepted */
+        t->quota_n = (int)refused < t->quota_n ? (int)refused : t->quota_n;
+        quota_drop(t);
+        free(t->error);
+        t->error = NULL;
+        if (refused) {
+            t->error =
+                xasprintf("%zu of %zu recipients refused", refused, r->nrcpt);
+            log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+                    "delivered; some recipients refused", "smtp_reply",
+                    r->reply, "refused", t->error, NULL);
+        } else if (log_enabled(LOG_INFO)) {
+            log_job(LOG_INFO, tid(t), torg(t), t->attempt, "delivered", "path",
+                    t->route.path_name, "smtp_reply", r->reply, NULL);
+        }
+        task_release_slot(t);
+        mc_queue(t, MCW_SENT);
+        pump(t->w);
+        return;
+    }
+    quota_drop(t); /* nothing was accepted */
+    if (r->auth_failed && t->route.path == ROUTE_SCHEME) {
+        /* The organisation's server refused the scheme's credentials
+         * (marked above): route this job again: fallback to the relay,
+         * or hold, as the scheme says. */
+        log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+                "the sending scheme's login was refused; routing again",
+                "smtp_reply", r->reply, NULL);
+        task_release_slot(t);
+        route_clear(&t->route);
+        t->routed = 0;
+        prepare(t);
+        pump(t->w);
+        return;
+    }
+    if (r->auth_failed) {
+        /* the relay refused the platform's own credentials */
+        char *e = xasprintf("the relay refused HERALD_RELAY_USER's "
+                            "credentials: %s",
+                            r->reply);
+        defer_or_expire_at(t, e, 0, "auth");
+        free(e);
+        pump(t->w);
+        return;
+    }
+    int64_t now = clock_now_ms();
+    struct smtp_class c;
+    smtp_classify(r->stage, r->code, r->reply, now, &c);
+    switch (c.v) {
+    case SMTPV_PAUSE_SENDER: {
+        int64_t until = c.pause_until_ms;
+        if (until <= now)
+            until = senders_next_day(w->senders, &t->route, now);
+        const char *sender =
+            t->plan.pause_sender[0] ? t->plan.pause_sender : QUOTA_SENDER_RELAY;
+        char u[CLOCK_RFC3339_LEN];
+        clock_rfc3339(until, u);
+        log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+                "the provider throttles this sender; pausing it", "sender",
+                sender, "until", u, "smtp_reply", r->reply, NULL);
+        senders_pause(w->senders, sender, until, c.reason);
+        char *e =
+            xasprintf("%s; sender %s paused until %s", c.reason, sender, u);
+        wait_for_sender(t, until + quota_jitter_ms(QUOTA_MINUTE, rand32()), e,
+                        sender, 1);
+        free(e);
+        break;
+    }
+    case SMTPV_PERM_MESSAGE:
+    case SMTPV_PERM_RCPT:
+        fail_task(t, "rejected", r->reply);
+        break;
+    case SMTPV_OK: /* a 2xx that is not an acceptance: a broken server */
+    case SMTPV_RETRY:
+        defer_or_expire_at(t, r->reply, c.pause_until_ms, "expired");
+        break;
+    }
+    pump(t->w);
+}
+
+void
+start_send(struct task *t)
+{
+    struct worker *w = t->w;
+    t->req.url = t->route.url;
+    t->req.tls = t->route.tls;
+    t->req.max_conns = t->route.max_conns;
+    t->req.tag = t->route.scheme_fp;
+    t->req.user = t->route.user;
+    t->req.password = t->route.password;
+    t->req.mail_from = t->route.envelope_from;
+    t->req.rcpt = t->rcpt;
+    t->req.nrcpt = t->nrcpt;
+    t->req.data = t->msg;
+    t->req.len = t->msglen;
+    t->req.done = on_mail_done;
+    t->req.ud = t;
+    if (mailer_send(w->mailer, &t->req) != 0)
+        defer_or_expire(t, "could not start an SMTP transaction");
+}
+
+/* A held scheme (its login refused, "hold"; or its password cannot be
+ * opened here): the job waits on its own clock, without spending
+ * attempts, and fails ("auth") only when older than
+ * HERALD_RETRY_MAX_AGE_S. */
+void
+hold(struct task *t)
+{
+    const struct settings *s = t->w->s;
+    int64_t now = clock_now_ms();
+    const char *reason = t->route.hold_auth ? "auth" : "expired";
+    if (now - t->first_at > s->retry_max_age_s * 1000) {
+        char *why = xasprintf("held for longer than HERALD_RETRY_MAX_AGE_S "
+                              "(%llds): %s",
+                              (long long)s->retry_max_age_s, t->route.reason);
+        fail_task(t, reason, why);
+        free(why);
+        return;
+    }
+    char sender[SENDER_MAX] = "";
+    if (t->route.scheme_field)
+        quota_sender_scheme(sender, sizeof sender, t->route.scheme_field);
+    int64_t step = (int64_t)s->retry_base_s * 1000;
+    wait_for_sender(t, now + step + (int64_t)(rand32() % (uint32_t)(step + 1)),
+                    t->route.reason, sender, 0);
+}
+
+static void
+on_quota(void *ud, int verdict, int64_t until_ms)
+{
+    struct task *t = ud;
+    if (t->abandoned) {
+        task_free(t);
+        return;
+    }
+    struct worker *w = t->w;
+    const struct sender_plan *p = &t->plan;
+    if (verdict == 0) {
+        t->quota_n = (int)t->nrcpt;
+        prepare(t);
+        return;
+    }
+    t->quota_asked = 0;
+    if (verdict == -2) {
+        defer_or_expire(t, "the quota could not be checked in Redis");
+        return;
+    }
+    if (verdict == -1) {
+        senders_pause(w->senders, p->pause_sender, until_ms, "paused");
+        char *e = xasprintf("sender %s is paused", p->pause_sender);
+        wait_for_sender(t, until_ms + quota_jitter_ms(QUOTA_MINUTE, rand32()),
+                        e, p->count_sender, 0);
+        free(e);
+        return;
+    }
+    int i = verdict - 1;
+    if (i >= p->n)
+        i = p->n - 1;
+    char resets[CLOCK_RFC3339_LEN];
+    clock_rfc3339(p->win[i].end_ms, resets);
+    char *e = xasprintf("over quota: the %s limit of %lld recipients for %s "
+                        "is reached; the window resets at %s",
+                        quota_kind_name(p->kind[i]), p->limit[i],
+                        p->count_sender, resets);
+    wait_for_sender(t, p->win[i].end_ms + quota_jitter_ms(p->kind[i], rand32()),
+                    e, p->count_sender, 0);
+    free(e);
+}
+
+/* Takes this job's recipients from its sender's counters. */
+void
+take_quota(struct task *t)
+{
+    const struct sender_plan *p = &t->plan;
+    for (int i = 0; i < p->n; i++) {
+        if ((long long)t->nrcpt > p->limit[i]) {
+            char *e = xasprintf("the job has %zu recipients; %s allows at "
+                                "most %lld per %s, so it can never be sent "
+                                "within its quota",
+                                t->nrcpt, p->count_sender, p->limit[i],
+                                quota_kind_name(p->kind[i]));
+            fail_task(t, "quota", e);
+            free(e);
+            return;
+        }
+    }
+    t->quota_asked = 1;
+    senders_take(t->w->senders, p, t->job->id, (int)t->nrcpt, clock_now_ms(),
+                 on_quota, t);
+}
+
+/* Envelope recipients: to, cc, bcc, each address once. */
+void
+build_envelope(struct task *t)
+{
+    const struct job *j = t->job;
+    size_t n = j->nto + j->ncc + j->nbcc;
+    t->rcpt = xcalloc(n, sizeof *t->rcpt);
+    t->nrcpt = 0;
+    const struct job_addr *lists[3] = {j->to, j->cc, j->bcc};
+    size_t counts[3] = {j->nto, j->ncc, j->nbcc};
+    for (int l = 0; l < 3; l++) {
+        for (size_t i = 0; i < counts[l]; i++) {
+            const char *a = lists[l][i].email;
+            if (was_accepted(t, a))
+                continue; /* not again */
+            size_t k;
+            for (k = 0; k < t->nrcpt; k++)
+                if (strcasecmp(t->rcpt[k], a) == 0)
+                    break;
+            if (k == t->nrcpt)
+                t->rcpt[t->nrcpt++] = a;
+        }
+    }
+}

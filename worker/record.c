@@ -1,0 +1,423 @@
+/*
+ * record — the worker's writes that make an outcome durable (task.h):
+ * Message Center steps batched into one transaction on libuv's thread
+ * pool, the ledger's "sent" for every acceptance of a loop turn in one
+ * Redis call (and the duplicate window it closes, measured), and sent jobs
+ * leaving the processing list together.
+ */
+#include "task.h"
+#include "clock.h"
+#include "dead.h"
+#include "job.h"
+#include "keys.h"
+#include "log.h"
+#include "smtpclass.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+
+void
+mc_queue(struct task *t, enum mc_step step)
+{
+    struct worker *w = t->w;
+    t->step = step;
+    if (t->in_mcq)
+        return; /* an outcome superseding a "sending" not yet written */
+    t->in_mcq = 1;
+    tq_push(&w->mcq, t);
+    w->nmcq++;
+    if (!w->flush_armed) {
+        w->flush_armed = 1;
+        uv_timer_start(&w->t_flush, on_flush, MC_BATCH_MS, 0);
+    } else if (w->nmcq == MC_BATCH_MAX) {
+        uv_timer_start(&w->t_flush, on_flush, 0, 0);
+    }
+}
+
+static int
+mc_insert_job(struct worker *w, struct task *t, int64_t next_at,
+              enum mc_status *existing, struct herr *e)
+{
+    struct mc_record *r = mc_record_from_job(t->job);
+    if (next_at)
+        r->next_attempt_at = next_at;
+    int rc = mc_insert(w->mc, r, existing, e);
+    mc_record_free(r);
+    return rc;
+}
+
+/* Applies an update; re-creates a record that went missing (a store
+ * reset under us) so an outcome is never dropped. */
+static int
+mc_apply(struct worker *w, struct task *t, const struct mc_update *u,
+         struct herr *e)
+{
+    int rc = mc_update(w->mc, u, e);
+    if (rc == HERR_NOTFOUND) {
+        rc = mc_insert_job(w, t, 0, NULL, e);
+        if (rc == 0 || rc == HERR_EXISTS)
+            rc = mc_update(w->mc, u, e);
+    }
+    return rc;
+}
+
+static void
+set_route_fields(struct task *t, struct mc_update *u)
+{
+    if (t->routed) {
+        u->path = t->route.path_name;
+        u->path_reason = t->route.reason;
+        u->sender = t->route.envelope_from;
+        u->reply_to = t->route.reply_to;
+    }
+}
+
+static int
+mc_do_step(struct worker *w, struct task *t, enum mc_step step, struct herr *e)
+{
+    struct mc_update u;
+    enum mc_status existing;
+    int rc;
+    switch (step) {
+    case MCW_SCHEDULE:
+        rc = mc_insert_job(w, t, t->job->send_at_ms, &existing, e);
+        return rc == HERR_EXISTS ? 0 : rc;
+    case MCW_START:
+        t->dup_sent = 0;
+        rc = mc_insert_job(w, t, 0, &existing, e);
+        if (rc == HERR_EXISTS && existing == MC_SENT) {
+            t->dup_sent = 1;
+            return 0;
+        }
+        if (rc && rc != HERR_EXISTS)
+            return rc;
+        if (rc == HERR_EXISTS) {
+            /* a retry or a replay: it is queued again */
+            mc_update_init(&u, t->job->id, MC_QUEUED);
+            return mc_update(w->mc, &u, e);
+        }
+        return 0;
+    case MCW_SENDING:
+        mc_update_init(&u, t->job->id, MC_SENDING);
+        set_route_fields(t, &u);
+        u.attempts_add = 1;
+        u.next_attempt_at = 0;
+        return mc_apply(w, t, &u, e);
+    case MCW_LEDGER_SENT:
+        mc_update_init(&u, t->job->id, MC_SENT);
+        rc = mc_update(w->mc, &u, e);
+        return rc == HERR_NOTFOUND ? 0 : rc;
+    case MCW_SENT:
+        mc_update_init(&u, t->job->id, MC_SENT);
+        u.attempts_add = !t->attempt_recorded && t->has_slot_ever;
+        set_route_fields(t, &u);
+        u.sent_at = clock_now_ms();
+        u.next_attempt_at = 0;
+        u.smtp_reply = t->reply ? t->reply : "";
+        u.recipients_json = t->rcpt_json;
+        u.last_error = t->error ? t->error : "";
+        return mc_apply(w, t, &u, e);
+    case MCW_DEFERRED:
+        mc_update_init(&u, t->job->id, MC_DEFERRED);
+        u.attempts_add = !t->attempt_recorded && t->has_slot_ever;
+        set_route_fields(t, &u);
+        u.next_attempt_at = t->next_at;
+        u.last_error = t->error;
+        u.smtp_reply = t->reply;
+        u.recipients_json = t->rcpt_json;
+        return mc_apply(w, t, &u, e);
+    case MCW_FAILED:
+        mc_update_init(&u, t->job->id, MC_FAILED);
+        u.attempts_add = !t->attempt_recorded && t->has_slot_ever;
+        set_route_fields(t, &u);
+        u.next_attempt_at = 0;
+        u.last_error = t->error;
+        u.smtp_reply = t->reply;
+        u.recipients_json = t->rcpt_json;
+        return mc_apply(w, t, &u, e);
+    case MCW_NONE:
+        break;
+    }
+    return 0;
+}
+
+/* On the thread pool: one transaction for the whole batch. */
+static void
+flush_work(uv_work_t *req)
+{
+    struct worker *w = req->data;
+    uint64_t t0 = uv_hrtime();
+    memset(&w->fb_err, 0, sizeof w->fb_err);
+    int rc = mc_batch_begin(w->mc, &w->fb_err);
+    for (size_t i = 0; rc == 0 && i < w->fb_n; i++)
+        rc = mc_do_step(w, w->fb_task[i], w->fb_step[i], &w->fb_err);
+    if (rc == 0)
+        rc = mc_batch_commit(w->mc, &w->fb_err);
+    else
+        mc_batch_rollback(w->mc);
+    w->fb_rc = rc;
+    w->fb_us = (uv_hrtime() - t0) / 1000;
+}
+
+static void
+arm_flush(struct worker *w, uint64_t ms)
+{
+    w->flush_armed = 1;
+    uv_timer_start(&w->t_flush, on_flush, ms, 0);
+}
+
+static struct finish_batch *
+batch_new(struct worker *w, struct task **tasks, size_t n)
+{
+    struct finish_batch *b = xmalloc(sizeof *b + n * sizeof b->t[0]);
+    b->n = n;
+    b->w = w;
+    b->prev = NULL;
+    b->next = w->batches;
+    if (w->batches)
+        w->batches->prev = b;
+    w->batches = b;
+    memcpy(b->t, tasks, n * sizeof *tasks);
+    return b;
+}
+
+static void
+batch_unlink(struct finish_batch *b)
+{
+    struct worker *w = b->w;
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        w->batches = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+}
+
+static void
+on_marked(void *ud, redisReply *r)
+{
+    struct finish_batch *b = ud;
+    batch_unlink(b);
+    if (r->type == REDIS_REPLY_ERROR)
+        log_msg(LOG_ERROR,
+                "redis refused to record delivered ids in the ledger", "error",
+                r->str, NULL);
+    if (r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++) {
+            long long k = r->element[i]->integer;
+            if (k < 1 || (size_t)k > b->n)
+                continue;
+            struct task *t = b->t[k - 1];
+            log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+                    "accepted under a claim that was no longer current: the "
+                    "job had been re-taken (this worker's heartbeat lapsed), "
+                    "so it may have been delivered twice",
+                    NULL);
+        }
+    }
+    for (size_t i = 0; i < b->n; i++)
+        window_end(b->t[i]);
+    free(b);
+}
+
+/* After the poll phase: one ledger call for every 250 of this turn. */
+void
+on_check(uv_check_t *h)
+{
+    struct worker *w = h->data;
+    size_t n = w->nmark;
+    if (n == 0)
+        return;
+    w->nmark = 0;
+    struct finish_batch *b = batch_new(w, w->mark, n);
+    const char **ids = xmalloc(n * sizeof *ids);
+    long long *fences = xmalloc(n * sizeof *fences);
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = b->t[i]->job->id;
+        fences[i] = b->t[i]->fence;
+    }
+    queue_mark_sent(w->q, ids, fences, n, on_marked, b);
+    free(fences);
+    free(ids);
+}
+
+void
+mark_sent_later(struct task *t)
+{
+    struct worker *w = t->w;
+    if (w->nmark == w->capmark) {
+        w->capmark = w->capmark ? w->capmark * 2 : 64;
+        w->mark = xrealloc(w->mark, w->capmark * sizeof *w->mark);
+    }
+    w->mark[w->nmark++] = t;
+}
+
+static void
+on_finish_many(void *ud, redisReply *r)
+{
+    struct finish_batch *b = ud;
+    batch_unlink(b);
+    if (r->type == REDIS_REPLY_ERROR)
+        log_msg(LOG_ERROR,
+                "redis refused to finish delivered jobs; they stay in the "
+                "processing list",
+                "error", r->str, NULL);
+    for (size_t i = 0; i < b->n; i++)
+        task_free(b->t[i]);
+    free(b);
+}
+
+/* The batch's delivered jobs leave the processing list in one call. */
+static void
+finish_done_list(struct worker *w)
+{
+    size_t n = w->ndone;
+    w->ndone = 0;
+    if (n == 0)
+        return;
+    struct finish_batch *b = batch_new(w, w->done_list, n);
+    const char **raws = xmalloc(n * sizeof *raws);
+    size_t *lens = xmalloc(n * sizeof *lens);
+    for (size_t i = 0; i < n; i++) {
+        raws[i] = b->t[i]->raw;
+        lens[i] = b->t[i]->rawlen;
+    }
+    queue_finish_many(w->q, raws, lens, n, on_finish_many, b);
+    free(raws);
+    free(lens);
+}
+
+/* Back on the loop: continue each task, or put the batch back. */
+static void
+flush_done(uv_work_t *req, int status)
+{
+    struct worker *w = req->data;
+    w->flushing = 0;
+    int rc = status < 0 ? HERR_STORE : w->fb_rc;
+    if (log_enabled(LOG_DEBUG)) {
+        char n[32], us[32];
+        snprintf(n, sizeof n, "%zu", w->fb_n);
+        snprintf(us, sizeof us, "%llu", (unsigned long long)w->fb_us);
+        log_msg(LOG_DEBUG, "message center batch written", "steps", n, "us", us,
+                NULL);
+    }
+    if (w->close_after_flush) {
+        close_all(w);
+        return;
+    }
+    if (rc != 0) {
+        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&w->fb_err, why, sizeof why);
+        log_msg(LOG_ERROR,
+                "message center write failed; jobs wait and are retried",
+                "error", why, NULL);
+        /* back to the front of the queue, in order; a task that queued
+         * a newer step meanwhile keeps that one (it supersedes) */
+        for (size_t i = w->fb_n; i-- > 0;) {
+            struct task *t = w->fb_task[i];
+            if (t->in_mcq)
+                continue;
+            t->step = w->fb_step[i];
+            t->in_mcq = 1;
+            t->qnext = w->mcq.head;
+            w->mcq.head = t;
+            if (w->mcq.tail == NULL)
+                w->mcq.tail = t;
+            w->nmcq++;
+        }
+        w->fb_n = 0;
+        arm_flush(w, MC_RETRY_MS);
+        return;
+    }
+    size_t n = w->fb_n;
+    w->fb_n = 0;
+    w->done_list = xrealloc(w->done_list, (n ? n : 1) * sizeof *w->done_list);
+    w->ndone = 0;
+    for (size_t i = 0; i < n; i++)
+        after_mc(w->fb_task[i], w->fb_step[i]);
+    finish_done_list(w);
+    if (w->mcq.head && !w->flush_armed)
+        arm_flush(w, w->nmcq >= MC_BATCH_MAX ? 0 : MC_BATCH_MS);
+    if (w->stopping)
+        maybe_finish_stop(w);
+}
+
+void
+on_flush(uv_timer_t *timer)
+{
+    struct worker *w = timer->data;
+    w->flush_armed = 0;
+    if (w->mcq.head == NULL || w->flushing)
+        return; /* flush_done re-arms */
+    if (w->fb_cap < w->nmcq) {
+        w->fb_cap = w->nmcq * 2;
+        w->fb_task = xrealloc(w->fb_task, w->fb_cap * sizeof *w->fb_task);
+        w->fb_step = xrealloc(w->fb_step, w->fb_cap * sizeof *w->fb_step);
+    }
+    struct task *t;
+    w->fb_n = 0;
+    while ((t = tq_pop(&w->mcq)) != NULL) {
+        t->in_mcq = 0;
+        w->fb_task[w->fb_n] = t;
+        w->fb_step[w->fb_n] = t->step;
+        w->fb_n++;
+    }
+    w->nmcq = 0;
+    w->flushing = 1;
+    w->flush_work.data = w;
+    if (uv_queue_work(w->loop, &w->flush_work, flush_work, flush_done) != 0)
+        abort(); /* only fails for a NULL callback */
+}
+
+/* The duplicate window of one task ends: its "sent" is in Redis. */
+void
+window_end(struct task *t)
+{
+    if (t->t250 == 0)
+        return;
+    struct worker *w = t->w;
+    uint64_t us = (uv_hrtime() - t->t250) / 1000;
+    int b = 0;
+    while (b < 39 && (1ull << (b + 1)) <= us)
+        b++;
+    w->win_bucket[b]++;
+    w->win_n++;
+    if (us > w->win_max_us)
+        w->win_max_us = us;
+    t->t250 = 0;
+}
+
+/* Upper bound (µs) of the bucket holding the q-th fraction. */
+static uint64_t
+window_quantile(const struct worker *w, double q)
+{
+    uint64_t want = (uint64_t)((double)w->win_n * q), seen = 0;
+    for (int b = 0; b < 40; b++) {
+        seen += w->win_bucket[b];
+        if (seen > want)
+            return 1ull << (b + 1);
+    }
+    return w->win_max_us;
+}
+
+void
+log_window(const struct worker *w)
+{
+    if (w->win_n == 0)
+        return;
+    char n[32], p50[32], p99[32], mx[32];
+    snprintf(n, sizeof n, "%llu", (unsigned long long)w->win_n);
+    snprintf(p50, sizeof p50, "%llu",
+             (unsigned long long)window_quantile(w, 0.50));
+    snprintf(p99, sizeof p99, "%llu",
+             (unsigned long long)window_quantile(w, 0.99));
+    snprintf(mx, sizeof mx, "%llu", (unsigned long long)w->win_max_us);
+    log_msg(LOG_INFO,
+            "duplicate window: time from SMTP acceptance to the ledger "
+            "saying sent (a crash inside it re-sends the message)",
+            "messages", n, "p50_us_at_most", p50, "p99_us_at_most", p99,
+            "max_us", mx, NULL);
+}

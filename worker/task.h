@@ -1,0 +1,257 @@
+/*
+ * task — what worker.c, record.c and outcome.c share: one job's state in
+ * this worker (struct task) and the worker's (struct worker). Private to
+ * worker/; the public face is worker.h.
+ *
+ *   worker.c   taking, claiming, routing, templates, the pipeline, life
+ *              cycle
+ *   record.c   Message Center writes batched on the thread pool, the
+ *              ledger's "sent" per loop turn, leaving the processing list
+ *   outcome.c  the SMTP transaction and what its reply means: sent,
+ *              partial, retry, pause the sender, fail; quotas and holds
+ */
+#ifndef HERALD_TASK_H
+#define HERALD_TASK_H
+
+#include "imapcopy.h"
+#include "logingate.h"
+#include "mailer.h"
+#include "mc.h"
+#include "queue.h"
+#include "resolve.h"
+#include "schemes.h"
+#include "senders.h"
+#include "settings.h"
+#include "spfcache.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define SEND_AT_SLACK_MS 1000 /* send_at closer than this: send now */
+#define MC_RETRY_MS 1000
+/* Message Center writes wait this long (or for MC_BATCH_MAX of them) to
+ * share one transaction: one commit per message costs a dozen page
+ * writes, one commit per batch a few per message. */
+#define MC_BATCH_MS 4
+#define MC_BATCH_MAX 256
+#define RETRY_CLAIM_MS 1000
+/* Templates are read from Redis at most this often per name, so an
+ * update reaches every worker within that time. */
+#define TMPL_TTL_MS 5000
+#define TMPL_CACHE_MAX 128
+
+struct tmpl_entry {
+    char *name;
+    char *json; /* as stored; NULL: no such template */
+    uint64_t at;
+};
+
+enum mc_step {
+    MCW_NONE,
+    MCW_SCHEDULE,    /* record queued with next_attempt_at = send_at */
+    MCW_START,       /* record exists ("queued"): gates the first attempt */
+    MCW_SENDING,     /* "sending" + attempt; does not gate the transaction */
+    MCW_LEDGER_SENT, /* ledger says delivered: make the record say so */
+    MCW_SENT,
+    MCW_DEFERRED,
+    MCW_FAILED,
+};
+
+struct task {
+    struct worker *w;
+    struct task *next, *prev; /* every task */
+    struct task *qnext;       /* in one of: ready, mc, retry queues */
+    char *raw;                /* the exact processing-list entry */
+    size_t rawlen;
+    struct job *job;
+    int attempt;
+    int64_t first_at;
+    int has_slot;
+    int has_slot_ever; /* an SMTP transaction was started */
+    int abandoned;     /* shutdown: free on the next callback, do nothing */
+    enum mc_step step;
+    const char *dead_reason; /* for MCW_FAILED */
+    const char *dead_field;  /* the job field at fault, or "" */
+    struct route route;
+    int routed;
+    char *msg;
+    size_t msglen;
+    struct mail_req req;
+    const char **rcpt;
+    size_t nrcpt;
+    /* outcome */
+    int64_t next_at;
+    char *reply;          /* server's final reply or transport error */
+    char *error;          /* last_error for the record */
+    char *rcpt_json;      /* per-recipient outcome */
+    int dup_sent;         /* the record already said "sent" */
+    int attempt_recorded; /* the record counts this attempt */
+    int in_mcq;
+    int rendered;          /* the template (if any) has been applied */
+    int spf_known, spf_ok; /* the SPF verdict for the from domain */
+    char *spf_why;
+    int gated;     /* waiting for a scheme's first login (logingate) */
+    uint64_t t250; /* uv_hrtime() when the server accepted */
+    /* quotas (senders.h): the plan of the current route, and how many
+     * recipients this attempt took from its counters (given back unless
+     * accepted) */
+    struct sender_plan plan;
+    int planned;
+    int quota_asked; /* the take script is running or has said yes */
+    int quota_n;
+    int uncount;     /* deferred without an attempt: the ledger takes it back */
+    long long fence; /* the ledger claim's token */
+    char **prev_acc; /* recipients that accepted in an earlier attempt */
+    size_t nprev_acc;
+    int preclaimed;         /* the take claimed the id already */
+    struct queue_claim pre; /* what that claim said */
+};
+
+struct tq {
+    struct task *head, *tail;
+};
+
+struct worker {
+    uv_loop_t *loop;
+    const struct settings *s;
+    char *id;
+    char *msgid_domain;
+    struct queue *q;
+    struct mailer *mailer;
+    struct resolver *resolver;
+    struct schemes *schemes;
+    struct spfcache *spf;
+    struct senders *senders;
+    struct imapcopy *imap;
+    struct logingate *gate;
+    struct mc *mc;
+    struct task *tasks;
+    size_t ntasks;
+    int slots; /* tasks holding an SMTP slot */
+    struct tq ready, mcq, retry;
+    size_t nmcq;
+    /* The batch being written on libuv's thread pool. Its tasks are
+     * parked (or sending, for a "sending" step, which only reads what
+     * does not change while a transaction runs). */
+    uv_work_t flush_work;
+    int flushing, close_after_flush;
+    struct task **fb_task;
+    enum mc_step *fb_step;
+    size_t fb_n, fb_cap;
+    int fb_rc;
+    struct task **done_list; /* sent, recorded: leave processing together */
+    struct finish_batch *batches; /* waiting for Redis */
+    struct task **mark; /* accepted this turn: ledger "sent" at check */
+    size_t nmark, capmark;
+    uv_check_t t_check;
+    size_t ndone;
+    uint64_t fb_us;
+    struct herr fb_err;
+    uv_timer_t t_flush, t_retry, t_grace;
+    struct tmpl_entry tcache[TMPL_CACHE_MAX];
+    size_t ntcache;
+    /* The duplicate window (SPEC §8): from the server's 250 to the
+     * ledger's "sent" confirmed by Redis; log2 buckets of microseconds. */
+    uint64_t win_n, win_max_us;
+    uint64_t win_bucket[40];
+    int flush_armed;
+    int stopping, grace_over, closing, handback_done;
+    int exit_code;
+    int open_handles;
+    void (*done)(void *, int);
+    void *done_ud;
+};
+
+/* Tasks that share one Redis call (leaving the processing list, or the
+ * ledger's "sent"). Listed on the worker so a close can free them. */
+struct finish_batch {
+    struct worker *w;
+    struct finish_batch *next, *prev; /* w->batches: freed at close */
+    size_t n;
+    struct task *t[];
+};
+
+/* ---- small queues ---- */
+
+static inline void
+tq_push(struct tq *q, struct task *t)
+{
+    t->qnext = NULL;
+    if (q->tail)
+        q->tail->qnext = t;
+    else
+        q->head = t;
+    q->tail = t;
+}
+
+static inline struct task *
+tq_pop(struct tq *q)
+{
+    struct task *t = q->head;
+    if (t) {
+        q->head = t->qnext;
+        if (q->head == NULL)
+            q->tail = NULL;
+        t->qnext = NULL;
+    }
+    return t;
+}
+
+/* ---- worker.c: the task's life ---- */
+const char *tid(const struct task *t);
+const char *torg(const struct task *t);
+void task_release_slot(struct task *t);
+/* Recipients taken and not accepted go back to the sender's counters. */
+void quota_drop(struct task *t);
+void task_free(struct task *t);
+/* A reply that only ends the task (finish / dead / schedule). */
+void on_final_reply(void *ud, redisReply *r);
+void finish(struct task *t);
+/* Claimed: resolve the sender and build the bytes, then record "queued"
+ * before the transaction starts. Re-entered after each asynchronous step. */
+void prepare(struct task *t);
+/* Starts ready tasks while slots are free. */
+void pump(struct worker *w);
+/* Continues a task after its Message Center write of `step` committed. */
+void after_mc(struct task *t, enum mc_step step);
+void close_all(struct worker *w);
+void maybe_finish_stop(struct worker *w);
+
+/* ---- record.c: the Message Center batch, the ledger's "sent", leaving
+ * the processing list ---- */
+/* Queues the task's record write of `step` (batched, on the thread pool);
+ * after_mc() continues it once committed. */
+void mc_queue(struct task *t, enum mc_step step);
+/* Queues the ledger's "sent" for this loop turn (written at the check). */
+void mark_sent_later(struct task *t);
+void on_check(uv_check_t *h);
+void on_flush(uv_timer_t *timer);
+/* The duplicate window of one task ends: its "sent" is in Redis. */
+void window_end(struct task *t);
+void log_window(const struct worker *w);
+
+/* ---- outcome.c: sending and what a reply means ---- */
+/* Envelope recipients: to, cc, bcc, each address once, without those that
+ * accepted in an earlier attempt. */
+void build_envelope(struct task *t);
+void start_send(struct task *t);
+void fail_task(struct task *t, const char *reason, const char *error);
+/* Moves the job to dead with t->dead_reason (after its record says so). */
+void to_dead(struct task *t);
+/* The job waits for its sender (a quota window, a pause, a held scheme)
+ * until due_ms: deferred, never failed for it. `attempted`: a delivery
+ * attempt was made; otherwise the claim's attempt is taken back. */
+void wait_for_sender(struct task *t, int64_t due_ms, const char *error,
+                     const char *sender, int attempted);
+uint32_t rand32(void);
+/* Transient failure: retry later, or fail ("expired") when out of
+ * attempts or age. */
+void defer_or_expire(struct task *t, const char *error);
+/* A held scheme: wait on its own clock (see docs/quotas.md). */
+void hold(struct task *t);
+/* Waits for the sender's pause, or takes this job's recipients from its
+ * quota (then prepare() goes on), or defers it to the next window. */
+void take_quota(struct task *t);
+
+#endif
