@@ -10,11 +10,15 @@
  *     │ "sent"/"busy" ──► dropped as a duplicate
  *     ▼
  *   resolve the sender, render a template, build the MIME bytes
- *     ▼
+ *     │ sender paused, or its quota full ──► record "deferred" to the
+ *     │   pause's end / the next window, <p>:scheduled (no attempt spent)
+ *     ▼ (quota taken: one Lua decision)
  *   record "queued" (committed before the SMTP transaction starts)
  *     ▼
  *   ready ─ one of HERALD_CONCURRENCY slots ─► record "sending" + SMTP
  *        ──250──► ledger "sent" at once, record "sent", leave processing
+ *        ──250, some RCPT 4xx──► ledger "accepted" for the others, retry
+ *        ──throttle──► pause the sender fleet-wide, record "deferred"
  *        ──4xx/transport──► record "deferred", <p>:scheduled (backoff)
  *        ──5xx──► record "failed", dead ("rejected")
  *
