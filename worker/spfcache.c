@@ -11,6 +11,10 @@
 #include <string.h>
 
 #define SPF_EVAL_MS 20000 /* one evaluation's deadline */
+/* Evaluations on the thread pool at once: a dead DNS server and many new
+ * domains must not take the threads Message Center batches need (every
+ * delivery waits for those); the others queue here. */
+#define SPF_RUNNING_MAX 4
 
 struct waiter {
     struct waiter *next;
@@ -25,7 +29,8 @@ struct entry {
     char *why;
     int64_t until_ms;
     struct waiter *waiters;
-    uv_work_t work; /* the evaluation, when one runs */
+    uv_work_t work;      /* the evaluation, when one runs */
+    struct entry *qnext; /* waiting for a thread-pool slot */
     struct spfcache *c;
     int ttl_s; /* the evaluation's answer */
 };
@@ -38,7 +43,8 @@ struct spfcache {
     size_t nips;
     struct entry **e; /* open addressing by domain; NULL = empty */
     size_t cap, n;
-    int running; /* evaluations on the thread pool */
+    int running;                 /* evaluations on the thread pool */
+    struct entry *qhead, *qtail; /* evaluations waiting for a slot */
     int closing;
     void (*close_cb)(void *);
     void *close_ud;
@@ -215,6 +221,26 @@ eval_work(uv_work_t *req)
 }
 
 static void maybe_closed(struct spfcache *c);
+static void eval_done(uv_work_t *req, int status);
+
+/* Starts waiting evaluations while slots are free. */
+static void
+start_evals(struct spfcache *c)
+{
+    while (!c->closing && c->running < SPF_RUNNING_MAX && c->qhead) {
+        struct entry *en = c->qhead;
+        c->qhead = en->qnext;
+        if (c->qhead == NULL)
+            c->qtail = NULL;
+        en->qnext = NULL;
+        en->work.data = en;
+        c->running++;
+        if (uv_queue_work(c->loop, &en->work, eval_work, eval_done) != 0) {
+            c->running--;
+            settle(en, 0, "SPF not checked: no worker thread", 0);
+        }
+    }
+}
 
 static void
 eval_done(uv_work_t *req, int status)
@@ -226,6 +252,7 @@ eval_done(uv_work_t *req, int status)
         maybe_closed(c);
         return;
     }
+    start_evals(c);
     char *why =
         en->why ? en->why : xstrdup(status < 0 ? "SPF check cancelled" : "?");
     en->why = NULL;
@@ -257,12 +284,13 @@ on_cached(void *ud, redisReply *r)
         settle(en, r->str[0] == '1', r->str + 2, SPFCACHE_TEMP_S);
         return;
     }
-    en->work.data = en;
-    c->running++;
-    if (uv_queue_work(c->loop, &en->work, eval_work, eval_done) != 0) {
-        c->running--;
-        settle(en, 0, "SPF not checked: no worker thread", 0);
-    }
+    en->qnext = NULL;
+    if (c->qtail)
+        c->qtail->qnext = en;
+    else
+        c->qhead = en;
+    c->qtail = en;
+    start_evals(c);
 }
 
 void

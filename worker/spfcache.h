@@ -8,7 +8,9 @@
  * (common/spf.h over common/dnsres.h, HERALD_DNS, HERALD_SENDER_IPS or
  * else the include: chain to HERALD_SENDER_DOMAIN). A temperror is never
  * "authorised" and is kept only SPFCACHE_TEMP_S. Checks of one domain in
- * flight at once share one evaluation.
+ * flight at once share one evaluation; at most four evaluations use the
+ * thread pool at a time (the rest wait their turn), so a dead DNS server
+ * cannot starve the Message Center batches that share it.
  */
 #ifndef HERALD_SPFCACHE_H
 #define HERALD_SPFCACHE_H

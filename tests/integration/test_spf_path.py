@@ -75,3 +75,26 @@ def test_spf_temperror_is_never_authorised(t):
     ttl = r.cmd("PTTL", t.prefix + ":spf:spfok.test")
     check(ttl <= 60 * 1000, "a temperror cached for %r ms" % ttl)
     check(w.stop() == 0, "exit code")
+
+
+def test_many_new_domains_at_once_take_turns(t):
+    # 30 domains never seen: at most four evaluations hold the thread pool
+    # at a time; every one is answered, half authorised, half not
+    zone = ["txt-record=sender.test,v=spf1 ip4:127.0.0.1 -all"]
+    for i in range(30):
+        rec = "v=spf1 include:sender.test -all" if i % 2 == 0 else "v=spf1 -all"
+        zone.append("txt-record=d%d.test,%s" % (i, rec))
+    dns = Dnsmasq(t, zone)
+    r = t.redis()
+    s = t.smtp()
+    e = t.env(r, s, HERALD_DNS="127.0.0.1:%d" % dns.port, HERALD_SENDER_DOMAIN="sender.test")
+    w = t.worker(e)
+    r.pipeline([("LPUSH", t.prefix + ":queue:normal", job("d%d" % i, "office@d%d.test" % i))
+                for i in range(30)])
+    s.wait_count(30, 30)
+    for env, raw in s.messages():
+        m = email.message_from_bytes(raw, policy=email.policy.default)
+        i = int(m["X-Herald-Id"][1:])
+        want = "office@d%d.test" % i if i % 2 == 0 else "notices@platform.test"
+        check(env["mail_from"] == want, "d%d: envelope %r" % (i, env["mail_from"]))
+    check(w.stop() == 0, "exit code")
