@@ -1,4 +1,6 @@
 #include "settings.h"
+#include "dnsres.h"
+#include "spf.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -31,6 +33,8 @@ static int valid_mc(const char *env, const char *v, struct herr *e);
 static int valid_prefix(const char *env, const char *v, struct herr *e);
 static int valid_addr(const char *env, const char *v, struct herr *e);
 static int valid_level(const char *env, const char *v, struct herr *e);
+static int valid_dns(const char *env, const char *v, struct herr *e);
+static int valid_ips(const char *env, const char *v, struct herr *e);
 
 #define OFF(f) offsetof(struct settings, f)
 
@@ -63,10 +67,10 @@ static const struct sdef table[] = {
      "extra CA bundle for TLS verification"},
     {"HERALD_PLATFORM_NAME", "--platform-name", S_STR, OFF(platform_name),
      "Herald", 0, 0, 0, 1, NULL, "platform name in \"<name> via <platform>\""},
-    {"HERALD_DNS", "--dns", S_STR, OFF(dns), NULL, 0, 0, 0, 0, NULL,
+    {"HERALD_DNS", "--dns", S_STR, OFF(dns), NULL, 0, 0, 0, 0, valid_dns,
      "DNS server for SPF look-ups, host[:port]"},
     {"HERALD_SENDER_IPS", "--sender-ips", S_STR, OFF(sender_ips), NULL, 0, 0, 0,
-     0, NULL, "relay egress addresses for SPF evaluation"},
+     0, valid_ips, "relay egress addresses for SPF evaluation"},
     {"HERALD_HEARTBEAT_S", "--heartbeat-s", S_LONG, OFF(heartbeat_s), "15", 1,
      3600, 0, 0, NULL, "a worker silent this long is dead"},
     {"HERALD_RETRY_BASE_S", "--retry-base-s", S_LONG, OFF(retry_base_s), "30",
@@ -359,6 +363,36 @@ settings_parse_redis(const char *url, struct redis_target *t, struct herr *e)
         return herr_set(e, HERR_INVALID, name, "unexpected \"%s\"", p);
     }
     return 0;
+}
+
+static int
+valid_dns(const char *env, const char *v, struct herr *e)
+{
+    if (*v == '\0')
+        return 0; /* the system resolver */
+    struct sockaddr_storage ss;
+    socklen_t len;
+    struct herr pe;
+    if (dnsres_parse_server(v, &ss, &len, &pe) != 0)
+        return herr_set(e, HERR_INVALID, env, "'%.64s': %s", v, pe.msg);
+    return 0;
+}
+
+/* Addresses separated by commas or blanks. */
+static int
+valid_ips(const char *env, const char *v, struct herr *e)
+{
+    char *list = xstrdup(v), *save = NULL;
+    int rc = 0;
+    for (char *tok = strtok_r(list, ", \t", &save); tok && rc == 0;
+         tok = strtok_r(NULL, ", \t", &save)) {
+        struct spf_ip ip;
+        if (spf_ip_parse(tok, &ip) != 0)
+            rc = herr_set(e, HERR_INVALID, env, "'%s' is not an IP address",
+                          tok);
+    }
+    free(list);
+    return rc;
 }
 
 static int

@@ -182,6 +182,9 @@ def test_bad_settings_exit_2(t):
         ({"HERALD_REDIS": "http://x"}, "HERALD_REDIS"),
         ({"HERALD_RELAY": "ftp://127.0.0.1:25"}, "HERALD_RELAY"),
         ({"HERALD_RETRY_BASE_S": "soon"}, "HERALD_RETRY_BASE_S"),
+        ({"HERALD_DNS": "dns.example"}, "'dns.example'"),
+        ({"HERALD_DNS": "127.0.0.1:0"}, "HERALD_DNS"),
+        ({"HERALD_SENDER_IPS": "192.0.2.1, nope"}, "'nope'"),
     ]
     for over, name in cases:
         e = t.env(r, s, **over)
