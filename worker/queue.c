@@ -52,6 +52,22 @@ enum {
     "end\n"
 
 /*
+ * A job handed back to its lane by (or for) worker `owner` is nobody's:
+ * its ledger entry forgets the owner, so a claim by any worker — also a
+ * restart under the same id, whose heartbeat is alive — gets it.
+ */
+#define LUA_RELEASE                                                            \
+    "local function release(m, owner, prefix)\n"                               \
+    "  local ok, j = pcall(cjson.decode, m)\n"                                 \
+    "  if ok and type(j) == 'table' and type(j.id) == 'string' then\n"         \
+    "    local k = prefix .. ':job:' .. j.id\n"                                \
+    "    if redis.call('HGET', k, 'owner') == owner then\n"                    \
+    "      redis.call('HDEL', k, 'owner')\n"                                   \
+    "    end\n"                                                                \
+    "  end\n"                                                                  \
+    "end\n"
+
+/*
  * Claims job id `key` (the ledger hash) for worker `me`: {status,
  * attempts, first_at, fence, partial}. "sent": delivered already; "busy":
  * another worker with a live heartbeat holds it; "ok": ours, attempts
@@ -184,37 +200,42 @@ static const char *script_src[S_COUNT] = {
              "  redis.call('ZREM', KEYS[1], m)\n"
              "end\n"
              "return #due\n",
-    /* HANDBACK: KEYS processing high normal low workers; ARGV me.
-     * Newest first, each to the take end: the oldest is taken first. */
-    LUA_LANE "local n = 0\n"
-             "while true do\n"
-             "  local m = redis.call('LPOP', KEYS[1])\n"
-             "  if not m then break end\n"
-             "  redis.call('RPUSH', lane(m, 2), m)\n"
-             "  n = n + 1\n"
-             "end\n"
-             "redis.call('HDEL', KEYS[5], ARGV[1])\n"
-             "return n\n",
+    /* HANDBACK: KEYS processing high normal low workers; ARGV
+     * heartbeat-to-remove ("-": keep it) me prefix. Newest first, each to
+     * the take end: the oldest is taken first; their ledger entries are
+     * released. */
+    LUA_LANE LUA_RELEASE "local n = 0\n"
+                         "while true do\n"
+                         "  local m = redis.call('LPOP', KEYS[1])\n"
+                         "  if not m then break end\n"
+                         "  redis.call('RPUSH', lane(m, 2), m)\n"
+                         "  release(m, ARGV[2], ARGV[3])\n"
+                         "  n = n + 1\n"
+                         "end\n"
+                         "redis.call('HDEL', KEYS[5], ARGV[1])\n"
+                         "return n\n",
     /* RECLAIM: KEYS workers high normal low; ARGV now heartbeat_ms prefix
      * me. A worker whose heartbeat is older than heartbeat_ms died without
      * handing back: its processing list goes back to the lanes, once
      * (the script is atomic and removes the worker's entry). */
-    LUA_LANE "local n, all = 0, redis.call('HGETALL', KEYS[1])\n"
-             "for i = 1, #all, 2 do\n"
-             "  local id, hb = all[i], tonumber(all[i + 1])\n"
-             "  if id ~= ARGV[4] and (not hb or hb + tonumber(ARGV[2]) < "
-             "tonumber(ARGV[1])) then\n"
-             "    local proc = ARGV[3] .. ':processing:' .. id\n"
-             "    while true do\n"
-             "      local m = redis.call('LPOP', proc)\n"
-             "      if not m then break end\n"
-             "      redis.call('RPUSH', lane(m, 2), m)\n"
-             "      n = n + 1\n"
-             "    end\n"
-             "    redis.call('HDEL', KEYS[1], id)\n"
-             "  end\n"
-             "end\n"
-             "return n\n",
+    LUA_LANE LUA_RELEASE
+    "local n, all = 0, redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #all, 2 do\n"
+    "  local id, hb = all[i], tonumber(all[i + 1])\n"
+    "  if id ~= ARGV[4] and (not hb or hb + tonumber(ARGV[2]) < "
+    "tonumber(ARGV[1])) then\n"
+    "    local proc = ARGV[3] .. ':processing:' .. id\n"
+    "    while true do\n"
+    "      local m = redis.call('LPOP', proc)\n"
+    "      if not m then break end\n"
+    "      redis.call('RPUSH', lane(m, 2), m)\n"
+    "      release(m, id, ARGV[3])\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "    redis.call('HDEL', KEYS[1], id)\n"
+    "  end\n"
+    "end\n"
+    "return n\n",
     /* FINISH_MANY: KEYS processing; ARGV entries. Removes each once,
      * from the old end; returns how many were there. */
     "local n = 0\n"
@@ -639,9 +660,10 @@ on_resync(void *ud, redisReply *r)
          * back; it is delivered like any queued job. */
         const char *keys[5] = {q->k_proc, q->k_lane[0], q->k_lane[1],
                                q->k_lane[2], q->k_workers};
-        const char *args[1] = {"-"}; /* keep our own heartbeat */
+        /* keep our own heartbeat */
+        const char *args[3] = {"-", q->me, q->prefix};
         q->state = Q_READY;
-        eval(q, S_HANDBACK, 5, keys, 1, args, NULL, on_handback_startup, q);
+        eval(q, S_HANDBACK, 5, keys, 3, args, NULL, on_handback_startup, q);
     } else {
         /* Adopt entries we do not know: takes whose reply was lost. */
         for (size_t i = 0; i < r->elements; i++) {
@@ -1192,8 +1214,8 @@ queue_handback(struct queue *q, uint64_t timeout_ms,
     q->handback_ud = ud;
     const char *keys[5] = {q->k_proc, q->k_lane[0], q->k_lane[1], q->k_lane[2],
                            q->k_workers};
-    const char *args[1] = {q->me};
-    eval(q, S_HANDBACK, 5, keys, 1, args, NULL, on_handback_done, q);
+    const char *args[3] = {q->me, q->me, q->prefix};
+    eval(q, S_HANDBACK, 5, keys, 3, args, NULL, on_handback_done, q);
     uv_timer_start(&q->t_handback, on_handback_timeout, timeout_ms, 0);
 }
 

@@ -25,6 +25,10 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A copy of a job id another live worker is sending checks again after
+ * this long. */
+#define BUSY_RECHECK_MS 5000
+
 /* ---- tasks ---- */
 
 const char *
@@ -414,9 +418,18 @@ claimed(struct task *t, const struct queue_claim *c)
                 "duplicate of a delivered job; not sent again", NULL);
         mc_queue(t, MCW_LEDGER_SENT);
     } else {
+        /* Another live worker holds this id. Not dropped: if that claim
+         * is stale (a job handed back under it), dropping would lose the
+         * job. This copy checks again shortly; the ledger then says
+         * "sent" (dropped then) or lets it go. The ledger and the record
+         * stay the other copy's. */
+        int64_t due = clock_now_ms() + BUSY_RECHECK_MS;
         log_job(LOG_INFO, tid(t), torg(t), 0,
-                "duplicate of a job another worker is sending; dropped", NULL);
-        finish(t);
+                "another worker is sending this id; this copy checks again "
+                "in a few seconds",
+                NULL);
+        queue_finish_schedule(t->w->q, t->raw, t->rawlen, t->raw, due, NULL, 0,
+                              on_final_reply, t);
     }
 }
 
