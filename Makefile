@@ -45,7 +45,7 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 PROGS := $(BIN)/herald-worker $(BIN)/herald-enqueue $(BIN)/heraldctl \
          $(BIN)/libherald.a
 
-.PHONY: all san units check test deps bench demo fuzz fmt fmt-check clean
+.PHONY: all san units check test deps bench demo fuzz fault fmt fmt-check clean
 all: $(PROGS) $(UNIT_BINS)
 
 $(B)/%.o: %.c
@@ -102,6 +102,13 @@ bench:
 fuzz:
 	@scripts/deps.sh
 	bash scripts/fuzz.sh
+
+# The fault-injection suite in full (tests/fault/run.py; `make check` runs
+# its reduced form): killed workers, a killed Redis, misbehaving SMTP
+# servers, quotas reached mid-run; every job accounted for.
+fault:
+	@scripts/deps.sh
+	bash scripts/fault.sh --full
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')

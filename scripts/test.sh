@@ -3,7 +3,8 @@
 # installs what is missing, builds the normal and the sanitizer variants
 # with warnings as errors, checks formatting, then runs:
 #   unit tests (both builds), the MIME strict-parser check,
-#   integration tests with real redis-server / SMTP servers (both builds).
+#   integration tests with real redis-server / SMTP servers (both builds),
+#   the fault-injection suite in its reduced form (make fault: full).
 # Ends with one line "total: N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +67,7 @@ rm -rf "$mimeout"
 
 step "integration (bin)" env HERALD_BIN=bin /usr/bin/python3 tests/integration/run.py
 step "integration (bin-san)" env HERALD_BIN=bin-san /usr/bin/python3 tests/integration/run.py
+step "fault injection (reduced; make fault: full)" env HERALD_BIN=bin /usr/bin/python3 tests/fault/run.py
 
 echo "total: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
