@@ -28,7 +28,6 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define SEND_AT_SLACK_MS 1000 /* send_at closer than this: send now */
 #define MC_RETRY_MS 1000
 /* Message Center writes wait this long (or for MC_BATCH_MAX of them) to
  * share one transaction: one commit per message costs a dozen page

@@ -553,7 +553,7 @@ route_task(struct task *t)
         finish(t);
         return;
     }
-    if (t->job->send_at_ms > clock_now_ms() + SEND_AT_SLACK_MS) {
+    if (t->job->send_at_ms > clock_now_ms()) { /* never before */
         mc_queue(t, MCW_SCHEDULE);
         return;
     }
