@@ -214,6 +214,14 @@ def main():
                 buf += resp("LPUSH", prefix + ":queue:normal", json.dumps(make_job(k, True)))
             sock.sendall(bytes(buf))
             i += n
+        # read every reply before closing: closing with replies unread
+        # resets the connection, and Redis may drop the last commands
+        got = 0
+        while got < total:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("redis closed the connection after %d of %d pushes" % (got, total))
+            got += chunk.count(b"\r\n")
         sock.close()
         wait_sent(db, total)
         stop_workers(ws)
