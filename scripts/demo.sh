@@ -45,6 +45,11 @@ pids+=($!)
 pids+=($!)
 for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
+# Quotas (SPEC §5): Pine Lake may send 2 recipients a day through the
+# platform relay; its third message today waits for tomorrow.
+echo "== heraldctl org set pine-lake-camp --relay-daily-limit 2"
+bin/heraldctl org set pine-lake-camp --name "Pine Lake Camp" --relay-daily-limit 2
+
 echo "== herald-worker (settings: bin/herald-worker --print-config)"
 bin/herald-worker 2>"$D/worker.log" &
 wpid=$!
@@ -69,6 +74,14 @@ for id in $ids; do
     sleep 0.1
   done
 done
+
+echo; echo "== a third Pine Lake message today: over its quota, deferred to tomorrow"
+over=$(bin/herald-enqueue '{"type":"reminder","org":"pine-lake-camp","account":"fam-1042","from":"office@pinelake.example","from_name":"Pine Lake Camp","to":["maria.lopez@family.example"],"subject":"Reminder: bus schedule","text":"The bus leaves at 8:15.\n"}')
+for _ in $(seq 100); do
+  bin/heraldctl mc show "$over" --json 2>/dev/null | grep -q '"status":"deferred"' && break
+  sleep 0.1
+done
+bin/heraldctl mc show "$over" | grep -E '^(status|next attempt|last error):'
 
 echo; echo "== heraldctl mc list"
 bin/heraldctl mc list
