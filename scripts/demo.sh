@@ -44,6 +44,7 @@ pids+=($!)
 /usr/bin/python3 deploy/catcher.py --port "$sport" --dir "$D/mail" 2>"$D/catcher.log" &
 pids+=($!)
 for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 50); do port_free "$sport" || break; sleep 0.1; done  # the catcher listens
 
 # Quotas (SPEC §5): Pine Lake may send 2 recipients a day through the
 # platform relay; its third message today waits for tomorrow.
