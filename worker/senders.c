@@ -164,6 +164,10 @@ on_orgs_version(void *ud, redisReply *r)
     queue_command(s->q, 2, argv, lens, on_orgs, s);
 }
 
+/* The pauses in Redis are the truth: the local table becomes a copy (a
+ * pause of ours not yet written is ahead in the same connection, so it is
+ * in this reply). A pause an operator deleted (HDEL <p>:pauses SENDER)
+ * ends here at the next poll. */
 static void
 on_pauses(void *ud, redisReply *r)
 {
@@ -172,6 +176,8 @@ on_pauses(void *ud, redisReply *r)
     if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
         return;
     int64_t now = clock_now_ms();
+    struct map fresh;
+    memset(&fresh, 0, sizeof fresh);
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         redisReply *f = r->element[i], *v = r->element[i + 1];
         int64_t until;
@@ -179,20 +185,24 @@ on_pauses(void *ud, redisReply *r)
         if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
             quota_parse_pause(v->str, &until, &why) != 0 || until <= now)
             continue;
-        struct ent *e = map_get(&s->pauses, f->str);
-        if (e && e->until >= until)
-            continue;
-        if (e == NULL) {
+        const struct ent *old = map_get(&s->pauses, f->str);
+        if (old == NULL || old->until <= now) {
             char u[CLOCK_RFC3339_LEN];
             clock_rfc3339(until, u);
             log_msg(LOG_WARN, "sender paused (seen in Redis)", "sender", f->str,
                     "until", u, "reason", why, NULL);
         }
-        e = map_put(&s->pauses, f->str);
+        struct ent *e = map_put(&fresh, f->str);
         e->until = until;
-        free(e->reason);
         e->reason = xstrdup(why);
     }
+    for (int b = 0; b < 256; b++)
+        for (const struct ent *e = s->pauses.b[b]; e; e = e->next)
+            if (e->until > now && map_get(&fresh, e->key) == NULL)
+                log_msg(LOG_WARN, "sender pause lifted in Redis", "sender",
+                        e->key, NULL);
+    map_clear(&s->pauses);
+    s->pauses = fresh;
 }
 
 void

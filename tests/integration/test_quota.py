@@ -294,3 +294,19 @@ def test_daily_window_in_the_schemes_time_zone(t):
     used = r.cmd("GET", "%s:quota:scheme:%s/%s:day:%d" % (t.prefix, ORG, ADDR, day_start))
     check(used == b"1", "counter for the local day %r" % used)
     check(ws[0].stop() == 0, "exit code")
+
+
+def test_pause_deleted_in_redis_is_lifted_within_seconds(t):
+    r = t.redis()
+    relay = t.smtp()
+    e = t.env(r, relay)
+    until = int((time.time() + 120) * 1000)
+    r.cmd("HSET", t.prefix + ":pauses", "relay", "%d operator test" % until)
+    w = t.worker(e)
+    push(r, t, job("lift1", frm="news@pine.test", org="pine"))
+    wait_until(lambda: (mc_show(e, "lift1") or {}).get("status") == "deferred", 10, "deferred")
+    r.cmd("HDEL", t.prefix + ":pauses", "relay")
+    w.wait_log(lambda d: d.get("msg") == "sender pause lifted in Redis", 5, "pause lifted")
+    push(r, t, job("lift2", frm="news@pine.test", org="pine"))
+    wait_until(lambda: (mc_show(e, "lift2") or {}).get("status") == "sent", 5, "sent after the lift")
+    check(w.stop() == 0, "exit code")
