@@ -18,9 +18,21 @@
  *                                      time in ms; workers move due ones to
  *                                      their lane
  *   <p>:job:<job id>            hash   delivery ledger: state ("inflight",
- *                                      "sent", "failed"), owner (worker id
- *                                      while inflight), attempts, first_at
- *                                      (ms). A "sent" id is never sent again.
+ *                                      "deferred", "sent", "failed"), owner
+ *                                      (worker id while inflight; released
+ *                                      when the job is handed back),
+ *                                      attempts, first_at (ms), fence (the
+ *                                      current claim's token), accepted
+ *                                      (recipients that took it in an
+ *                                      earlier attempt, "\n"-separated).
+ *                                      A "sent" id is never sent again.
+ *   <p>:stats                   hash   stale_accepts: "sent" recorded under
+ *                                      a claim that had been superseded
+ *                                      (possible duplicates)
+ *   <p>:orgs, <p>:orgs:version  hash / organisations' settings (common/org.h)
+ *                               string
+ *   <p>:quota:…, <p>:pauses     quota counters, waiting sets and sender
+ *                                      pauses (common/quota.h)
  *   <p>:templates               hash   template name -> compact JSON
  *                                      {"subject","text","html"} (layout
  *                                      and syntax: tmpl.h); written by
