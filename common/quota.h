@@ -16,6 +16,9 @@
  *   <p>:quota:<sender>:day:<start ms>  string recipients counted in the
  *   <p>:quota:<sender>:min:<start ms>         window starting then; expire
  *                                             a day after the window ends
+ *   …:<start ms>:jobs         hash   "<job id>:<fence>" -> recipients that
+ *                                    attempt holds in the counter (see
+ *                                    TAKE); expires with it
  *   <p>:quota:wait:<sender>   zset   job id -> when it is due again, for
  *                                    jobs deferred by this sender's quota
  *                                    or pause ("waiting for it")
@@ -76,16 +79,23 @@ int quota_key_pauses(char *out, size_t n, const char *prefix);
 int quota_parse_pause(const char *s, int64_t *until_ms, const char **reason);
 
 /*
+ * Every counter key K has a companion hash K:jobs holding, per job attempt
+ * ("<job id>:<claim fence>"), how many recipients that attempt holds in
+ * it. It makes both scripts safe to run twice (the worker re-sends an
+ * operation whose reply a lost connection swallowed): a second TAKE of
+ * the same attempt adds nothing, a second SETTLE gives nothing back.
+ *
  * TAKE — one decision, atomic (EVALSHA with 2+k keys):
  *   KEYS[1] = <p>:pauses   KEYS[2] = <p>:quota:wait:<sender>
  *   KEYS[3..2+k] = the sender's counters (k = 0, 1 or 2)
  *   ARGV[1] = sender   ARGV[2] = job id   ARGV[3] = now ms
- *   ARGV[4] = n (recipients)
- *   then per counter i: ARGV[3+2i] = limit, ARGV[4+2i] = expire-at ms
- * Returns {0, 0}: taken (every counter += n, the job leaves the waiting
- * set); {-1, until}: the sender is paused until `until`; {i, 0}: counter
- * i (1-based) has no room for n (nothing changed). The caller then adds
- * the job to the waiting set with QUOTA_WAIT_LUA's due time.
+ *   ARGV[4] = n (recipients)   ARGV[5] = the attempt ("<id>:<fence>")
+ *   then per counter i: ARGV[4+2i] = limit, ARGV[5+2i] = expire-at ms
+ * Returns {0, 0}: taken (every counter += what this attempt does not hold
+ * yet, the job leaves the waiting set); {-1, until}: the sender is paused
+ * until `until`; {i, 0}: counter i (1-based) has no room for n (nothing
+ * changed). The caller then adds the job to the waiting set with
+ * QUOTA_WAIT_LUA's due time.
  */
 #define QUOTA_TAKE_LUA                                                         \
     "local p = redis.call('HGET', KEYS[1], ARGV[1])\n"                         \
@@ -94,14 +104,23 @@ int quota_parse_pause(const char *s, int64_t *until_ms, const char **reason);
     "  local u = tonumber(string.match(p, '^(%d+)'))\n"                        \
     "  if u and u > now then return {-1, u} end\n"                             \
     "end\n"                                                                    \
+    "local need = {}\n"                                                        \
     "for i = 3, #KEYS do\n"                                                    \
-    "  local lim = tonumber(ARGV[3 + 2 * (i - 2)])\n"                          \
+    "  local lim = tonumber(ARGV[4 + 2 * (i - 2)])\n"                          \
+    "  local held = tonumber(redis.call('HGET', KEYS[i] .. ':jobs', "          \
+    "ARGV[5]) or '0')\n"                                                       \
+    "  need[i] = math.max(0, n - held)\n"                                      \
     "  local used = tonumber(redis.call('GET', KEYS[i]) or '0')\n"             \
-    "  if used + n > lim then return {i - 2, 0} end\n"                         \
+    "  if used + need[i] > lim then return {i - 2, 0} end\n"                   \
     "end\n"                                                                    \
     "for i = 3, #KEYS do\n"                                                    \
-    "  redis.call('INCRBY', KEYS[i], n)\n"                                     \
-    "  redis.call('PEXPIREAT', KEYS[i], ARGV[4 + 2 * (i - 2)])\n"              \
+    "  local at = ARGV[5 + 2 * (i - 2)]\n"                                     \
+    "  if need[i] > 0 then\n"                                                  \
+    "    redis.call('INCRBY', KEYS[i], need[i])\n"                             \
+    "    redis.call('HINCRBY', KEYS[i] .. ':jobs', ARGV[5], need[i])\n"        \
+    "  end\n"                                                                  \
+    "  redis.call('PEXPIREAT', KEYS[i], at)\n"                                 \
+    "  redis.call('PEXPIREAT', KEYS[i] .. ':jobs', at)\n"                      \
     "end\n"                                                                    \
     "redis.call('ZREM', KEYS[2], ARGV[2])\n"                                   \
     "return {0, 0}\n"
@@ -119,16 +138,27 @@ int quota_parse_pause(const char *s, int64_t *until_ms, const char **reason);
     "return 1\n"
 
 /*
- * GIVE — give back n recipients that were not accepted (EVALSHA, k keys,
- * the counters the take counted in): ARGV[1] = n. A counter never goes
- * below 0, and one that expired meanwhile is left alone.
+ * SETTLE — attempt ARGV[2] ("<id>:<fence>") keeps ARGV[1] recipients (the
+ * accepted ones; 0 when the message was not accepted) in each counter
+ * (EVALSHA, k keys: the counters the take counted in) and gives back the
+ * rest of what it holds. Stating what is kept, not what is given, makes a
+ * replay harmless; a counter never goes below 0, and one that expired
+ * meanwhile is left alone.
  */
-#define QUOTA_GIVE_LUA                                                         \
+#define QUOTA_SETTLE_LUA                                                       \
     "for i = 1, #KEYS do\n"                                                    \
+    "  local h = KEYS[i] .. ':jobs'\n"                                         \
+    "  local held = tonumber(redis.call('HGET', h, ARGV[2]) or '0')\n"         \
+    "  local keep = math.min(held, tonumber(ARGV[1]))\n"                       \
     "  local used = tonumber(redis.call('GET', KEYS[i]) or '0')\n"             \
-    "  if used > 0 then\n"                                                     \
-    "    local d = math.min(used, tonumber(ARGV[1]))\n"                        \
+    "  local d = math.min(held - keep, used)\n"                                \
+    "  if d > 0 then\n"                                                        \
     "    redis.call('DECRBY', KEYS[i], d)\n"                                   \
+    "  end\n"                                                                  \
+    "  if keep <= 0 then\n"                                                    \
+    "    redis.call('HDEL', h, ARGV[2])\n"                                     \
+    "  elseif keep < held then\n"                                              \
+    "    redis.call('HSET', h, ARGV[2], keep)\n"                               \
     "  end\n"                                                                  \
     "end\n"                                                                    \
     "return 1\n"

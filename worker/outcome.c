@@ -213,7 +213,7 @@ partial(struct task *t, const struct mail_result *r, size_t refused)
     buf_append(&acc, "", 1);
     queue_mark_partial(t->w->q, t->job->id, acc.p, NULL, NULL);
     t->t250 = 0;
-    t->quota_n = (int)refused < t->quota_n ? (int)refused : t->quota_n;
+    t->quota_keep = (int)(r->nrcpt - refused); /* the accepted ones */
     quota_drop(t);
     const char *worst = "";
     for (size_t i = 0; i < r->nrcpt; i++)
@@ -272,7 +272,7 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
         }
         mark_sent_later(t);
         /* the counters keep what was accepted */
-        t->quota_n = (int)refused < t->quota_n ? (int)refused : t->quota_n;
+        t->quota_keep = (int)(r->nrcpt - refused); /* the accepted ones */
         quota_drop(t);
         free(t->error);
         t->error = NULL;
@@ -458,8 +458,8 @@ take_quota(struct task *t)
         }
     }
     t->quota_asked = 1;
-    senders_take(t->w->senders, p, t->job->id, (int)t->nrcpt, clock_now_ms(),
-                 on_quota, t);
+    senders_take(t->w->senders, p, t->job->id, t->fence, (int)t->nrcpt,
+                 clock_now_ms(), on_quota, t);
 }
 
 /* Envelope recipients: to, cc, bcc, each address once. */

@@ -338,11 +338,21 @@ on_take(void *ud, redisReply *r)
     cb(cud, verdict, until);
 }
 
+/* "<job id>:<fence>": one attempt's holding in the counters. */
+static void
+attempt_name(char *out, size_t n, const char *id, long long fence)
+{
+    snprintf(out, n, "%s:%lld", id, fence);
+}
+
 void
 senders_take(struct senders *s, const struct sender_plan *p, const char *id,
-             int n, int64_t now_ms, senders_take_fn *cb, void *ud)
+             long long fence, int n, int64_t now_ms, senders_take_fn *cb,
+             void *ud)
 {
     char wait[KEYS_MAX], nk[16], now[24], cnt[24], lim[2][24], exp[2][24];
+    char att[JOB_ID_MAX + 32];
+    attempt_name(att, sizeof att, id, fence);
     quota_key_wait(wait, sizeof wait, queue_prefix(s->q), p->count_sender);
     const char *argv[16];
     size_t lens[16];
@@ -361,6 +371,7 @@ senders_take(struct senders *s, const struct sender_plan *p, const char *id,
     argv[a++] = now;
     snprintf(cnt, sizeof cnt, "%d", n);
     argv[a++] = cnt;
+    argv[a++] = att;
     for (int i = 0; i < p->n; i++) {
         snprintf(lim[i], sizeof lim[i], "%lld", p->limit[i]);
         /* kept a day past the window, for queue stats */
@@ -378,22 +389,25 @@ senders_take(struct senders *s, const struct sender_plan *p, const char *id,
 }
 
 void
-senders_give(struct senders *s, const struct sender_plan *p, int n)
+senders_settle(struct senders *s, const struct sender_plan *p, const char *id,
+               long long fence, int keep)
 {
-    if (p->n == 0 || n <= 0)
+    if (p->n == 0)
         return;
-    char nk[16], cnt[24];
-    const char *argv[6];
-    size_t lens[6];
+    char nk[16], cnt[24], att[JOB_ID_MAX + 32];
+    attempt_name(att, sizeof att, id, fence);
+    const char *argv[7];
+    size_t lens[7];
     int a = 0;
     argv[a++] = "EVAL";
-    argv[a++] = QUOTA_GIVE_LUA;
+    argv[a++] = QUOTA_SETTLE_LUA;
     snprintf(nk, sizeof nk, "%d", p->n);
     argv[a++] = nk;
     for (int i = 0; i < p->n; i++)
         argv[a++] = p->key[i];
-    snprintf(cnt, sizeof cnt, "%d", n);
+    snprintf(cnt, sizeof cnt, "%d", keep < 0 ? 0 : keep);
     argv[a++] = cnt;
+    argv[a++] = att;
     for (int i = 0; i < a; i++)
         lens[i] = strlen(argv[i]);
     queue_command(s->q, a, argv, lens, NULL, NULL);

@@ -10,7 +10,7 @@
  *     job waits, deferred, until the pause ends;
  *   - a job with counters takes its recipients from them in one atomic
  *     script (senders_take); no room: it waits for the next window.
- * Recipients not accepted are given back (senders_give). A provider's
+ * Recipients not accepted are given back (senders_settle). A provider's
  * throttle reply pauses the sender fleet-wide (senders_pause).
  *
  * Organisation limits (<p>:orgs, common/org.h) are reloaded when
@@ -61,17 +61,20 @@ int64_t senders_paused(const struct senders *s, const char *sender,
                        int64_t now_ms, const char **reason);
 
 /*
- * Takes n recipients for job `id` (see QUOTA_TAKE_LUA). cb gets:
+ * Takes n recipients for job `id`'s attempt under claim `fence` (see
+ * QUOTA_TAKE_LUA: taking twice for one attempt counts once). cb gets:
  * verdict 0 taken; -1 paused until `until_ms`; i >= 1: counter i of the
  * plan is full (it resets at plan->win[i-1].end_ms); -2 Redis failed.
  */
 typedef void senders_take_fn(void *ud, int verdict, int64_t until_ms);
 void senders_take(struct senders *s, const struct sender_plan *p,
-                  const char *id, int n, int64_t now_ms, senders_take_fn *cb,
-                  void *ud);
+                  const char *id, long long fence, int n, int64_t now_ms,
+                  senders_take_fn *cb, void *ud);
 
-/* Gives back n recipients taken with plan p. */
-void senders_give(struct senders *s, const struct sender_plan *p, int n);
+/* Settles attempt (id, fence) of plan p: it keeps `keep` recipients (the
+ * accepted ones) in the counters and gives the rest back. Idempotent. */
+void senders_settle(struct senders *s, const struct sender_plan *p,
+                    const char *id, long long fence, int keep);
 
 /* Job `id` waits for the plan's sender until due_ms (queue stats). */
 void senders_wait(struct senders *s, const char *sender, const char *id,

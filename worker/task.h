@@ -98,7 +98,8 @@ struct task {
     struct sender_plan plan;
     int planned;
     int quota_asked; /* the take script is running or has said yes */
-    int quota_n;
+    int quota_n;     /* recipients this attempt took */
+    int quota_keep;  /* of those, accepted: kept when settled */
     int uncount;     /* deferred without an attempt: the ledger takes it back */
     long long fence; /* the ledger claim's token */
     char **prev_acc; /* recipients that accepted in an earlier attempt */

@@ -52,13 +52,16 @@ task_release_slot(struct task *t)
     }
 }
 
-/* Recipients taken and not accepted go back to the sender's counters. */
+/* Recipients taken and not accepted (all but quota_keep) go back to the
+ * sender's counters. */
 void
 quota_drop(struct task *t)
 {
     if (t->quota_n > 0)
-        senders_give(t->w->senders, &t->plan, t->quota_n);
+        senders_settle(t->w->senders, &t->plan, t->job->id, t->fence,
+                       t->quota_keep);
     t->quota_n = 0;
+    t->quota_keep = 0;
     t->quota_asked = 0;
     t->planned = 0;
 }
