@@ -1,4 +1,5 @@
 #include "quota.h"
+#include "job.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +81,26 @@ int
 quota_key_pauses(char *out, size_t n, const char *prefix)
 {
     return fit(snprintf(out, n, "%s:pauses", prefix), n);
+}
+
+int
+quota_valid_sender(const char *s)
+{
+    if (s == NULL)
+        return 0;
+    if (strcmp(s, QUOTA_SENDER_RELAY) == 0)
+        return 1;
+    if (strncmp(s, "org:", 4) == 0)
+        return job_valid_org(s + 4);
+    if (strncmp(s, "scheme:", 7) != 0)
+        return 0;
+    const char *slash = strchr(s + 7, '/');
+    if (slash == NULL || (size_t)(slash - (s + 7)) > 64)
+        return 0;
+    char org[65];
+    memcpy(org, s + 7, (size_t)(slash - (s + 7)));
+    org[slash - (s + 7)] = '\0';
+    return job_valid_org(org) && job_valid_email(slash + 1);
 }
 
 int

@@ -72,6 +72,10 @@ int quota_key_counter(char *out, size_t n, const char *prefix,
 int quota_key_wait(char *out, size_t n, const char *prefix, const char *sender);
 int quota_key_pauses(char *out, size_t n, const char *prefix);
 
+/* 1 when `s` is a sender name of the forms above ("relay",
+ * "org:<org>", "scheme:<org>/<email>"). */
+int quota_valid_sender(const char *s);
+
 /*
  * Parses a <p>:pauses value "<until ms> <reason>": 0 and *until_ms (and
  * *reason pointing into s, "" when none), or -1 when malformed.
@@ -176,5 +180,39 @@ int quota_parse_pause(const char *s, int64_t *until_ms, const char **reason);
     "end\n"                                                                    \
     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])\n"        \
     "return 1\n"
+
+/*
+ * RESUME — an operator lifts a sender's pause and lets the jobs waiting
+ * for it go (EVALSHA, 3 keys): KEYS[1] = <p>:pauses, KEYS[2] =
+ * <p>:quota:wait:<sender>, KEYS[3] = <p>:scheduled; ARGV[1] = sender,
+ * ARGV[2] = the new due time (ms). Every scheduled job whose id waits for
+ * the sender is due then (ids found by one pass over the schedule); the
+ * waiting set is emptied (jobs still over a quota come back to it).
+ * Returns {1 if a pause was lifted, jobs moved}.
+ */
+#define QUOTA_RESUME_LUA                                                       \
+    "local lifted = redis.call('HDEL', KEYS[1], ARGV[1])\n"                    \
+    "local ids = redis.call('ZRANGE', KEYS[2], 0, -1)\n"                       \
+    "local want, moved = {}, 0\n"                                              \
+    "for _, id in ipairs(ids) do want[id] = true end\n"                        \
+    "if #ids > 0 then\n"                                                       \
+    "  local cursor = '0'\n"                                                   \
+    "  repeat\n"                                                               \
+    "    local r = redis.call('ZSCAN', KEYS[3], cursor, 'COUNT', 1000)\n"      \
+    "    cursor = r[1]\n"                                                      \
+    "    for i = 1, #r[2], 2 do\n"                                             \
+    "      local m = r[2][i]\n"                                                \
+    "      local ok, j = pcall(cjson.decode, m)\n"                             \
+    "      if ok and type(j) == 'table' and type(j.id) == 'string' and\n"      \
+    "         want[j.id] then\n"                                               \
+    "        redis.call('ZADD', KEYS[3], ARGV[2], m)\n"                        \
+    "        want[j.id] = nil\n"                                               \
+    "        moved = moved + 1\n"                                              \
+    "      end\n"                                                              \
+    "    end\n"                                                                \
+    "  until cursor == '0'\n"                                                  \
+    "  redis.call('DEL', KEYS[2])\n"                                           \
+    "end\n"                                                                    \
+    "return {lifted, moved}\n"
 
 #endif

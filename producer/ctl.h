@@ -89,6 +89,7 @@ void ctl_table_free(struct ctl_table *t);
 int ctl_mc_show(struct ctl *c, int argc, char **argv);
 int ctl_mc_list(struct ctl *c, int argc, char **argv);
 int ctl_queue_stats(struct ctl *c, int argc, char **argv);
+int ctl_queue_resume(struct ctl *c, int argc, char **argv);
 int ctl_dead_list(struct ctl *c, int argc, char **argv);
 int ctl_dead_replay(struct ctl *c, int argc, char **argv);
 int ctl_template_set(struct ctl *c, int argc, char **argv);

@@ -50,6 +50,13 @@ static const struct command commands[] = {
      "how many jobs its processing list holds. Processing lists of workers\n"
      "without a heartbeat entry are shown as \"(not registered)\".\n"
      "Exit: 0 printed, 1 Redis failure, 2 bad usage.\n"},
+    {"queue", "resume", ctl_queue_resume, "heraldctl queue resume SENDER",
+     "Lifts the pause of SENDER (relay, org:ORG or scheme:ORG/EMAIL; see\n"
+     "queue stats) and makes the jobs waiting for it due in two seconds\n"
+     "(by then every worker has dropped the pause). Jobs still over a\n"
+     "quota go back to waiting for its next window.\n"
+     "Exit: 0 done (also when it was not paused), 1 Redis failure, 2 bad\n"
+     "usage.\n"},
     {"dead", "list", ctl_dead_list, "heraldctl dead list [--limit N] [--json]",
      "Lists the dead letters, newest first: a table (at, id, reason, field,\n"
      "error), or with --json an array of the entries as stored.\n"

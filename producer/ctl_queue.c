@@ -245,6 +245,43 @@ warn_senders(const struct herald_stats *st)
     }
 }
 
+/* Workers re-read pauses about once a second: jobs made due sooner could
+ * meet a pause a worker still remembers and wait for it again. */
+#define RESUME_DUE_AFTER_MS 2000
+
+int
+ctl_queue_resume(struct ctl *c, int argc, char **argv)
+{
+    const struct ctl_opt opts[] = {{NULL, 0, NULL, NULL}};
+    char **pos = xcalloc((size_t)argc + 1, sizeof *pos);
+    int npos, code = ctl_parse("queue resume", argc, argv, opts, pos, &npos);
+    const char *sender = npos > 0 ? pos[0] : NULL;
+    if (code == 0 && npos != 1)
+        code = ctl_usage_error(npos == 0 ? "queue resume: SENDER is required"
+                                         : "queue resume: one SENDER only");
+    if (code == 0 && !quota_valid_sender(sender))
+        code = ctl_usage_error("queue resume: SENDER '%.80s' is not a sender "
+                               "(relay, org:ORG or scheme:ORG/EMAIL)",
+                               sender);
+    free(pos);
+    if (code)
+        return code;
+    struct herald *h = ctl_herald(c, &code);
+    if (h == NULL)
+        return code;
+    int lifted;
+    long long moved;
+    struct herr e = {{0}, {0}};
+    int rc = herald_sender_resume(
+        h, sender, clock_now_ms() + RESUME_DUE_AFTER_MS, &lifted, &moved, &e);
+    if (rc)
+        return ctl_fail("queue resume", rc, &e);
+    printf("%s: %s; %lld waiting job%s due now\n", sender,
+           lifted ? "pause lifted" : "was not paused", moved,
+           moved == 1 ? "" : "s");
+    return CTL_OK;
+}
+
 int
 ctl_queue_stats(struct ctl *c, int argc, char **argv)
 {

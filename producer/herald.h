@@ -224,6 +224,16 @@ int herald_queue_stats(struct herald *h, struct herald_stats *out,
                        struct herr *e);
 void herald_stats_free(struct herald_stats *s);
 
+/*
+ * An operator lifts `sender`'s pause ("relay", "org:<org>",
+ * "scheme:<org>/<email>"; common/quota.h) and makes every job waiting
+ * for it due at due_ms (QUOTA_RESUME_LUA). *lifted: a pause was there;
+ * *moved: jobs made due. HERR_INVALID (field "SENDER") for a malformed
+ * name, HERR_REDIS on failure.
+ */
+int herald_sender_resume(struct herald *h, const char *sender, int64_t due_ms,
+                         int *lifted, long long *moved, struct herr *e);
+
 /* ---- dead letters ---- */
 
 struct herald_dead {

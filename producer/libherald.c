@@ -470,6 +470,40 @@ static int sender_stats(struct herald *h, struct herald_stats *out,
                         struct herr *e);
 
 int
+herald_sender_resume(struct herald *h, const char *sender, int64_t due_ms,
+                     int *lifted, long long *moved, struct herr *e)
+{
+    *lifted = 0;
+    *moved = 0;
+    if (!quota_valid_sender(sender))
+        return herr_set(e, HERR_INVALID, "SENDER",
+                        "'%.80s' is not a sender (relay, org:ORG or "
+                        "scheme:ORG/EMAIL)",
+                        sender ? sender : "");
+    char pauses[KEYS_MAX], wait[KEYS_MAX], sched[KEYS_MAX];
+    if (quota_key_pauses(pauses, sizeof pauses, h->s->prefix) < 0 ||
+        quota_key_wait(wait, sizeof wait, h->s->prefix, sender) < 0 ||
+        keys_simple(sched, sizeof sched, h->s->prefix, "scheduled") < 0)
+        return herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
+    redisReply *r =
+        command(h, e, "EVAL %s 3 %s %s %s %s %lld", QUOTA_RESUME_LUA, pauses,
+                wait, sched, sender, (long long)due_ms);
+    if (r == NULL)
+        return HERR_REDIS;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        *lifted = reply_int(r->element[0]) > 0;
+        *moved = reply_int(r->element[1]);
+    } else {
+        rc = herr_set(e, HERR_REDIS, NULL,
+                      "unexpected reply to the resume "
+                      "script");
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int
 herald_queue_stats(struct herald *h, struct herald_stats *out, struct herr *e)
 {
     memset(out, 0, sizeof *out);

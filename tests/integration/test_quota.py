@@ -310,3 +310,32 @@ def test_pause_deleted_in_redis_is_lifted_within_seconds(t):
     push(r, t, job("lift2", frm="news@pine.test", org="pine"))
     wait_until(lambda: (mc_show(e, "lift2") or {}).get("status") == "sent", 5, "sent after the lift")
     check(w.stop() == 0, "exit code")
+
+
+def test_queue_resume_lifts_a_pause_and_releases_its_jobs(t):
+    r = t.redis()
+    relay = t.smtp(tempfail_data="Subject: first", tempfail_times=1,
+                   tempfail_reply="550 5.4.5 Daily user sending quota exceeded.")
+    e = t.env(r, relay)
+    w = t.worker(e)
+    push(r, t, job("r1", frm="news@pine.test", org="pine", subject="first"))
+    wait_until(lambda: (mc_show(e, "r1") or {}).get("status") == "deferred", 10, "paused")
+    push(r, t, job("r2", frm="news@pine.test", org="pine"))
+    wait_until(lambda: (mc_show(e, "r2") or {}).get("status") == "deferred", 10, "r2 waits")
+    stats = json.loads(run("heraldctl", "queue", "stats", "--json", env=e).stdout)
+    relay_row = [x for x in stats["senders"] if x["sender"] == "relay"]
+    check(relay_row and relay_row[0]["paused_until"] and relay_row[0]["waiting"] == 2,
+          "stats %r" % stats["senders"])
+    cp = run("heraldctl", "queue", "resume", "relay", env=e)
+    check(cp.returncode == 0 and "pause lifted; 2 waiting jobs due now" in cp.stdout,
+          "%r %r" % (cp.stdout, cp.stderr))
+    t0 = time.time()
+    relay.wait_count(2, 15)
+    check(time.time() - t0 < 8, "released jobs took %.1fs" % (time.time() - t0))
+    wait_until(lambda: set(statuses(e, ["r1", "r2"]).values()) == {"sent"}, 10, "sent")
+    cp = run("heraldctl", "queue", "resume", "relay", env=e)
+    check(cp.returncode == 0 and "was not paused; 0 waiting jobs" in cp.stdout, cp.stdout)
+    for bad in ("bogus", "org:", "scheme:acme", "scheme:acme/not-an-address"):
+        cp = run("heraldctl", "queue", "resume", bad, env=e)
+        check(cp.returncode == 2 and "is not a sender" in cp.stderr, "%s: %r" % (bad, cp.stderr))
+    check(w.stop() == 0, "exit code")

@@ -109,6 +109,26 @@ pauses(void)
     CHECK(quota_parse_pause("99999999999999999999999 x", &u, &why) == -1);
 }
 
+static void
+senders(void)
+{
+    CHECK(quota_valid_sender("relay"));
+    CHECK(quota_valid_sender("org:pine-lake"));
+    CHECK(quota_valid_sender("scheme:acme/billing@acme.test"));
+    CHECK(!quota_valid_sender(NULL));
+    CHECK(!quota_valid_sender(""));
+    CHECK(!quota_valid_sender("Relay"));
+    CHECK(!quota_valid_sender("org:"));
+    CHECK(!quota_valid_sender("org:a b"));
+    CHECK(!quota_valid_sender("scheme:acme"));
+    CHECK(!quota_valid_sender("scheme:/b@acme.test"));
+    CHECK(!quota_valid_sender("scheme:acme/not-an-address"));
+    CHECK(!quota_valid_sender(
+        "scheme:"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/"
+        "b@acme.test")); /* a 65-byte org */
+}
+
 int
 main(void)
 {
@@ -117,5 +137,6 @@ main(void)
     jitter();
     keys();
     pauses();
+    senders();
     return T_DONE("test_quota");
 }
