@@ -136,3 +136,13 @@ log_job(enum log_level lvl, const char *job_id, const char *org, int attempt,
     emit(lvl, job_id ? job_id : "-", org, attempt, msg, ap);
     va_end(ap);
 }
+
+int
+log_due(long long *last_ms, long long every_ms)
+{
+    long long now = (long long)clock_now_ms();
+    if (*last_ms && now - *last_ms < every_ms)
+        return 0;
+    *last_ms = now;
+    return 1;
+}

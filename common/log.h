@@ -29,6 +29,10 @@ int log_enabled(enum log_level lvl);
 void log_msg(enum log_level lvl, const char *msg, ...)
     __attribute__((sentinel));
 
+/* For a failure that repeats every poll: 1 (and *last_ms = now) when
+ * nothing was logged through *last_ms in the last every_ms, else 0. */
+int log_due(long long *last_ms, long long every_ms);
+
 /* Like log_msg, with the job's id, org and attempt first. */
 void log_job(enum log_level lvl, const char *job_id, const char *org,
              int attempt, const char *msg, ...) __attribute__((sentinel));

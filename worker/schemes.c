@@ -17,6 +17,7 @@ struct schemes {
     long long version; /* loaded; -1: never */
     int loaded;        /* the table has been read at least once */
     int polling;       /* a GET or HGETALL is out */
+    long long err_ms;  /* a failed read was last logged then */
     /* open addressing, power-of-two capacity, NULL = empty slot */
     struct scheme_entry **slot;
     size_t cap, n;
@@ -154,13 +155,31 @@ entry_new(struct schemes *sc, const char *field, const char *json, size_t len)
     return en;
 }
 
+/* A read of the table failed (e.g. the key holds another type): read it
+ * again at the next poll, and say so — until it is read, no job is
+ * taken. */
+static void
+poll_failed(struct schemes *sc, const redisReply *r)
+{
+    sc->version = -1;
+    if (log_due(&sc->err_ms, 60000))
+        log_msg(LOG_ERROR,
+                "cannot read the sending schemes; no job is taken until they "
+                "can be read",
+                "key", sc->k_hash, "error",
+                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply",
+                NULL);
+}
+
 static void
 on_hgetall(void *ud, redisReply *r)
 {
     struct schemes *sc = ud;
     sc->polling = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
+        poll_failed(sc, r);
         return;
+    }
     /* the version travels in the reply's tail: see on_version */
     size_t pairs = r->elements / 2;
     size_t cap = 16;
@@ -201,6 +220,7 @@ on_version(void *ud, redisReply *r)
         v = strtoll(r->str, NULL, 10);
     else if (r->type == REDIS_REPLY_ERROR) {
         sc->polling = 0;
+        poll_failed(sc, r);
         return;
     }
     if (v == sc->version) {

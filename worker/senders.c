@@ -27,6 +27,7 @@ struct senders {
     struct map orgs, pauses, zones;
     long long orgs_version;
     int loaded, polling_orgs, polling_pauses;
+    long long err_ms; /* a failed read was last logged then */
     char k_orgs[KEYS_MAX], k_orgs_version[KEYS_MAX], k_pauses[KEYS_MAX];
 };
 
@@ -102,13 +103,29 @@ senders_loaded(const struct senders *s)
 
 /* ---- polling ---- */
 
+/* A read of <p>:orgs failed (e.g. the key holds another type): read it
+ * again at the next poll, and say so — until it is read, no job is
+ * taken (a limit must not be skipped). */
+static void
+orgs_failed(struct senders *s, const redisReply *r)
+{
+    s->orgs_version = -1;
+    if (log_due(&s->err_ms, 60000))
+        log_msg(LOG_ERROR,
+                "cannot read the organisations' relay limits; no job is taken "
+                "until they can be read",
+                "key", s->k_orgs, "error",
+                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply",
+                NULL);
+}
+
 static void
 on_orgs(void *ud, redisReply *r)
 {
     struct senders *s = ud;
     s->polling_orgs = 0;
     if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
-        s->orgs_version = -1; /* read again next time */
+        orgs_failed(s, r);
         return;
     }
     map_clear(&s->orgs);
@@ -150,6 +167,7 @@ on_orgs_version(void *ud, redisReply *r)
     long long v = 0;
     if (r->type == REDIS_REPLY_ERROR) {
         s->polling_orgs = 0;
+        orgs_failed(s, r);
         return;
     }
     if (r->type == REDIS_REPLY_STRING)

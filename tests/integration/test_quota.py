@@ -339,3 +339,22 @@ def test_queue_resume_lifts_a_pause_and_releases_its_jobs(t):
         cp = run("heraldctl", "queue", "resume", bad, env=e)
         check(cp.returncode == 2 and "is not a sender" in cp.stderr, "%s: %r" % (bad, cp.stderr))
     check(w.stop() == 0, "exit code")
+
+
+def test_unreadable_limits_stop_takes_visibly_until_fixed(t):
+    # <p>:orgs holding the wrong type: a limit could be skipped, so the
+    # worker takes nothing and says why; once fixed, the job goes out
+    r = t.redis()
+    relay = t.smtp()
+    e = t.env(r, relay)
+    r.cmd("SET", t.prefix + ":orgs", "oops")
+    r.cmd("SET", t.prefix + ":orgs:version", "1")
+    w = t.worker(e)
+    push(r, t, job("u1", frm="news@pine.test", org="pine"))
+    w.wait_log(lambda d: "cannot read the organisations" in d.get("msg", ""), 10,
+               "the unreadable key is named")
+    time.sleep(1.0)
+    check(relay.count() == 0, "a job was taken without its limits")
+    r.cmd("DEL", t.prefix + ":orgs")
+    relay.wait_count(1, 10)
+    check(w.stop() == 0, "exit code")
