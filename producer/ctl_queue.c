@@ -234,6 +234,13 @@ warn_senders(const struct herald_stats *st)
         free(msg);
         free(cell);
     }
+    if (st->unreadable) {
+        char *msg = xasprintf("%zu quota key%s could not be read (a key of "
+                              "another type?); those figures are left out",
+                              st->unreadable, st->unreadable == 1 ? "" : "s");
+        log_msg(LOG_WARN, msg, NULL);
+        free(msg);
+    }
     if (st->invalid) {
         char *msg = xasprintf("%zu stored scheme%s or org%s do not parse and "
                               "are not in the sender figures (see scheme "

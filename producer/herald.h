@@ -200,7 +200,9 @@ struct herald_stats {
     size_t nworkers;
     struct herald_sender_stat *senders; /* sorted by sender */
     size_t nsenders;
-    size_t invalid; /* stored schemes / orgs skipped: they do not parse */
+    size_t invalid;    /* stored schemes / orgs skipped: they do not parse */
+    size_t unreadable; /* quota keys Redis refused to read (a key of
+                          another type): their figures are left out */
 };
 
 /*

@@ -4,6 +4,7 @@
 #include "tmpl.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <hiredis.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -150,8 +151,32 @@ command(struct herald *h, struct herr *e, const char *fmt, ...)
  * an I/O failure or an error reply, frees what was read, leaves out[] all
  * NULL and returns HERR_REDIS.
  */
+static int read_replies_opt(struct herald *h, size_t n, redisReply **out,
+                            int strict, struct herr *e);
+
+/* Reads n pipelined replies; an error reply fails the whole read. */
 static int
 read_replies(struct herald *h, size_t n, redisReply **out, struct herr *e)
+{
+    return read_replies_opt(h, n, out, 1, e);
+}
+
+/* Counts the error replies among n (a wrong-type key) and returns how
+ * many: for reads where one bad key must not hide the rest. */
+static size_t
+count_errors(redisReply **r, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += r[i]->type == REDIS_REPLY_ERROR;
+    return k;
+}
+
+/* `strict`: an error reply fails the read; otherwise only a lost
+ * connection does, and the caller looks at each reply's type. */
+static int
+read_replies_opt(struct herald *h, size_t n, redisReply **out, int strict,
+                 struct herr *e)
 {
     int rc = 0;
     size_t got;
@@ -165,7 +190,7 @@ read_replies(struct herald *h, size_t n, redisReply **out, struct herr *e)
         }
         out[got] = r;
     }
-    for (size_t i = 0; rc == 0 && i < n; i++)
+    for (size_t i = 0; strict && rc == 0 && i < n; i++)
         if (out[i]->type == REDIS_REPLY_ERROR)
             rc = herr_set(e, HERR_REDIS, NULL, "%s: %s", h->url, out[i]->str);
     if (rc) {
@@ -480,14 +505,25 @@ herald_sender_resume(struct herald *h, const char *sender, int64_t due_ms,
                         "'%.80s' is not a sender (relay, org:ORG or "
                         "scheme:ORG/EMAIL)",
                         sender ? sender : "");
+    /* a scheme's sender names the address lowercased (scheme_field) */
+    char *name = xstrdup(sender);
+    if (strncmp(name, "scheme:", 7) == 0)
+        for (char *c = strchr(name, '/'); *c; c++)
+            *c = (char)tolower((unsigned char)*c);
     char pauses[KEYS_MAX], wait[KEYS_MAX], sched[KEYS_MAX];
     if (quota_key_pauses(pauses, sizeof pauses, h->s->prefix) < 0 ||
-        quota_key_wait(wait, sizeof wait, h->s->prefix, sender) < 0 ||
-        keys_simple(sched, sizeof sched, h->s->prefix, "scheduled") < 0)
+        keys_simple(sched, sizeof sched, h->s->prefix, "scheduled") < 0) {
+        free(name);
         return herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
+    }
+    if (quota_key_wait(wait, sizeof wait, h->s->prefix, name) < 0) {
+        free(name);
+        return herr_set(e, HERR_TOOBIG, "SENDER", "too long for a key name");
+    }
     redisReply *r =
         command(h, e, "EVAL %s 3 %s %s %s %s %lld", QUOTA_RESUME_LUA, pauses,
-                wait, sched, sender, (long long)due_ms);
+                wait, sched, name, (long long)due_ms);
+    free(name);
     if (r == NULL)
         return HERR_REDIS;
     int rc = 0;
@@ -2048,8 +2084,9 @@ sender_counts(struct herald *h, struct herald_stats *out, struct herr *e)
             ncmd++;
             free(key);
         }
-        if ((rc = read_replies(h, ncmd, rr, e)) != 0)
+        if ((rc = read_replies_opt(h, ncmd, rr, 0, e)) != 0)
             break;
+        out->unreadable += count_errors(rr, ncmd);
         size_t k = 0;
         for (size_t j = first; j < i; j++) {
             struct herald_sender_stat *x = &out->senders[j];
@@ -2083,8 +2120,9 @@ sender_stats(struct herald *h, struct herald_stats *out, struct herr *e)
     redisAppendCommand(h->c, "HGETALL %s", ok);
     redisAppendCommand(h->c, "HGETALL %s", pk);
     redisReply *r[3] = {0};
-    if ((rc = read_replies(h, 3, r, e)) != 0)
+    if ((rc = read_replies_opt(h, 3, r, 0, e)) != 0)
         return rc;
+    out->unreadable += count_errors(r, 3);
     struct sender_set set = {0};
     struct zone_cache zc = {0};
     limited_senders(r[0], r[1], out->now_ms, &set, &zc, &out->invalid);

@@ -358,3 +358,35 @@ def test_unreadable_limits_stop_takes_visibly_until_fixed(t):
     r.cmd("DEL", t.prefix + ":orgs")
     relay.wait_count(1, 10)
     check(w.stop() == 0, "exit code")
+
+
+def test_queue_resume_takes_the_address_in_any_case(t):
+    r = t.redis()
+    e = t.env(r, None)
+    sender = "scheme:%s/%s" % (ORG, ADDR)
+    r.cmd("HSET", t.prefix + ":pauses", sender, "%d test" % int((time.time() + 600) * 1000))
+    cp = run("heraldctl", "queue", "resume", "scheme:%s/%s" % (ORG, ADDR.upper()), env=e)
+    check(cp.returncode == 0 and "pause lifted" in cp.stdout, "%r %r" % (cp.stdout, cp.stderr))
+    check(r.cmd("HEXISTS", t.prefix + ":pauses", sender) == 0, "the pause is still there")
+
+
+def test_queue_stats_survives_a_key_of_another_type(t):
+    # one bad key must not hide the lanes, the workers and the other senders
+    r = t.redis()
+    e = t.env(r, None)
+    check(run("heraldctl", "org", "set", "pine", "--relay-daily-limit", "5",
+              env=e).returncode == 0, "org set")
+    check(run("heraldctl", "org", "set", "oak", "--relay-daily-limit", "7",
+              env=e).returncode == 0, "org set")
+    _, start = utc_day_end()
+    r.cmd("HSET", "%s:quota:org:pine:day:%d" % (t.prefix, start), "x", "1")
+    r.cmd("SET", "%s:quota:org:oak:day:%d" % (t.prefix, start), "2")
+    r.cmd("SET", t.prefix + ":pauses", "not a hash")
+    r.cmd("LPUSH", t.prefix + ":queue:normal", "{}")
+    cp = run("heraldctl", "queue", "stats", "--json", env=e)
+    check(cp.returncode == 0, "exit %d: %s" % (cp.returncode, cp.stderr))
+    check("could not be read" in cp.stderr, cp.stderr)
+    st = json.loads(cp.stdout)
+    check(st["queues"]["normal"] == 1, st["queues"])
+    oak = [x for x in st["senders"] if x["sender"] == "org:oak"]
+    check(oak and oak[0]["windows"][0]["used"] == 2, st["senders"])
