@@ -8,9 +8,11 @@
  *
  *   <prefix>:orgs          hash   field <org> -> compact JSON below
  *   <prefix>:orgs:version  string integer INCR'd in the same atomic step
- *                                 (ORG_SET_LUA) as every change of the hash;
- *                                 workers poll it and reload the hash when
- *                                 it moved (missing = 0)
+ *                                 as every change of the hash (writers use
+ *                                 the compare-and-set SCHEME_CAS_LUA of
+ *                                 common/scheme.h); workers poll it and
+ *                                 reload the hash when it moved (missing
+ *                                 = 0)
  *
  * The value (members in this order, optional ones absent when unset):
  *   org                string  job_valid_org
@@ -52,15 +54,5 @@ char *org_to_json(const struct org *o);
  * ignored, known ones type-checked, org_check applied. */
 int org_from_json(const char *json, size_t len, struct org **out,
                   struct herr *e);
-
-/*
- * Sets one org (EVAL with 2 keys): KEYS[1] = <prefix>:orgs,
- * KEYS[2] = <prefix>:orgs:version, ARGV[1] = org, ARGV[2] = new value
- * ("" deletes). Returns the new version.
- */
-#define ORG_SET_LUA                                                            \
-    "if ARGV[2] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) "              \
-    "else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end "                  \
-    "return redis.call('INCR', KEYS[2])"
 
 #endif

@@ -478,10 +478,10 @@ int herald_key_rotate(struct herald *h, const struct seal_key *old_key,
 /*
  * Organisations live in <prefix>:orgs with a change counter in
  * <prefix>:orgs:version (layout: common/org.h). A change reads the org's
- * value under WATCH of the hash and writes it with ORG_SET_LUA (EVAL)
- * inside MULTI/EXEC, so a concurrent change of the hash makes the write
- * fail and the change is applied again on top of the new value (at most
- * HERALD_ORG_RETRIES times, then HERR_TEMP).
+ * value, applies the patch and writes it back with the compare-and-set
+ * schemes use (SCHEME_CAS_LUA); when the org changed meanwhile the patch
+ * is applied again on top of the new value (at most HERALD_ORG_RETRIES
+ * times, then HERR_TEMP).
  */
 #define HERALD_ORG_RETRIES 16
 

@@ -1041,8 +1041,8 @@ scheme_names(const char *org, const char *email, char *field, char *aad,
 
 /* Reads one field: 0 with *raw (new) or NULL when absent; HERR_REDIS. */
 static int
-scheme_read(struct herald *h, const char *hash, const char *field, char **raw,
-            size_t *rawlen, struct herr *e)
+hash_read(struct herald *h, const char *hash, const char *field, char **raw,
+          size_t *rawlen, struct herr *e)
 {
     *raw = NULL;
     *rawlen = 0;
@@ -1057,12 +1057,13 @@ scheme_read(struct herald *h, const char *hash, const char *field, char **raw,
     return 0;
 }
 
-/* The compare-and-set: 1 done, 0 the field changed meanwhile, or
- * HERR_REDIS. `old` / `neu` NULL stand for "absent" / "delete". */
+/* The compare-and-set of a versioned hash (SCHEME_CAS_LUA: schemes and
+ * organisations): 1 done, 0 the field changed meanwhile, or HERR_REDIS.
+ * `old` / `neu` NULL stand for "absent" / "delete". */
 static int
-scheme_cas(struct herald *h, const char *hash, const char *version,
-           const char *field, const char *old, size_t oldlen, const char *neu,
-           struct herr *e)
+hash_cas(struct herald *h, const char *hash, const char *version,
+         const char *field, const char *old, size_t oldlen, const char *neu,
+         struct herr *e)
 {
     redisReply *r =
         command(h, e, "EVAL %s 2 %s %s %s %b %s", SCHEME_CAS_LUA, hash, version,
@@ -1124,7 +1125,7 @@ herald_scheme_add(struct herald *h, const char *org, const char *email,
         return rc;
     char *json = scheme_to_json(s, 0);
     scheme_free(s);
-    rc = scheme_cas(h, hash, version, field, NULL, 0, json, e);
+    rc = hash_cas(h, hash, version, field, NULL, 0, json, e);
     free(json);
     if (rc == 0)
         return herr_set(e, HERR_EXISTS, "email",
@@ -1160,7 +1161,7 @@ herald_scheme_update(struct herald *h, const char *org, const char *email,
     for (int tries = 0; tries < HERALD_SCHEME_RETRIES; tries++) {
         char *raw;
         size_t rawlen;
-        if ((rc = scheme_read(h, hash, field, &raw, &rawlen, e)) != 0)
+        if ((rc = hash_read(h, hash, field, &raw, &rawlen, e)) != 0)
             break;
         if (raw == NULL) {
             rc = herr_set(e, HERR_NOTFOUND, "email", "no such scheme: %s",
@@ -1180,7 +1181,7 @@ herald_scheme_update(struct herald *h, const char *org, const char *email,
         char *json = rc ? NULL : scheme_to_json(s, 0);
         scheme_free(s);
         if (rc == 0)
-            rc = scheme_cas(h, hash, version, field, raw, rawlen, json, e);
+            rc = hash_cas(h, hash, version, field, raw, rawlen, json, e);
         free(json);
         free(raw);
         if (rc == 1) {
@@ -1209,7 +1210,7 @@ herald_scheme_get(struct herald *h, const char *org, const char *email,
         return rc;
     char *raw;
     size_t rawlen;
-    if ((rc = scheme_read(h, hash, field, &raw, &rawlen, e)) != 0)
+    if ((rc = hash_read(h, hash, field, &raw, &rawlen, e)) != 0)
         return rc;
     if (raw == NULL)
         return herr_set(e, HERR_NOTFOUND, "email", "no such scheme: %s", field);
@@ -1314,12 +1315,12 @@ herald_scheme_remove(struct herald *h, const char *org, const char *email,
     for (int tries = 0; tries < HERALD_SCHEME_RETRIES; tries++) {
         char *raw;
         size_t rawlen;
-        if ((rc = scheme_read(h, hash, field, &raw, &rawlen, e)) != 0)
+        if ((rc = hash_read(h, hash, field, &raw, &rawlen, e)) != 0)
             return rc;
         if (raw == NULL)
             return herr_set(e, HERR_NOTFOUND, "email", "no such scheme: %s",
                             field);
-        rc = scheme_cas(h, hash, version, field, raw, rawlen, NULL, e);
+        rc = hash_cas(h, hash, version, field, raw, rawlen, NULL, e);
         free(raw);
         if (rc != 0)
             return rc < 0 ? rc : 0;
@@ -1358,7 +1359,7 @@ herald_scheme_clear_failure(struct herald *h, const struct scheme *tested,
     for (int tries = 0; tries < HERALD_SCHEME_RETRIES; tries++) {
         char *raw;
         size_t rawlen;
-        if ((rc = scheme_read(h, hash, field, &raw, &rawlen, e)) != 0)
+        if ((rc = hash_read(h, hash, field, &raw, &rawlen, e)) != 0)
             return rc;
         if (raw == NULL)
             return herr_set(e, HERR_NOTFOUND, "email", "no such scheme: %s",
@@ -1383,7 +1384,7 @@ herald_scheme_clear_failure(struct herald *h, const struct scheme *tested,
         s->state_at = clock_now_ms();
         char *json = scheme_to_json(s, 0);
         scheme_free(s);
-        rc = scheme_cas(h, hash, version, field, raw, rawlen, json, e);
+        rc = hash_cas(h, hash, version, field, raw, rawlen, json, e);
         free(json);
         free(raw);
         if (rc != 0) {
@@ -1459,7 +1460,7 @@ rotate_one(struct herald *h, const char *hash, const char *version,
         s->password = token;
         char *json = scheme_to_json(s, 0);
         scheme_free(s);
-        int rc = scheme_cas(h, hash, version, field, raw, rawlen, json, e);
+        int rc = hash_cas(h, hash, version, field, raw, rawlen, json, e);
         free(json);
         if (rc < 0)
             return rc;
@@ -1470,7 +1471,7 @@ rotate_one(struct herald *h, const char *hash, const char *version,
         /* Changed meanwhile: read it again. */
         char *again;
         size_t againlen;
-        if ((rc = scheme_read(h, hash, field, &again, &againlen, e)) != 0)
+        if ((rc = hash_read(h, hash, field, &again, &againlen, e)) != 0)
             return rc;
         free(raw);
         *rawp = raw = again;
@@ -1646,52 +1647,32 @@ org_json_keep(const struct org *o, const char *raw, size_t rawlen,
 }
 
 /* Drops a WATCH (the connection is dropped when even that fails). */
-static void
-unwatch(struct herald *h)
-{
-    if (h->c == NULL)
-        return;
-    redisReply *r = redisCommand(h->c, "UNWATCH");
-    if (r == NULL)
-        drop_redis(h);
-    else
-        freeReplyObject(r);
-}
-
 /*
- * One attempt of herald_org_set under WATCH: 1 written (*done set), 0 the
- * hash changed meanwhile (EXEC aborted), or a negative HERR_*.
+ * One attempt of herald_org_set: read the org, apply the patch, write it
+ * back by compare-and-set. 1 written (*done set), 0 the org changed
+ * meanwhile, or a negative HERR_*.
  */
 static int
 org_set_once(struct herald *h, const char *hash, const char *version,
              const char *org, const struct herald_org_patch *p,
              struct org **done, struct herr *e)
 {
-    redisReply *r = command(h, e, "WATCH %s", hash);
-    if (r == NULL)
-        return HERR_REDIS;
-    freeReplyObject(r);
-    if ((r = command(h, e, "HGET %s %s", hash, org)) == NULL) {
-        unwatch(h);
-        return HERR_REDIS;
-    }
+    char *raw;
+    size_t rawlen;
+    int rc = hash_read(h, hash, org, &raw, &rawlen, e);
+    if (rc)
+        return rc;
     struct org *o = NULL;
-    char *raw = NULL;
-    size_t rawlen = 0;
-    if (r->type == REDIS_REPLY_STRING) {
+    if (raw) {
         struct herr pe = {{0}, {0}};
-        if (org_decode_row(org, r->str, r->len, &o, &pe) != 0) {
-            freeReplyObject(r);
-            unwatch(h);
+        if (org_decode_row(org, raw, rawlen, &o, &pe) != 0) {
+            free(raw);
             return org_stored_invalid(org, &pe, e);
         }
-        raw = xstrndup(r->str, r->len);
-        rawlen = r->len;
     } else {
         o = xcalloc(1, sizeof *o);
         o->org = xstrdup(org);
     }
-    freeReplyObject(r);
     if (p->name) {
         free(o->name);
         o->name = xstrdup(p->name);
@@ -1701,44 +1682,20 @@ org_set_once(struct herald *h, const char *hash, const char *version,
     if (p->clear_relay_daily_limit)
         o->relay_daily_limit = 0;
     o->updated_at = clock_now_ms();
-    int rc = org_check(o, e);
+    rc = org_check(o, e);
     char *json = rc ? NULL : org_json_keep(o, raw, rawlen, e);
-    free(raw);
     if (json == NULL) {
+        free(raw);
         org_free(o);
-        unwatch(h);
         return rc ? rc : HERR_TOOBIG;
     }
-    redisAppendCommand(h->c, "MULTI");
-    redisAppendCommand(h->c, "EVAL %s 2 %s %s %s %s", ORG_SET_LUA, hash,
-                       version, org, json);
-    redisAppendCommand(h->c, "EXEC");
+    rc = hash_cas(h, hash, version, org, raw, rawlen, json, e);
+    free(raw);
     free(json);
-    redisReply *rr[3] = {0};
-    if ((rc = read_replies(h, 3, rr, e)) != 0) {
-        org_free(o);
-        unwatch(h); /* EXEC was refused: the WATCH may still stand */
-        return rc;
-    }
-    const redisReply *x = rr[2];
-    if (x->type == REDIS_REPLY_ARRAY && x->elements == 1 &&
-        x->element[0]->type == REDIS_REPLY_INTEGER) {
-        rc = 1;
+    if (rc == 1)
         *done = o;
-        o = NULL;
-    } else if (x->type == REDIS_REPLY_NIL) {
-        rc = 0;
-    } else {
-        rc = herr_set(e, HERR_REDIS, NULL, "%s: org %s not written: %s", h->url,
-                      org,
-                      x->type == REDIS_REPLY_ARRAY && x->elements == 1 &&
-                              x->element[0]->type == REDIS_REPLY_ERROR
-                          ? x->element[0]->str
-                          : "unexpected EXEC reply");
-    }
-    for (int i = 0; i < 3; i++)
-        freeReplyObject(rr[i]);
-    org_free(o);
+    else
+        org_free(o);
     return rc;
 }
 
