@@ -14,6 +14,7 @@ PKGS=(
   dovecot-imapd      # IMAP server of the scheme tests
   docker-compose     # `docker-compose config -q` in the tests
   sqlite3 openssl procps iproute2 curl tzdata
+  faketime           # the unit tests run a second time three years ahead
 )
 
 missing=()

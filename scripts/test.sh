@@ -2,7 +2,8 @@
 # `make check` — the README's test command. On a fresh Debian 12 machine it
 # installs what is missing, builds the normal and the sanitizer variants
 # with warnings as errors, checks formatting, then runs:
-#   unit tests (both builds), the MIME strict-parser check,
+#   unit tests (both builds, and the normal build again three years
+#   ahead under libfaketime), the MIME strict-parser check,
 #   integration tests with real redis-server / SMTP servers (both builds),
 #   the fault-injection suite in its reduced form (make fault: full).
 # Ends with one line "total: N passed, N failed".
@@ -59,6 +60,15 @@ for b in bin bin-san; do
     [ -x "$t" ] || continue
     step "$t" "$t"
   done
+done
+
+# The unit tests again with the clock three years ahead (libfaketime), to
+# catch code that reads the real clock where it should take a seam, and
+# tests that hold a fixed date. Only the normal build: ASan must be the
+# first library loaded, and libfaketime is preloaded.
+for t in bin/test_*; do
+  [ -x "$t" ] || continue
+  step "$t (faketime +1095d)" faketime -f +1095d "$t"
 done
 
 mimeout=$(mktemp -d)
