@@ -45,8 +45,8 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 PROGS := $(BIN)/herald-worker $(BIN)/herald-enqueue $(BIN)/heraldctl \
          $(BIN)/libherald.a
 
-.PHONY: all san units check test deps bench demo fuzz fault fmt fmt-check clean
-all: $(PROGS) $(UNIT_BINS)
+.PHONY: all san units check test deps bench bench-mc demo fuzz fault fmt fmt-check clean
+all: $(PROGS) $(UNIT_BINS) $(BIN)/bench_mc
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -76,8 +76,22 @@ $(BIN)/test_%: $(B)/tests/unit/test_%.o $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
 
+# tests/unit/bench_mc.c: the Message Center's write path alone (a
+# benchmark, not a test; `make bench-mc` runs it).
+$(BIN)/bench_mc: $(B)/tests/unit/bench_mc.o $(BIN)/libherald.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+
 san:
 	$(MAKE) SAN=1 all
+
+# The unit tests alone (this build), each a program that ends with
+# "NAME: N passed, N failed" and exits non-zero on a failure.
+units: $(UNIT_BINS)
+	@rc=0; for t in $(UNIT_BINS); do $$t || rc=1; done; exit $$rc
+
+bench-mc: $(BIN)/bench_mc
+	$(BIN)/bench_mc
 
 deps:
 	@scripts/deps.sh

@@ -1,12 +1,8 @@
 /*
  * bench_mc — the Message Center's write path as the worker drives it.
  *
- * Not built by the Makefile; compile by hand, e.g.
- *
- *   cc -std=c11 -D_GNU_SOURCE -O2 -g -Icommon -o /tmp/bench_mc \
- *      tests/unit/bench_mc.c common/mc.c common/mc_sqlite.c common/clock.c \
- *      common/util.c common/err.c common/job.c common/log.c \
- *      $(pkg-config --cflags --libs jansson sqlite3) -lm
+ * Built by `make` into bin/bench_mc; `make bench-mc` runs it with its
+ * defaults. A benchmark: it prints figures and asserts nothing.
  *
  * Per message: mc_record_from_job + mc_insert (queued, ~2 KB text), an
  * mc_update to "sending" (attempts +1, path, sender, reply_to,
