@@ -61,7 +61,10 @@
 
 #include <stdio.h>
 
-#define KEYS_MAX 256
+/* Room for the longest key Herald builds: a quota counter's
+ * "<prefix>:quota:scheme:<org>/<email>:day:<ms>:jobs" (quota.h checks it
+ * at compile time). */
+#define KEYS_MAX 512
 
 static inline int
 keys_queue(char *out, size_t n, const char *prefix, enum job_priority p)

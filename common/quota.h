@@ -32,6 +32,7 @@
 #ifndef HERALD_QUOTA_H
 #define HERALD_QUOTA_H
 
+#include "keys.h"
 #include "tzwin.h"
 
 #include <stddef.h>
@@ -64,6 +65,14 @@ int64_t quota_jitter_ms(enum quota_kind kind, uint32_t r);
 int quota_sender_scheme(char *out, size_t n, const char *field);
 int quota_sender_org(char *out, size_t n, const char *org);
 #define QUOTA_SENDER_RELAY "relay"
+
+/* The longest sender name and counter key (with the ":jobs" suffix the
+ * scripts add): prefix (64) ":quota:" "scheme:" org (64) "/" email (254)
+ * ":day:" ms (20) ":jobs". keys.h's KEYS_MAX holds every one, so no
+ * limit is ever skipped for a long name. */
+#define QUOTA_SENDER_MAX (7 + 64 + 1 + 254 + 1)
+#define QUOTA_KEY_MAX (64 + 7 + QUOTA_SENDER_MAX + 5 + 20 + 5 + 1)
+_Static_assert(QUOTA_KEY_MAX <= KEYS_MAX, "KEYS_MAX cannot hold a quota key");
 
 /* Key names (see above); the length, or -1 if it does not fit. */
 int quota_key_counter(char *out, size_t n, const char *prefix,

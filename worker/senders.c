@@ -272,9 +272,14 @@ add_counter(struct senders *s, struct sender_plan *p, enum quota_kind kind,
     p->kind[i] = kind;
     p->limit[i] = limit;
     quota_window(kind, tz, now_ms, &p->win[i]);
+    /* A limit is never skipped: every valid name fits (quota.h checks
+     * KEYS_MAX at compile time), so a key that does not is a bug. */
     if (quota_key_counter(p->key[i], sizeof p->key[i], queue_prefix(s->q),
-                          p->count_sender, kind, p->win[i].start_ms) < 0)
-        return; /* cannot happen with valid names; then: no limit */
+                          p->count_sender, kind, p->win[i].start_ms) < 0) {
+        log_msg(LOG_FATAL, "a quota key does not fit KEYS_MAX", "sender",
+                p->count_sender, NULL);
+        abort();
+    }
     p->n++;
 }
 

@@ -390,3 +390,37 @@ def test_queue_stats_survives_a_key_of_another_type(t):
     check(st["queues"]["normal"] == 1, st["queues"])
     oak = [x for x in st["senders"] if x["sender"] == "org:oak"]
     check(oak and oak[0]["windows"][0]["used"] == 2, st["senders"])
+
+
+@harness.timeout(90)
+def test_long_scheme_address_keeps_its_limit(t):
+    # A scheme address of 252 characters (64-byte local part, 63-byte
+    # labels) makes counter keys longer than 256 bytes; the worker once
+    # dropped such a counter and sent without a limit (3 of 3 with a
+    # daily limit of 1).
+    addr = "l" * 64 + "@" + ".".join(c * 60 for c in "abc") + ".test"
+    check(len(addr) == 252, len(addr))
+    ca, crt, key = make_ca(t)
+    org = TlsSmtp(t, crt, key, auth="orguser:pw")
+    r = t.redis()
+    relay = t.smtp()
+    e = t.env(r, relay, HERALD_CA_FILE=ca, HERALD_SECRET_KEY_FILE=keyfile(t))
+    cp = run("heraldctl", "scheme", "add", "--org", ORG, "--email", addr,
+             "--smtp-host", "127.0.0.1", "--smtp-port", org.port, "--username", "orguser",
+             "--password-stdin", "--tls", "starttls", "--daily-limit", "1", env=e, input="pw\n")
+    check(cp.returncode == 0, "scheme add: %s" % cp.stderr)
+    t.worker(e)
+    ids = ["long%d" % i for i in range(3)]
+    r.pipeline([("LPUSH", t.prefix + ":queue:normal", job(i, frm=addr)) for i in ids])
+    wait_until(lambda: sorted(statuses(e, ids).values()) == ["deferred", "deferred", "sent"],
+               30, "1 sent and 2 deferred: %r" % statuses(e, ids))
+    time.sleep(1.0)
+    check(len(org.messages()) == 1, "the org server got %d messages" % len(org.messages()))
+    for i in ids:
+        rec = mc_show(e, i)
+        if rec["status"] == "deferred":
+            check("over quota" in rec["last_error"], rec["last_error"])
+    cp = run("heraldctl", "queue", "stats", "--json", env=e)
+    check(cp.returncode == 0, cp.stderr)
+    st = json.loads(cp.stdout)
+    check(addr in json.dumps(st), "queue stats does not show the sender: %s" % cp.stdout[:2000])
