@@ -1,4 +1,5 @@
 #include "mailer.h"
+#include "scheme.h"
 #include "err.h"
 #include "log.h"
 #include "util.h"
@@ -697,6 +698,7 @@ auth_or_ready(struct sconn *c)
         conn_send(c, b.p, b.len);
         OPENSSL_cleanse(b.p, b.len);
         OPENSSL_cleanse(raw, rawlen);
+        OPENSSL_cleanse(b64, strlen(b64));
         buf_free(&b);
         free(raw);
         free(b64);
@@ -937,6 +939,13 @@ on_plain(struct sconn *c, const char *data, size_t len)
             line[n] = '\0';
             buf_reset(&c->in);
             on_line(c, line, n);
+            if (c->st == C_HANDSHAKE) {
+                /* The 220 to STARTTLS: whatever followed it in clear
+                 * text is not the TLS session's; RFC 3207 §4.2 says to
+                 * discard it (a man in the middle could inject replies). */
+                buf_reset(&c->in);
+                return;
+            }
         }
     }
 }
@@ -1144,11 +1153,8 @@ pool_get(struct mailer *m, const char *url, const char *user, enum mail_tls tls,
     p->tls = tls;
     p->max_conns = max_conns;
     p->tag = tag ? xstrdup(tag) : NULL;
-    struct in_addr a4;
-    p->loopback = strcmp(p->host, "localhost") == 0 ||
-                  strcmp(p->host, "::1") == 0 ||
-                  (inet_pton(AF_INET, p->host, &a4) == 1 &&
-                   (ntohl(a4.s_addr) >> 24) == 127);
+    /* the same rule as `scheme add --tls none`: one definition */
+    p->loopback = scheme_host_is_loopback(p->host);
     p->next = m->pools;
     m->pools = p;
     return p;

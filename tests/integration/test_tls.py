@@ -36,7 +36,8 @@ def make_ca(t, cn_ip="127.0.0.1", dns=None):
 
 
 class TlsSmtp:
-    def __init__(self, t, cert, key, implicit=False, auth=None):
+    def __init__(self, t, cert, key, implicit=False, auth=None, plain=False,
+                 after_starttls=None):
         self.port = harness.free_port()
         self.dir = t.path("tls-smtp-%d" % self.port)
         args = [sys.executable if sys.executable.startswith("/usr/bin") else "/usr/bin/python3",
@@ -46,6 +47,10 @@ class TlsSmtp:
             args.append("--implicit")
         if auth:
             args += ["--auth", auth]
+        if plain:
+            args.append("--plain")
+        if after_starttls:
+            args += ["--after-starttls", after_starttls]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                      stderr=open(t.path("tls-smtpd.log"), "a"))
         t.register(self.proc)
@@ -175,4 +180,48 @@ def test_relay_wrong_password_defers_not_fails(t):
     check("535" in (rec["last_error"] or ""), "last_error: %r" % rec["last_error"])
     check(s.messages() == [], "delivered without authentication")
     check(r.cmd("LLEN", t.prefix + ":dead") == 0, "a relay credential problem dead-lettered the job")
+    check(w.stop() == 0, "worker exit code")
+
+
+def test_clear_text_after_starttls_is_discarded(t):
+    # RFC 3207 §4.2: whatever the server sends after its 220 to STARTTLS and
+    # before the handshake is not part of the TLS session. A server (or a
+    # man in the middle) sending "220 go ahead\r\n250 X" once made Herald
+    # misread every later reply on that connection.
+    ca, crt, key = make_ca(t)
+    s = TlsSmtp(t, crt, key, after_starttls="250 X")
+    r, e, w = start(t, "smtp://127.0.0.1:%d" % s.port, HERALD_CA_FILE=ca)
+    for i in range(3):
+        r.cmd("LPUSH", t.prefix + ":queue:normal", job("inj-%d" % i))
+    wait_until(lambda: len(s.messages()) == 3, 15, "3 deliveries over STARTTLS")
+    for i in range(3):
+        wait_until(lambda: (mc_show(e, "inj-%d" % i) or {}).get("status") == "sent", 10,
+                   "record inj-%d sent" % i)
+    check(all(m["tls"] for m, _ in s.messages()), "not over TLS")
+    check(w.stop() == 0, "worker exit code")
+
+
+def test_v4_mapped_loopback_is_loopback_for_the_mailer(t):
+    # `scheme add --tls none` accepts ::ffff:127.0.0.1 as loopback; the
+    # mailer must agree and send the scheme's credentials there (it once
+    # refused, and the job retried until it expired).
+    ca, crt, key = make_ca(t)
+    s = TlsSmtp(t, crt, key, plain=True, auth="orguser:pw")
+    r = t.redis()
+    kf = t.path("herald.key")
+    with open(kf, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+    os.chmod(kf, 0o600)
+    e = t.env(r, None, HERALD_SECRET_KEY_FILE=kf)
+    cp = harness.run("heraldctl", "scheme", "add", "--org", "acme", "--email",
+                     "billing@acme.test", "--smtp-host", "::ffff:127.0.0.1", "--smtp-port",
+                     s.port, "--username", "orguser", "--password-stdin", "--tls", "none",
+                     env=e, input="pw\n")
+    check(cp.returncode == 0, "scheme add: %s" % cp.stderr)
+    w = t.worker(e)
+    r.cmd("LPUSH", t.prefix + ":queue:normal", job("mapped-1"))
+    wait_until(lambda: len(s.messages()) == 1, 15, "delivery through ::ffff:127.0.0.1")
+    meta, _ = s.messages()[0]
+    check(meta["auth_user"] == "orguser", meta)
+    wait_until(lambda: (mc_show(e, "mapped-1") or {}).get("status") == "sent", 10, "record sent")
     check(w.stop() == 0, "worker exit code")

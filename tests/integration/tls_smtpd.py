@@ -2,7 +2,8 @@
 """An SMTP server with TLS and AUTH for Herald's integration tests (aiosmtpd).
 
     /usr/bin/python3 tests/integration/tls_smtpd.py --port P --dir D \
-        --cert C --key K [--implicit] [--auth USER:PASSWORD]
+        --cert C --key K [--implicit | --plain] [--auth USER:PASSWORD]
+        [--after-starttls TEXT]
 
 STARTTLS is offered (and required before MAIL) unless --implicit, which
 makes it an SMTPS server (TLS from the first byte). With --auth, AUTH PLAIN
@@ -10,6 +11,12 @@ and LOGIN are offered after TLS and required before MAIL; a wrong password
 gets 535 5.7.8. Every accepted message is saved as D/<n>.eml with
 D/<n>.json {"mail_from", "rcpt_tos", "tls", "auth_user"}; every AUTH
 attempt is appended to D/auth.jsonl.
+
+--plain offers neither STARTTLS nor TLS, and AUTH without TLS (a server on
+loopback, as `scheme add --tls none` allows). --after-starttls TEXT writes
+TEXT (Python escapes such as \\r\\n are decoded) in clear text right after
+the "220" to STARTTLS, before the handshake: bytes a client must discard
+(RFC 3207 §4.2).
 """
 import argparse
 import asyncio
@@ -19,6 +26,15 @@ import signal
 import ssl
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+
+class Smtp(SMTP):
+    after_starttls = None
+
+    async def push(self, status):
+        await super().push(status)
+        if self.after_starttls and status.startswith("220 Ready to start TLS"):
+            self.transport.write(self.after_starttls)
 
 
 class Keep:
@@ -48,8 +64,12 @@ def main():
     ap.add_argument("--cert", required=True)
     ap.add_argument("--key", required=True)
     ap.add_argument("--implicit", action="store_true")
+    ap.add_argument("--plain", action="store_true")
     ap.add_argument("--auth")
+    ap.add_argument("--after-starttls")
     a = ap.parse_args()
+    if a.after_starttls:
+        Smtp.after_starttls = a.after_starttls.encode().decode("unicode_escape").encode("latin-1")
     os.makedirs(a.dir, exist_ok=True)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(a.cert, a.key)
@@ -70,10 +90,10 @@ def main():
                   # aiosmtpd counts only STARTTLS as TLS: an SMTPS session
                   # is TLS from the first byte. Without --auth, keep it on:
                   # then an SMTPS server offers no AUTH at all.
-                  auth_require_tls=not (a.implicit and user))
-        if not a.implicit:
+                  auth_require_tls=not ((a.implicit or a.plain) and user))
+        if not a.implicit and not a.plain:
             kw.update(tls_context=ctx, require_starttls=True)
-        return SMTP(handler, **kw)
+        return Smtp(handler, **kw)
 
     loop = asyncio.new_event_loop()
     srv = loop.run_until_complete(loop.create_server(
