@@ -7,6 +7,9 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,30 +34,61 @@ struct seal_key {
 
 static const char key_id_label[] = "herald-key-id";
 
-/* ---- key memory ---- */
+/* ---- memory kept out of core dumps ---- */
 
-/*
- * Each key gets a page of its own: mlock/munlock work on whole pages and
- * do not nest, so sharing a page would let one key's free unlock another.
- * MADV_DONTDUMP keeps the key out of core files.
- */
-static struct seal_key *
-key_alloc(void)
+static size_t
+page_size(void)
 {
     long pg = sysconf(_SC_PAGESIZE);
-    size_t sz = pg > 0 ? (size_t)pg : 4096;
-    while (sz < sizeof(struct seal_key))
-        sz *= 2;
+    return pg > 0 ? (size_t)pg : 4096;
+}
+
+/*
+ * A private anonymous mapping of `sz` bytes (whole pages), zeroed,
+ * excluded from core dumps (MADV_DONTDUMP) and locked in RAM when the
+ * system allows it (*locked says whether it did); NULL when mmap fails.
+ * Pages of their own because mlock/munlock work on whole pages and do not
+ * nest: sharing a page with anything else would let its free unlock ours.
+ */
+static void *
+guarded_map(size_t sz, int *locked)
+{
     void *p = mmap(NULL, sz, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
-        return xcalloc(1, sizeof(struct seal_key));
-    struct seal_key *k = p; /* anonymous pages come zeroed */
-    k->mapsize = sz;
-    k->locked = mlock(p, sz) == 0;
+        return NULL;
+    *locked = mlock(p, sz) == 0;
 #ifdef MADV_DONTDUMP
     (void)madvise(p, sz, MADV_DONTDUMP);
 #endif
+    return p;
+}
+
+/* Wipes, unlocks and unmaps what guarded_map gave. */
+static void
+guarded_unmap(void *p, size_t sz, int locked)
+{
+    OPENSSL_cleanse(p, sz);
+    if (locked)
+        (void)munlock(p, sz);
+    (void)munmap(p, sz);
+}
+
+/* ---- key memory ---- */
+
+/* Each key gets a guarded mapping of its own. */
+static struct seal_key *
+key_alloc(void)
+{
+    size_t sz = page_size();
+    while (sz < sizeof(struct seal_key))
+        sz *= 2;
+    int locked = 0;
+    struct seal_key *k = guarded_map(sz, &locked);
+    if (k == NULL)
+        return xcalloc(1, sizeof(struct seal_key));
+    k->mapsize = sz; /* anonymous pages come zeroed */
+    k->locked = locked;
     return k;
 }
 
@@ -64,15 +98,222 @@ seal_key_free(struct seal_key *k)
     if (k == NULL)
         return;
     size_t sz = k->mapsize;
-    int locked = k->locked;
-    OPENSSL_cleanse(k, sizeof *k);
     if (sz == 0) {
+        OPENSSL_cleanse(k, sizeof *k);
         free(k);
         return;
     }
-    if (locked)
-        (void)munlock(k, sz);
-    (void)munmap(k, sz);
+    guarded_unmap(k, sz, k->locked);
+}
+
+/* ---- secret memory ---- */
+
+/*
+ * Clear secrets (seal_open's plaintexts, seal_secret_dup's copies) live on
+ * guarded pages too, never on the heap. A page holds slots of one size
+ * class; a secret too big for the largest class gets a mapping of its
+ * own. Every mapping begins with a `spage` header and a secret always lies
+ * in the first page of its mapping, so rounding a secret's address down
+ * to the page finds its header. A slot is a `shdr` (reference count and
+ * length) followed by the bytes and a NUL.
+ *
+ * The lists and the page headers are guarded by one mutex; the reference
+ * counts are atomic, so a secret may be referenced from any thread while
+ * only the last release takes the mutex.
+ */
+#define SPAGE_MAGIC 0x68657273u /* "hers" */
+#define SPAGE_BIG UINT32_MAX    /* a mapping holding one large secret */
+
+static const size_t slot_sizes[] = {64, 128, 256, 512, 1024};
+#define NCLASSES (sizeof slot_sizes / sizeof slot_sizes[0])
+
+struct shdr {
+    atomic_size_t refs; /* 0 while the slot is free */
+    union {
+        size_t len;             /* in use: the secret's length */
+        struct shdr *next_free; /* free: the next free slot of its page */
+    } u;
+};
+
+struct spage {
+    uint32_t magic;
+    uint32_t cls; /* index into slot_sizes, or SPAGE_BIG */
+    size_t mapsize;
+    int locked;
+    unsigned nslots, nfree;
+    struct shdr *free;         /* free slots */
+    struct spage *prev, *next; /* in avail[cls] while nfree > 0 */
+};
+
+/* Where the first slot starts: after the header, 16-byte aligned. */
+#define SLOT0 ((sizeof(struct spage) + 15) & ~(size_t)15)
+
+static pthread_mutex_t secret_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct spage *avail[NCLASSES]; /* pages with a free slot */
+
+static _Noreturn void
+secret_fatal(const char *msg)
+{
+    fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"%s\"}\n", msg);
+    abort();
+}
+
+static void
+avail_unlink(struct spage *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        avail[p->cls] = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+}
+
+static void
+avail_push(struct spage *p)
+{
+    p->prev = NULL;
+    p->next = avail[p->cls];
+    if (p->next)
+        p->next->prev = p;
+    avail[p->cls] = p;
+}
+
+/* A new page of class c, its slots all free (called with the mutex). */
+static struct spage *
+page_new(size_t c)
+{
+    size_t pg = page_size();
+    int locked = 0;
+    struct spage *p = guarded_map(pg, &locked);
+    if (p == NULL)
+        secret_fatal("out of memory for secrets (mmap failed)");
+    p->magic = SPAGE_MAGIC;
+    p->cls = (uint32_t)c;
+    p->mapsize = pg;
+    p->locked = locked;
+    p->nslots = (unsigned)((pg - SLOT0) / slot_sizes[c]);
+    for (unsigned i = p->nslots; i-- > 0;) {
+        struct shdr *h =
+            (struct shdr *)((char *)p + SLOT0 + (size_t)i * slot_sizes[c]);
+        h->u.next_free = p->free;
+        p->free = h;
+    }
+    p->nfree = p->nslots;
+    avail_push(p);
+    return p;
+}
+
+/* Room for a secret of `len` bytes, one reference held. */
+static struct shdr *
+secret_alloc(size_t len)
+{
+    size_t pg = page_size();
+    if (len > SIZE_MAX / 2)
+        secret_fatal("a secret of impossible size");
+    size_t need = sizeof(struct shdr) + len + 1;
+    size_t c = 0;
+    while (c < NCLASSES && (slot_sizes[c] < need || SLOT0 + slot_sizes[c] > pg))
+        c++;
+    struct shdr *h;
+    if (c == NCLASSES) {
+        size_t sz = (SLOT0 + need + pg - 1) / pg * pg;
+        int locked = 0;
+        struct spage *p = guarded_map(sz, &locked);
+        if (p == NULL)
+            secret_fatal("out of memory for secrets (mmap failed)");
+        p->magic = SPAGE_MAGIC;
+        p->cls = SPAGE_BIG;
+        p->mapsize = sz;
+        p->locked = locked;
+        p->nslots = 1;
+        h = (struct shdr *)((char *)p + SLOT0);
+    } else {
+        pthread_mutex_lock(&secret_mu);
+        struct spage *p = avail[c] ? avail[c] : page_new(c);
+        h = p->free;
+        p->free = h->u.next_free;
+        if (--p->nfree == 0)
+            avail_unlink(p);
+        pthread_mutex_unlock(&secret_mu);
+    }
+    atomic_init(&h->refs, 1);
+    h->u.len = len;
+    return h;
+}
+
+/* The header of secret `p`; aborts when `p` is not one. */
+static struct shdr *
+secret_hdr(const char *p)
+{
+    struct shdr *h = (struct shdr *)(uintptr_t)(p - sizeof(struct shdr));
+    const struct spage *pg =
+        (const struct spage *)((uintptr_t)h & ~(uintptr_t)(page_size() - 1));
+    if (pg->magic != SPAGE_MAGIC)
+        secret_fatal("seal: not a secret from seal_open / seal_secret_dup");
+    return h;
+}
+
+char *
+seal_secret_dup(const void *s, size_t len)
+{
+    struct shdr *h = secret_alloc(len);
+    char *p = (char *)(h + 1);
+    if (len)
+        memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+char *
+seal_secret_ref(const char *p)
+{
+    if (p == NULL)
+        return NULL;
+    struct shdr *h = secret_hdr(p);
+    if (atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed) == 0)
+        secret_fatal("seal: a reference to a freed secret");
+    return (char *)(uintptr_t)p;
+}
+
+size_t
+seal_secret_len(const char *p)
+{
+    return p ? secret_hdr(p)->u.len : 0;
+}
+
+void
+seal_free_secret(char *p, size_t len)
+{
+    (void)len; /* the secret knows its own size */
+    if (p == NULL)
+        return;
+    struct shdr *h = secret_hdr(p);
+    size_t was = atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel);
+    if (was == 0)
+        secret_fatal("seal: a secret freed twice");
+    if (was > 1)
+        return;
+    struct spage *pg =
+        (struct spage *)((uintptr_t)h & ~(uintptr_t)(page_size() - 1));
+    if (pg->cls == SPAGE_BIG) {
+        guarded_unmap(pg, pg->mapsize, pg->locked);
+        return;
+    }
+    OPENSSL_cleanse(h, slot_sizes[pg->cls]);
+    pthread_mutex_lock(&secret_mu);
+    h->u.next_free = pg->free;
+    pg->free = h;
+    if (pg->nfree++ == 0)
+        avail_push(pg);
+    /* An empty page goes back to the system unless it is its class's
+     * only page with room (no churn for one secret made and freed). */
+    if (pg->nfree == pg->nslots && (pg->prev || pg->next)) {
+        avail_unlink(pg);
+        guarded_unmap(pg, pg->mapsize, pg->locked);
+    }
+    pthread_mutex_unlock(&secret_mu);
 }
 
 static void
@@ -126,8 +367,8 @@ seal_warning_str(unsigned bit)
 {
     switch (bit) {
     case SEAL_WARN_MODE:
-        return "the key file is readable by group or others; make it "
-               "readable by the service's user only (mode 0400)";
+        return "the key file is readable by its group; make it readable by "
+               "the service's user only (mode 0400 or 0600)";
     case SEAL_WARN_TEXT:
         return "the key file's 32 bytes are printable text (a passphrase, "
                "or a 128-bit key in hex), not 32 random bytes; generate a "
@@ -245,8 +486,18 @@ seal_key_load(const char *path, struct seal_key **out, struct herr *e)
                         "raw bytes or 64 hex characters",
                         path);
     }
+    /* Refused before a byte of it is read: any user of the host could
+     * have read the key. A group-readable file (a secret mounted for a
+     * service group) is accepted, with a warning. */
+    if (st.st_mode & S_IROTH) {
+        close(fd);
+        return herr_set(e, HERR_INVALID, NULL,
+                        "key file %s is readable by other users (mode %04o): "
+                        "chmod 600 it",
+                        path, (unsigned)(st.st_mode & 07777));
+    }
     unsigned warnings = 0;
-    if (st.st_mode & (S_IRGRP | S_IROTH))
+    if (st.st_mode & S_IRGRP)
         warnings |= SEAL_WARN_MODE;
 
     /* One byte over the cap tells "too long" from "exactly the cap". */
@@ -545,7 +796,8 @@ seal_open(const struct seal_key *const *keys, size_t nkeys, const char *token,
     memcpy(full, token, HDR_LEN);
     memcpy(full + HDR_LEN, aad, aadlen);
     size_t ctlen = n - OVERHEAD;
-    unsigned char *pt = xmalloc(ctlen + 1);
+    /* straight into secret memory: the plaintext never touches the heap */
+    unsigned char *pt = (unsigned char *)(secret_alloc(ctlen) + 1);
     rc = seal_gcm_decrypt(k->raw, blob, full, HDR_LEN + aadlen,
                           blob + SEAL_NONCE_LEN, ctlen,
                           blob + SEAL_NONCE_LEN + ctlen, pt);
@@ -562,13 +814,4 @@ seal_open(const struct seal_key *const *keys, size_t nkeys, const char *token,
     *plaintext = (char *)pt;
     *len = ctlen;
     return 0;
-}
-
-void
-seal_free_secret(char *p, size_t len)
-{
-    if (p == NULL)
-        return;
-    OPENSSL_cleanse(p, len + 1);
-    free(p);
 }

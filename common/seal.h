@@ -24,10 +24,11 @@
  *
  * Secrets never leave this module by a side door: no error message holds
  * a plaintext, a key byte or a token byte (the key id is not a secret and
- * is named). Key memory is kept on its own page, locked in RAM when the
- * system allows it (mlock, best effort), excluded from core dumps, and
- * wiped (OPENSSL_cleanse) when freed; plaintexts returned by `seal_open`
- * are wiped by `seal_free_secret`.
+ * is named). Key memory and secret memory (below: the plaintexts of
+ * `seal_open`, copies from `seal_secret_dup`) are kept on pages of their
+ * own, never on the heap: locked in RAM when the system allows it (mlock,
+ * best effort), excluded from core dumps (MADV_DONTDUMP), and wiped
+ * (OPENSSL_cleanse) when freed.
  *
  * No I/O except `seal_key_load`, which reads the key file.
  */
@@ -66,8 +67,10 @@ struct seal_key;
  * The message names the file; `e->field` is left "" so the caller can
  * name the setting (HERALD_SECRET_KEY_FILE) there. *out is NULL on error.
  *
- * A key file readable by group or others is accepted (containers mount
- * secrets 0444) but flagged: see seal_key_warnings().
+ * A key file readable by other users (mode o+r) is refused before it is
+ * read: HERR_INVALID, "key file F is readable by other users (mode 0644):
+ * chmod 600 it". One readable by its group only (a secret mounted 0440
+ * for a service group) is accepted but flagged: see seal_key_warnings().
  */
 int seal_key_load(const char *path, struct seal_key **out, struct herr *e);
 
@@ -84,7 +87,7 @@ const char *seal_key_id(const struct seal_key *k);
  * What seal_key_load noticed about an accepted key file, as a bit set (0
  * for keys from seal_key_new):
  */
-#define SEAL_WARN_MODE 1u /* the file is readable by group or others */
+#define SEAL_WARN_MODE 1u /* the file is readable by its group */
 #define SEAL_WARN_TEXT                                                         \
     2u /* the 32 "raw" bytes are all printable ASCII: a                        \
           passphrase or a 128-bit key in hex, not 32                           \
@@ -109,8 +112,9 @@ char *seal_seal(const struct seal_key *k, const char *plaintext, size_t len,
  * Opens `token` with whichever of `keys[0..nkeys)` has its key id (NULL
  * entries are skipped) and checks it against `aad` (NULL is taken as "").
  * Returns 0 with a new NUL-terminated plaintext in *plaintext (its length,
- * not counting the terminator, in *len; it may contain NULs) which the
- * caller frees with seal_free_secret(), or:
+ * not counting the terminator, in *len; it may contain NULs): a secret
+ * (secret memory, below; one reference) which the caller frees with
+ * seal_free_secret(), or:
  *   HERR_TOOBIG    the token is over SEAL_TOKEN_MAX, or holds more than
  *                  SEAL_PLAINTEXT_MAX bytes, or aad is over SEAL_AAD_MAX;
  *   HERR_INVALID   not a token (bad prefix, key id, base64 or length),
@@ -131,9 +135,42 @@ int seal_open(const struct seal_key *const *keys, size_t nkeys,
  */
 int seal_token_key_id(const char *token, char id[SEAL_KEYID_LEN + 1]);
 
-/* Wipes len + 1 bytes (the text and its terminator) and frees them; NULL is
- * a no-op. For plaintexts from seal_open, and any other secret the caller
- * allocated with len + 1 bytes. */
+/*
+ * Secret memory: where clear secrets live for as long as a program keeps
+ * them (a worker keeps its schemes' opened passwords for the scheme
+ * table's life). Pages of their own, as for the key: excluded from core
+ * dumps, locked in RAM when allowed, wiped when freed; small secrets share
+ * pages (slots of a few size classes), large ones get a mapping each.
+ * Thread-safe.
+ *
+ * A secret is reference-counted: it is made with one reference,
+ * seal_secret_ref adds one, seal_free_secret drops one and the last wipes
+ * and frees it. So a borrower that may outlive the owner's copy (a job's
+ * route across a reload of the scheme table, an IMAP copy on a worker
+ * thread) takes a reference instead of a copy. A secret's bytes never
+ * change after it is made; any thread holding a reference may read them.
+ *
+ * Only secrets from seal_open / seal_secret_dup / seal_secret_ref may be
+ * given to seal_secret_ref, seal_secret_len and seal_free_secret; any
+ * other pointer (heap memory, a string literal) aborts the program.
+ */
+
+/* A new secret holding `len` bytes of `s` (any bytes; NULs allowed; `s`
+ * may be NULL when len is 0) and a terminating NUL, with one reference.
+ * Never NULL: running out of memory aborts, as xmalloc does. */
+char *seal_secret_dup(const void *s, size_t len);
+
+/* Takes one more reference to secret `p` and returns `p` (without const,
+ * as strchr does: the caller now holds a reference and drops it with
+ * seal_free_secret). NULL gives NULL. */
+char *seal_secret_ref(const char *p);
+
+/* The secret's length as made, not counting the terminator (NULL: 0). */
+size_t seal_secret_len(const char *p);
+
+/* Drops one reference to secret `p`; the last one wipes and frees it. NULL
+ * is a no-op. `len` is not used (a secret knows its size); it is kept for
+ * the callers that pass seal_open's length. */
 void seal_free_secret(char *p, size_t len);
 
 /*

@@ -5,6 +5,8 @@
 #include "util.h"
 
 #include <curl/curl.h>
+#include <malloc.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +20,8 @@ struct job_copy {
     struct job_copy *next; /* in the wait queue */
     uv_work_t work;
     struct imapcopy *c;
-    char *job_id, *org, *url, *user, *password, *folder;
+    char *job_id, *org, *url, *user, *folder;
+    char *password; /* a reference to a secret (seal.h) */
     char *msg;
     size_t len, pos;
     int ok;
@@ -36,11 +39,68 @@ struct imapcopy {
     void *close_ud;
 };
 
+/*
+ * libcurl's memory, wiped before it is freed. curl keeps copies of the
+ * password of its own (CURLOPT_PASSWORD is copied, the LOGIN or
+ * AUTHENTICATE command is built in its buffers) and frees them without
+ * wiping, which would leave the clear password in freed heap memory and so
+ * in a core dump. Only the Sent-folder copies use libcurl in the worker,
+ * so only they pay for it.
+ */
+static void
+cm_free(void *p)
+{
+    if (p == NULL)
+        return;
+    OPENSSL_cleanse(p, malloc_usable_size(p));
+    free(p);
+}
+
+static void *
+cm_malloc(size_t n)
+{
+    return malloc(n);
+}
+
+/* Never realloc(): it would free the old block unwiped. */
+static void *
+cm_realloc(void *p, size_t n)
+{
+    if (p == NULL)
+        return malloc(n);
+    void *q = malloc(n ? n : 1);
+    if (q == NULL)
+        return NULL;
+    size_t old = malloc_usable_size(p);
+    memcpy(q, p, old < n ? old : n);
+    cm_free(p);
+    return q;
+}
+
+static char *
+cm_strdup(const char *str)
+{
+    size_t n = strlen(str) + 1;
+    char *p = malloc(n);
+    if (p)
+        memcpy(p, str, n);
+    return p;
+}
+
+static void *
+cm_calloc(size_t n, size_t size)
+{
+    return calloc(n, size);
+}
+
 int
 imapcopy_new(uv_loop_t *loop, const struct settings *s, struct imapcopy **out)
 {
-    /* before any thread exists: curl_global_init is not thread-safe */
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    /* before any thread exists: curl_global_init is not thread-safe; the
+     * worker's first and only initialisation of libcurl, so the memory
+     * functions take effect */
+    if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, cm_malloc, cm_free,
+                             cm_realloc, cm_strdup, cm_calloc) != CURLE_OK)
         return HERR_IO;
     struct imapcopy *c = xcalloc(1, sizeof *c);
     c->loop = loop;
@@ -109,8 +169,7 @@ copy_work(uv_work_t *req)
 static void
 copy_free(struct job_copy *j)
 {
-    if (j->password)
-        seal_free_secret(j->password, strlen(j->password));
+    seal_free_secret(j->password, 0); /* this copy's reference */
     free(j->job_id);
     free(j->org);
     free(j->url);
@@ -201,7 +260,9 @@ imapcopy_append(struct imapcopy *c, const char *job_id, const char *org,
     j->org = xstrdup(org);
     j->url = xstrdup(url);
     j->user = xstrdup(user);
-    j->password = xstrdup(password);
+    /* a reference, not a copy: the route that lent it may be cleared, and
+     * the scheme table reloaded, before the thread logs in */
+    j->password = seal_secret_ref(password);
     j->folder = xstrdup(folder);
     j->msg = xmalloc(len ? len : 1);
     memcpy(j->msg, msg, len);

@@ -27,7 +27,10 @@ int imapcopy_new(uv_loop_t *loop, const struct settings *s,
 /*
  * Queues one APPEND of `msg` (len bytes, copied) to `folder` at `url`
  * ("imap://host:port" with STARTTLS required, or "imaps://host:port"),
- * logging in as user/password (copied; wiped after use).
+ * logging in as user (copied) with `password`, which must be a secret of
+ * common/seal.h (a route's password): the copy takes a reference to it
+ * (seal_secret_ref) and drops it when done, so the caller's route and the
+ * scheme table may go first; the thread only reads it.
  */
 void imapcopy_append(struct imapcopy *c, const char *job_id, const char *org,
                      const char *url, const char *user, const char *password,

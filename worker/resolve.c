@@ -9,6 +9,7 @@
 struct resolver {
     const struct settings *s;
     const struct schemes *sc;
+    char *relay_pw; /* HERALD_RELAY_PASSWORD as a secret (seal.h), or NULL */
 };
 
 struct resolver *
@@ -17,12 +18,19 @@ resolver_new(const struct settings *s, const struct schemes *sc)
     struct resolver *r = xcalloc(1, sizeof *r);
     r->s = s;
     r->sc = sc;
+    if (s->relay_user) {
+        const char *pw = s->relay_password ? s->relay_password : "";
+        r->relay_pw = seal_secret_dup(pw, strlen(pw));
+    }
     return r;
 }
 
 void
 resolver_free(struct resolver *r)
 {
+    if (r == NULL)
+        return;
+    seal_free_secret(r->relay_pw, 0);
     free(r);
 }
 
@@ -37,7 +45,7 @@ relay(struct resolver *r, const struct job *j, struct route *out, char *reason)
     out->tls = MAIL_TLS_OPPORTUNISTIC;
     if (s->relay_user) {
         out->user = xstrdup(s->relay_user);
-        out->password = xstrdup(s->relay_password ? s->relay_password : "");
+        out->password = seal_secret_ref(r->relay_pw);
     }
     out->envelope_from = xstrdup(s->default_from);
     out->from_name = xasprintf(
@@ -63,7 +71,7 @@ scheme_path(struct resolver *r, const struct job *j,
     out->tls = s->tls == SCHEME_TLS_NONE ? MAIL_TLS_NONE : MAIL_TLS_REQUIRED;
     out->max_conns = r->s->scheme_connections;
     out->user = xstrdup(s->username);
-    out->password = xstrdup(e->password);
+    out->password = seal_secret_ref(e->password); /* borrowed, counted */
     out->scheme_field = xstrdup(e->field);
     out->scheme_fp = xstrdup(e->fp);
     out->daily_limit = s->daily_limit;
@@ -159,8 +167,7 @@ route_clear(struct route *rt)
     free(rt->reason);
     free(rt->url);
     free(rt->user);
-    if (rt->password)
-        seal_free_secret(rt->password, strlen(rt->password));
+    seal_free_secret(rt->password, 0); /* drops the route's reference */
     free(rt->scheme_field);
     free(rt->scheme_fp);
     free(rt->imap_url);

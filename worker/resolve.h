@@ -35,12 +35,17 @@ struct route {
     int need_spf;          /* ask spfcache, then route again with the verdict */
     char *url;             /* SMTP server URL */
     enum mail_tls tls;
-    long max_conns;        /* 0: the mailer's default */
-    char *user, *password; /* NULL: no AUTH; the password is wiped */
-    char *scheme_field;    /* the scheme used, for a refused login */
-    char *scheme_fp;       /* its credentials fingerprint */
-    char *imap_url;        /* imap(s)://host:port for the Sent copy, or NULL */
-    char *sent_folder;     /* the scheme's Sent folder, or NULL */
+    long max_conns;     /* 0: the mailer's default */
+    char *user;         /* NULL: no AUTH */
+    char *password;     /* with user: a reference to a secret (seal.h),
+                           never a copy: the scheme entry's opened
+                           password or the relay's; route_clear drops
+                           it, so it outlives a reload of the scheme
+                           table while the job holds its route */
+    char *scheme_field; /* the scheme used, for a refused login */
+    char *scheme_fp;    /* its credentials fingerprint */
+    char *imap_url;     /* imap(s)://host:port for the Sent copy, or NULL */
+    char *sent_folder;  /* the scheme's Sent folder, or NULL */
     char *envelope_from;
     char *from_name; /* From: display name, NULL for none */
     char *from_addr; /* From: address */
@@ -60,7 +65,8 @@ struct resolver *resolver_new(const struct settings *s,
 void resolver_free(struct resolver *r);
 
 /*
- * Fills `out` (owned strings; release with route_clear). Returns 0.
+ * Fills `out` (owned strings, and one reference to the password's secret;
+ * release with route_clear). Returns 0.
  * `spf` is the SPF verdict for the from domain when known (1 authorised,
  * 0 not, with `spf_why`), -1 when not asked yet: then a job without a
  * scheme comes back with need_spf set and nothing else.

@@ -30,8 +30,8 @@ entry_free(struct scheme_entry *e)
         return;
     scheme_free(e->s);
     free(e->json);
-    if (e->password)
-        seal_free_secret(e->password, strlen(e->password));
+    /* the table's reference: routes that still hold theirs keep it */
+    seal_free_secret(e->password, 0);
     free(e->why_not);
     free(e);
 }

@@ -6,9 +6,11 @@
  * <p>:schemes:version moves; schemes_poll() checks it and is called about
  * once a second, so a change reaches the worker within about a second.
  * Each scheme's sealed password is opened with the key in
- * HERALD_SECRET_KEY_FILE and held only in this process's memory (wiped on
- * reload and free). A scheme whose password cannot be opened (no key, the
- * wrong key) stays in the table, unusable, with the reason.
+ * HERALD_SECRET_KEY_FILE and held only in this process's memory, as a
+ * secret of common/seal.h: never on the heap, excluded from core dumps,
+ * wiped when the last reference goes (the table's at reload and free; a
+ * job's route takes its own). A scheme whose password cannot be opened
+ * (no key, the wrong key) stays in the table, unusable, with the reason.
  *
  * A refused login (535/534) is recorded with schemes_mark_failed: the
  * local entry at once (no further login from this worker), Redis by
@@ -26,7 +28,10 @@
 struct scheme_entry {
     struct scheme *s;
     char *json;     /* the stored value, for compare-and-set */
-    char *password; /* clear; NULL when it could not be opened */
+    char *password; /* clear, a secret (seal.h) the table holds one
+                       reference to: a borrower that may outlive the
+                       table takes its own (seal_secret_ref); NULL when
+                       it could not be opened */
     char *why_not;  /* why the password could not be opened, or NULL */
     char field[SCHEME_FIELD_MAX];
     char fp[33]; /* fingerprint of these credentials (user + sealed
@@ -50,7 +55,8 @@ int schemes_loaded(const struct schemes *sc);
 void schemes_poll(struct schemes *sc);
 
 /* The scheme for job (org, from), or NULL. Borrowed until the next
- * reload: copy what must outlive the current loop turn. */
+ * reload: copy what must outlive the current loop turn (the password:
+ * take a reference with seal_secret_ref, not a copy). */
 const struct scheme_entry *schemes_find(const struct schemes *sc,
                                         const char *org, const char *from);
 

@@ -166,6 +166,7 @@ def test_bad_key_file_is_a_startup_error(t):
     bad = t.path("short.key")
     with open(bad, "w") as f:
         f.write("abcd\n")
+    os.chmod(bad, 0o600)  # refused for its size, not for its mode
     e = t.env(r, None, HERALD_SECRET_KEY_FILE=bad)
     w = t.worker(e)
     wait_until(lambda: not w.alive(), 10, "the worker to refuse the key file")

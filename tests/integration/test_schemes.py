@@ -286,6 +286,7 @@ def test_bad_input_exits_2_naming_the_flag(t):
     short = t.path("short")
     with open(short, "wb") as f:
         f.write(os.urandom(31))
+    os.chmod(short, 0o600)  # a world-readable key file is refused for that
     cp = _ctl(_env(t, r, short), "scheme", "add", *with_("--email", "k@acme.test"), password="pw-123")
     check(cp.returncode == 2 and "HERALD_SECRET_KEY_FILE" in cp.stderr and "31 bytes" in cp.stderr, cp.stderr)
 
@@ -433,13 +434,13 @@ def test_key_rotate(t):
 
 def test_key_file_warnings_are_log_lines(t):
     r = t.redis(aof=False)
-    key = _key(t, "k1", mode=0o644)
+    key = _key(t, "k1", mode=0o640)  # group-readable: a warning (o+r is refused)
     cp = _ctl(_env(t, r, key), "scheme", "add", "--org", "acme", "--email", "w@acme.test", "--smtp-host",
               "smtp.acme.test", "--smtp-port", "587", "--username", "u", "--password-stdin", password="pw")
     check(cp.returncode == 0, cp.stderr)
     warns = [json.loads(line) for line in cp.stderr.splitlines() if line.startswith("{")]
     check(any(w["level"] == "warn" and w.get("field") == "HERALD_SECRET_KEY_FILE" for w in warns),
-          f"a warn line for a group/other-readable key: {cp.stderr}")
+          f"a warn line for a group-readable key: {cp.stderr}")
 
 
 def test_redis_down_is_exit_1(t):

@@ -3,7 +3,9 @@
  * known answers (the GCM specification's AES-256 test cases 13–16, as in
  * NIST SP 800-38D's validation vectors), tokens that round-trip, and
  * tokens that must not open (altered, truncated, wrong context, unknown
- * key). Each case uses its own files in its own temporary directory.
+ * key), key files readable by others refused, and secret memory (outside
+ * core dumps, counted, wiped, thread-safe, misuse fatal). Each case uses
+ * its own files in its own temporary directory.
  */
 #include "../../common/err.h"
 #include "../../common/seal.h"
@@ -12,10 +14,14 @@
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char tmpdir[256];
@@ -382,11 +388,36 @@ test_key_files(void)
         CHECK(k == NULL && strstr(e.msg, "unreadable") != NULL);
     }
 
-    /* permissions: accepted, flagged */
-    CHECK(load("shared", r, 32, 0644, &k, &e) == 0);
+    /* permissions: readable by other users refused, by the group flagged */
+    static const struct {
+        const char *name;
+        mode_t mode;
+        const char *shown;
+    } open_modes[] = {
+        {"shared", 0644, "mode 0644"},
+        {"world-ro", 0444, "mode 0444"},
+        {"other-only", 0604, "mode 0604"},
+    };
+    for (size_t i = 0; i < sizeof open_modes / sizeof open_modes[0]; i++) {
+        k = (struct seal_key *)1;
+        CHECK_MSG(load(open_modes[i].name, r, 32, open_modes[i].mode, &k, &e) ==
+                      HERR_INVALID,
+                  "%s", open_modes[i].name);
+        CHECK(k == NULL);
+        CHECK_MSG(strstr(e.msg, open_modes[i].name) &&
+                      strstr(e.msg, "readable by other users") &&
+                      strstr(e.msg, open_modes[i].shown) &&
+                      strstr(e.msg, "chmod 600"),
+                  "%s", e.msg);
+        CHECK(e.field[0] == '\0'); /* the caller names its setting */
+    }
+    /* refused before it is read: a malformed file says the same */
+    CHECK(load("shared-short", "abcd\n", 5, 0644, &k, &e) == HERR_INVALID);
+    CHECK_MSG(strstr(e.msg, "readable by other users"), "%s", e.msg);
+    CHECK(load("group", hex, 64, 0440, &k, &e) == 0);
     CHECK(k && seal_key_warnings(k) == SEAL_WARN_MODE);
     seal_key_free(k);
-    CHECK(load("group", hex, 64, 0440, &k, &e) == 0);
+    CHECK(load("group-rw", r, 32, 0640, &k, &e) == 0);
     CHECK(k && seal_key_warnings(k) == SEAL_WARN_MODE);
     seal_key_free(k);
     CHECK(load("owner", hex, 64, 0400, &k, &e) == 0);
@@ -721,6 +752,233 @@ test_rotation(void)
     seal_key_free(b);
 }
 
+/* ---- secret memory ---- */
+
+/* Whether `p` lies in a mapping the kernel leaves out of core dumps
+ * (VmFlags "dd" in /proc/self/smaps). */
+static int
+in_dontdump(const void *p)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (f == NULL)
+        return -1;
+    char line[512];
+    int inside = 0, dd = 0;
+    uintptr_t a = (uintptr_t)p;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        /* a mapping's first line is "lo-hi perms ..."; the lines under it
+         * are "Key: value" (no key is hex digits and a '-') */
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
+            inside = a >= lo && a < hi;
+            continue;
+        }
+        if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+            dd = strstr(line, " dd") != NULL;
+            break;
+        }
+    }
+    fclose(f);
+    return dd;
+}
+
+static uintptr_t
+page_of(const void *p)
+{
+    return (uintptr_t)p & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1);
+}
+
+/* Dies (as the secret allocator does on misuse) or not: 1 when `fn` ended
+ * the child abnormally. */
+static int
+dies(void (*fn)(void))
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (freopen("/dev/null", "w", stderr) == NULL)
+            _exit(3);
+        fn();
+        _exit(0);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid)
+        return 0;
+    return !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void
+free_heap_pointer(void)
+{
+    /* a page of its own, so only seal.c's own check can object */
+    char *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        _exit(0);
+    memset(m, 'x', 4096);
+    seal_free_secret(m + 128, 10);
+}
+
+static void
+free_twice(void)
+{
+    char *p = seal_secret_dup("twice", 5);
+    char *keep = seal_secret_dup("keeps-the-page", 14);
+    seal_free_secret(p, 5);
+    seal_free_secret(p, 5);
+    seal_free_secret(keep, 14);
+}
+
+static void
+ref_after_free(void)
+{
+    char *keep = seal_secret_dup("keeps-the-page", 14);
+    char *p = seal_secret_dup("gone", 4);
+    seal_free_secret(p, 4);
+    seal_secret_ref(p);
+    seal_free_secret(keep, 14);
+}
+
+struct churn {
+    char *shared;
+    int id, bad;
+};
+
+static void *
+churn_run(void *ud)
+{
+    struct churn *c = ud;
+    char buf[96];
+    for (int i = 0; i < 4000; i++) {
+        int n = snprintf(buf, sizeof buf, "thread-%d-secret-%d-%0*d", c->id, i,
+                         i % 60, 7);
+        char *p = seal_secret_dup(buf, (size_t)n);
+        char *q = seal_secret_ref(p);
+        char *s = seal_secret_ref(c->shared);
+        if (q != p || memcmp(p, buf, (size_t)n + 1) != 0 ||
+            seal_secret_len(p) != (size_t)n ||
+            strcmp(s, "shared-between-threads") != 0)
+            c->bad++;
+        seal_free_secret(p, 0);
+        seal_free_secret(q, 0);
+        seal_free_secret(s, 0);
+    }
+    return NULL;
+}
+
+static void
+test_secret_memory(void)
+{
+    /* a copy: bytes, terminator, length; NULs allowed; excluded from dumps */
+    char *p = seal_secret_dup("hunter2", 7);
+    CHECK(p && strcmp(p, "hunter2") == 0 && seal_secret_len(p) == 7);
+    CHECK_MSG(in_dontdump(p) == 1, "a secret at %p is not MADV_DONTDUMP", p);
+    char *heap = xstrdup("control");
+    CHECK(in_dontdump(heap) == 0); /* the check tells the heap apart */
+    free(heap);
+    char *z = seal_secret_dup("a\0b", 3);
+    CHECK(seal_secret_len(z) == 3 && memcmp(z, "a\0b", 4) == 0);
+    char *empty = seal_secret_dup(NULL, 0);
+    CHECK(empty && empty[0] == '\0' && seal_secret_len(empty) == 0);
+    seal_free_secret(z, 3);
+    seal_free_secret(empty, 0);
+    CHECK(seal_secret_ref(NULL) == NULL && seal_secret_len(NULL) == 0);
+    seal_free_secret(NULL, 0);
+
+    /* counted: a reference outlives the owner's free; the last one wipes */
+    static const char uniq[] = "a-unique-secret-4f1d9c0e";
+    char *own = seal_secret_dup(uniq, sizeof uniq - 1);
+    CHECK(page_of(own) == page_of(p)); /* p keeps this page mapped */
+    char *borrowed = seal_secret_ref(own);
+    CHECK(borrowed == own);
+    seal_free_secret(own, 0); /* the owner lets go (a table reload) */
+    CHECK(strcmp(borrowed, uniq) == 0 && seal_secret_len(borrowed) == 24);
+    seal_free_secret(borrowed, 0);
+    CHECK(memmem((const void *)page_of(p), (size_t)sysconf(_SC_PAGESIZE), uniq,
+                 sizeof uniq - 1) == NULL); /* wiped */
+    CHECK(strcmp(p, "hunter2") == 0);
+    seal_free_secret(p, 7);
+
+    /* large ones get a mapping of their own, also excluded */
+    for (size_t n = 1000; n <= SEAL_PLAINTEXT_MAX + 1000; n += 1003) {
+        char *src = xmalloc(n);
+        for (size_t i = 0; i < n; i++)
+            src[i] = (char)('a' + (i * 7 + n) % 26);
+        char *big = seal_secret_dup(src, n);
+        CHECK(memcmp(big, src, n) == 0 && big[n] == '\0' &&
+              seal_secret_len(big) == n);
+        CHECK(in_dontdump(big) == 1 && in_dontdump(big + n) == 1);
+        seal_free_secret(big, n);
+        free(src);
+    }
+
+    /* many at once, every size class, freed out of order */
+    enum { N = 3000 };
+    char **v = xcalloc(N, sizeof *v);
+    char buf[1200];
+    for (size_t i = 0; i < N; i++) {
+        size_t n = (i * 37) % 1100;
+        memset(buf, (int)('A' + i % 50), n);
+        snprintf(buf, sizeof buf, "%zu.", i);
+        if (n < strlen(buf))
+            n = strlen(buf);
+        v[i] = seal_secret_dup(buf, n);
+    }
+    int bad = 0;
+    unsigned x = 12345;
+    for (size_t k = 0; k < N; k++) {
+        x = x * 1103515245u + 12345u;
+        size_t i = (x >> 8) % N;
+        while (v[i] == NULL)
+            i = (i + 1) % N;
+        char want[24];
+        int wl = snprintf(want, sizeof want, "%zu.", i);
+        if (strncmp(v[i], want, (size_t)wl) != 0 || in_dontdump(v[i]) != 1)
+            bad++;
+        seal_free_secret(v[i], 0);
+        v[i] = NULL;
+    }
+    CHECK_MSG(bad == 0, "%d secrets were damaged or dumpable", bad);
+    free(v);
+
+    /* seal_open's plaintext is a secret too */
+    struct seal_key *k = seal_key_new(key_bytes(60));
+    char *tok = seal_seal(k, "opened-password", 15, "acme/x/smtp");
+    const struct seal_key *keys[1] = {k};
+    char *out = NULL;
+    size_t len = 0;
+    struct herr e;
+    CHECK(seal_open(keys, 1, tok, "acme/x/smtp", &out, &len, &e) == 0);
+    CHECK(out && len == 15 && seal_secret_len(out) == 15);
+    CHECK(in_dontdump(out) == 1);
+    char *ref = seal_secret_ref(out);
+    seal_free_secret(out, len);
+    CHECK(strcmp(ref, "opened-password") == 0);
+    seal_free_secret(ref, 0);
+    free(tok);
+    seal_key_free(k);
+
+    /* threads: references taken and dropped concurrently */
+    struct churn c[4];
+    pthread_t th[4];
+    char *shared = seal_secret_dup("shared-between-threads", 22);
+    for (int i = 0; i < 4; i++) {
+        c[i] = (struct churn){shared, i, 0};
+        CHECK(pthread_create(&th[i], NULL, churn_run, &c[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(c[i].bad == 0);
+    }
+    CHECK(strcmp(shared, "shared-between-threads") == 0);
+    seal_free_secret(shared, 0);
+
+    /* misuse is fatal, not silent */
+    CHECK(dies(free_heap_pointer));
+    CHECK(dies(free_twice));
+    CHECK(dies(ref_after_free));
+}
+
 static void
 rm_tree(void)
 {
@@ -746,6 +1004,7 @@ main(void)
     test_layout();
     test_refusals();
     test_rotation();
+    test_secret_memory();
     rm_tree();
     return T_DONE("test_seal");
 }
