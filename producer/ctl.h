@@ -61,11 +61,26 @@ int ctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int ctl_fail(const char *what, int rc, const struct herr *e);
 
 /*
- * A copy of `s` fit for one table cell: control characters become
- * spaces, and it is cut to `max` characters (UTF-8 code points) with
+ * Human output never carries a value as it came (from a job, Redis, the
+ * Message Center, DNS or a server): it goes through util_escape, so
+ * control characters, C1 controls, bidirectional controls and bytes that
+ * are not UTF-8 show as \x1b, \u009b, \u202e, \xff. ctl_cell for a table
+ * cell or a "label: value" line, ctl_print_text for a body, util_escaped
+ * for a value quoted inside a sentence (a printed line, a log message).
+ * --json output is left exact.
+ *
+ * ctl_cell: a copy of `s` fit for one table cell or one line, escaped, and
+ * cut to `max` characters (UTF-8 code points, an escape never split) with
  * "…" when longer (max 0: no cut). NULL or "" gives "-". New string.
  */
 char *ctl_cell(const char *s, size_t max);
+
+/*
+ * Prints a multi-line text (a message body, a template part) on f,
+ * escaped like ctl_cell except that its line breaks (LF, CR LF) stay line
+ * breaks, and ending with a newline. NULL prints nothing.
+ */
+void ctl_print_text(FILE *f, const char *s);
 
 /* RFC 3339 without milliseconds ("2026-11-26T14:58:07Z"); "-" for 0. */
 void ctl_time(int64_t ms, char out[32]);

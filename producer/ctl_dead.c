@@ -122,15 +122,18 @@ static void
 on_replay(void *arg, const struct herald_replay *r)
 {
     struct replay_tally *t = arg;
-    const char *id = r->job_id      ? r->job_id
-                     : r->requested ? r->requested
-                                    : "(no id)";
+    /* The id and the error come from the stored entry: escaped. */
+    char *id = util_escaped(r->job_id      ? r->job_id
+                            : r->requested ? r->requested
+                                           : "(no id)");
     if (r->rc == 0) {
         printf("replayed %s to %s\n", id, job_priority_name(r->lane));
+        free(id);
         return;
     }
-    char why[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
-    herr_format(&r->err, why, sizeof why);
+    char buf[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
+    herr_format(&r->err, buf, sizeof buf);
+    char *why = util_escaped(buf), *field = util_escaped(r->err.field);
     char *msg;
     if (r->rc == HERR_INVALID || r->rc == HERR_TOOBIG) {
         t->invalid++;
@@ -143,8 +146,11 @@ on_replay(void *arg, const struct herald_replay *r)
     } else {
         msg = xasprintf("not replayed: %s: %s", id, why);
     }
-    log_msg(LOG_WARN, msg, "id", id, "field", r->err.field, NULL);
+    log_msg(LOG_WARN, msg, "id", id, "field", field, NULL);
     free(msg);
+    free(why);
+    free(field);
+    free(id);
 }
 
 int

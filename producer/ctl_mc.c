@@ -159,9 +159,7 @@ show_human(const struct mc_record *r)
         printf("%-14s %zu bytes\n", "html:", strlen(r->html));
     if (r->text) {
         printf("text (%zu bytes):\n", strlen(r->text));
-        fputs(r->text, stdout);
-        if (*r->text && r->text[strlen(r->text) - 1] != '\n')
-            fputc('\n', stdout);
+        ctl_print_text(stdout, r->text);
     }
 }
 

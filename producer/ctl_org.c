@@ -99,8 +99,10 @@ ctl_org_set(struct ctl *c, int argc, char **argv)
     rc = herald_org_set(h, org, &p, &o, &e);
     if (rc)
         return fail("org set", rc, &e);
-    char *cell = ctl_cell(o->name, 60), *lim = limit_text(o->relay_daily_limit);
-    printf("org %s set: name %s, relay daily limit %s\n", o->org, cell, lim);
+    char *id = ctl_cell(o->org, 0), *cell = ctl_cell(o->name, 60);
+    char *lim = limit_text(o->relay_daily_limit);
+    printf("org %s set: name %s, relay daily limit %s\n", id, cell, lim);
+    free(id);
     free(cell);
     free(lim);
     org_free(o);
@@ -132,13 +134,14 @@ ctl_org_show(struct ctl *c, int argc, char **argv)
     } else {
         char at[32];
         ctl_time(o->updated_at, at);
-        char *cell = ctl_cell(o->name, 0);
+        char *id = ctl_cell(o->org, 0), *cell = ctl_cell(o->name, 0);
         char *lim = limit_text(o->relay_daily_limit);
         printf("org                %s\n"
                "name               %s\n"
                "relay daily limit  %s\n"
                "updated at         %s\n",
-               o->org, cell, lim, at);
+               id, cell, lim, at);
+        free(id);
         free(cell);
         free(lim);
     }
@@ -174,12 +177,15 @@ ctl_org_list(struct ctl *c, int argc, char **argv)
             shown++;
             continue;
         }
-        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
-        herr_format(&rows[i].err, why, sizeof why);
-        char *cell = ctl_cell(rows[i].field, 0);
+        char buf[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
+        herr_format(&rows[i].err, buf, sizeof buf);
+        char *cell = ctl_cell(rows[i].field, 0), *why = util_escaped(buf);
+        char *field = util_escaped(rows[i].err.field);
         char *msg = xasprintf("org %s is stored but invalid: %s", cell, why);
-        log_msg(LOG_WARN, msg, "org", cell, "field", rows[i].err.field, NULL);
+        log_msg(LOG_WARN, msg, "org", cell, "field", field, NULL);
         free(msg);
+        free(field);
+        free(why);
         free(cell);
     }
     if (json) {

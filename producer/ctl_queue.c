@@ -25,18 +25,16 @@ time_or_null(int64_t ms)
     return json_string(t);
 }
 
-/* Text from Redis may not be UTF-8: jansson refuses that. */
+/* Text from Redis may not be UTF-8: jansson refuses that, so such a
+ * value is given escaped (always UTF-8; its bad bytes as \xHH). */
 static json_t *
 text(const char *s)
 {
     json_t *j = json_string(s);
     if (j == NULL) {
-        char *cell = ctl_cell(s, 0);
-        for (char *p = cell; *p; p++)
-            if ((unsigned char)*p >= 0x80)
-                *p = '?';
-        j = json_string(cell);
-        free(cell);
+        char *esc = util_escaped(s);
+        j = json_string(esc);
+        free(esc);
     }
     return j;
 }
@@ -226,12 +224,15 @@ warn_senders(const struct herald_stats *st)
         const struct herald_sender_stat *x = &st->senders[i];
         if (x->zone_error == NULL)
             continue;
-        char *cell = ctl_cell(x->sender, 0);
+        char *cell = ctl_cell(x->sender, 0), *zone = util_escaped(x->time_zone);
+        char *why = util_escaped(x->zone_error);
         char *msg = xasprintf("%s: time zone %s did not load (%s); its day "
                               "is shown as the UTC day",
-                              cell, x->time_zone, x->zone_error);
+                              cell, zone, why);
         log_msg(LOG_WARN, msg, "sender", cell, NULL);
         free(msg);
+        free(why);
+        free(zone);
         free(cell);
     }
     if (st->unreadable) {

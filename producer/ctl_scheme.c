@@ -401,13 +401,15 @@ ctl_scheme_list(struct ctl *c, int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         if (rows[i].scheme)
             continue;
-        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
-        herr_format(&rows[i].err, why, sizeof why);
-        char *cell = ctl_cell(rows[i].field, 0);
+        char buf[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
+        herr_format(&rows[i].err, buf, sizeof buf);
+        char *cell = ctl_cell(rows[i].field, 0), *why = util_escaped(buf);
+        char *field = util_escaped(rows[i].err.field);
         char *msg = xasprintf("scheme %s is stored but invalid: %s", cell, why);
-        log_msg(LOG_WARN, msg, "scheme", cell, "field", rows[i].err.field,
-                NULL);
+        log_msg(LOG_WARN, msg, "scheme", cell, "field", field, NULL);
         free(msg);
+        free(field);
+        free(why);
         free(cell);
     }
     if (json) {
@@ -450,7 +452,7 @@ ctl_scheme_list(struct ctl *c, int argc, char **argv)
                              ctl_cell(s->username, 40),
                              limit_cell(s->daily_limit),
                              limit_cell(s->minute_limit),
-                             xstrdup(s->time_zone ? s->time_zone : "UTC"),
+                             ctl_cell(s->time_zone ? s->time_zone : "UTC", 0),
                              xstrdup(scheme_on_auth_name(s->on_auth_failure)),
                              xstrdup(scheme_state_name(s->state)),
                              xstrdup(s->state == SCHEME_STATE_OK ? "-" : at),
@@ -506,12 +508,13 @@ rotate_report(void *arg, const struct herald_rotate *r)
     (void)arg;
     if (r->rc == 0)
         return;
-    char why[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
-    herr_format(&r->err, why, sizeof why);
-    char *cell = ctl_cell(r->field, 0);
+    char buf[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
+    herr_format(&r->err, buf, sizeof buf);
+    char *cell = ctl_cell(r->field, 0), *why = util_escaped(buf);
     char *msg = xasprintf("scheme %s: not re-sealed: %s", cell, why);
     log_msg(LOG_ERROR, msg, "scheme", cell, "error", herr_str(r->rc), NULL);
     free(msg);
+    free(why);
     free(cell);
 }
 

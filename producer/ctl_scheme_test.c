@@ -102,14 +102,13 @@ struct probe {
 
 /* ---- replies ---- */
 
+/* Kept as the server sent it (cut to fit); escaped when printed. */
 static void
 text_set(char *dst, size_t cap, const char *s, size_t n)
 {
     size_t k = 0;
-    for (size_t i = 0; i < n && k + 1 < cap; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        dst[k++] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
-    }
+    for (size_t i = 0; i < n && k + 1 < cap && s[i] != '\0'; i++)
+        dst[k++] = s[i];
     dst[k] = '\0';
 }
 
@@ -698,8 +697,10 @@ print_steps(const struct test *t, const int *shown, FILE *f)
         if (shown[k])
             continue;
         const struct step_rec *r = &t->st[k];
+        char *reply = ctl_cell(r->reply, 0); /* what the server said */
         fprintf(f, "%-*s %-6s %s\n", STEP_WIDTH, step_names[k],
-                r->failed ? "FAILED" : "ok", r->reply[0] ? r->reply : "-");
+                r->failed ? "FAILED" : "ok", reply);
+        free(reply);
     }
 }
 
@@ -777,15 +778,21 @@ ctl_scheme_test(struct ctl *c, int argc, char **argv)
         return ctl_fail("scheme test", HERR_INVALID, &f);
     }
 
-    printf("scheme test %s\n", field);
-    printf("  smtp %s:%d, tls %s", sc->smtp_host, sc->smtp_port,
+    char *fieldc = ctl_cell(field, 0), *smtp = ctl_cell(sc->smtp_host, 0);
+    char *imap = ctl_cell(sc->imap_host, 0), *user = ctl_cell(sc->username, 0);
+    printf("scheme test %s\n", fieldc);
+    printf("  smtp %s:%d, tls %s", smtp, sc->smtp_port,
            scheme_tls_name(sc->tls));
     if (sc->imap_host)
-        printf("; imap %s:%d", sc->imap_host, sc->imap_port);
-    printf("; user %s", sc->username);
+        printf("; imap %s:%d", imap, sc->imap_port);
+    printf("; user %s", user);
     if (send_to)
         printf("; test message to %s", send_to);
     printf("\n");
+    free(fieldc);
+    free(smtp);
+    free(imap);
+    free(user);
     if (sc->state == SCHEME_STATE_AUTH_FAILED) {
         char at[32];
         ctl_time(sc->state_at, at);
@@ -815,8 +822,10 @@ ctl_scheme_test(struct ctl *c, int argc, char **argv)
     if (t.failed_step >= 0) {
         const char *name = step_names[t.failed_step];
         printf("FAILED at step '%s'\n", name);
+        char *reply = util_escaped(t.st[t.failed_step].reply);
         char *msg = xasprintf("scheme test %s failed at step '%s': %s", field,
-                              name, t.st[t.failed_step].reply);
+                              name, reply);
+        free(reply);
         log_msg(LOG_ERROR, msg, "scheme", field, "step", name, NULL);
         free(msg);
         scheme_free(sc);

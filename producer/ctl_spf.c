@@ -188,13 +188,18 @@ print_json(const char *domain, const char *target, const struct spf_result *r,
     json_decref(o);
 }
 
+/* Records, names, reasons and explanations come from DNS: every one is
+ * printed escaped (util_escaped). */
 static void
 print_text(const char *domain, const char *target, const struct spf_result *r,
            int authorised, const char *advice, size_t nips, char texts[][64],
            const struct spf_result *per_ip)
 {
+    char *v;
     printf("Domain:      %s\n", domain);
-    printf("Record:      %s\n", r->record ? r->record : "(none)");
+    v = util_escaped(r->record ? r->record : "(none)");
+    printf("Record:      %s\n", v);
+    free(v);
     if (nips) {
         printf("Checked:     check_host() for each sender address "
                "(HERALD_SENDER_IPS / --ip)\n");
@@ -207,25 +212,38 @@ print_text(const char *domain, const char *target, const struct spf_result *r,
         printf("Chain:\n");
         for (size_t i = 0; i < r->nchain; i++) {
             const struct spf_step *st = &r->chain[i];
+            char *d = util_escaped(st->domain);
+            v = util_escaped(st->record ? st->record : "(no record)");
             printf("  %*s%s%s%s: %s  => %s\n", st->depth * 2, "",
                    st->via == SPF_VIA_CHECK ? "" : via_str(st->via),
-                   st->via == SPF_VIA_CHECK ? "" : " ", st->domain,
-                   st->record ? st->record : "(no record)",
+                   st->via == SPF_VIA_CHECK ? "" : " ", d, v,
                    spf_res_str(st->result));
+            free(d);
+            free(v);
         }
     }
-    for (size_t i = 0; i < nips; i++)
+    for (size_t i = 0; i < nips; i++) {
+        v = util_escaped(per_ip[i].mechanism);
         printf("Address:     %s: %s%s%s%s\n", texts[i],
                spf_res_str(per_ip[i].result), per_ip[i].mechanism ? " (" : "",
-               per_ip[i].mechanism ? per_ip[i].mechanism : "",
-               per_ip[i].mechanism ? ")" : "");
+               v, per_ip[i].mechanism ? ")" : "");
+        free(v);
+    }
     printf("Result:      %s\n", spf_res_str(r->result));
     printf("Authorised:  %s\n", authorised ? "yes" : "no");
-    printf("Why:         %s\n", r->reason);
-    if (r->explanation)
-        printf("Explanation: %s\n", r->explanation);
-    if (!authorised)
-        printf("Advice:      %s\n", advice);
+    v = util_escaped(r->reason);
+    printf("Why:         %s\n", v);
+    free(v);
+    if (r->explanation) {
+        v = util_escaped(r->explanation);
+        printf("Explanation: %s\n", v);
+        free(v);
+    }
+    if (!authorised) {
+        v = util_escaped(advice);
+        printf("Advice:      %s\n", v);
+        free(v);
+    }
 }
 
 /* Takes every "--ip X" / "--ip=X" out of argv (before "--"), keeping the

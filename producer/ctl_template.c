@@ -194,15 +194,22 @@ ctl_template_set(struct ctl *c, int argc, char **argv)
 
 /* ---- template show ---- */
 
+/* The stored or rendered texts are shown escaped (ctl.h). */
+static void
+show_subject(const char *s)
+{
+    char *v = util_escaped(s);
+    printf("subject: %s\n", v);
+    free(v);
+}
+
 static void
 show_body(const char *label, const char *s)
 {
     if (s == NULL)
         return;
     printf("%s (%zu bytes):\n", label, strlen(s));
-    fputs(s, stdout);
-    if (*s && s[strlen(s) - 1] != '\n')
-        fputc('\n', stdout);
+    ctl_print_text(stdout, s);
 }
 
 /* Loads and parses a stored template; 0 or the exit code. */
@@ -220,12 +227,15 @@ load(struct herald *h, const char *cmd, const char *name, char **json,
     rc = tmpl_parse(*json, strlen(*json), t, &e);
     if (rc) {
         /* Not the caller's input: the stored value is broken. */
-        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
-        herr_format(&e, why, sizeof why);
+        char buf[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
+        herr_format(&e, buf, sizeof buf);
+        char *why = util_escaped(buf), *field = util_escaped(e.field);
         char *msg =
             xasprintf("template %s is stored but invalid: %s", name, why);
-        log_msg(LOG_ERROR, msg, "template", name, "field", e.field, NULL);
+        log_msg(LOG_ERROR, msg, "template", name, "field", field, NULL);
         free(msg);
+        free(field);
+        free(why);
         return CTL_FAIL;
     }
     return CTL_OK;
@@ -266,7 +276,7 @@ ctl_template_show(struct ctl *c, int argc, char **argv)
         return code;
     }
     printf("template: %s\n", name);
-    printf("subject: %s\n", t->subject);
+    show_subject(t->subject);
     show_body("text", t->text);
     show_body("html", t->html);
     tmpl_free(t);
@@ -408,7 +418,7 @@ ctl_template_render(struct ctl *c, int argc, char **argv)
         puts(s);
         free(s);
     } else {
-        printf("subject: %s\n", subject);
+        show_subject(subject);
         show_body("text", text);
         show_body("html", html);
     }

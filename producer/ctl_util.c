@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,11 +26,14 @@ int
 ctl_usage_error(const char *fmt, ...)
 {
     va_list ap;
-    fputs("heraldctl: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    char *msg = xvasprintf(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    /* The message may quote an argument or a stored value. */
+    char *line = util_escaped(msg);
+    fprintf(stderr, "heraldctl: %s\n", line);
+    free(line);
+    free(msg);
     return CTL_USAGE;
 }
 
@@ -43,10 +47,14 @@ ctl_fail(const char *what, int rc, const struct herr *e)
         snprintf(msg, sizeof msg, "%s", herr_str(rc));
     if (rc == HERR_INVALID || rc == HERR_TOOBIG)
         return ctl_usage_error("%s", msg);
-    char *line = xasprintf("%s: %s", what, msg);
-    log_msg(LOG_ERROR, line, "field", e ? e->field : "", "error", herr_str(rc),
-            NULL);
+    /* Library errors may quote what Redis or the store holds. */
+    char *cell = util_escaped(msg);
+    char *field = util_escaped(e ? e->field : NULL);
+    char *line = xasprintf("%s: %s", what, cell);
+    log_msg(LOG_ERROR, line, "field", field, "error", herr_str(rc), NULL);
     free(line);
+    free(field);
+    free(cell);
     return CTL_FAIL;
 }
 
@@ -112,34 +120,29 @@ ctl_cell(const char *s, size_t max)
         return xstrdup("-");
     struct buf b;
     buf_init(&b, 0);
-    size_t cps = 0;
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        size_t len = 1;
-        if (*p >= 0xc0) {
-            while ((p[len] & 0xc0) == 0x80 && len < 4)
-                len++;
-        }
-        if (max && cps == max) {
-            /* Cut: drop the last kept character for the ellipsis. */
-            size_t back = b.len;
-            while (back > 0 && (b.p[back - 1] & 0xc0) == 0x80)
-                back--;
-            if (back > 0)
-                back--;
-            b.len = back;
-            b.p[b.len] = '\0';
-            buf_puts(&b, "\xe2\x80\xa6"); /* … */
-            break;
-        }
-        if (*p < 0x20 || *p == 0x7f)
-            buf_puts(&b, " ");
-        else
-            buf_append(&b, p, len);
-        p += len;
-        cps++;
+    size_t len = strlen(s);
+    if (util_escape(&b, s, len, 0, max ? max : SIZE_MAX, NULL) < len) {
+        /* Too long: again one character shorter, for the ellipsis. */
+        buf_reset(&b);
+        util_escape(&b, s, len, 0, max - 1, NULL);
+        buf_puts(&b, "\xe2\x80\xa6"); /* … */
     }
     return buf_take(&b, NULL);
+}
+
+void
+ctl_print_text(FILE *f, const char *s)
+{
+    if (s == NULL)
+        return;
+    struct buf b;
+    buf_init(&b, 0);
+    util_escape(&b, s, strlen(s), UTIL_ESC_LINES, SIZE_MAX, NULL);
+    if (b.len && b.p[b.len - 1] != '\n')
+        buf_puts(&b, "\n");
+    if (b.len)
+        fwrite(b.p, 1, b.len, f);
+    buf_free(&b);
 }
 
 void

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -65,11 +66,13 @@ static int
 usage_error(const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "%s: ", prog);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    char *msg = xvasprintf(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    char *line = util_escaped(msg);
+    fprintf(stderr, "%s: %s\n", prog, line);
+    free(line);
+    free(msg);
     return EX_USAGE;
 }
 
@@ -175,15 +178,20 @@ static void
 log_herr(enum log_level lvl, const char *prefix, const struct herr *e,
          const char *line)
 {
-    char what[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
-    herr_format(e, what, sizeof what);
+    char buf[HERR_FIELD_MAX + HERR_MSG_MAX + 8];
+    herr_format(e, buf, sizeof buf);
+    /* A rejected job's field path can hold any character of its keys. */
+    char *what = util_escaped(buf), *field = util_escaped(e->field);
+    char *why = util_escaped(e->msg);
     char *msg = xasprintf("%s%s", prefix, what);
     if (line)
-        log_msg(lvl, msg, "line", line, "field", e->field, "error", e->msg,
-                NULL);
+        log_msg(lvl, msg, "line", line, "field", field, "error", why, NULL);
     else
-        log_msg(lvl, msg, "field", e->field, "error", e->msg, NULL);
+        log_msg(lvl, msg, "field", field, "error", why, NULL);
     free(msg);
+    free(why);
+    free(field);
+    free(what);
 }
 
 /* ---- one job ---- */
