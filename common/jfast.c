@@ -12,6 +12,7 @@ struct jp {
     const char *p, *start, *end;
     json_error_t *err;
     int failed;
+    size_t values;  /* parsed so far, against JFAST_VALUES_MAX */
     struct buf tmp; /* unescaped strings */
 };
 
@@ -391,6 +392,10 @@ value(struct jp *j, int depth)
 {
     if (depth > JFAST_DEPTH_MAX) {
         fail(j, j->p, "maximum parsing depth reached");
+        return NULL;
+    }
+    if (++j->values > JFAST_VALUES_MAX) {
+        fail(j, j->p, "too many values (more than " JFAST_VALUES_MAX_TEXT ")");
         return NULL;
     }
     ws(j);

@@ -11,10 +11,12 @@
  * module does not check it again. It accepts any JSON value at the top
  * level (like JSON_DECODE_ANY) and refuses: trailing data, duplicate
  * object keys, "\u0000", lone or misordered surrogate escapes, raw control
- * characters in strings, integers outside int64, reals that overflow, and
- * nesting deeper than JFAST_DEPTH_MAX. On failure it returns NULL and
- * fills `err` (may be NULL) like jansson does: text, line, column (both
- * from 1) and position (byte offset). No I/O.
+ * characters in strings, integers outside int64, reals that overflow,
+ * nesting deeper than JFAST_DEPTH_MAX, and more than JFAST_VALUES_MAX
+ * values in all (jansson spends ~250 bytes on an empty object: ten MiB of
+ * "{}," would take the better part of a gigabyte and seconds of a loop). On
+ * failure it returns NULL and fills `err` (may be NULL) like jansson does:
+ * text, line, column (both from 1) and position (byte offset). No I/O.
  */
 #ifndef HERALD_JFAST_H
 #define HERALD_JFAST_H
@@ -23,6 +25,8 @@
 #include <stddef.h>
 
 #define JFAST_DEPTH_MAX 512
+#define JFAST_VALUES_MAX 100000
+#define JFAST_VALUES_MAX_TEXT "100000"
 
 /* Returns a new reference, or NULL with `err` filled. */
 json_t *jfast_loadb(const char *buf, size_t len, json_error_t *err);

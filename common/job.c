@@ -693,6 +693,22 @@ check_filename(const char *field, const char *s, size_t n, struct herr *e)
         return fail(e, field, "must not contain '/' or '\\'");
     if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
         return fail(e, field, "must not be \".\" or \"..\"");
+    /* A bidirectional control makes the name read as something else:
+     * "invoice_" U+202E "fdp.exe" shows as "invoice_exe.pdf". */
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t k = utf8_decode(p + i, n - i, &cp);
+        if (k == 0)
+            return fail(e, field, "is not valid UTF-8");
+        if (utf8_is_bidi(cp))
+            return fail(e, field,
+                        "contains a bidirectional control character "
+                        "(U+%04X), which can disguise the file's real "
+                        "name and type",
+                        (unsigned)cp);
+        i += k;
+    }
     return 0;
 }
 
@@ -1018,18 +1034,72 @@ clean_text(char *out, size_t outlen, const char *in)
     out[o] = '\0';
 }
 
+/* The id and org of a job that did not validate, when they can be read
+ * (strings of their own valid forms) from its parsed top level. */
+static void
+read_ident(json_t *root, struct job_ident *who)
+{
+    const char *id = json_string_value(json_object_get(root, "id"));
+    const char *org = json_string_value(json_object_get(root, "org"));
+    if (id && job_valid_id(id))
+        snprintf(who->id, sizeof who->id, "%s", id);
+    if (org && job_valid_org(org))
+        snprintf(who->org, sizeof who->org, "%s", org);
+}
+
+/* A job that cannot be parsed (not UTF-8, not JSON, too many values)
+ * still names itself when it begins with its id: {"id":"…", as
+ * herald-enqueue writes it. Nothing else is read. */
+static void
+prefix_ident(const char *raw, size_t len, struct job_ident *who)
+{
+    const char *p = raw, *end = raw + len;
+    const char *steps[] = {"{", "\"id\"", ":", "\""};
+    for (size_t i = 0; i < 4; i++) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+            p++;
+        size_t n = strlen(steps[i]);
+        if ((size_t)(end - p) < n || memcmp(p, steps[i], n) != 0)
+            return;
+        p += n;
+    }
+    const char *q =
+        memchr(p, '"',
+               (size_t)(end - p) < JOB_ID_MAX + 1 ? (size_t)(end - p)
+                                                  : JOB_ID_MAX + 1);
+    if (q == NULL || q == p)
+        return;
+    char id[JOB_ID_MAX + 1];
+    memcpy(id, p, (size_t)(q - p));
+    id[q - p] = '\0';
+    if (job_valid_id(id))
+        memcpy(who->id, id, (size_t)(q - p) + 1);
+}
+
 int
 job_parse(const char *raw, size_t len, struct job **out, struct herr *e)
 {
+    return job_parse_ident(raw, len, out, e, NULL);
+}
+
+int
+job_parse_ident(const char *raw, size_t len, struct job **out, struct herr *e,
+                struct job_ident *who)
+{
     *out = NULL;
+    if (who)
+        who->id[0] = who->org[0] = '\0';
     if (len > JOB_MAX_BYTES)
         return herr_set(e, HERR_TOOBIG, "", "job is %zu bytes, at most %u", len,
                         JOB_MAX_BYTES);
     if (raw == NULL && len > 0)
         return fail(e, "", "no job bytes");
     size_t bad = utf8_check((const unsigned char *)raw, len);
-    if (bad < len)
+    if (bad < len) {
+        if (who)
+            prefix_ident(raw, len, who);
         return fail(e, "", "not valid UTF-8 at byte %zu", bad);
+    }
     if (len == 0)
         return fail(e, "", "not JSON: empty input");
 
@@ -1040,6 +1110,8 @@ job_parse(const char *raw, size_t len, struct job **out, struct herr *e)
     if (root == NULL) {
         char text[sizeof jerr.text];
         clean_text(text, sizeof text, jerr.text);
+        if (who)
+            prefix_ident(raw, len, who);
         return fail(e, "", "not JSON: %s (line %d, column %d)", text, jerr.line,
                     jerr.column);
     }
@@ -1051,6 +1123,8 @@ job_parse(const char *raw, size_t len, struct job **out, struct herr *e)
     }
     struct job *j = xcalloc(1, sizeof *j);
     int rc = parse_fields(root, j, e);
+    if (rc && who)
+        read_ident(root, who);
     json_decref(root);
     if (rc == 0 && len > JOB_MAX_BYTES / 8) {
         /*
@@ -1060,8 +1134,8 @@ job_parse(const char *raw, size_t len, struct job **out, struct herr *e)
          * large jobs need the check.
          */
         json_t *c = build_json(j, "h-00000000000000000000000000000000");
-        size_t clen;
-        free(dump_compact(c, &clen));
+        /* the size alone: json_dumpb without a buffer writes nothing */
+        size_t clen = json_dumpb(c, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
         json_decref(c);
         if (clen > JOB_MAX_BYTES)
             rc = herr_set(e, HERR_TOOBIG, "",
@@ -1164,15 +1238,16 @@ job_assign_id(struct job *j)
 static void
 set_str(json_t *o, const char *key, const char *s)
 {
+    /* a parsed job's strings are valid UTF-8 (job.h): no second check */
     if (s != NULL)
-        json_object_set_new(o, key, json_string(s));
+        json_object_set_new(o, key, json_string_nocheck(s));
 }
 
 static json_t *
 addr_json(const struct job_addr *a)
 {
     if (a->name == NULL)
-        return json_string(a->email);
+        return json_string_nocheck(a->email);
     json_t *o = json_object();
     set_str(o, "email", a->email);
     set_str(o, "name", a->name);

@@ -110,6 +110,19 @@ struct job {
  */
 int job_parse(const char *raw, size_t len, struct job **out, struct herr *e);
 
+/*
+ * job_parse, and when it fails, the job's id and org in *who (each "" when
+ * none can be read: not a string of its valid form; for a job that is not
+ * JSON at all, only an id it begins with, {"id":"…"), so a refusal names
+ * the job without parsing it again. `who` may be NULL.
+ */
+struct job_ident {
+    char id[JOB_ID_MAX + 1];
+    char org[JOB_ORG_MAX + 1];
+};
+int job_parse_ident(const char *raw, size_t len, struct job **out,
+                    struct herr *e, struct job_ident *who);
+
 void job_free(struct job *j);
 
 /* Assigns a fresh random id ("h-" + 32 hex) when the job has none. */

@@ -3,7 +3,8 @@
  * JSON_REJECT_DUPLICATES | JSON_DECODE_ANY): the same verdict, and equal
  * trees on accept. Inputs that are not UTF-8 are skipped (jfast's callers
  * check that first). The one documented difference: jfast refuses nesting
- * deeper than JFAST_DEPTH_MAX, where jansson's own limit is higher.
+ * deeper than JFAST_DEPTH_MAX, where jansson's own limit is higher, and
+ * more than JFAST_VALUES_MAX values, where jansson has no limit.
  * A raw NUL byte is never JSON (not whitespace, not allowed in a string),
  * so jfast must refuse any input holding one; jansson is not asked, as it
  * skips a NUL after a number ("[12\0]" loads as [12], akheron/jansson
@@ -15,6 +16,21 @@
 
 #include <jansson.h>
 #include <string.h>
+
+/* Values in a tree, itself included. */
+static size_t
+count(json_t *v)
+{
+    size_t n = 1;
+    size_t i;
+    const char *key;
+    json_t *x;
+    if (json_is_array(v))
+        json_array_foreach(v, i, x) n += count(x);
+    else if (json_is_object(v))
+        json_object_foreach(v, key, x) n += count(x);
+    return n;
+}
 
 /* Nesting depth of a value: 0 for a scalar, 1 for [] or {}. */
 static size_t
@@ -64,6 +80,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (a != NULL && b == NULL && strstr(e2.text, "depth") != NULL) {
         FUZZ_ASSERT(depth(a) > JFAST_DEPTH_MAX,
                     "jfast: %s, but the depth is %zu", e2.text, depth(a));
+    } else if (a != NULL && b == NULL &&
+               strstr(e2.text, "too many values") != NULL) {
+        FUZZ_ASSERT(count(a) > JFAST_VALUES_MAX, "jfast: %s, but there are %zu",
+                    e2.text, count(a));
     } else {
         FUZZ_ASSERT((a == NULL) == (b == NULL),
                     "jansson %s (%s), jfast %s (%s)", a ? "accepts" : "refuses",

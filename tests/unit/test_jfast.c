@@ -191,6 +191,27 @@ cases(void)
     CHECK(jfast_loadb(deep, n, &e) == NULL);
     CHECK(strstr(e.text, "depth") != NULL);
     free(deep);
+    /* at most JFAST_VALUES_MAX values: exactly that many load, one more
+     * does not ("[{},{},…]": the array is one of them) */
+    for (int extra = 0; extra <= 1; extra++) {
+        size_t k = JFAST_VALUES_MAX - 1 + (size_t)extra;
+        char *many = malloc(3 * k + 2);
+        size_t o = 0;
+        many[o++] = '[';
+        for (size_t i = 0; i < k; i++) {
+            memcpy(many + o, "{},", 3);
+            o += 3;
+        }
+        many[o - 1] = ']';
+        json_t *got = jfast_loadb(many, o, &e);
+        if (extra) {
+            CHECK(got == NULL && strstr(e.text, "too many values") != NULL);
+        } else {
+            CHECK(got != NULL && json_array_size(got) == k);
+            json_decref(got);
+        }
+        free(many);
+    }
     /* error positions: line and column from 1 */
     CHECK(jfast_loadb("{\n  \"a\": x}", 11, &e) == NULL);
     CHECK(e.line == 2 && e.column == 8);

@@ -300,18 +300,119 @@ test_size_cap(void)
     free(s);
     json_decref(b);
 
-    /* reals grow when re-encoded: 2 MiB of "0.1" is over 10 MiB again */
+    /* reals grow when re-encoded: 90,000 of "0.1" (within the parser's
+     * JFAST_VALUES_MAX) beside 9 MiB of text are over 10 MiB again */
     b = base();
     json_t *arr = json_array();
-    for (int i = 0; i < 600000; i++)
+    for (int i = 0; i < 90000; i++)
         json_array_append_new(arr, json_real(0.1));
     with(b, "meta", json_pack("{s:o}", "r", arr));
+    with(b, "text", str_rep('x', 9 * 1024 * 1024));
     s = json_dumps(b, JSON_COMPACT | JSON_REAL_PRECISION(1));
-    CHECK(strlen(s) < JOB_MAX_BYTES / 4);
+    CHECK(strlen(s) < JOB_MAX_BYTES);
     check_bad_raw(__LINE__, s, strlen(s), HERR_TOOBIG, "", "in canonical form");
     free(s);
     json_decref(b);
 }
+
+/* util_escape (common/util.h): what heraldctl and herald-enqueue print for
+ * people. Tested here beside the job rules it shares utf8_decode and
+ * utf8_is_bidi with. */
+static char *
+esc(const char *s, size_t len, unsigned flags, size_t max, size_t *used,
+    size_t *chars)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    size_t u = util_escape(&b, s, len, flags, max, chars);
+    if (used)
+        *used = u;
+    return buf_take(&b, NULL);
+}
+
+#define ESC(in, flags, want)                                                   \
+    do {                                                                       \
+        size_t u_, c_;                                                         \
+        char *g_ = esc((in), sizeof(in) - 1, (flags), SIZE_MAX, &u_, &c_);     \
+        CHECK_STR(g_, (want));                                                 \
+        CHECK_MSG(u_ == sizeof(in) - 1, "consumed %zu of %zu", u_,             \
+                  sizeof(in) - 1);                                             \
+        free(g_);                                                              \
+    } while (0)
+
+static void
+test_escape(void)
+{
+    /* printable text, non-ASCII included, and backslashes stay */
+    ESC("Hello, r\xc3\xa9sum\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x93\x84 C:\\t", 0,
+        "Hello, r\xc3\xa9sum\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x93\x84 C:\\t");
+    /* C0 and DEL */
+    ESC("\x1b]0;pwned\x07|\x1b[2J|\x7f|\x01", 0,
+        "\\x1b]0;pwned\\x07|\\x1b[2J|\\x7f|\\x01");
+    ESC("a\0b", 0, "a\\x00b");
+    ESC("a\tb\nc\rd\r\ne", 0, "a\\tb\\nc\\rd\\r\\ne");
+    /* bodies keep LF and CR LF as line breaks; a CR alone is shown */
+    ESC("a\tb\nc\rd\r\ne\r", UTIL_ESC_LINES, "a\\tb\nc\\rd\ne\\r");
+    /* C1 controls (UTF-8 encoded), the bidi controls, U+2028/9 */
+    ESC("\xc2\x80\xc2\x9b\xc2\x9f\xc2\xa0", 0, "\\u0080\\u009b\\u009f\xc2\xa0");
+    ESC("\xd8\x9c\xe2\x80\x8e\xe2\x80\x8f\xe2\x80\xaa\xe2\x80\xae\xe2\x81\xa6"
+        "\xe2\x81\xa9\xe2\x80\xa8\xe2\x80\xa9",
+        0, "\\u061c\\u200e\\u200f\\u202a\\u202e\\u2066\\u2069\\u2028\\u2029");
+    /* neighbours of the bidi controls stay */
+    ESC("\xe2\x80\x8d\xe2\x80\xaf\xe2\x81\xa5\xe2\x81\xaa\xd8\x9b", 0,
+        "\xe2\x80\x8d\xe2\x80\xaf\xe2\x81\xa5\xe2\x81\xaa\xd8\x9b");
+    /* bytes that are not UTF-8, one escape each: a raw C1 byte, a stray
+     * continuation, an overlong, a surrogate, past U+10FFFF, cut short */
+    ESC("\x9b[2J", 0, "\\x9b[2J");
+    ESC("\xff\xfe", 0, "\\xff\\xfe");
+    ESC("\xc0\xaf", 0, "\\xc0\\xaf");
+    ESC("\xed\xa0\x80", 0, "\\xed\\xa0\\x80");
+    ESC("\xf4\x90\x80\x80", 0, "\\xf4\\x90\\x80\\x80");
+    ESC("ab\xe2\x80", 0, "ab\\xe2\\x80");
+    /* the output is always valid UTF-8 */
+    char *g = esc("\xe2\x80\xae\xff\xc2", 5, 0, SIZE_MAX, NULL, NULL);
+    CHECK(utf8_check((const unsigned char *)g, strlen(g)) == strlen(g));
+    free(g);
+
+    /* a limit in characters never cuts an escape */
+    size_t used, chars;
+    g = esc("abc\x1b[2J", 8, 0, 5, &used, &chars);
+    CHECK_STR(g, "abc");
+    CHECK(used == 3 && chars == 3);
+    free(g);
+    g = esc("abc\x1b[2J", 8, 0, 7, &used, &chars);
+    CHECK_STR(g, "abc\\x1b");
+    CHECK(used == 4 && chars == 7);
+    free(g);
+    g = esc("r\xc3\xa9sum\xc3\xa9", 8, 0, 3, &used, &chars);
+    CHECK_STR(g, "r\xc3\xa9s");
+    CHECK(used == 4 && chars == 3);
+    free(g);
+    g = esc("abc", 3, 0, 0, &used, &chars);
+    CHECK_STR(g, "");
+    CHECK(used == 0 && chars == 0);
+    free(g);
+    g = util_escaped("x\x1by");
+    CHECK_STR(g, "x\\x1by");
+    free(g);
+    g = util_escaped(NULL);
+    CHECK_STR(g, "");
+    free(g);
+
+    /* utf8_decode: the code point, or 0 for what utf8_check refuses */
+    uint32_t cp = 0;
+    CHECK(utf8_decode((const unsigned char *)"\xe2\x80\xae", 3, &cp) == 3 &&
+          cp == 0x202E);
+    CHECK(utf8_decode((const unsigned char *)"\xf0\x9f\x93\x84", 4, &cp) == 4 &&
+          cp == 0x1F4C4);
+    CHECK(utf8_decode((const unsigned char *)"\xe2\x80\xae", 2, &cp) == 0);
+    CHECK(utf8_decode((const unsigned char *)"\x80", 1, &cp) == 0);
+    CHECK(utf8_decode((const unsigned char *)"", 0, &cp) == 0);
+    CHECK(utf8_is_bidi(0x202E) && utf8_is_bidi(0x061C) &&
+          !utf8_is_bidi(0x202F) && !utf8_is_bidi(0x2065) &&
+          !utf8_is_bidi(0x200D));
+}
+#undef ESC
 
 static void
 test_utf8(void)
@@ -913,6 +1014,63 @@ test_attachments(void)
     job_free(j);
     j = GOOD(ATTF(STR("...")));
     job_free(j);
+
+    /* Bidirectional controls reorder what a reader sees: "invoice_" RLO
+     * "fdp.exe" shows as "invoice_exe.pdf". Every one of them is refused,
+     * wherever it sits in the name, and the message says what it is. */
+    static const struct {
+        const char *name;
+        const char *cp;
+    } bidi[] = {
+        {"invoice_\xe2\x80\xae"
+         "fdp.exe",
+         "U+202E"}, /* RLO */
+        {"\xe2\x80\xaa"
+         "a.pdf",
+         "U+202A"},                      /* LRE */
+        {"a\xe2\x80\xab.pdf", "U+202B"}, /* RLE */
+        {"a.pdf\xe2\x80\xac", "U+202C"}, /* PDF */
+        {"a\xe2\x80\xad.pdf", "U+202D"}, /* LRO */
+        {"a\xe2\x81\xa6.pdf", "U+2066"}, /* LRI */
+        {"a\xe2\x81\xa7.pdf", "U+2067"}, /* RLI */
+        {"a\xe2\x81\xa8.pdf", "U+2068"}, /* FSI */
+        {"a\xe2\x81\xa9.pdf", "U+2069"}, /* PDI */
+        {"a\xe2\x80\x8e.pdf", "U+200E"}, /* LRM */
+        {"a\xe2\x80\x8f.pdf", "U+200F"}, /* RLM */
+        {"a\xd8\x9c.pdf", "U+061C"},     /* ALM */
+        {"r\xc3\xa9sum\xc3\xa9\xe2\x81\xa6.exe", "U+2066"},
+    };
+    for (size_t i = 0; i < sizeof bidi / sizeof bidi[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "bidirectional control character (%s)",
+                 bidi[i].cp);
+        BAD(ATTF(STR(bidi[i].name)), "attachments[0].filename", want);
+    }
+    /* the field names the attachment at fault */
+    BAD(with(base(), "attachments",
+             json_pack("[{s:s,s:s},{s:s,s:s}]", "filename", "ok.pdf",
+                       "content_base64", "", "filename", "x\xe2\x80\xaegpj.exe",
+                       "content_base64", "")),
+        "attachments[1].filename", "bidirectional");
+    /* other non-ASCII names are fine, right-to-left scripts included, and
+     * so are the code points next to the refused ones */
+    static const char *const fine[] = {
+        "r\xc3\xa9sum\xc3\xa9.pdf",                     /* résumé.pdf */
+        "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e.txt",     /* 日本語.txt */
+        "\xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d.pdf",         /* שלום.pdf */
+        "\xd8\xaa\xd9\x82\xd8\xb1\xd9\x8a\xd8\xb1.pdf", /* تقرير.pdf */
+        "a\xd8\x9b\xd8\x9d.pdf",                        /* U+061B U+061D */
+        "a\xe2\x80\x8d\xe2\x80\x8c.pdf",                /* ZWJ, ZWNJ */
+        "a\xe2\x80\xaf\xe2\x81\xa5\xe2\x81\xaa.pdf",    /* U+202F 2065 206A */
+        "\xf0\x9f\x93\x84 report.pdf",                  /* emoji */
+    };
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+        j = GOOD(ATTF(STR(fine[i])));
+        if (j) {
+            CHECK_STR(j->attachments[0].filename, fine[i]);
+            job_free(j);
+        }
+    }
 #undef ATTF
 
 #define ATTT(ct)                                                               \
@@ -1272,12 +1430,66 @@ test_field_order(void)
     BAD(b, "from", "not an address");
 }
 
+/* A refusal names the job when its id and org can be read: the worker
+ * logs and dead-letters it without parsing it again. */
+static void
+test_ident(void)
+{
+    struct job *j = NULL;
+    struct herr e;
+    struct job_ident who;
+    const char *bad = "{\"id\":\"inv-7\",\"type\":\"receipt\",\"org\":"
+                      "\"acme\",\"account\":\"a\",\"from\":\"nope\"}";
+    CHECK(job_parse_ident(bad, strlen(bad), &j, &e, &who) == HERR_INVALID);
+    CHECK(j == NULL);
+    CHECK_STR(e.field, "from");
+    CHECK_STR(who.id, "inv-7");
+    CHECK_STR(who.org, "acme");
+    /* ids and orgs that are not of their form are not reported */
+    const char *odd = "{\"id\":\"a b\",\"org\":7}";
+    CHECK(job_parse_ident(odd, strlen(odd), &j, &e, &who) == HERR_INVALID);
+    CHECK_STR(who.id, "");
+    CHECK_STR(who.org, "");
+    CHECK(job_parse_ident("{", 1, &j, &e, &who) == HERR_INVALID);
+    CHECK_STR(who.id, "");
+    /* not JSON (or not UTF-8) at all: only an id it begins with */
+    const char *cut = " { \"id\" : \"cut-1\", \"type\": ";
+    CHECK(job_parse_ident(cut, strlen(cut), &j, &e, &who) == HERR_INVALID);
+    CHECK_STR(who.id, "cut-1");
+    CHECK_STR(who.org, "");
+    const char *bin = "{\"id\":\"bin-2\",\"text\":\"\xff\"}";
+    CHECK(job_parse_ident(bin, strlen(bin), &j, &e, &who) == HERR_INVALID);
+    CHECK_STR(who.id, "bin-2");
+    const char *late = "{\"type\":1,\"id\":\"late\",";
+    CHECK(job_parse_ident(late, strlen(late), &j, &e, &who) == HERR_INVALID);
+    CHECK_STR(who.id, "");
+    const char *bad_id = "{\"id\":\"a b\",";
+    CHECK(job_parse_ident(bad_id, strlen(bad_id), &j, &e, &who) ==
+          HERR_INVALID);
+    CHECK_STR(who.id, "");
+    /* ten MiB of empty objects is refused while parsing, by count */
+    size_t n = 150000;
+    char *many = malloc(3 * n + 64);
+    size_t o = (size_t)sprintf(many, "{\"id\":\"m-1\",\"meta\":{\"x\":[");
+    for (size_t i = 0; i < n; i++) {
+        memcpy(many + o, "{},", 3);
+        o += 3;
+    }
+    memcpy(many + o - 1, "]}}", 3);
+    o += 2;
+    CHECK(job_parse_ident(many, o, &j, &e, &who) == HERR_INVALID);
+    CHECK(strstr(e.msg, "too many values") != NULL);
+    free(many);
+}
+
 int
 main(void)
 {
     test_minimal();
     test_size_cap();
+    test_ident();
     test_utf8();
+    test_escape();
     test_json_errors();
     test_unknown_and_types();
     test_required();
