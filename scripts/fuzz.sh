@@ -18,7 +18,7 @@ set -u
 
 cd "$(dirname "$0")/.." || exit 2
 SECONDS_PER=${FUZZ_SECONDS:-20}
-TARGETS=${FUZZ_TARGETS:-"fuzz_job fuzz_mime fuzz_spf fuzz_jfast fuzz_tzwin"}
+TARGETS=${FUZZ_TARGETS:-"fuzz_job fuzz_mime fuzz_spf fuzz_jfast fuzz_tzwin fuzz_dead"}
 CLANG=${CLANG:-clang}
 JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
