@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <openssl/crypto.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -99,6 +100,14 @@ static const struct sdef table[] = {
     {"HERALD_SCHEME_CONNECTIONS", "--scheme-connections", S_LONG,
      OFF(scheme_connections), "2", 1, 64, 0, 0, NULL,
      "connections per organisation SMTP server (sending schemes)"},
+    {"HERALD_LEDGER_DAYS", "--ledger-days", S_LONG, OFF(ledger_days), "30", 1,
+     3650, 0, 0, NULL,
+     "how long a delivered job id is remembered (never sent twice within "
+     "it)"},
+    {"HERALD_MAX_INFLIGHT_BYTES", "--max-inflight-bytes", S_LONG,
+     OFF(max_inflight_bytes), "16777216", 1048576, 68719476736L, 0, 0, NULL,
+     "bytes of jobs a worker holds at once (taking waits above it; one job "
+     "is always allowed)"},
 };
 
 #define NTABLE (sizeof table / sizeof table[0])
@@ -395,6 +404,8 @@ valid_ips(const char *env, const char *v, struct herr *e)
     return rc;
 }
 
+/* `env` is the name the value came by: a flag ("--redis") may not carry a
+ * password, which every user of the machine would see in ps. */
 static int
 valid_redis(const char *env, const char *v, struct herr *e)
 {
@@ -402,6 +413,11 @@ valid_redis(const char *env, const char *v, struct herr *e)
     int rc = settings_parse_redis(v, &t, e);
     if (rc && e)
         snprintf(e->field, sizeof e->field, "%s", env);
+    if (rc == 0 && t.password[0] && strncmp(env, "--", 2) == 0)
+        rc = herr_set(e, HERR_INVALID, env,
+                      "a password on the command line is visible to every "
+                      "user (ps); put the URL in HERALD_REDIS instead");
+    OPENSSL_cleanse(t.password, sizeof t.password);
     return rc;
 }
 

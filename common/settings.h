@@ -39,6 +39,8 @@ struct settings {
     char *worker_id;
     char *log_level;
     long scheme_connections;
+    long ledger_days;        /* delivered ids are remembered this long */
+    long max_inflight_bytes; /* raw job bytes a worker holds at once */
 };
 
 /* Fills every field with its embedded default (strings are owned). */

@@ -79,8 +79,27 @@ test_bad_values(void)
     char *argv2[] = {"prog", "--redis", NULL};
     argc = 2;
     CHECK(settings_load_args(&s, &argc, argv2, &e) == HERR_INVALID);
+    /* a Redis password on the command line (visible in ps) is refused;
+     * the same URL from the environment is fine */
+    char *argv3[] = {"prog", "--redis", "redis://:pw@h:1/0", NULL};
+    argc = 3;
+    CHECK(settings_load_args(&s, &argc, argv3, &e) == HERR_INVALID);
+    CHECK_STR(e.field, "--redis");
+    CHECK(strstr(e.msg, "HERALD_REDIS") != NULL);
+    char *argv4[] = {"prog", "--redis=redis://:pw@h:1/0", NULL};
+    argc = 2;
+    CHECK(settings_load_args(&s, &argc, argv4, &e) == HERR_INVALID);
+    CHECK(settings_set(&s, "HERALD_REDIS", "redis://:pw@h:1/0", &e) == 0);
+    char *argv5[] = {"prog", "--redis", "redis://h:2/0", NULL};
+    argc = 3;
+    CHECK(settings_load_args(&s, &argc, argv5, &e) == 0);
+    CHECK_STR(s.redis, "redis://h:2/0");
+    CHECK(settings_set(&s, "--ledger-days", "0", &e) == HERR_INVALID);
+    CHECK(settings_set(&s, "--max-inflight-bytes", "1000", &e) == HERR_INVALID);
     /* unchanged after failures */
     CHECK(s.concurrency == 32);
+    CHECK(s.ledger_days == 30);
+    CHECK(s.max_inflight_bytes == 16L * 1024 * 1024);
     settings_free(&s);
 }
 
