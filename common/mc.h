@@ -72,10 +72,16 @@ struct mc_update { /* start from mc_update_init() */
     int64_t sent_at, next_attempt_at; /* -1: unchanged; 0: clear */
     const char *last_error, *smtp_reply, *recipients_json;
     /* For every string above: NULL leaves the field, "" clears it. */
+    /* The message as sent (a template rendered when the job was taken):
+     * with set_content, subject, text and html replace the stored ones
+     * (NULL: none). */
+    int set_content;
+    const char *subject, *text, *html;
 };
 
 /* Fills `u` with "change nothing but the status" (times -1, strings NULL,
- * attempts_add 0). Zero-initialised updates would clear the times. */
+ * attempts_add 0, set_content 0). Zero-initialised updates would clear the
+ * times. */
 void mc_update_init(struct mc_update *u, const char *id, enum mc_status status);
 
 #define MC_LIST_DEFAULT 50
@@ -117,7 +123,8 @@ void mc_batch_rollback(struct mc *m);
 int mc_insert(struct mc *m, const struct mc_record *r, enum mc_status *existing,
               struct herr *e);
 
-/* Applies `u`. HERR_NOTFOUND when no such id. Sets updated_at to now. */
+/* Applies `u` (all of it, or nothing). HERR_NOTFOUND when no such id.
+ * Sets updated_at to now. */
 int mc_update(struct mc *m, const struct mc_update *u, struct herr *e);
 
 /* Loads one record (caller frees with mc_record_free); HERR_NOTFOUND. */

@@ -16,11 +16,17 @@
  * processes opening the store meanwhile wait (busy_timeout_ms); about
  * 3 s per 20,000 messages, and the file keeps the old tables' space as
  * free pages, which new records reuse. A newer version is refused.
+ *
+ * The store holds private mail: a new file is created 0600 (its -wal and
+ * -shm follow it) in directories created 0700; the worker and heraldctl
+ * (libherald) both open it here. An existing file or directory keeps its
+ * mode.
  */
 #include "mc.h"
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <sqlite3.h>
@@ -28,6 +34,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SCHEMA_VERSION 2
 #define BUSY_MS_DEFAULT 5000
@@ -262,6 +269,7 @@ struct mcs {
     sqlite3_stmt *begin, *commit, *rollback;
     sqlite3_stmt *sp, *sp_release, *sp_rollback;
     sqlite3_stmt *ins_msg, *ins_content, *ins_rcpt, *status_of, *upd, *get;
+    sqlite3_stmt *upd_content;
     sqlite3_stmt *list[F_COMBOS];
 };
 
@@ -319,7 +327,8 @@ bind_time(sqlite3_stmt *st, int i, int64_t ms)
         sqlite3_bind_null(st, i);
 }
 
-/* Creates every missing directory above the file `path`. */
+/* Creates every missing directory above the file `path`, 0700: the
+ * store holds private mail. Existing directories are left as they are. */
 static int
 make_parents(const char *path, struct herr *e)
 {
@@ -335,7 +344,7 @@ make_parents(const char *path, struct herr *e)
             continue;
         char c = *p;
         *p = '\0';
-        if (mkdir(dir, 0750) != 0) {
+        if (mkdir(dir, 0700) != 0) {
             int err = errno == EEXIST ? ENOTDIR : errno;
             struct stat sb;
             if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
@@ -405,10 +414,11 @@ sq_close(void *state)
         return;
     if (s->db && !sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    sqlite3_stmt **all[] = {&s->begin,     &s->commit,      &s->rollback,
-                            &s->sp,        &s->sp_release,  &s->sp_rollback,
-                            &s->ins_msg,   &s->ins_content, &s->ins_rcpt,
-                            &s->status_of, &s->upd,         &s->get};
+    sqlite3_stmt **all[] = {&s->begin,      &s->commit,      &s->rollback,
+                            &s->sp,         &s->sp_release,  &s->sp_rollback,
+                            &s->ins_msg,    &s->ins_content, &s->ins_rcpt,
+                            &s->status_of,  &s->upd,         &s->get,
+                            &s->upd_content};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(*all[i]);
     for (int i = 0; i < F_COMBOS; i++)
@@ -535,6 +545,18 @@ sq_open(const char *rest, void **state, struct herr *e)
             return rc;
         }
     }
+    if (strcmp(path, ":memory:") != 0) {
+        /* A new store is created here, 0600, before SQLite would create
+         * it 0644 (less the umask): it holds private mail, and SQLite
+         * gives its -wal, -shm and -journal files the database file's
+         * permissions. O_EXCL: an existing file (or a link) is left as it
+         * is, mode included; an empty file is a valid new database. A
+         * failure here is left to sqlite3_open_v2 to report. */
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
+                      0600);
+        if (fd >= 0)
+            close(fd);
+    }
     struct mcs *s = xcalloc(1, sizeof *s);
     s->path = path;
     s->busy_ms = busy_ms;
@@ -604,6 +626,9 @@ sq_open(const char *rest, void **state, struct herr *e)
                        " VALUES (?1, ?2, ?3)"},
         {&s->status_of, "SELECT status FROM messages WHERE id = ?1"},
         {&s->upd, update_sql},
+        {&s->upd_content,
+         "UPDATE message_content SET subject = ?1, text = ?2, html = ?3"
+         " WHERE seq = (SELECT seq FROM messages WHERE id = ?4)"},
         {&s->get, "SELECT " COLS FROM_JOINED " WHERE m.id = ?1"},
     };
     for (size_t i = 0; i < sizeof dml / sizeof dml[0]; i++)
@@ -881,13 +906,39 @@ sq_update(void *state, const struct mc_update *u, int64_t now, struct herr *e)
     bind_text(st, 11, u->recipients_json);
     sqlite3_bind_int64(st, 12, now);
     bind_text(st, 13, u->id);
-    /* A single statement is atomic on its own; in autocommit mode SQLite
-     * takes the write lock directly, through the busy handler. */
-    int rc = exec_stmt(st);
-    if (rc != SQLITE_OK)
+    if (!u->set_content) {
+        /* A single statement is atomic on its own; in autocommit mode
+         * SQLite takes the write lock directly, through the busy
+         * handler. */
+        int rc = exec_stmt(st);
+        if (rc != SQLITE_OK)
+            return db_err(s, rc, e, "updating a message");
+        if (sqlite3_changes(s->db) == 0)
+            return herr_set(e, HERR_NOTFOUND, "id", "no such message");
+        return 0;
+    }
+    int rc = write_open(s);
+    if (rc != SQLITE_OK) {
+        sqlite3_reset(st);
         return db_err(s, rc, e, "updating a message");
-    if (sqlite3_changes(s->db) == 0)
-        return herr_set(e, HERR_NOTFOUND, "id", "no such message");
+    }
+    rc = exec_stmt(st);
+    int found = rc == SQLITE_OK && sqlite3_changes(s->db) > 0;
+    if (found) {
+        sqlite3_stmt *c = s->upd_content;
+        bind_text(c, 1, u->subject);
+        bind_text(c, 2, u->text);
+        bind_text(c, 3, u->html);
+        bind_text(c, 4, u->id);
+        rc = exec_stmt(c);
+    }
+    if (rc == SQLITE_OK && found)
+        rc = write_close(s);
+    if (rc != SQLITE_OK || !found) {
+        int err = rc != SQLITE_OK ? db_err(s, rc, e, "updating a message") : 0;
+        write_abort(s);
+        return err ? err : herr_set(e, HERR_NOTFOUND, "id", "no such message");
+    }
     return 0;
 }
 

@@ -414,6 +414,48 @@ test_update(void)
     }
     mc_record_free(g);
 
+    /* The content as sent (a template rendered): replaced, in a batch
+     * and outside one; the rest of the record as it was. */
+    for (int batched = 0; batched <= 1; batched++) {
+        if (batched)
+            CHECK(mc_batch_begin(m, &e) == 0);
+        mc_update_init(&u, "up-1", MC_SENDING);
+        CHECK(u.set_content == 0);
+        u.set_content = 1;
+        u.subject = batched ? "Receipt R-2" : "Receipt R-1";
+        u.text = "Dear Ana,\nthanks.\n";
+        u.html = batched ? NULL : "<p>Dear Ana</p>";
+        CHECK(mc_update(m, &u, &e) == 0);
+        if (batched)
+            CHECK(mc_batch_commit(m, &e) == 0);
+        g = NULL;
+        CHECK(mc_get(m, "up-1", &g, &e) == 0 && g);
+        if (g) {
+            CHECK(g->status == MC_SENDING);
+            CHECK_STR(g->subject, batched ? "Receipt R-2" : "Receipt R-1");
+            CHECK_STR(g->text, "Dear Ana,\nthanks.\n");
+            CHECK(batched ? g->html == NULL
+                          : strcmp(g->html, "<p>Dear Ana</p>") == 0);
+            CHECK_STR(g->smtp_reply, "250 ok");
+            CHECK_STR(g->to_json, r->to_json);
+        }
+        mc_record_free(g);
+    }
+    /* without set_content the content stays */
+    mc_update_init(&u, "up-1", MC_DEFERRED);
+    u.subject = "ignored";
+    CHECK(mc_update(m, &u, &e) == 0);
+    g = NULL;
+    CHECK(mc_get(m, "up-1", &g, &e) == 0 && g);
+    if (g)
+        CHECK_STR(g->subject, "Receipt R-2");
+    mc_record_free(g);
+    /* an unknown id with content: not found, nothing written */
+    mc_update_init(&u, "no-such", MC_SENT);
+    u.set_content = 1;
+    u.subject = "x";
+    CHECK(mc_update(m, &u, &e) == HERR_NOTFOUND);
+
     /* Unknown id, bad status, missing id. */
     mc_update_init(&u, "no-such", MC_SENT);
     CHECK(mc_update(m, &u, &e) == HERR_NOTFOUND);
@@ -1681,6 +1723,78 @@ test_multiprocess(void)
     rmtree(dir);
 }
 
+/* Permission bits of a path, or -1. */
+static int
+mode_of(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return -1;
+    return (int)(sb.st_mode & 07777);
+}
+
+/* The store holds private mail: a new store is 0600 (its -wal and -shm
+ * too) in directories created 0700, whatever the umask allows; what
+ * already exists keeps its mode. */
+static void
+test_modes(void)
+{
+    mode_t old = umask(022); /* the usual umask, which allows 0644 */
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir); /* creates sub/dir/mc.db */
+    char *sub = xasprintf("%s/sub", dir);
+    char *subdir = xasprintf("%s/sub/dir", dir);
+    char *db = xasprintf("%s/sub/dir/mc.db", dir);
+    char *wal = xasprintf("%s-wal", db), *shm = xasprintf("%s-shm", db);
+    if (m) {
+        insert_rec(m, full_record("private"));
+        CHECK_MSG(mode_of(sub) == 0700, "sub is %o", mode_of(sub));
+        CHECK_MSG(mode_of(subdir) == 0700, "sub/dir is %o", mode_of(subdir));
+        CHECK_MSG(mode_of(db) == 0600, "mc.db is %o", mode_of(db));
+        /* the store is open in WAL mode and written: both files exist */
+        CHECK_MSG(mode_of(wal) == 0600, "mc.db-wal is %o", mode_of(wal));
+        CHECK_MSG(mode_of(shm) == 0600, "mc.db-shm is %o", mode_of(shm));
+        mc_close(m);
+    }
+    m = open_store(dir); /* reopening changes nothing */
+    if (m) {
+        CHECK(exists(m, "private"));
+        mc_close(m);
+    }
+    CHECK(mode_of(db) == 0600 && mode_of(sub) == 0700);
+
+    /* an existing directory and an existing (empty) file keep their mode */
+    char *open_dir = xasprintf("%s/shared", dir);
+    CHECK(mkdir(open_dir, 0755) == 0);
+    char *file = xasprintf("%s/mc.db", open_dir);
+    int fd = open(file, O_CREAT | O_WRONLY, 0644);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK(chmod(file, 0640) == 0);
+    char *url = xasprintf("sqlite://%s", file);
+    struct herr e = {0};
+    m = NULL;
+    CHECK_MSG(mc_open(url, &m, &e) == 0 && m, "%s", e.msg);
+    if (m) {
+        insert_rec(m, full_record("kept"));
+        mc_close(m);
+    }
+    CHECK_MSG(mode_of(file) == 0640, "an existing mc.db became %o",
+              mode_of(file));
+    CHECK_MSG(mode_of(open_dir) == 0755, "an existing directory became %o",
+              mode_of(open_dir));
+    free(url);
+    free(file);
+    free(open_dir);
+    free(sub);
+    free(subdir);
+    free(db);
+    free(wal);
+    free(shm);
+    rmtree(dir);
+    umask(old);
+}
+
 int
 main(void)
 {
@@ -1691,6 +1805,7 @@ main(void)
     test_list();
     test_batch();
     test_urls();
+    test_modes();
     test_busy();
     test_status_moves();
     test_atomic_insert();
