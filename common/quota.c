@@ -84,6 +84,12 @@ quota_key_pauses(char *out, size_t n, const char *prefix)
 }
 
 int
+quota_key_probes(char *out, size_t n, const char *prefix)
+{
+    return fit(snprintf(out, n, "%s:pause_probes", prefix), n);
+}
+
+int
 quota_valid_sender(const char *s)
 {
     if (s == NULL)

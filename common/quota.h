@@ -25,6 +25,8 @@
  *   <p>:pauses                hash   sender -> "<until ms> <reason>": the
  *                                    sender sends nothing before then
  *                                    (entries in the past mean nothing)
+ *   <p>:pause_probes          hash   sender -> "<step ms> <set at ms>": the
+ *                                    last pause PROBE chose for it
  *
  * Windows are fixed: a minute window is a UTC minute; a day window is the
  * calendar day in the scheme's time zone (UTC when it names none).
@@ -80,6 +82,7 @@ int quota_key_counter(char *out, size_t n, const char *prefix,
                       int64_t start_ms);
 int quota_key_wait(char *out, size_t n, const char *prefix, const char *sender);
 int quota_key_pauses(char *out, size_t n, const char *prefix);
+int quota_key_probes(char *out, size_t n, const char *prefix);
 
 /* 1 when `s` is a sender name of the forms above ("relay",
  * "org:<org>", "scheme:<org>/<email>"). */
@@ -189,6 +192,42 @@ int quota_parse_pause(const char *s, int64_t *until_ms, const char **reason);
     "end\n"                                                                    \
     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])\n"        \
     "return 1\n"
+
+/*
+ * PROBE — pause a sender whose refusal names no end (a greeting that
+ * refuses us, "rate limited" without a time, a provider blocking the
+ * sender): it is tried again soon, and each time it still refuses, twice
+ * as late, up to a cap — instead of waiting for the next daily window
+ * (EVALSHA, 2 keys): KEYS[1] = <p>:pauses, KEYS[2] = <p>:pause_probes;
+ * ARGV[1] = sender, ARGV[2] = now ms, ARGV[3] = reason, ARGV[4] = first
+ * step ms, ARGV[5] = the cap ms. A pause still running is left as it is
+ * (the jobs of one probe that fail together double it once); otherwise
+ * the step doubles when the last probe pause was set no longer ago than
+ * twice its step and a minute (this failure is its probe failing), and
+ * starts again from ARGV[4] after a quiet spell. Returns the pause's end.
+ */
+#define QUOTA_PROBE_LUA                                                        \
+    "local now = tonumber(ARGV[2])\n"                                          \
+    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n"                         \
+    "if p then\n"                                                              \
+    "  local u = tonumber(string.match(p, '^(%d+)'))\n"                        \
+    "  if u and u > now then return u end\n"                                   \
+    "end\n"                                                                    \
+    "local step = tonumber(ARGV[4])\n"                                         \
+    "local last = redis.call('HGET', KEYS[2], ARGV[1])\n"                      \
+    "if last then\n"                                                           \
+    "  local s, at = string.match(last, '^(%d+) (%d+)$')\n"                    \
+    "  s, at = tonumber(s), tonumber(at)\n"                                    \
+    "  if s and at and now - at <= 2 * s + 60000 then\n"                       \
+    "    step = math.min(2 * s, tonumber(ARGV[5]))\n"                          \
+    "  end\n"                                                                  \
+    "end\n"                                                                    \
+    "local u = now + step\n"                                                   \
+    "redis.call('HSET', KEYS[1], ARGV[1], u .. ' ' .. ARGV[3])\n"              \
+    "redis.call('HSET', KEYS[2], ARGV[1], step .. ' ' .. now)\n"               \
+    "return u\n"
+#define QUOTA_PROBE_FIRST_MS 60000LL /* then 2, 4, 8 ... minutes */
+#define QUOTA_PROBE_MAX_MS 3600000LL /* at most an hour */
 
 /*
  * RESUME — an operator lifts a sender's pause and lets the jobs waiting

@@ -440,6 +440,7 @@ smtp_classify(int stage, int code, const char *reply, int64_t now_ms,
     normalise(reply ? reply : "", &nm);
     out->v = SMTPV_RETRY;
     out->pause_until_ms = 0;
+    out->window = 0;
     out->reason[0] = '\0';
 
     if (code < 200 || code > 599) {
@@ -456,6 +457,7 @@ smtp_classify(int stage, int code, const char *reply, int64_t now_ms,
     switch (pause_kind(&nm)) {
     case PK_QUOTA:
         out->v = SMTPV_PAUSE_SENDER;
+        out->window = 1;
         set_reason(out, "sending limit reached", code, &nm);
         return;
     case PK_RATE:

@@ -26,6 +26,12 @@
  * AUTH replies (535, 534, 530 to AUTH) are not classified here: the caller
  * handles authentication (SPEC's `auth` reason, the fleet-wide login lease).
  *
+ * window: 1 for a quota the provider counts per window ("daily limit",
+ * "sending quota exceeded", 5.4.5): without a stated time the sender waits
+ * for its next window. Other pauses (rate limits, a provider refusing the
+ * sender, a 5xx greeting) without a stated time are probed again soon
+ * (common/quota.h's PROBE), not held until the next day.
+ *
  * pause_until_ms: an absolute time parsed from the reply when it names one
  * ("try again in 15 minutes", "retry after 3600 seconds", "after 24 hours",
  * "after 2026-11-27 00:00 UTC"); 0 when it does not, and the caller then
@@ -64,6 +70,7 @@ enum smtp_verdict {
 struct smtp_class {
     enum smtp_verdict v;
     int64_t pause_until_ms; /* 0 when the reply does not say */
+    int window;             /* SMTPV_PAUSE_SENDER: a per-window quota */
     char reason[128];       /* printable ASCII, NUL-terminated, e.g.
                                "daily sending limit reached (550 5.4.5): ..." */
 };

@@ -29,6 +29,7 @@ struct senders {
     int loaded, polling_orgs, polling_pauses;
     long long err_ms; /* a failed read was last logged then */
     char k_orgs[KEYS_MAX], k_orgs_version[KEYS_MAX], k_pauses[KEYS_MAX];
+    char k_probes[KEYS_MAX];
 };
 
 static struct ent *
@@ -81,6 +82,7 @@ senders_new(struct queue *q)
     keys_simple(s->k_orgs, sizeof s->k_orgs, p, "orgs");
     keys_simple(s->k_orgs_version, sizeof s->k_orgs_version, p, "orgs:version");
     quota_key_pauses(s->k_pauses, sizeof s->k_pauses, p);
+    quota_key_probes(s->k_probes, sizeof s->k_probes, p);
     return s;
 }
 
@@ -362,6 +364,63 @@ on_take(void *ud, redisReply *r)
     void *cud = op->ud;
     free(op);
     cb(cud, verdict, until);
+}
+
+struct probe_op {
+    struct senders *s;
+    senders_probe_fn *cb;
+    void *ud;
+    int64_t now;
+    char *sender, *reason;
+};
+
+static void
+on_probe(void *ud, redisReply *r)
+{
+    struct probe_op *op = ud;
+    int64_t until = op->now + QUOTA_PROBE_FIRST_MS;
+    if (r->type == REDIS_REPLY_INTEGER)
+        until = r->integer;
+    else
+        log_msg(LOG_ERROR, "pause script failed", "sender", op->sender, "error",
+                r->type == REDIS_REPLY_ERROR ? r->str : "bad reply", NULL);
+    struct ent *e = map_get(&op->s->pauses, op->sender);
+    if (e == NULL || e->until < until) {
+        e = map_put(&op->s->pauses, op->sender);
+        e->until = until;
+        free(e->reason);
+        e->reason = xstrdup(op->reason);
+    }
+    senders_probe_fn *cb = op->cb;
+    void *cud = op->ud;
+    free(op->sender);
+    free(op->reason);
+    free(op);
+    cb(cud, until);
+}
+
+void
+senders_probe(struct senders *s, const char *sender, const char *reason,
+              int64_t now_ms, senders_probe_fn *cb, void *ud)
+{
+    struct probe_op *op = xcalloc(1, sizeof *op);
+    op->s = s;
+    op->cb = cb;
+    op->ud = ud;
+    op->now = now_ms;
+    op->sender = xstrdup(sender);
+    op->reason = xstrdup(reason);
+    char now[24], first[24], cap[24];
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    snprintf(first, sizeof first, "%lld", QUOTA_PROBE_FIRST_MS);
+    snprintf(cap, sizeof cap, "%lld", QUOTA_PROBE_MAX_MS);
+    const char *argv[10] = {
+        "EVAL", QUOTA_PROBE_LUA, "2",   s->k_pauses, s->k_probes, sender,
+        now,    reason,          first, cap};
+    size_t lens[10];
+    for (int i = 0; i < 10; i++)
+        lens[i] = strlen(argv[i]);
+    queue_command(s->q, 10, argv, lens, on_probe, op);
 }
 
 /* "<job id>:<fence>": one attempt's holding in the counters. */

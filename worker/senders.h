@@ -80,6 +80,17 @@ void senders_settle(struct senders *s, const struct sender_plan *p,
 void senders_wait(struct senders *s, const char *sender, const char *id,
                   int64_t due_ms, int64_t now_ms);
 
+/*
+ * Pauses `sender` for a refusal that names no end and no quota window
+ * (QUOTA_PROBE_LUA): a minute, then twice as long each time its probe
+ * fails again, at most an hour. cb gets the pause's end (known locally at
+ * once too), or, when Redis failed, now + QUOTA_PROBE_FIRST_MS; it runs
+ * once, never synchronously.
+ */
+typedef void senders_probe_fn(void *ud, int64_t until_ms);
+void senders_probe(struct senders *s, const char *sender, const char *reason,
+                   int64_t now_ms, senders_probe_fn *cb, void *ud);
+
 /* Pauses `sender` until until_ms, here at once and fleet-wide. */
 void senders_pause(struct senders *s, const char *sender, int64_t until_ms,
                    const char *reason);

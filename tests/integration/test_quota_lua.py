@@ -95,3 +95,34 @@ def test_pause_wins_and_a_later_pause_is_kept(t):
     check(take(r, p, "j1:1", 1, [5], sender="relay") == [-1, NOW + 5000], "paused")
     check(used(r, p, sender="relay") == 0, "a paused take counted")
     check(r.cmd("HGET", k, "relay") == b"%d rate limited" % (NOW + 5000), r.cmd("HGET", k, "relay"))
+
+
+PROBE = lua("QUOTA_PROBE_LUA")
+MIN = 60000
+
+
+def probe(r, p, now, sender="relay"):
+    return r.cmd("EVAL", PROBE, 2, "%s:pauses" % p, "%s:pause_probes" % p, sender, now,
+                 "server refused the connection (554)", MIN, 60 * MIN)
+
+
+def test_probe_pause_doubles_while_the_sender_still_refuses(t):
+    # A refusal that names no end: a minute, then 2, 4, ... minutes each
+    # time the probe fails again, never more than an hour; the jobs of
+    # one probe failing together double it once; a quiet spell starts over.
+    r, p = t.redis(), t.prefix
+    now = NOW
+    check(probe(r, p, now) == now + MIN, "first: a minute")
+    check(probe(r, p, now + 5000) == now + MIN, "a second failure while paused changes nothing")
+    steps = []
+    for _ in range(8):
+        now = int(r.cmd("HGET", "%s:pauses" % p, "relay").split()[0]) + 3000  # probe fails
+        until = probe(r, p, now)
+        steps.append((until - now) // MIN)
+        check(probe(r, p, now + 10) == until, "the same probe's other jobs")
+    check(steps == [2, 4, 8, 16, 32, 60, 60, 60], steps)
+    # quiet for hours: it starts over at a minute
+    later = now + 10 * 3600 * 1000
+    check(probe(r, p, later) == later + MIN, "after a quiet spell")
+    # other senders are their own
+    check(probe(r, p, later, sender="scheme:acme/b@acme.test") == later + MIN, "another sender")

@@ -2,9 +2,11 @@
 failed with a reason naming the server's answer, nothing is lost, the
 worker keeps running. Servers: tests/integration/evil_smtpd.py (scripted
 misbehaviour) and the worker against it."""
+import calendar
 import json
 import os
 import subprocess
+import time
 
 import harness
 from harness import check, wait_until, mc_show
@@ -78,13 +80,23 @@ def test_421_at_connect_defers(t):
 def test_554_greeting_pauses_the_sender(t):
     # A greeting that refuses us refuses every message of this sender:
     # failing them one by one would empty the queue into dead. The sender
-    # (here the relay) is paused until the next window and the job waits.
+    # (here the relay) is paused and the job waits. The reply names no end
+    # and no daily quota, so the pause is a probe: a minute (then twice as
+    # long each time it still refuses), not until the next UTC midnight —
+    # one 554 once stopped all platform mail for the rest of the day.
+    t0 = time.time()
     r, e, w, d = run_mode(t, "greet554", "deferred", "554")
     check(r.cmd("LRANGE", t.prefix + ":dead", 0, -1) == [], "went to dead")
     pause = r.cmd("HGET", t.prefix + ":pauses", "relay")
     check(pause is not None and b"554" in pause, "pause entry %r" % pause)
+    until = int(pause.split()[0]) / 1000
+    check(t0 + 55 <= until <= time.time() + 61, "paused for %.0f s" % (until - t0))
+    probe = r.cmd("HGET", t.prefix + ":pause_probes", "relay")
+    check(probe is not None and probe.split()[0] == b"60000", "probe %r" % probe)
     rec = mc_show(e, "evil-greet554")
     check("paused" in rec["last_error"], "record %r" % rec)
+    nxt = calendar.timegm(time.strptime(rec["next_attempt_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+    check(until - 1 <= nxt <= until + 7, "next_attempt_at %s" % rec["next_attempt_at"])
     check(w.stop() == 0, "exit code")
 
 

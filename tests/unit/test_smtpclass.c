@@ -296,6 +296,31 @@ test_table(void)
     }
 }
 
+/* Which pauses wait for the next window (a per-window quota) and which
+ * are probed again soon (everything else without a stated time). */
+static void
+test_window(void)
+{
+    struct smtp_class c;
+    smtp_classify(SMTPC_RCPT, 550,
+                  "550 5.4.5 Daily user sending limit "
+                  "exceeded.",
+                  NOW, &c);
+    CHECK(c.v == SMTPV_PAUSE_SENDER && c.window == 1);
+    smtp_classify(SMTPC_MAIL, 452, "452 4.5.3 Daily message limit exceeded",
+                  NOW, &c);
+    CHECK(c.v == SMTPV_PAUSE_SENDER && c.window == 1);
+    smtp_classify(SMTPC_CONNECT, 554, "554 5.3.2 no service here", NOW, &c);
+    CHECK(c.v == SMTPV_PAUSE_SENDER && c.window == 0 && c.pause_until_ms == 0);
+    smtp_classify(SMTPC_MAIL, 451, "451 4.7.1 rate limited, slow down", NOW,
+                  &c);
+    CHECK(c.v == SMTPV_PAUSE_SENDER && c.window == 0);
+    smtp_classify(SMTPC_RCPT, 451, "451 4.7.1 try again later", NOW, &c);
+    CHECK(c.v == SMTPV_RETRY && c.window == 0);
+    smtp_classify(SMTPC_END, 250, "250 ok", NOW, &c);
+    CHECK(c.v == SMTPV_OK && c.window == 0);
+}
+
 /* Unknown codes by class and stage, with no helpful text. */
 static void
 test_unknown_codes(void)
@@ -442,6 +467,7 @@ int
 main(void)
 {
     test_table();
+    test_window();
     test_unknown_codes();
     test_edges();
     test_cap();
