@@ -46,6 +46,10 @@
  *                                      heraldctl / libherald with the
  *                                      compare-and-set SCHEME_CAS_LUA only
  *                                      (workers too, to mark auth_failed)
+ *   <p>:big:<worker>:job,       string a job over JOB_MAX_BYTES being moved to
+ *   <p>:big:<worker>:entry             dead in pieces (its copy, and the
+ *                                      dead entry being built), an hour
+ *                                      at most (worker/bigjob.h)
  *   <p>:schemes:version         string integer INCR'd by the same script as
  *                                      every change of <p>:schemes; workers
  *                                      poll it and reload the hash when it
@@ -91,6 +95,14 @@ static inline int
 keys_ledger(char *out, size_t n, const char *prefix, const char *id)
 {
     int r = snprintf(out, n, "%s:job:%s", prefix, id);
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+static inline int
+keys_big(char *out, size_t n, const char *prefix, const char *worker,
+         const char *part)
+{
+    int r = snprintf(out, n, "%s:big:%s:%s", prefix, worker, part);
     return r < 0 || (size_t)r >= n ? -1 : r;
 }
 

@@ -194,13 +194,20 @@ on_written(uv_write_t *w, int status)
         conn_fail(c, uv_strerror(status));
 }
 
-static void
-raw_send(struct sconn *c, const char *data, size_t len)
+static struct wreq *
+wreq_new(size_t len)
 {
-    if (len == 0 || c->st == C_CLOSING)
+    return xmalloc(sizeof(struct wreq) + len);
+}
+
+/* Writes r->data[0..len) and frees r once written (or at once). */
+static void
+raw_send_wreq(struct sconn *c, struct wreq *r, size_t len)
+{
+    if (len == 0 || c->st == C_CLOSING) {
+        free(r);
         return;
-    struct wreq *r = xmalloc(sizeof *r + len);
-    memcpy(r->data, data, len);
+    }
     r->w.data = c;
     uv_buf_t b = uv_buf_init(r->data, (unsigned)len);
     int rc = uv_write(&r->w, (uv_stream_t *)&c->tcp, &b, 1, on_written);
@@ -208,6 +215,16 @@ raw_send(struct sconn *c, const char *data, size_t len)
         free(r);
         conn_fail(c, uv_strerror(rc));
     }
+}
+
+static void
+raw_send(struct sconn *c, const char *data, size_t len)
+{
+    if (len == 0 || c->st == C_CLOSING)
+        return;
+    struct wreq *r = wreq_new(len);
+    memcpy(r->data, data, len);
+    raw_send_wreq(c, r, len);
 }
 
 /* Sends what OpenSSL wrote into its memory BIO. */
@@ -433,32 +450,43 @@ start_transaction(struct sconn *c)
     arm_timer(c, c->m->o.step_timeout_s * 1000);
 }
 
-/* The message, dot-stuffed, ending with CRLF "." CRLF. */
+/* The message, dot-stuffed, ending with CRLF "." CRLF: sized first, then
+ * written once into the buffer that goes to the socket (a message of
+ * megabytes is copied once, not grown by doubling and copied again). */
 static void
 send_body(struct sconn *c)
 {
     const struct mail_req *req = c->x->req;
-    struct buf b;
-    buf_init(&b, 0);
-    const char *p = req->data, *end = req->data + req->len;
-    /* one pass: copy runs, double a '.' that starts a line */
+    const char *p, *end = req->data + req->len;
+    size_t dots = 0;
     int bol = 1;
-    const char *run = p;
-    for (; p < end; p++) {
-        if (bol && *p == '.') {
-            buf_append(&b, run, (size_t)(p - run));
-            buf_puts(&b, ".");
-            run = p;
-        }
+    for (p = req->data; p < end; p++) {
+        dots += bol && *p == '.';
         bol = *p == '\n';
     }
-    buf_append(&b, run, (size_t)(end - run));
-    if (req->len < 2 || memcmp(end - 2, "\r\n", 2) != 0)
-        buf_puts(&b, "\r\n");
-    buf_puts(&b, ".\r\n");
+    int crlf = req->len < 2 || memcmp(end - 2, "\r\n", 2) != 0;
+    size_t len = req->len + dots + (crlf ? 2 : 0) + 3;
+    struct wreq *r = wreq_new(len);
+    char *o = r->data;
+    bol = 1;
+    for (p = req->data; p < end; p++) {
+        if (bol && *p == '.')
+            *o++ = '.';
+        bol = *p == '\n';
+        *o++ = *p;
+    }
+    if (crlf) {
+        memcpy(o, "\r\n", 2);
+        o += 2;
+    }
+    memcpy(o, ".\r\n", 3);
     expect_push(c, X_BODY);
-    conn_send(c, b.p, b.len);
-    buf_free(&b);
+    if (!c->tls) {
+        raw_send_wreq(c, r, len);
+        return;
+    }
+    conn_send(c, r->data, len);
+    free(r);
 }
 
 /* After a failed transaction: RSET so the connection can be reused. */

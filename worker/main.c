@@ -10,6 +10,7 @@
 #include "worker.h"
 
 #include <ctype.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,11 @@ main(int argc, char **argv)
     struct settings s;
     struct herr e = {{0}, {0}};
     int print_config = 0;
+    /* Blocks of 256 KiB and more (a job of megabytes, its message, its
+     * record) come from mmap and go back to the system when freed. By
+     * default glibc raises this threshold after such frees, and a worker
+     * that handled a few 10 MiB jobs would keep their memory for good. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     settings_defaults(&s);
     if (settings_load_env(&s, &e) != 0 ||
         settings_load_args(&s, &argc, argv, &e) != 0) {

@@ -105,10 +105,50 @@ to_dead(struct task *t)
 {
     char *entry = dead_entry_new(t->raw, t->rawlen, t->dead_reason,
                                  t->dead_field ? t->dead_field : "", t->error,
-                                 tid(t), clock_now_ms());
-    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry, tid(t), on_final_reply,
-                      t);
+                                 t->job ? t->job->id : NULL, clock_now_ms());
+    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry, task_ledger_id(t),
+                      on_final_reply, t);
     free(entry);
+}
+
+/*
+ * The job failed for good: every recipient that has not accepted it (nor
+ * been refused, which is final already) failed too, with the reply that
+ * ended it — its own failure reply when it had one, else the job's last
+ * server reply, else the error. Nothing stays "pending" or "deferred",
+ * and no RCPT "250" is left standing beside a failure.
+ */
+static void
+rcpt_final(struct task *t, const char *error)
+{
+    if (t->rcpt_json == NULL)
+        t->rcpt_json = rcpt_json(t, NULL);
+    json_t *a = json_loads(t->rcpt_json, 0, NULL);
+    if (!json_is_array(a)) {
+        json_decref(a);
+        return;
+    }
+    const char *ending = t->reply && *t->reply ? t->reply : error;
+    size_t i;
+    json_t *o;
+    json_array_foreach(a, i, o)
+    {
+        const char *st = json_string_value(json_object_get(o, "status"));
+        if (st && (strcmp(st, "accepted") == 0 || strcmp(st, "refused") == 0))
+            continue;
+        const char *own = json_string_value(json_object_get(o, "reply"));
+        int own_failed = own && own[0] >= '4' && own[0] <= '5';
+        json_object_set_new(o, "status", json_string("failed"));
+        if (!own_failed)
+            json_object_set_new(o, "reply", json_string(ending ? ending : ""));
+    }
+    char *js = json_dumps(a, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(a);
+    if (js) {
+        free(t->rcpt_json);
+        t->rcpt_json = xstrdup(js);
+        free(js);
+    }
 }
 
 void
@@ -117,6 +157,7 @@ fail_task(struct task *t, const char *reason, const char *error)
     t->dead_reason = reason;
     free(t->error);
     t->error = xstrdup(error);
+    rcpt_final(t, error);
     log_job(LOG_WARN, tid(t), torg(t), t->attempt, "job failed", "reason",
             reason, "error", error, NULL);
     task_release_slot(t);
@@ -230,6 +271,38 @@ partial(struct task *t, const struct mail_result *r, size_t refused)
     free(e);
 }
 
+/* The sender is paused until `until` for `reason` (a throttle reply):
+ * this job waits for it, with the attempt it made counted. */
+static void
+pause_wait(struct task *t, const char *sender, const char *reason,
+           int64_t until)
+{
+    char u[CLOCK_RFC3339_LEN];
+    clock_rfc3339(until, u);
+    log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+            "the provider throttles this sender; pausing it", "sender", sender,
+            "until", u, "smtp_reply", t->reply, NULL);
+    char *e = xasprintf("%s; sender %s paused until %s", reason, sender, u);
+    wait_for_sender(t, until + quota_jitter_ms(QUOTA_MINUTE, rand32()), e,
+                    sender, 1);
+    free(e);
+}
+
+struct probe_wait {
+    struct task *t;
+    char sender[SENDER_MAX];
+    char reason[sizeof((struct smtp_class *)0)->reason];
+};
+
+static void
+on_probe(void *ud, int64_t until)
+{
+    struct probe_wait *pw = ud;
+    struct task *t = pw->t;
+    pause_wait(t, pw->sender, pw->reason, until);
+    free(pw);
+}
+
 static void
 on_mail_done(struct mail_req *req, const struct mail_result *r)
 {
@@ -321,22 +394,24 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
     smtp_classify(r->stage, r->code, r->reply, now, &c);
     switch (c.v) {
     case SMTPV_PAUSE_SENDER: {
-        int64_t until = c.pause_until_ms;
-        if (until <= now)
-            until = senders_next_day(w->senders, &t->route, now);
         const char *sender =
             t->plan.pause_sender[0] ? t->plan.pause_sender : QUOTA_SENDER_RELAY;
-        char u[CLOCK_RFC3339_LEN];
-        clock_rfc3339(until, u);
-        log_job(LOG_WARN, tid(t), torg(t), t->attempt,
-                "the provider throttles this sender; pausing it", "sender",
-                sender, "until", u, "smtp_reply", r->reply, NULL);
+        int64_t until = c.pause_until_ms;
+        if (until <= now && !c.window) {
+            /* no end named, no quota window: try again soon, and later
+             * each time the probe still fails */
+            task_release_slot(t);
+            struct probe_wait *pw = xmalloc(sizeof *pw);
+            pw->t = t;
+            snprintf(pw->sender, sizeof pw->sender, "%s", sender);
+            snprintf(pw->reason, sizeof pw->reason, "%s", c.reason);
+            senders_probe(w->senders, sender, c.reason, now, on_probe, pw);
+            break;
+        }
+        if (until <= now)
+            until = senders_next_day(w->senders, &t->route, now);
         senders_pause(w->senders, sender, until, c.reason);
-        char *e =
-            xasprintf("%s; sender %s paused until %s", c.reason, sender, u);
-        wait_for_sender(t, until + quota_jitter_ms(QUOTA_MINUTE, rand32()), e,
-                        sender, 1);
-        free(e);
+        pause_wait(t, sender, c.reason, until);
         break;
     }
     case SMTPV_PERM_MESSAGE:

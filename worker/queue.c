@@ -19,7 +19,11 @@
 #define BACKOFF_MAX_MS 5000
 #define DUE_EVERY_MS 250
 #define DUE_BATCH "200"
-#define LEDGER_TTL_MS "2592000000" /* 30 days */
+#define TAKE_RETRY_MS 1000
+/* A job over JOB_MAX_BYTES never reaches the worker as bytes: the take
+ * script, and the reply reader for blocking takes and resyncs, put this
+ * status reply ("herald:oversize <length>") in its place. */
+#define OVERSIZE_MARK "herald:oversize "
 
 /* ---- Lua scripts (loaded at every connect; run with EVALSHA) ---- */
 
@@ -36,6 +40,8 @@ enum {
     S_FINISH_MANY,
     S_PARTIAL,
     S_FENCE,
+    S_BIG_STAGE,
+    S_BIG_FINISH,
     S_COUNT
 };
 
@@ -106,27 +112,35 @@ enum {
 
 static const char *script_src[S_COUNT] = {
     /* TAKE: KEYS high normal low processing workers; ARGV max me now
-     * heartbeat_ms ttl_ms prefix. Moves up to max jobs, lanes in priority
+     * heartbeat_ms ttl_ms prefix max_bytes max_job. Moves up to max jobs
+     * (and, past the first, up to max_bytes of them), lanes in priority
      * order, and claims each whose id it can read (and that has no
      * send_at: the worker decides those): a flat array of
      * {job, status, attempts, first_at, id, fence, partial}, status "-"
-     * (and id "") when not claimed. */
+     * (and id "") when not claimed. A job over max_job bytes is moved
+     * too, but only its length comes back (OVERSIZE_MARK). */
     LUA_CLAIM
-    "local out, n, taken = {}, tonumber(ARGV[1]), 0\n"
+    "local out, n, taken, bytes = {}, tonumber(ARGV[1]), 0, 0\n"
     "local now, hb = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+    "local maxb, maxjob = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
     "for i = 1, 3 do\n"
-    "  while taken < n do\n"
+    "  while taken < n and bytes < maxb do\n"
     "    local v = redis.call('LMOVE', KEYS[i], KEYS[4], 'RIGHT', 'LEFT')\n"
     "    if not v then break end\n"
     "    taken = taken + 1\n"
     "    local c, id = {'-', 0, 0, 0, 0}, ''\n"
-    "    local ok, j = pcall(cjson.decode, v)\n"
-    "    if ok and type(j) == 'table' and type(j.id) == 'string' and\n"
-    "       #j.id <= 128 and string.find(j.id, '^[%w%._:%-]+$') and\n"
-    "       j.send_at == nil then\n"
-    "      id = j.id\n"
-    "      c = claim(ARGV[6] .. ':job:' .. id, KEYS[5], ARGV[2], now, hb,\n"
-    "                ARGV[5])\n"
+    "    if #v > maxjob then\n"
+    "      v = {ok = '" OVERSIZE_MARK "' .. #v}\n"
+    "    else\n"
+    "      bytes = bytes + #v\n"
+    "      local ok, j = pcall(cjson.decode, v)\n"
+    "      if ok and type(j) == 'table' and type(j.id) == 'string' and\n"
+    "         #j.id <= 128 and string.find(j.id, '^[%w%._:%-]+$') and\n"
+    "         j.send_at == nil then\n"
+    "        id = j.id\n"
+    "        c = claim(ARGV[6] .. ':job:' .. id, KEYS[5], ARGV[2], now, hb,\n"
+    "                  ARGV[5])\n"
+    "      end\n"
     "    end\n"
     "    out[#out + 1] = v\n"
     "    out[#out + 1] = c[1]\n"
@@ -260,6 +274,37 @@ static const char *script_src[S_COUNT] = {
     "  return 1\n"
     "end\n"
     "return 0\n",
+    /* BIG_STAGE: KEYS processing stage entry; ARGV length ttl_ms. Copies
+     * the oldest processing entry of that length to the stage key (kept
+     * ttl_ms: a worker that dies leaves nothing for long), so the worker
+     * can read it in pieces without holding it; empties the entry key
+     * (queue_big_write creates it with the same life).
+     * Returns {1, id} (id "" unless the job starts with a readable "id"),
+     * or {0, ""} when no entry has that length. */
+    "local n = tonumber(ARGV[1])\n"
+    "local all = redis.call('LRANGE', KEYS[1], 0, -1)\n"
+    "for i = #all, 1, -1 do\n"
+    "  local m = all[i]\n"
+    "  if #m == n then\n"
+    "    redis.call('SET', KEYS[2], m, 'PX', ARGV[2])\n"
+    "    redis.call('DEL', KEYS[3])\n"
+    "    local id = string.match(string.sub(m, 1, 300),\n"
+    "      '^%s*{%s*\"id\"%s*:%s*\"([%w%._:%-]+)\"')\n"
+    "    if id and #id > 128 then id = nil end\n"
+    "    return {1, id or ''}\n"
+    "  end\n"
+    "end\n"
+    "return {0, ''}\n",
+    /* BIG_FINISH: KEYS processing dead stage entry. The staged job leaves
+     * the processing list for dead as the entry built: 1; 0 when it is no
+     * longer in the processing list; -1 when the stage is gone (expired,
+     * a Redis restart without it): stage again. Idempotent. */
+    "local v, e = redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])\n"
+    "if not v or not e then return -1 end\n"
+    "local n = redis.call('LREM', KEYS[1], -1, v)\n"
+    "if n == 1 then redis.call('LPUSH', KEYS[2], e) end\n"
+    "redis.call('DEL', KEYS[3], KEYS[4])\n"
+    "return n\n",
 };
 
 /* ---- state ---- */
@@ -294,10 +339,12 @@ struct queue {
     char k_lane[JOB_PRIO_COUNT][KEYS_MAX];
     char k_proc[KEYS_MAX], k_dead[KEYS_MAX], k_sched[KEYS_MAX],
         k_workers[KEYS_MAX], k_stats[KEYS_MAX];
+    char k_big_job[KEYS_MAX], k_big_entry[KEYS_MAX]; /* queue_big_* */
     int64_t beat_ok_ms; /* the heartbeat Redis last confirmed (its time) */
     int64_t beat_sent_ms;
     char sha[S_COUNT][41];
     long heartbeat_ms;
+    char ledger_ttl_ms[24]; /* HERALD_LEDGER_DAYS: a ledger entry's life */
     struct queue_events ev;
     struct conn conns[C_N];
     enum qstate state;
@@ -306,7 +353,8 @@ struct queue {
     int resetting;
     int closing;
     uint64_t backoff_ms;
-    uv_timer_t t_reconnect, t_connect_guard, t_heartbeat, t_due, t_handback;
+    uv_timer_t t_reconnect, t_connect_guard, t_heartbeat, t_due, t_handback,
+        t_take_retry;
     int open_timers;
     struct qop *ops_head, *ops_tail;
     size_t nops;
@@ -349,6 +397,19 @@ op_free(struct qop *op)
     free(op);
 }
 
+/* Error replies that mean "not now": the command was not executed. */
+static int
+redis_error_is_transient(const char *e)
+{
+    static const char *const kinds[] = {"BUSY ",       "LOADING ",
+                                        "OOM ",        "TRYAGAIN ",
+                                        "MASTERDOWN ", "CLUSTERDOWN "};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strncmp(e, kinds[i], strlen(kinds[i])) == 0)
+            return 1;
+    return 0;
+}
+
 static void
 op_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -371,6 +432,16 @@ op_reply(redisAsyncContext *ac, void *reply, void *privdata)
          * resends this op. */
         op->sent = 0;
         q_fail(q, "scripts missing (SCRIPT FLUSH?)");
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR && !op->internal &&
+        redis_error_is_transient(r->str)) {
+        /* Redis cannot run it now (a long script, loading, out of
+         * memory): the operation did nothing. Like a lost connection, it
+         * waits and is re-sent, in order, with the ones after it; its
+         * callback sees only the real outcome. */
+        op->sent = 0;
+        q_fail(q, r->str);
         return;
     }
     op_unlink(q, op);
@@ -469,6 +540,66 @@ int
 queue_is_ready(const struct queue *q)
 {
     return q->state == Q_READY;
+}
+
+/* ---- replies: a job too big to hold is never copied ---- */
+
+static const redisReplyObjectFunctions *reader_default;
+static redisReplyObjectFunctions reader_fns;
+
+/*
+ * hiredis copies every string reply out of its read buffer. A string
+ * over JOB_MAX_BYTES can only be a job nobody may send (SPEC §3): it is
+ * replaced by the OVERSIZE_MARK status reply, so the worker never holds
+ * a second copy (the read buffer is released after the reply).
+ */
+static void *
+reader_string(const redisReadTask *task, char *str, size_t len)
+{
+    if (task->type == REDIS_REPLY_STRING && len > JOB_MAX_BYTES) {
+        char mark[64];
+        int n = snprintf(mark, sizeof mark, OVERSIZE_MARK "%zu", len);
+        redisReply *r = reader_default->createString(task, mark, (size_t)n);
+        if (r)
+            r->type = REDIS_REPLY_STATUS;
+        return r;
+    }
+    return reader_default->createString(task, str, len);
+}
+
+static void
+reader_install(redisAsyncContext *ac)
+{
+    if (reader_default == NULL) {
+        reader_default = ac->c.reader->fn;
+        reader_fns = *reader_default;
+        reader_fns.createString = reader_string;
+    }
+    if (ac->c.reader->fn == reader_default)
+        ac->c.reader->fn = &reader_fns;
+}
+
+/* A string reply's bytes, taken over from hiredis (NUL-terminated, malloc'd
+ * by hiredis' default allocator): a job of megabytes is not copied again
+ * on its way to the worker. The reply is left empty. */
+static char *
+reply_take_str(redisReply *r)
+{
+    char *s = r->str;
+    r->str = NULL;
+    r->len = 0;
+    return s;
+}
+
+/* The length in an OVERSIZE_MARK reply, or 0 when r is not one. */
+static size_t
+oversize_len(const redisReply *r)
+{
+    size_t ml = sizeof OVERSIZE_MARK - 1;
+    if (r->type != REDIS_REPLY_STATUS || r->len <= ml ||
+        memcmp(r->str, OVERSIZE_MARK, ml) != 0)
+        return 0;
+    return (size_t)strtoull(r->str + ml, NULL, 10);
 }
 
 /* ---- connection management ---- */
@@ -668,21 +799,27 @@ on_resync(void *ud, redisReply *r)
         /* Adopt entries we do not know: takes whose reply was lost. */
         for (size_t i = 0; i < r->elements; i++) {
             redisReply *e = r->element[i];
-            if (e->type != REDIS_REPLY_STRING)
+            size_t big = oversize_len(e);
+            if (e->type != REDIS_REPLY_STRING && big == 0)
                 continue;
             size_t seen = 0;
             for (size_t k = 0; k <= i; k++) {
                 redisReply *o = r->element[k];
-                if (o->type == REDIS_REPLY_STRING && o->len == e->len &&
-                    memcmp(o->str, e->str, e->len) == 0)
+                if (big ? oversize_len(o) == big
+                        : o->type == REDIS_REPLY_STRING && o->len == e->len &&
+                              memcmp(o->str, e->str, e->len) == 0)
                     seen++;
             }
-            if (seen > q->ev.count_local(q->ev.ud, e->str, e->len)) {
+            if (seen > q->ev.count_local(q->ev.ud, big ? NULL : e->str,
+                                         big ? big : e->len)) {
                 log_msg(LOG_INFO,
                         "adopting a job found in the processing "
                         "list after reconnecting",
                         NULL);
-                q->ev.job(q->ev.ud, xstrndup(e->str, e->len), e->len, NULL);
+                if (big)
+                    q->ev.oversize(q->ev.ud, big);
+                else
+                    q->ev.job(q->ev.ud, xstrndup(e->str, e->len), e->len, NULL);
             }
         }
         q->state = Q_READY;
@@ -737,6 +874,7 @@ q_connect(struct queue *q)
             q_fail(q, "cannot watch the redis socket");
             return;
         }
+        reader_install(ac);
         redisAsyncSetConnectCallback(ac, on_connect);
         redisAsyncSetDisconnectCallback(ac, on_disconnect);
         setup_cmds(q, c, on_resync);
@@ -757,7 +895,8 @@ arm_blocking(struct queue *q)
         struct conn *c = &q->conns[C_BLOCK_HIGH + lane];
         if (c->ac == NULL || c->waiting)
             continue;
-        if (q->ev.room(q->ev.ud) <= 0)
+        size_t bytes;
+        if (q->ev.room(q->ev.ud, &bytes) <= 0)
             return;
         if (redisAsyncCommand(c->ac, on_block_reply, c,
                               "BLMOVE %s %s RIGHT LEFT " BLOCK_TIMEOUT_S,
@@ -778,8 +917,14 @@ on_block_reply(redisAsyncContext *ac, void *reply, void *priv)
     if (r == NULL)
         return;
     if (r->type == REDIS_REPLY_STRING) {
-        q->ev.job(q->ev.ud, xstrndup(r->str, r->len), r->len, NULL);
+        size_t len = r->len;
+        q->ev.job(q->ev.ud, reply_take_str(r), len, NULL);
         q_take(q); /* there may be more: batch them */
+        return;
+    }
+    if (oversize_len(r)) {
+        q->ev.oversize(q->ev.ud, oversize_len(r));
+        q_take(q);
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -792,14 +937,35 @@ on_block_reply(redisAsyncContext *ac, void *reply, void *priv)
 }
 
 static void
+on_take_retry(uv_timer_t *t)
+{
+    struct queue *q = t->data;
+    q_take(q);
+    arm_blocking(q);
+}
+
+static void
 on_take(void *ud, redisReply *r)
 {
     struct queue *q = ud;
     q->take_out = 0;
-    if (r->type != REDIS_REPLY_ARRAY)
+    if (r->type != REDIS_REPLY_ARRAY) {
+        /* Not "not now" (that is re-sent, see op_reply): a take that
+         * failed for good this time. The lanes must not go idle: take
+         * again shortly, and let the blocking takes wait meanwhile. */
+        log_msg(LOG_ERROR, "taking jobs failed; trying again in a second",
+                "error", r->type == REDIS_REPLY_ERROR ? r->str : "bad reply",
+                NULL);
+        uv_timer_start(&q->t_take_retry, on_take_retry, TAKE_RETRY_MS, 0);
+        arm_blocking(q);
         return;
+    }
     for (size_t i = 0; i + 7 <= r->elements; i += 7) {
         redisReply *e = r->element[i], *st = r->element[i + 1];
+        if (oversize_len(e)) {
+            q->ev.oversize(q->ev.ud, oversize_len(e));
+            continue;
+        }
         if (e->type != REDIS_REPLY_STRING)
             continue;
         struct queue_claim c;
@@ -818,7 +984,8 @@ on_take(void *ud, redisReply *r)
                 pc = &c;
             }
         }
-        q->ev.job(q->ev.ud, xstrndup(e->str, e->len), e->len, pc);
+        size_t len = e->len;
+        q->ev.job(q->ev.ud, reply_take_str(e), len, pc);
     }
     if (r->elements > 0)
         q_take(q);
@@ -831,20 +998,25 @@ q_take(struct queue *q)
 {
     if (q->stopping || q->state != Q_READY || q->take_out)
         return;
-    int room = q->ev.room(q->ev.ud);
+    size_t bytes = 0;
+    int room = q->ev.room(q->ev.ud, &bytes);
     if (room <= 0)
         return;
     if (room > TAKE_BATCH)
         room = TAKE_BATCH;
-    char n[16], now[32], hb[32];
+    char n[16], now[32], hb[32], maxb[32], maxjob[32];
     snprintf(n, sizeof n, "%d", room);
     snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
     snprintf(hb, sizeof hb, "%ld", q->heartbeat_ms);
+    snprintf(maxb, sizeof maxb, "%zu", bytes);
+    snprintf(maxjob, sizeof maxjob, "%u", JOB_MAX_BYTES);
     const char *keys[5] = {q->k_lane[0], q->k_lane[1], q->k_lane[2], q->k_proc,
                            q->k_workers};
-    const char *args[6] = {n, q->me, now, hb, LEDGER_TTL_MS, q->prefix};
+    const char *args[8] = {n,         q->me, now,   hb, q->ledger_ttl_ms,
+                           q->prefix, maxb,  maxjob};
+    uv_timer_stop(&q->t_take_retry);
     q->take_out = 1;
-    eval(q, S_TAKE, 5, keys, 6, args, NULL, on_take, q);
+    eval(q, S_TAKE, 5, keys, 8, args, NULL, on_take, q);
 }
 
 void
@@ -955,6 +1127,8 @@ queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
     q->me = xstrdup(worker);
     q->ev = *ev;
     q->heartbeat_ms = s->heartbeat_s * 1000;
+    snprintf(q->ledger_ttl_ms, sizeof q->ledger_ttl_ms, "%lld",
+             (long long)s->ledger_days * 86400000LL);
     q->backoff_ms = BACKOFF_MIN_MS;
     for (int p = 0; p < JOB_PRIO_COUNT; p++)
         keys_queue(q->k_lane[p], KEYS_MAX, q->prefix, (enum job_priority)p);
@@ -963,6 +1137,8 @@ queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
     keys_simple(q->k_sched, KEYS_MAX, q->prefix, "scheduled");
     keys_simple(q->k_workers, KEYS_MAX, q->prefix, "workers");
     keys_simple(q->k_stats, KEYS_MAX, q->prefix, "stats");
+    keys_big(q->k_big_job, KEYS_MAX, q->prefix, q->me, "job");
+    keys_big(q->k_big_entry, KEYS_MAX, q->prefix, q->me, "entry");
     for (int i = 0; i < S_COUNT; i++) {
         unsigned char d[SHA_DIGEST_LENGTH];
         SHA1((const unsigned char *)script_src[i], strlen(script_src[i]), d);
@@ -975,7 +1151,8 @@ queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
     }
     redis_uv_init(loop);
     uv_timer_t *timers[] = {&q->t_reconnect, &q->t_connect_guard,
-                            &q->t_heartbeat, &q->t_due, &q->t_handback};
+                            &q->t_heartbeat, &q->t_due,
+                            &q->t_handback,  &q->t_take_retry};
     for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
         uv_timer_init(loop, timers[i]);
         timers[i]->data = q;
@@ -998,7 +1175,7 @@ queue_mark_partial(struct queue *q, const char *id, const char *accepted,
     char ledger[KEYS_MAX];
     keys_ledger(ledger, sizeof ledger, q->prefix, id);
     const char *keys[1] = {ledger};
-    const char *args[2] = {accepted, LEDGER_TTL_MS};
+    const char *args[2] = {accepted, q->ledger_ttl_ms};
     eval(q, S_PARTIAL, 1, keys, 2, args, NULL, cb, ud);
 }
 
@@ -1031,7 +1208,7 @@ queue_claim(struct queue *q, const char *id, queue_reply_fn *cb, void *ud)
     snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
     snprintf(hb, sizeof hb, "%ld", q->heartbeat_ms);
     const char *keys[2] = {ledger, q->k_workers};
-    const char *args[4] = {q->me, now, hb, LEDGER_TTL_MS};
+    const char *args[4] = {q->me, now, hb, q->ledger_ttl_ms};
     eval(q, S_CLAIM, 2, keys, 4, args, NULL, cb, ud);
 }
 
@@ -1056,7 +1233,7 @@ queue_mark_sent(struct queue *q, const char *const *ids,
     }
     argv[3 + n] = q->k_stats;
     argv[4 + n] = now;
-    argv[5 + n] = LEDGER_TTL_MS;
+    argv[5 + n] = q->ledger_ttl_ms;
     for (size_t i = 0; i < n; i++) {
         snprintf(fs[i], sizeof fs[i], "%lld", fences ? fences[i] : 0);
         argv[6 + n + i] = fs[i];
@@ -1168,6 +1345,56 @@ queue_template_get(struct queue *q, const char *name, queue_reply_fn *cb,
     op_add(q, 3, argv, lens, cb, ud, 0);
 }
 
+/* ---- jobs too big to hold (see queue.h) ---- */
+
+#define BIG_TTL_MS "3600000"
+
+void
+queue_big_stage(struct queue *q, size_t len, queue_reply_fn *cb, void *ud)
+{
+    char n[32];
+    snprintf(n, sizeof n, "%zu", len);
+    const char *keys[3] = {q->k_proc, q->k_big_job, q->k_big_entry};
+    const char *args[2] = {n, BIG_TTL_MS};
+    eval(q, S_BIG_STAGE, 3, keys, 2, args, NULL, cb, ud);
+}
+
+void
+queue_big_read(struct queue *q, size_t off, size_t n, queue_reply_fn *cb,
+               void *ud)
+{
+    char a[32], b[32];
+    snprintf(a, sizeof a, "%zu", off);
+    snprintf(b, sizeof b, "%zu", off + n - 1);
+    const char *argv[4] = {"GETRANGE", q->k_big_job, a, b};
+    size_t lens[4] = {8, strlen(q->k_big_job), strlen(a), strlen(b)};
+    op_add(q, 4, argv, lens, cb, ud, 0);
+}
+
+void
+queue_big_write(struct queue *q, size_t off, const char *data, size_t n,
+                queue_reply_fn *cb, void *ud)
+{
+    if (off == 0) {
+        const char *argv[5] = {"SET", q->k_big_entry, data, "PX", BIG_TTL_MS};
+        size_t lens[5] = {3, strlen(q->k_big_entry), n, 2, strlen(BIG_TTL_MS)};
+        op_add(q, 5, argv, lens, cb, ud, 0);
+        return;
+    }
+    char a[32];
+    snprintf(a, sizeof a, "%zu", off);
+    const char *argv[4] = {"SETRANGE", q->k_big_entry, a, data};
+    size_t lens[4] = {8, strlen(q->k_big_entry), strlen(a), n};
+    op_add(q, 4, argv, lens, cb, ud, 0);
+}
+
+void
+queue_big_finish(struct queue *q, queue_reply_fn *cb, void *ud)
+{
+    const char *keys[4] = {q->k_proc, q->k_dead, q->k_big_job, q->k_big_entry};
+    eval(q, S_BIG_FINISH, 4, keys, 0, NULL, NULL, cb, ud);
+}
+
 void
 queue_stop_taking(struct queue *q)
 {
@@ -1228,7 +1455,8 @@ queue_close(struct queue *q, void (*cb)(void *ud), void *ud)
     for (int i = 0; i < C_N; i++)
         conn_drop(&q->conns[i]);
     uv_timer_t *timers[] = {&q->t_reconnect, &q->t_connect_guard,
-                            &q->t_heartbeat, &q->t_due, &q->t_handback};
+                            &q->t_heartbeat, &q->t_due,
+                            &q->t_handback,  &q->t_take_retry};
     for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
         uv_timer_stop(timers[i]);
         uv_close((uv_handle_t *)timers[i], on_timer_closed);

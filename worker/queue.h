@@ -14,10 +14,18 @@
  * calls. Every operation queued here survives a lost connection: the queue
  * reconnects with backoff, re-adopts jobs in its processing list that it
  * does not know (a take whose reply was lost), then re-sends operations
- * still unanswered. Reply callbacks therefore always get a real reply
- * (never NULL), exactly once, possibly after a reconnect. Finishing
- * scripts are idempotent (they act only if the job is still in the
- * processing list).
+ * still unanswered. An error reply that means "not now" (BUSY, LOADING,
+ * OOM, TRYAGAIN, MASTERDOWN, CLUSTERDOWN: the command did not run) is
+ * treated the same way: the operation waits and is re-sent. Reply
+ * callbacks therefore always get a real reply (never NULL), exactly once,
+ * possibly after a reconnect; an error reply they see is one that
+ * re-sending would not cure. Finishing scripts are idempotent (they act
+ * only if the job is still in the processing list).
+ *
+ * Memory: a take stops at the worker's byte room (after one job), and a
+ * job over JOB_MAX_BYTES never reaches the worker as bytes — neither from
+ * a take nor from a resync — only its length does (events.oversize); the
+ * queue_big_* calls move it to dead in pieces.
  */
 #ifndef HERALD_QUEUE_H
 #define HERALD_QUEUE_H
@@ -51,10 +59,15 @@ struct queue_events {
      * was made (no readable id, a send_at, or a blocking take): then the
      * worker claims with queue_claim. */
     void (*job)(void *ud, char *raw, size_t len, const struct queue_claim *pre);
-    /* How many local jobs hold exactly this processing-list entry. */
+    /* A job of `len` bytes, over JOB_MAX_BYTES, was taken: it is in the
+     * processing list and was not read. */
+    void (*oversize)(void *ud, size_t len);
+    /* How many local jobs hold exactly this processing-list entry (raw
+     * NULL: how many oversize entries of `len` bytes). */
     size_t (*count_local)(void *ud, const char *raw, size_t len);
-    /* How many more jobs the worker can take now. */
-    int (*room)(void *ud);
+    /* How many more jobs the worker can take now, and (in *bytes, at
+     * least 1 when jobs > 0) how many more bytes of them. */
+    int (*room)(void *ud, size_t *bytes);
     /* Connected (again) and resynchronised. */
     void (*ready)(void *ud);
     void *ud;
@@ -145,6 +158,31 @@ void queue_template_get(struct queue *q, const char *name, queue_reply_fn *cb,
 
 /* Operations sent or waiting for a reply. */
 size_t queue_pending(const struct queue *q);
+
+/*
+ * A job over JOB_MAX_BYTES, in this worker's processing list, moved to
+ * <p>:dead without the worker ever holding it (worker/bigjob.c drives
+ * these; one job at a time per worker):
+ *
+ * queue_big_stage: copies the oldest processing entry of `len` bytes to
+ *   <p>:big:<worker>:job (an hour at most) and empties the entry being
+ *   built. Reply: array {1, id} (id "" unless the job starts with a
+ *   readable "id"), or {0, ""}: no entry of that length (gone already).
+ * queue_big_read: bytes [off, off + n) of the staged job (string reply,
+ *   shorter at its end; "" when the stage is gone).
+ * queue_big_write: writes n bytes at `off` of <p>:big:<worker>:entry
+ *   (off 0 creates it, an hour at most); safe to repeat.
+ * queue_big_finish: moves the staged job from the processing list to
+ *   dead as the entry built, and removes both keys. Reply: integer 1
+ *   (moved), 0 (no longer in the processing list), -1 (the stage or
+ *   the entry is gone: stage again).
+ */
+void queue_big_stage(struct queue *q, size_t len, queue_reply_fn *cb, void *ud);
+void queue_big_read(struct queue *q, size_t off, size_t n, queue_reply_fn *cb,
+                    void *ud);
+void queue_big_write(struct queue *q, size_t off, const char *data, size_t n,
+                     queue_reply_fn *cb, void *ud);
+void queue_big_finish(struct queue *q, queue_reply_fn *cb, void *ud);
 
 /* Stops taking: blocking connections are closed. Idempotent. */
 void queue_stop_taking(struct queue *q);

@@ -73,6 +73,16 @@ set_route_fields(struct task *t, struct mc_update *u)
         u->sender = t->route.envelope_from;
         u->reply_to = t->route.reply_to;
     }
+    /* The message as sent: a template is rendered when the job is taken
+     * (prepare), before any record of that take is written, and again
+     * at every take, so the record always shows the latest rendering —
+     * also when an earlier record (a schedule, a wait) came first. */
+    if (t->job->template_name && t->rendered) {
+        u->set_content = 1;
+        u->subject = t->job->subject;
+        u->text = t->job->text;
+        u->html = t->job->html;
+    }
 }
 
 static int
@@ -97,12 +107,14 @@ mc_do_step(struct worker *w, struct task *t, enum mc_step step, struct herr *e)
         if (rc == HERR_EXISTS) {
             /* a retry or a replay: it is queued again */
             mc_update_init(&u, t->job->id, MC_QUEUED);
+            set_route_fields(t, &u);
             return mc_update(w->mc, &u, e);
         }
         return 0;
     case MCW_SENDING:
         mc_update_init(&u, t->job->id, MC_SENDING);
         set_route_fields(t, &u);
+        u.set_content = 0; /* MCW_START just wrote it */
         u.attempts_add = 1;
         u.next_attempt_at = 0;
         return mc_apply(w, t, &u, e);

@@ -13,6 +13,7 @@
 #ifndef HERALD_TASK_H
 #define HERALD_TASK_H
 
+#include "bigjob.h"
 #include "imapcopy.h"
 #include "logingate.h"
 #include "mailer.h"
@@ -65,6 +66,7 @@ struct task {
     size_t rawlen;
     struct job *job;
     int attempt;
+    int claimed; /* the ledger says this worker holds the id (fence) */
     int64_t first_at;
     int has_slot;
     int has_slot_ever; /* an SMTP transaction was started */
@@ -87,7 +89,8 @@ struct task {
     int dup_sent;         /* the record already said "sent" */
     int attempt_recorded; /* the record counts this attempt */
     int in_mcq;
-    int rendered;          /* the template (if any) has been applied */
+    int rendered;          /* the template (if any) has been applied: the record
+                              gets the rendered content with every write */
     int spf_known, spf_ok; /* the SPF verdict for the from domain */
     char *spf_why;
     int gated;     /* waiting for a scheme's first login (logingate) */
@@ -128,7 +131,9 @@ struct worker {
     struct mc *mc;
     struct task *tasks;
     size_t ntasks;
-    int slots; /* tasks holding an SMTP slot */
+    size_t held_bytes;  /* raw bytes of every task: HERALD_MAX_INFLIGHT_BYTES */
+    struct bigjob *big; /* jobs over the size limit, moved to dead */
+    int slots;          /* tasks holding an SMTP slot */
     struct tq ready, mcq, retry;
     size_t nmcq;
     /* The batch being written on libuv's thread pool. Its tasks are
@@ -136,6 +141,7 @@ struct worker {
      * does not change while a transaction runs). */
     uv_work_t flush_work;
     int flushing, close_after_flush;
+    int nparsing; /* large jobs being parsed on the thread pool */
     struct task **fb_task;
     enum mc_step *fb_step;
     size_t fb_n, fb_cap;
@@ -208,9 +214,13 @@ void task_free(struct task *t);
 /* A reply that only ends the task (finish / dead / schedule). */
 void on_final_reply(void *ud, redisReply *r);
 void finish(struct task *t);
-/* Claimed: resolve the sender and build the bytes, then record "queued"
- * before the transaction starts. Re-entered after each asynchronous step. */
+/* Claimed: render the template, resolve the sender and build the bytes,
+ * then record "queued" before the transaction starts. Re-entered after
+ * each asynchronous step. */
 void prepare(struct task *t);
+/* The id the ledger should hear about for this task: its id when this
+ * worker claimed it, else NULL (never touch another worker's claim). */
+const char *task_ledger_id(const struct task *t);
 /* Starts ready tasks while slots are free. */
 void pump(struct worker *w);
 /* Continues a task after its Message Center write of `step` committed. */

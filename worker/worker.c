@@ -43,6 +43,12 @@ torg(const struct task *t)
     return t->job ? t->job->org : NULL;
 }
 
+const char *
+task_ledger_id(const struct task *t)
+{
+    return t->claimed && t->job ? t->job->id : NULL;
+}
+
 void
 task_release_slot(struct task *t)
 {
@@ -80,6 +86,7 @@ task_free(struct task *t)
     if (t->next)
         t->next->prev = t->prev;
     w->ntasks--;
+    w->held_bytes -= t->rawlen;
     if (t->routed)
         route_clear(&t->route);
     if (t->job)
@@ -155,6 +162,8 @@ on_spf(void *ud, int authorised, const char *why)
     prepare(t);
 }
 
+static void route_task(struct task *t);
+
 /* Renders the job's template into the parts the job does not carry
  * itself (a job's own subject, text or html win). */
 static void
@@ -197,7 +206,10 @@ apply_template(struct task *t, const char *json)
     free(text);
     free(html);
     t->rendered = 1;
-    prepare(t);
+    if (t->claimed)
+        prepare(t);
+    else
+        route_task(t); /* a send_at in the future: record, then schedule */
 }
 
 static struct tmpl_entry *
@@ -258,12 +270,17 @@ fetch_template(struct task *t)
     queue_template_get(w->q, t->job->template_name, on_template, t);
 }
 
-/* Claimed: resolve the sender and build the bytes, then record
+/* Claimed: render, resolve the sender and build the bytes, then record
  * "sending" before the transaction starts. */
 void
 prepare(struct task *t)
 {
     struct worker *w = t->w;
+    if (t->job->template_name && !t->rendered) {
+        /* First: every record of this job holds the message as sent */
+        fetch_template(t);
+        return;
+    }
     if (!t->routed) {
         resolver_route(w->resolver, t->job, t->spf_known ? t->spf_ok : -1,
                        t->spf_why, &t->route);
@@ -300,10 +317,6 @@ prepare(struct task *t)
         !logingate_enter(w->gate, t->route.scheme_field, t->route.scheme_fp,
                          on_gate_wake, t)) {
         t->gated = 1; /* another transaction tries these credentials */
-        return;
-    }
-    if (t->job->template_name && !t->rendered) {
-        fetch_template(t);
         return;
     }
     struct mime_opts o = {
@@ -402,6 +415,7 @@ static void
 claimed(struct task *t, const struct queue_claim *c)
 {
     if (strcmp(c->status, "ok") == 0) {
+        t->claimed = 1;
         t->attempt = (int)c->attempts;
         t->first_at = c->first_at;
         t->fence = c->fence;
@@ -480,7 +494,7 @@ after_mc(struct task *t, enum mc_step step)
     case MCW_DEFERRED:
         t->attempt_recorded = 1;
         queue_finish_schedule(w->q, t->raw, t->rawlen, t->raw, t->next_at,
-                              t->job->id, t->uncount, on_final_reply, t);
+                              task_ledger_id(t), t->uncount, on_final_reply, t);
         break;
     case MCW_FAILED:
         t->attempt_recorded = 1;
@@ -557,6 +571,12 @@ route_task(struct task *t)
         return;
     }
     if (t->job->send_at_ms > clock_now_ms()) { /* never before */
+        if (t->job->template_name && !t->rendered) {
+            /* the record shows what will be sent (rendered again, and
+             * recorded again, when it is due) */
+            fetch_template(t);
+            return;
+        }
         mc_queue(t, MCW_SCHEDULE);
         return;
     }
@@ -579,23 +599,18 @@ on_replaced(void *ud, redisReply *r)
     route_task(t);
 }
 
+/* `who`: the id and org job_parse could read (never parsed again). */
 static void
-invalid_job(struct task *t, const struct herr *e)
+invalid_job(struct task *t, const struct herr *e, const struct job_ident *who)
 {
     char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
     herr_format(e, why, sizeof why);
-    /* Name the job and org in the log when the JSON gets that far. */
-    const char *id = NULL, *org = NULL;
-    json_t *o = json_loadb(t->raw, t->rawlen, 0, NULL);
-    if (json_is_object(o)) {
-        id = json_string_value(json_object_get(o, "id"));
-        org = json_string_value(json_object_get(o, "org"));
-    }
+    const char *id = who->id[0] ? who->id : NULL;
+    const char *org = who->org[0] ? who->org : NULL;
     log_job(LOG_WARN, id, org, 0, "invalid job moved to dead", "field",
             e->field, "error", why, NULL);
     char *entry = dead_entry_new(t->raw, t->rawlen, "invalid", e->field, why,
                                  id, clock_now_ms());
-    json_decref(o);
     /* A claim the take made for this id is released (ledger "failed"),
      * so a corrected job with the same id can go out; a "sent" or
      * another worker's claim is left alone. */
@@ -603,6 +618,82 @@ invalid_job(struct task *t, const struct herr *e)
     queue_finish_dead(t->w->q, t->raw, t->rawlen, entry,
                       ours ? t->pre.id : NULL, on_final_reply, t);
     free(entry);
+}
+
+/* A job this large is parsed (and given its id) on libuv's thread pool:
+ * a 10 MiB job takes a few hundred milliseconds to parse and check, which
+ * the loop does not stop for. */
+#define PARSE_OFF_LOOP_BYTES (256 * 1024)
+
+struct parse_work {
+    uv_work_t req;
+    struct task *t;
+    struct job *job;
+    int rc;
+    struct herr e;
+    struct job_ident who;
+    char *canon; /* the job with its assigned id, when it had none */
+};
+
+/* Parsed: a new id goes into the processing list first; then route. */
+static void
+parsed(struct task *t, int rc, struct job *job, const struct herr *e,
+       const struct job_ident *who, char *canon)
+{
+    struct worker *w = t->w;
+    if (rc != 0) {
+        invalid_job(t, e, who);
+        return;
+    }
+    t->job = job;
+    if (canon) {
+        /* Give it an id and make the processing list hold that form, so
+         * retries and hand-backs keep the same id. */
+        queue_replace(w->q, t->raw, t->rawlen, canon, on_replaced, t);
+        free(t->raw);
+        w->held_bytes -= t->rawlen;
+        t->raw = canon;
+        t->rawlen = strlen(canon);
+        w->held_bytes += t->rawlen;
+        return;
+    }
+    route_task(t);
+}
+
+/* On the thread pool: reads only the task's raw bytes, which stay put. */
+static void
+parse_run(uv_work_t *req)
+{
+    struct parse_work *pw = req->data;
+    pw->rc =
+        job_parse_ident(pw->t->raw, pw->t->rawlen, &pw->job, &pw->e, &pw->who);
+    if (pw->rc == 0 && pw->job->id == NULL) {
+        job_assign_id(pw->job);
+        pw->canon = job_to_json(pw->job);
+    }
+}
+
+static void
+parse_done(uv_work_t *req, int status)
+{
+    (void)status;
+    struct parse_work *pw = req->data;
+    struct task *t = pw->t;
+    struct worker *w = t->w;
+    w->nparsing--;
+    if (w->stopping) {
+        /* not started: it stays in the processing list, handed back */
+        if (pw->job)
+            job_free(pw->job);
+        free(pw->canon);
+        free(pw);
+        task_free(t);
+        if (w->close_after_flush && !w->flushing && w->nparsing == 0)
+            close_all(w);
+        return;
+    }
+    parsed(t, pw->rc, pw->job, &pw->e, &pw->who, pw->canon);
+    free(pw);
 }
 
 static void
@@ -617,35 +708,47 @@ on_job(void *ud, char *raw, size_t len, const struct queue_claim *pre)
     }
     t->raw = raw;
     t->rawlen = len;
+    w->held_bytes += len;
     t->next = w->tasks;
     if (w->tasks)
         w->tasks->prev = t;
     w->tasks = t;
     w->ntasks++;
     t->first_at = clock_now_ms();
+    if (len > PARSE_OFF_LOOP_BYTES) {
+        struct parse_work *pw = xcalloc(1, sizeof *pw);
+        pw->t = t;
+        pw->req.data = pw;
+        w->nparsing++;
+        if (uv_queue_work(w->loop, &pw->req, parse_run, parse_done) != 0)
+            abort(); /* only fails for a NULL callback */
+        return;
+    }
     struct herr e = {{0}, {0}};
-    if (job_parse(raw, len, &t->job, &e) != 0) {
-        invalid_job(t, &e);
-        return;
+    struct job_ident who;
+    struct job *job = NULL;
+    int rc = job_parse_ident(raw, len, &job, &e, &who);
+    char *canon = NULL;
+    if (rc == 0 && job->id == NULL) {
+        job_assign_id(job);
+        canon = job_to_json(job);
     }
-    if (t->job->id == NULL) {
-        /* Give it an id and make the processing list hold that form, so
-         * retries and hand-backs keep the same id. */
-        job_assign_id(t->job);
-        char *canon = job_to_json(t->job);
-        queue_replace(w->q, t->raw, t->rawlen, canon, on_replaced, t);
-        free(t->raw);
-        t->raw = canon;
-        t->rawlen = strlen(canon);
-        return;
-    }
-    route_task(t);
+    parsed(t, rc, job, &e, &who, canon);
+}
+
+static void
+on_oversize(void *ud, size_t len)
+{
+    struct worker *w = ud;
+    bigjob_add(w->big, len);
 }
 
 static size_t
 count_local(void *ud, const char *raw, size_t len)
 {
     struct worker *w = ud;
+    if (raw == NULL)
+        return bigjob_count(w->big, len);
     size_t n = 0;
     for (struct task *t = w->tasks; t; t = t->next)
         if (t->rawlen == len && memcmp(t->raw, raw, len) == 0)
@@ -654,9 +757,10 @@ count_local(void *ud, const char *raw, size_t len)
 }
 
 static int
-room(void *ud)
+room(void *ud, size_t *bytes)
 {
     struct worker *w = ud;
+    *bytes = 0;
     if (w->stopping || !schemes_loaded(w->schemes) ||
         !senders_loaded(w->senders))
         return 0; /* no job is routed before the schemes are known */
@@ -665,6 +769,14 @@ room(void *ud)
      * commit, then leaving the processing list), must not starve the
      * SMTP connections. A task is a few KB. */
     long r = 8 * w->s->concurrency - (long)w->ntasks;
+    /* And the bytes they hold, HERALD_MAX_INFLIGHT_BYTES: a take stops
+     * there after its first job (one job always fits), so a worker holds
+     * at most the budget plus one job of raw text (a task holds a few
+     * times its raw size: parsed, built, recorded). */
+    size_t budget = (size_t)w->s->max_inflight_bytes;
+    if (w->held_bytes >= budget && w->ntasks > 0)
+        return 0;
+    *bytes = w->held_bytes < budget ? budget - w->held_bytes : 1;
     return r > 0 ? (int)r : 0;
 }
 
@@ -725,6 +837,7 @@ on_handle_closed(uv_handle_t *h)
     schemes_free(w->schemes);
     senders_free(w->senders);
     logingate_free(w->gate);
+    bigjob_free(w->big); /* the queue is closed: no reply can come */
     free(w->fb_task);
     free(w->fb_step);
     free(w->done_list);
@@ -764,8 +877,9 @@ close_all(struct worker *w)
 {
     if (w->closing)
         return;
-    if (w->flushing) {
-        /* the thread pool is writing tasks we are about to free */
+    if (w->flushing || w->nparsing) {
+        /* the thread pool is writing (or parsing) tasks we are about to
+         * free */
         w->close_after_flush = 1;
         return;
     }
@@ -862,6 +976,7 @@ worker_stop(struct worker *w, void (*done)(void *ud, int code), void *ud)
     log_msg(LOG_INFO, "stopping: no more takes; finishing jobs in flight",
             NULL);
     queue_stop_taking(w->q);
+    bigjob_stop(w->big); /* its job stays in the list: handed back */
     /* Not started yet: leave them in the processing list. */
     struct task *t;
     while ((t = tq_pop(&w->ready)) != NULL)
@@ -928,12 +1043,14 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     uv_timer_start(&w->t_retry, on_retry_timer, RETRY_CLAIM_MS, RETRY_CLAIM_MS);
     struct queue_events ev = {
         .job = on_job,
+        .oversize = on_oversize,
         .count_local = count_local,
         .room = room,
         .ready = on_ready,
         .ud = w,
     };
     queue_new(loop, s, id, &ev, &w->q);
+    w->big = bigjob_new(w->q);
     schemes_set_queue(w->schemes, w->q);
     w->senders = senders_new(w->q);
     w->gate = logingate_new(
