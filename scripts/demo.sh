@@ -51,6 +51,13 @@ for _ in $(seq 50); do port_free "$sport" || break; sleep 0.1; done  # the catch
 echo "== heraldctl org set pine-lake-camp --relay-daily-limit 2"
 bin/heraldctl org set pine-lake-camp --name "Pine Lake Camp" --relay-daily-limit 2
 
+# A stored template: a job names it and gives the values; the Message
+# Center records the message as rendered.
+echo "== heraldctl template set session-receipt"
+printf 'Hello {{name}},\nwe received {{amount}} for {{session}}.\nRiver Bend YMCA\n' >"$D/session-receipt.txt"
+bin/heraldctl template set session-receipt --subject 'Receipt {{ref}}: {{session}}' \
+  --text-file "$D/session-receipt.txt"
+
 echo "== herald-worker (settings: bin/herald-worker --print-config)"
 bin/herald-worker 2>"$D/worker.log" &
 wpid=$!
@@ -62,6 +69,7 @@ ids=$(bin/herald-enqueue --ndjson <<'JOBS'
 {"type":"reminder","org":"pine-lake-camp","account":"fam-1042","from":"office@pinelake.example","from_name":"Pine Lake Camp","to":["maria.lopez@family.example"],"subject":"Reminder: medical form due Friday","text":"Please upload Sofia's medical form by Friday.\n","priority":"low"}
 {"type":"confirmation","org":"river-bend-ymca","account":"acct-77","from":"registrar@riverbend.example","to":[{"email":"j.chen@family.example","name":"Jun Chen"}],"cc":[{"email":"grandma.chen@family.example","name":"Mei Chen"}],"bcc":["records@riverbend.example"],"subject":"Registration confirmed: Day Camp, week 3 ✓","text":"Jun is registered for Day Camp, week 3 (July 14–18).\n","headers":{"X-Camp-Session":"day-3"},"priority":"high"}
 {"type":"receipt","org":"river-bend-ymca","account":"acct-77","from":"registrar@riverbend.example","from_name":"River Bend YMCA","to":["j.chen@family.example"],"subject":"Receipt #5521","text":"Payment received: $120.00.\n","attachments":[{"filename":"receipt-5521.txt","content_type":"text/plain","content_base64":"UGF5bWVudCByZWNlaXZlZDogJDEyMC4wMAo="}]}
+{"type":"receipt","org":"river-bend-ymca","account":"acct-77","from":"registrar@riverbend.example","from_name":"River Bend YMCA","to":[{"email":"j.chen@family.example","name":"Jun Chen"}],"template":"session-receipt","data":{"name":"Jun","amount":"$85.00","session":"Swim Week","ref":"R-5522"}}
 JOBS
 )
 echo "$ids"
@@ -89,6 +97,9 @@ bin/heraldctl mc list
 first=$(echo "$ids" | head -1)
 echo; echo "== heraldctl mc show $first"
 bin/heraldctl mc show "$first"
+tpl=$(echo "$ids" | tail -1)
+echo; echo "== the templated receipt as recorded: heraldctl mc show $tpl"
+bin/heraldctl mc show "$tpl"
 echo; echo "== heraldctl dead list"
 bin/heraldctl dead list
 echo; echo "== heraldctl queue stats"

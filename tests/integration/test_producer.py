@@ -555,8 +555,10 @@ def test_enqueued_job_is_what_the_worker_validates(t):
     # a second enqueue of it is accepted and keeps the id.
     r = t.redis(aof=False)
     env = _env(t, r)
+    # send_at a year from now, from the clock (never a fixed date)
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 365 * 86400))
     job = make_job(cc=[{"email": "c@example.test", "name": "Cé"}], headers={"X-Tag": "a"},
-                   meta={"k": [1, 2]}, send_at="2030-01-01T00:00:00Z", priority="low",
+                   meta={"k": [1, 2]}, send_at=later, priority="low",
                    attachments=[{"filename": "a.txt", "content_type": "text/plain",
                                  "content_base64": "aGVsbG8="}])
     cp = run("herald-enqueue", json.dumps(job), env=env)
