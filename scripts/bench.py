@@ -79,8 +79,8 @@ def proc_stats(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     tck = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / tck
-    return hwm, cpu
+    user, sys_ = int(fields[11]) / tck, int(fields[12]) / tck
+    return hwm, user + sys_, user, sys_, int(fields[7])
 
 
 def start_workers(k, env, tmp):
@@ -169,6 +169,9 @@ def main():
             c.close()
             rate = N / ((last - first) / 1000.0)
             cpu = sum(s[1] for s in stats)
+            user = sum(s[2] for s in stats)
+            sys_ = sum(s[3] for s in stats)
+            faults = sum(s[4] for s in stats)
             rss = max(s[0] for s in stats) / 1024.0
             results[k] = rate
             window = ""
@@ -181,8 +184,10 @@ def main():
             except (OSError, ValueError, KeyError):
                 pass
             print("herald    %d worker%s:            %8.0f msg/s  (%.0f%% of ceiling)  "
-                  "peak RSS %.1f MB/worker  CPU %.3f s per 1,000"
-                  % (k, "s" if k > 1 else " ", rate, 100 * rate / ceiling, rss, cpu * 1000 / N))
+                  "peak RSS %.1f MB/worker  CPU %.3f s per 1,000 (user %.3f, sys %.3f; "
+                  "%.1f page faults per message)"
+                  % (k, "s" if k > 1 else " ", rate, 100 * rate / ceiling, rss, cpu * 1000 / N,
+                     user * 1000 / N, sys_ * 1000 / N, faults / N))
             if window:
                 print(window)
 

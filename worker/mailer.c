@@ -459,21 +459,24 @@ send_body(struct sconn *c)
     const struct mail_req *req = c->x->req;
     const char *p, *end = req->data + req->len;
     size_t dots = 0;
-    int bol = 1;
-    for (p = req->data; p < end; p++) {
-        dots += bol && *p == '.';
-        bol = *p == '\n';
+    /* line by line (memchr), a '.' that starts one is doubled */
+    for (p = req->data; p < end;) {
+        dots += *p == '.';
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        p = nl ? nl + 1 : end;
     }
     int crlf = req->len < 2 || memcmp(end - 2, "\r\n", 2) != 0;
     size_t len = req->len + dots + (crlf ? 2 : 0) + 3;
     struct wreq *r = wreq_new(len);
     char *o = r->data;
-    bol = 1;
-    for (p = req->data; p < end; p++) {
-        if (bol && *p == '.')
+    for (p = req->data; p < end;) {
+        if (*p == '.')
             *o++ = '.';
-        bol = *p == '\n';
-        *o++ = *p;
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *next = nl ? nl + 1 : end;
+        memcpy(o, p, (size_t)(next - p));
+        o += next - p;
+        p = next;
     }
     if (crlf) {
         memcpy(o, "\r\n", 2);
