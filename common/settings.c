@@ -278,6 +278,26 @@ print_url(FILE *f, const char *v)
 }
 
 void
+settings_scrub_secrets(struct settings *s)
+{
+    for (size_t i = 0; i < NTABLE; i++) {
+        if (!table[i].secret)
+            continue;
+        char **p = str_at(s, &table[i]);
+        if (*p) {
+            OPENSSL_cleanse(*p, strlen(*p));
+            free(*p);
+            *p = NULL;
+        }
+        char *v = getenv(table[i].env);
+        if (v) {
+            OPENSSL_cleanse(v, strlen(v));
+            unsetenv(table[i].env);
+        }
+    }
+}
+
+void
 settings_print(const struct settings *s, FILE *f)
 {
     for (size_t i = 0; i < NTABLE; i++) {

@@ -65,6 +65,15 @@ int settings_load_args(struct settings *s, int *argc, char **argv,
 int settings_set(struct settings *s, const char *key, const char *value,
                  struct herr *e);
 
+/*
+ * Forgets the secrets (HERALD_RELAY_PASSWORD): their settings copy is
+ * wiped and freed, and the value in the process environment is
+ * overwritten in place (so neither a core dump nor /proc/PID/environ
+ * shows it) and removed. For a program that has taken its own copy into
+ * secret memory (seal.h) and needs the settings' copy no more.
+ */
+void settings_scrub_secrets(struct settings *s);
+
 /* One "NAME=value" line per setting; secrets printed as "(hidden)"/"(unset)".
  */
 void settings_print(const struct settings *s, FILE *f);

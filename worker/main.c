@@ -163,6 +163,9 @@ main(int argc, char **argv)
         settings_free(&s);
         return e.field[0] && strncmp(e.field, "HERALD_", 7) == 0 ? 2 : 1;
     }
+    /* The resolver holds the relay password in secret memory now; the
+     * settings' heap copy and the environment's go. */
+    settings_scrub_secrets(&s);
     uv_prepare_init(a.loop, &a.logflush);
     uv_prepare_start(&a.logflush, on_logflush);
     uv_unref((uv_handle_t *)&a.logflush);

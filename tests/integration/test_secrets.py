@@ -470,3 +470,29 @@ def test_message_center_files_are_private(t):
         check(cp.returncode == 0 and _mode(store2) == 0o640, "mode %o" % _mode(store2))
     finally:
         os.umask(old)
+
+
+@harness.timeout(180)
+def test_relay_password_is_not_in_a_core_dump_nor_the_environment(t):
+    """The relay's password comes from the environment only; once the
+    worker runs, its one copy is in secret memory: the settings' copy and
+    the environment's value are wiped (a core dump and /proc/PID/environ
+    show neither)."""
+    pw = _password()
+    ca, crt, key = make_ca(t)
+    s = TlsSmtp(t, crt, key, auth="%s:%s" % (USER, pw))
+    r = t.redis()
+    e = t.env(r, None, HERALD_RELAY="smtp://127.0.0.1:%d" % s.port, HERALD_CA_FILE=ca,
+              HERALD_RELAY_USER=USER, HERALD_RELAY_PASSWORD=pw)
+    w = t.worker(e)
+    push(r, t, json.dumps({"id": "relay-core-1", "type": "receipt", "org": "pine",
+                           "account": "a1", "from": "office@pine.test",
+                           "to": ["alice@example.test"], "subject": "s", "text": "t\n"}))
+    wait_until(lambda: len(s.messages()) == 1, 20, "delivery through the relay")
+    check(s.messages()[0][0]["auth_user"] == USER, "the relay's login was not used")
+    with open("/proc/%d/environ" % w.pid, "rb") as f:
+        env = f.read()
+    check(pw.encode() not in env, "/proc/PID/environ shows the relay password")
+    found = _scan(_image(t, w.pid), _needles(pw), b"notices@platform.test")
+    check(found == [], "the core dump of the worker holds %s" % ", ".join(found))
+    check(w.stop() == 0, "exit code")

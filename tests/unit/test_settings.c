@@ -104,6 +104,24 @@ test_bad_values(void)
 }
 
 static void
+test_scrub_secrets(void)
+{
+    struct settings s;
+    struct herr e;
+    settings_defaults(&s);
+    setenv("HERALD_RELAY_PASSWORD", "pw-to-forget", 1);
+    char *env = getenv("HERALD_RELAY_PASSWORD");
+    CHECK(settings_load_env(&s, &e) == 0);
+    CHECK_STR(s.relay_password, "pw-to-forget");
+    settings_scrub_secrets(&s);
+    CHECK(s.relay_password == NULL);
+    CHECK(getenv("HERALD_RELAY_PASSWORD") == NULL);
+    CHECK(env[0] == '\0'); /* the environment's bytes were wiped */
+    CHECK_STR(s.redis, "redis://127.0.0.1:6379/0"); /* the rest stays */
+    settings_free(&s);
+}
+
+static void
 test_redis_url(void)
 {
     struct redis_target t;
@@ -166,6 +184,7 @@ main(void)
     test_env_and_flags();
     test_bad_values();
     test_redis_url();
+    test_scrub_secrets();
     test_print_hides_secrets();
     test_clock();
     return T_DONE("settings");
