@@ -152,7 +152,7 @@ def test_ten_mib_of_empty_objects_is_refused_quickly(t):
     push(r, t.prefix, make_job(id="after-objs"))
     wait_until(lambda: "after-objs" in s.ids(), 15, "the next job delivered")
     worst = watch.stop()
-    check(took < 5, "took %.1fs" % took)
+    check(took < 10, "took %.1fs" % took)
     check(worst < 5000, "the heartbeat was %d ms old" % worst)
     time.sleep(2.5)  # a few more of the loop's once-a-second lines
     gap = loop_worst_gap(w)
