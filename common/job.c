@@ -325,6 +325,12 @@ job_valid_org(const char *s)
     return s != NULL && tok_valid(TOK_ORG, s, strlen(s), JOB_ORG_MAX);
 }
 
+int
+job_valid_type(const char *s)
+{
+    return s != NULL && tok_valid(TOK_TYPE, s, strlen(s), JOB_TYPE_MAX);
+}
+
 static int
 check_addr(const char *field, const char *s, size_t n, struct herr *e)
 {
@@ -908,10 +914,10 @@ dump_compact(const json_t *v, size_t *len)
 /* ---- the job ----------------------------------------------------------- */
 
 static const char *const known_fields[] = {
-    "id",          "type",     "org",      "account",  "from",
-    "from_name",   "reply_to", "to",       "cc",       "bcc",
-    "subject",     "text",     "html",     "template", "data",
-    "attachments", "send_at",  "priority", "headers",  "meta",
+    "id",       "type",     "org",       "account",     "from",    "from_name",
+    "reply_to", "to",       "cc",        "bcc",         "subject", "text",
+    "html",     "template", "data",      "attachments", "send_at", "priority",
+    "headers",  "meta",     "resend_of",
 };
 
 static int
@@ -1012,6 +1018,9 @@ parse_fields(json_t *root, struct job *j, struct herr *e)
             return fail(e, "meta", "must be an object");
         j->meta_json = dump_compact(v, NULL);
     }
+    if ((rc = get_tok(root, "resend_of", 0, TOK_ID, JOB_ID_MAX, &j->resend_of,
+                      e)))
+        return rc;
     return 0;
 }
 
@@ -1192,6 +1201,7 @@ job_free(struct job *j)
     }
     free(j->headers);
     free(j->meta_json);
+    free(j->resend_of);
     free(j);
 }
 
@@ -1353,6 +1363,7 @@ build_json(const struct job *j, const char *id)
         json_object_set_new(o, "headers", h);
     }
     set_raw_json(o, "meta", j->meta_json);
+    set_str(o, "resend_of", j->resend_of);
     return o;
 }
 

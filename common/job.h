@@ -79,6 +79,7 @@ struct job {
     struct job_header *headers;
     size_t nheaders;
     char *meta_json; /* compact JSON of `meta`, or NULL */
+    char *resend_of; /* the id of the message this one resends, or NULL */
 };
 
 /*
@@ -154,5 +155,6 @@ int job_priority_parse(const char *s, enum job_priority *p);
 int job_valid_email(const char *s);
 int job_valid_id(const char *s);
 int job_valid_org(const char *s); /* also for account */
+int job_valid_type(const char *s);
 
 #endif

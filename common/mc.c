@@ -6,7 +6,10 @@
 #include "clock.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -168,18 +171,248 @@ mc_get(struct mc *m, const char *id, struct mc_record **out, struct herr *e)
     return m->be->get(m->state, id, out, e);
 }
 
+/* ---- subject words, cursors ---- */
+
+static int
+word_byte(unsigned char c)
+{
+    return isalnum(c) || c >= 0x80;
+}
+
+int
+mc_q_words(const char *q, char words[MC_Q_WORDS_MAX][MC_Q_WORD_MAX + 1],
+           size_t *n, struct herr *e)
+{
+    *n = 0;
+    const unsigned char *p = (const unsigned char *)q;
+    if (utf8_check(p, strlen(q)) != strlen(q))
+        return herr_set(e, HERR_INVALID, "q", "not valid UTF-8");
+    while (*p) {
+        while (*p && !word_byte(*p))
+            p++;
+        if (*p == '\0')
+            break;
+        const unsigned char *w = p;
+        while (*p && word_byte(*p))
+            p++;
+        size_t len = (size_t)(p - w);
+        if (*n == MC_Q_WORDS_MAX)
+            return herr_set(e, HERR_INVALID, "q", "more than %d words",
+                            MC_Q_WORDS_MAX);
+        if (len > MC_Q_WORD_MAX)
+            return herr_set(e, HERR_INVALID, "q",
+                            "a word of more than %d bytes", MC_Q_WORD_MAX);
+        for (size_t i = 0; i < len; i++)
+            words[*n][i] = (char)(w[i] < 0x80 ? tolower(w[i]) : w[i]);
+        words[*n][len] = '\0';
+        (*n)++;
+    }
+    if (*n == 0)
+        return herr_set(e, HERR_INVALID, "q",
+                        "no word to search for (letters or digits)");
+    return 0;
+}
+
+/* "<created_at>.<id>" in base64url without padding. */
+char *
+mc_cursor_new(int64_t created_at, const char *id)
+{
+    char raw[32 + JOB_ID_MAX];
+    int n = snprintf(raw, sizeof raw, "%lld.%s", (long long)created_at, id);
+    if (n < 0 || (size_t)n >= sizeof raw)
+        abort(); /* ids are at most JOB_ID_MAX */
+    char *out = xmalloc(4 * (((size_t)n + 2) / 3) + 1);
+    int k =
+        EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)raw, n);
+    while (k > 0 && out[k - 1] == '=')
+        k--;
+    out[k] = '\0';
+    for (char *c = out; *c; c++)
+        *c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
+    return out;
+}
+
+int
+mc_cursor_parse(const char *cursor, int64_t *created_at, char *id,
+                size_t idsize, struct herr *e)
+{
+    size_t len = strlen(cursor);
+    char b64[MC_CURSOR_MAX + 4];
+    if (len == 0 || len > MC_CURSOR_MAX || len % 4 == 1)
+        goto bad;
+    for (size_t i = 0; i < len; i++) {
+        char c = cursor[i];
+        if (!(isalnum((unsigned char)c) || c == '-' || c == '_'))
+            goto bad;
+        b64[i] = c == '-' ? '+' : c == '_' ? '/' : c;
+    }
+    int pads = 0;
+    while (len % 4) {
+        b64[len++] = '=';
+        pads++;
+    }
+    b64[len] = '\0';
+    unsigned char raw[MC_CURSOR_MAX];
+    int n = EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)len);
+    if (n < pads)
+        goto bad;
+    n -= pads; /* EVP_DecodeBlock counts padding as zero bytes */
+    raw[n] = '\0';
+    char *dot = memchr(raw, '.', (size_t)n);
+    if (dot == NULL || dot == (char *)raw || (size_t)(dot - (char *)raw) > 19)
+        goto bad;
+    int64_t at = 0;
+    for (char *c = (char *)raw; c < dot; c++) {
+        if (*c < '0' || *c > '9')
+            goto bad;
+        at = at * 10 + (*c - '0');
+    }
+    if (!job_valid_id(dot + 1) || strlen(dot + 1) >= idsize)
+        goto bad;
+    *created_at = at;
+    strcpy(id, dot + 1);
+    return 0;
+bad:
+    return herr_set(e, HERR_INVALID, "cursor",
+                    "not a cursor this store gave (use next_cursor as is)");
+}
+
 int
 mc_list(struct mc *m, const struct mc_filter *f, struct mc_record ***out,
-        size_t *n, struct herr *e)
+        size_t *n, char **next_cursor, struct herr *e)
 {
     *out = NULL;
     *n = 0;
+    if (next_cursor)
+        *next_cursor = NULL;
     if (f->has_status && !status_valid(f->status))
         return herr_set(e, HERR_INVALID, "status", "unknown status %d",
                         (int)f->status);
     if (f->since > 0 && f->until > 0 && f->until < f->since)
         return herr_set(e, HERR_INVALID, "until", "before since");
-    return m->be->list(m->state, f, out, n, e);
+    if (f->limit > MC_LIST_MAX)
+        return herr_set(e, HERR_INVALID, "limit", "%d is more than %d",
+                        f->limit, MC_LIST_MAX);
+    if (f->nscope > MC_SCOPE_MAX)
+        return herr_set(e, HERR_INVALID, "scope", "more than %d organisations",
+                        MC_SCOPE_MAX);
+    struct mc_query q;
+    memset(&q, 0, sizeof q);
+    q.f = f;
+    int page = f->limit <= 0 ? MC_LIST_DEFAULT : f->limit;
+    q.limit = page + 1;
+    int rc = 0;
+    if (f->cursor) {
+        rc = mc_cursor_parse(f->cursor, &q.cursor_at, q.cursor_id,
+                             sizeof q.cursor_id, e);
+        q.has_cursor = rc == 0;
+    }
+    if (rc == 0 && f->q)
+        rc = mc_q_words(f->q, q.words, &q.nwords, e);
+    if (rc)
+        return rc;
+    char *to = NULL, *from = NULL;
+    if (f->to) {
+        to = xstrdup(f->to);
+        for (char *c = to; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        q.to = to;
+    }
+    if (f->from) {
+        from = xstrdup(f->from);
+        for (char *c = from; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        q.from = from;
+    }
+    rc = m->be->list(m->state, &q, out, n, e);
+    free(to);
+    free(from);
+    if (rc)
+        return rc;
+    if (*n > (size_t)page) {
+        /* the extra row says there is a next page; it is not returned */
+        mc_record_free((*out)[page]);
+        *n = (size_t)page;
+        const struct mc_record *last = (*out)[page - 1];
+        if (next_cursor)
+            *next_cursor = mc_cursor_new(last->created_at, last->id);
+    }
+    return 0;
+}
+
+/* ---- CSV ---- */
+
+static void
+csv_cell(struct buf *out, const char *s, int last)
+{
+    s = s ? s : "";
+    int formula = s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' ||
+                  s[0] == '\t' || s[0] == '\r';
+    buf_puts(out, "\"");
+    if (formula)
+        buf_puts(out, "'");
+    for (const char *p = s; *p; p++) {
+        const char *q = strchr(p, '"');
+        if (q == NULL) {
+            buf_puts(out, p);
+            break;
+        }
+        buf_append(out, p, (size_t)(q - p) + 1);
+        buf_puts(out, "\"");
+        p = q;
+    }
+    buf_puts(out, last ? "\"\r\n" : "\",");
+}
+
+void
+mc_csv_header(struct buf *out)
+{
+    buf_puts(out, "id,created_at,org,account,type,status,path,from,to,"
+                  "subject,attempts,sent_at,last_error\r\n");
+}
+
+/* Every address of a [{"email"...}] array, "; "-separated, onto b. */
+static void
+csv_addrs(struct buf *b, const char *js)
+{
+    json_t *a = js ? json_loads(js, 0, NULL) : NULL;
+    size_t i;
+    json_t *o;
+    json_array_foreach(a, i, o)
+    {
+        const char *em = json_string_value(json_object_get(o, "email"));
+        if (em == NULL)
+            continue;
+        if (b->len)
+            buf_puts(b, "; ");
+        buf_puts(b, em);
+    }
+    json_decref(a);
+}
+
+void
+mc_csv_row(struct buf *out, const struct mc_record *r)
+{
+    char created[CLOCK_RFC3339_LEN] = "", sent[CLOCK_RFC3339_LEN] = "";
+    char attempts[16];
+    if (r->created_at)
+        clock_rfc3339(r->created_at, created);
+    if (r->sent_at)
+        clock_rfc3339(r->sent_at, sent);
+    snprintf(attempts, sizeof attempts, "%d", r->attempts);
+    struct buf to;
+    buf_init(&to, 0);
+    csv_addrs(&to, r->to_json);
+    csv_addrs(&to, r->cc_json);
+    const char *cells[] = {r->id,        created,  r->org,
+                           r->account,   r->type,  mc_status_name(r->status),
+                           r->path,      r->from,  to.p,
+                           r->subject,   attempts, sent,
+                           r->last_error};
+    size_t nc = sizeof cells / sizeof cells[0];
+    for (size_t i = 0; i < nc; i++)
+        csv_cell(out, cells[i], i + 1 == nc);
+    buf_free(&to);
 }
 
 void
@@ -209,6 +442,7 @@ mc_record_free(struct mc_record *r)
         &r->recipients_json,
         &r->last_error,
         &r->smtp_reply,
+        &r->resend_of,
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         free(*strs[i]);
@@ -363,6 +597,7 @@ mc_record_from_job(const struct job *j)
     }
     r->attachments_json = dump_take(att);
     r->meta_json = dup_or_null(j->meta_json);
+    r->resend_of = dup_or_null(j->resend_of);
 
     json_t *rc = json_array();
     rcpt_add(rc, j->to, j->nto, "to");
@@ -427,5 +662,7 @@ mc_record_to_json(const struct mc_record *r)
     json_object_set_new(o, "next_attempt_at", time_or_null(r->next_attempt_at));
     json_object_set_new(o, "last_error", str_or_null(r->last_error));
     json_object_set_new(o, "smtp_reply", str_or_null(r->smtp_reply));
+    json_object_set_new(o, "resend_of", str_or_null(r->resend_of));
+    json_object_set_new(o, "body_expired", json_boolean(r->body_expired));
     return dump_take(o);
 }

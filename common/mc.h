@@ -28,6 +28,7 @@
 
 #include "err.h"
 #include "job.h"
+#include "util.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -60,6 +61,8 @@ struct mc_record {
     int64_t created_at, updated_at, sent_at, next_attempt_at;
     int attempts;
     char *last_error, *smtp_reply;
+    char *resend_of;  /* the id this message resends (SPEC §6.4), or NULL */
+    int body_expired; /* text and html were removed by retention (§6.3) */
 };
 
 /* A change to an existing record. NULL strings and negative times mean
@@ -85,15 +88,59 @@ struct mc_update { /* start from mc_update_init() */
 void mc_update_init(struct mc_update *u, const char *id, enum mc_status status);
 
 #define MC_LIST_DEFAULT 50
-#define MC_LIST_MAX 1000
+#define MC_LIST_MAX 500
+#define MC_Q_WORDS_MAX 8  /* words in a subject search */
+#define MC_Q_WORD_MAX 64  /* bytes in one of them */
+#define MC_CURSOR_MAX 256 /* bytes in a cursor */
+#define MC_SCOPE_MAX 256  /* organisations in a scope */
 
+/*
+ * mc_list's filters (SPEC §6.2); NULL / 0 = any. Start from a zeroed
+ * struct.
+ *
+ *   org, account, type, path   exact
+ *   to     any to, cc or bcc address, case-insensitive
+ *   from   the job's from address, case-insensitive
+ *   q      words of the subject: every word of q starts a word of the
+ *          subject (case-insensitive for ASCII). A word is a run of ASCII
+ *          letters and digits and of non-ASCII characters; anything else
+ *          separates words. At most MC_Q_WORDS_MAX words of MC_Q_WORD_MAX
+ *          bytes; a q without a word is refused.
+ *   since, until   created_at, both inclusive
+ *   scope  only these organisations (an API token's); nscope 0 = all
+ *   cursor a previous page's next_cursor: the page after it
+ */
 struct mc_filter {
-    const char *org, *account, *to; /* exact match; NULL = any */
+    const char *org, *account, *to, *type, *path, *from, *q;
     int has_status;
     enum mc_status status;
     int64_t since, until; /* created_at range, both inclusive, 0 = open */
     int limit;            /* <= 0: MC_LIST_DEFAULT; capped at MC_LIST_MAX */
+    const char *cursor;
+    const char *const *scope;
+    size_t nscope;
 };
+
+/* The words of a subject search (see struct mc_filter's q), lowercased
+ * (ASCII), each NUL-terminated in `buf`: 0 and *n words, or HERR_INVALID
+ * naming field "q". Shared by the backends so both read q alike. */
+int mc_q_words(const char *q, char words[MC_Q_WORDS_MAX][MC_Q_WORD_MAX + 1],
+               size_t *n, struct herr *e);
+
+/* Keyset paging: the position after a record (newest first: created_at,
+ * then id, both descending) as an opaque cursor (new string), and back.
+ * A cursor that is not one is HERR_INVALID naming field "cursor". */
+char *mc_cursor_new(int64_t created_at, const char *id);
+int mc_cursor_parse(const char *cursor, int64_t *created_at, char *id,
+                    size_t idsize, struct herr *e);
+
+/* CSV (RFC 4180, CRLF) of list results, the same columns for heraldctl mc
+ * list --csv and the API's format=csv: id, created_at, org, account, type,
+ * status, path, from, to (every to/cc address, "; "-separated), subject,
+ * attempts, sent_at, last_error. A cell that a spreadsheet would run as a
+ * formula (it starts with =, +, -, @, TAB or CR) gets a leading '. */
+void mc_csv_header(struct buf *out);
+void mc_csv_row(struct buf *out, const struct mc_record *r);
 
 struct mc;
 
@@ -131,12 +178,14 @@ int mc_update(struct mc *m, const struct mc_update *u, struct herr *e);
 int mc_get(struct mc *m, const char *id, struct mc_record **out,
            struct herr *e);
 
-/* Lists records matching `f`, newest first (created_at, then id, both
- * descending). `to` matches any to/cc/bcc address, case-insensitively.
- * *out is an array of *n records (caller frees with mc_records_free;
- * *out may be NULL when *n is 0). */
+/* Lists records matching `f` (see struct mc_filter), newest first
+ * (created_at, then id, both descending), at most f->limit of them. *out
+ * is an array of *n records (caller frees with mc_records_free; *out may
+ * be NULL when *n is 0); *next_cursor (may be NULL: not wanted) is the
+ * cursor of the next page, a new string, or NULL when this page is the
+ * last. HERR_INVALID names the filter at fault. */
 int mc_list(struct mc *m, const struct mc_filter *f, struct mc_record ***out,
-            size_t *n, struct herr *e);
+            size_t *n, char **next_cursor, struct herr *e);
 
 void mc_record_free(struct mc_record *r);
 void mc_records_free(struct mc_record **v, size_t n);
@@ -153,6 +202,19 @@ struct mc_record *mc_record_from_job(const struct job *j);
  * absent strings null); new compact string. */
 char *mc_record_to_json(const struct mc_record *r);
 
+/* mc_list's filter as a backend gets it: checked, and what the backends
+ * would each parse, parsed once. */
+struct mc_query {
+    const struct mc_filter *f;
+    int limit; /* rows wanted: the page and one more (is there a next?) */
+    int has_cursor;
+    int64_t cursor_at; /* only records before (cursor_at, cursor_id) */
+    char cursor_id[JOB_ID_MAX + 1];
+    char words[MC_Q_WORDS_MAX][MC_Q_WORD_MAX + 1]; /* q's words, lowercased */
+    size_t nwords;
+    const char *to, *from; /* lowercased, or NULL */
+};
+
 /* Backend table: one per URL scheme. */
 struct mc_backend {
     const char *scheme; /* "sqlite" */
@@ -167,7 +229,7 @@ struct mc_backend {
                   struct herr *e);
     int (*get)(void *state, const char *id, struct mc_record **out,
                struct herr *e);
-    int (*list)(void *state, const struct mc_filter *f, struct mc_record ***out,
+    int (*list)(void *state, const struct mc_query *q, struct mc_record ***out,
                 size_t *n, struct herr *e);
 };
 

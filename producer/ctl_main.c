@@ -30,19 +30,34 @@ static const struct command commands[] = {
      "Exit: 0 shown, 1 no such message or store failure, 2 bad usage.\n"},
     {"mc", "list", ctl_mc_list,
      "heraldctl mc list [--org ORG] [--account A] [--status S] [--to ADDR]\n"
-     "                  [--since T] [--until T] [--limit N] [--json]",
+     "                  [--type T] [--path P] [--from ADDR] [--q WORDS]\n"
+     "                  [--since T] [--until T] [--limit N] [--cursor C]\n"
+     "                  [--json|--csv]",
      "Lists Message Center records, newest first: a table (created, id,\n"
-     "status, org, account, path, first recipient + count, subject), or\n"
-     "with --json an array of records.\n"
+     "status, org, account, path, first recipient + count, subject), with\n"
+     "--json an array of records, with --csv the rows as CSV.\n"
      "  --org ORG       only this organisation\n"
      "  --account A     only this client account\n"
      "  --status S      queued, sending, sent, deferred or failed\n"
      "  --to ADDR       only messages with this recipient (to, cc or bcc)\n"
+     "  --type T        only this type (receipt, reminder, ...)\n"
+     "  --path P        scheme, spf or relay\n"
+     "  --from ADDR     only messages from this address\n"
+     "  --q WORDS       words of the subject (each starts a word of it)\n"
      "  --since T       created at or after T (RFC 3339)\n"
      "  --until T       created at or before T (RFC 3339)\n"
-     "  --limit N       at most N records (default 50, at most 1000)\n"
+     "  --limit N       at most N records (default 50, at most 500)\n"
+     "  --cursor C      the next page (its cursor is printed with a page)\n"
      "Exit: 0 listed (also when nothing matched), 1 store failure, 2 bad "
      "usage.\n"},
+    {"mc", "resend", ctl_mc_resend, "heraldctl mc resend ID [--to ADDR]...",
+     "Enqueues message ID again as a new job (a new id, printed) with the\n"
+     "stored content and resend_of = ID: to its recipients (to, cc, bcc),\n"
+     "or to the --to addresses instead. It passes through quotas like any\n"
+     "job. A message with attachments cannot be resent (their content is\n"
+     "not kept).\n"
+     "Exit: 0 enqueued, 1 no such message, not resendable, or a store or\n"
+     "Redis failure, 2 bad usage.\n"},
     {"queue", "stats", ctl_queue_stats, "heraldctl queue stats [--json]",
      "Prints the length of each lane (high, normal, low), of the scheduled\n"
      "set and the dead list, and each worker: last heartbeat, its age,\n"

@@ -250,12 +250,17 @@ ctl_mc_list(struct ctl *c, int argc, char **argv)
 {
     const char *org = NULL, *account = NULL, *status = NULL, *to = NULL;
     const char *since = NULL, *until = NULL, *limit = NULL;
-    int json = 0;
+    const char *type = NULL, *path = NULL, *from = NULL, *q = NULL;
+    const char *cursor = NULL;
+    int json = 0, csv = 0;
     const struct ctl_opt opts[] = {
         {"--org", 1, &org, NULL},       {"--account", 1, &account, NULL},
         {"--status", 1, &status, NULL}, {"--to", 1, &to, NULL},
         {"--since", 1, &since, NULL},   {"--until", 1, &until, NULL},
         {"--limit", 1, &limit, NULL},   {"--json", 0, NULL, &json},
+        {"--type", 1, &type, NULL},     {"--path", 1, &path, NULL},
+        {"--from", 1, &from, NULL},     {"--q", 1, &q, NULL},
+        {"--cursor", 1, &cursor, NULL}, {"--csv", 0, NULL, &csv},
         {NULL, 0, NULL, NULL}};
     char **pos = xcalloc((size_t)argc + 1, sizeof *pos);
     int npos, code = ctl_parse("mc list", argc, argv, opts, pos, &npos);
@@ -277,9 +282,25 @@ ctl_mc_list(struct ctl *c, int argc, char **argv)
                                account);
     if (to && !job_valid_email(to))
         return ctl_usage_error("--to: '%s' is not an address", to);
+    if (from && !job_valid_email(from))
+        return ctl_usage_error("--from: '%s' is not an address", from);
+    if (type && !job_valid_type(type))
+        return ctl_usage_error("--type: '%s' is not a type ([a-z0-9_-]{1,32})",
+                               type);
+    if (path && strcmp(path, "scheme") && strcmp(path, "spf") &&
+        strcmp(path, "relay"))
+        return ctl_usage_error("--path: '%s' is not one of scheme, spf, relay",
+                               path);
+    if (json && csv)
+        return ctl_usage_error("--json and --csv: one or the other");
     f.org = org;
     f.account = account;
     f.to = to;
+    f.type = type;
+    f.path = path;
+    f.from = from;
+    f.q = q;
+    f.cursor = cursor;
     if (status) {
         if (mc_status_parse(status, &f.status) != 0)
             return ctl_usage_error("--status: '%s' is not one of queued, "
@@ -307,11 +328,26 @@ ctl_mc_list(struct ctl *c, int argc, char **argv)
         return code;
     struct mc_record **v;
     size_t n;
+    char *next = NULL;
     struct herr e = {{0}, {0}};
-    int rc = herald_mc_list(h, &f, &v, &n, &e);
+    int rc = herald_mc_list(h, &f, &v, &n, &next, &e);
+    if (rc == HERR_INVALID) {
+        /* a filter the store refused (q, cursor): the caller's input */
+        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&e, why, sizeof why);
+        return ctl_usage_error("--%s", why);
+    }
     if (rc)
         return ctl_fail("mc list", rc, &e);
-    if (json) {
+    if (csv) {
+        struct buf b;
+        buf_init(&b, 0);
+        mc_csv_header(&b);
+        for (size_t i = 0; i < n; i++)
+            mc_csv_row(&b, v[i]);
+        fwrite(b.p, 1, b.len, stdout);
+        buf_free(&b);
+    } else if (json) {
         fputc('[', stdout);
         for (size_t i = 0; i < n; i++) {
             char *s = mc_record_to_json(v[i]);
@@ -346,7 +382,71 @@ ctl_mc_list(struct ctl *c, int argc, char **argv)
         }
         ctl_table_print(&t, stdout);
         ctl_table_free(&t);
+        if (next)
+            printf("(more: the next page is --cursor %s)\n", next);
     }
+    if (next && (json || csv))
+        log_msg(LOG_INFO, "more results: the next page is --cursor",
+                "next_cursor", next, NULL);
+    free(next);
     mc_records_free(v, n);
     return CTL_OK;
+}
+
+int
+ctl_mc_resend(struct ctl *c, int argc, char **argv)
+{
+    /* --to is repeatable: parsed here rather than by ctl_parse */
+    const char **to = xcalloc((size_t)argc + 1, sizeof *to);
+    size_t nto = 0;
+    const char *id = NULL;
+    int code = CTL_OK, only_pos = 0;
+    for (int i = 0; i < argc && code == CTL_OK; i++) {
+        const char *a = argv[i];
+        if (!only_pos && strcmp(a, "--") == 0) {
+            only_pos = 1;
+        } else if (!only_pos && strcmp(a, "--to") == 0) {
+            if (i + 1 >= argc)
+                code = ctl_usage_error("mc resend: --to needs a value");
+            else
+                to[nto++] = argv[++i];
+        } else if (!only_pos && strncmp(a, "--to=", 5) == 0) {
+            to[nto++] = a + 5;
+        } else if (!only_pos && a[0] == '-') {
+            code = ctl_usage_error("mc resend: unknown flag '%s' (see "
+                                   "heraldctl mc resend --help)",
+                                   a);
+        } else if (id) {
+            code = ctl_usage_error("mc resend: one ID only ('%s')", a);
+        } else {
+            id = a;
+        }
+    }
+    if (code == CTL_OK && id == NULL)
+        code = ctl_usage_error("mc resend: which message? (an ID)");
+    if (code == CTL_OK && !job_valid_id(id))
+        code = ctl_usage_error("mc resend: '%s' is not a job id", id);
+    for (size_t i = 0; code == CTL_OK && i < nto; i++)
+        if (!job_valid_email(to[i]))
+            code = ctl_usage_error("--to: '%s' is not an address", to[i]);
+    if (code == CTL_OK && nto > JOB_TO_MAX)
+        code = ctl_usage_error("--to: at most %d addresses", JOB_TO_MAX);
+    struct herald *h = code == CTL_OK ? ctl_herald(c, &code) : NULL;
+    if (h) {
+        char new_id[JOB_ID_MAX + 1];
+        struct herr e = {{0}, {0}};
+        int rc = herald_mc_resend(h, id, to, nto, new_id, &e);
+        if (rc == HERR_NOTFOUND) {
+            char *shown = util_escaped(id);
+            log_msg(LOG_ERROR, "no such message", "id", shown, NULL);
+            free(shown);
+            code = CTL_FAIL;
+        } else if (rc) {
+            code = ctl_fail("mc resend", rc, &e);
+        } else {
+            printf("%s\n", new_id);
+        }
+    }
+    free(to);
+    return code;
 }

@@ -147,9 +147,25 @@ int herald_enqueue_many(struct herald *h, const struct herald_item *items,
 int herald_mc_get(struct herald *h, const char *id, struct mc_record **out,
                   struct herr *e);
 
-/* Lists records matching `f`, newest first (free with mc_records_free). */
+/* Lists records matching `f`, newest first (free with mc_records_free);
+ * *next_cursor (NULL: not wanted) as mc_list gives it (common/mc.h). */
 int herald_mc_list(struct herald *h, const struct mc_filter *f,
-                   struct mc_record ***out, size_t *n, struct herr *e);
+                   struct mc_record ***out, size_t *n, char **next_cursor,
+                   struct herr *e);
+
+/*
+ * Resends message `id` (SPEC §6.4): enqueues a new job (a new id, which
+ * *new_id receives: JOB_ID_MAX + 1 bytes) with the stored content, to
+ * the original recipients (to, cc, bcc) or, when nto > 0, to the
+ * addresses `to` instead (as to), and resend_of = id. The new job goes
+ * through validation, quotas and everything else like any job. Returns
+ * 0; HERR_NOTFOUND (no such message); HERR_PERM when the message cannot
+ * be resent (its attachments are not kept, or its body expired);
+ * HERR_INVALID (an address given is not one, field "to[i]"); the store's
+ * or Redis' errors.
+ */
+int herald_mc_resend(struct herald *h, const char *id, const char *const *to,
+                     size_t nto, char *new_id, struct herr *e);
 
 /* ---- queue stats ---- */
 

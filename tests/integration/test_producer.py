@@ -3,8 +3,11 @@ files, stdin, NDJSON bulk), heraldctl mc show/list (against a Message Center
 file filled by bin/test_libherald populate-mc), queue stats, dead list and
 dead replay, usage errors and exit codes (SPEC §1, §3, §6, §7)."""
 
+import csv
+import io
 import json
 import os
+import re
 import time
 
 import harness
@@ -326,6 +329,84 @@ def _populate(t, env, records):
              input="".join(json.dumps(x) + "\n" for x in records))
     check(cp.returncode == 0, f"populate-mc: exit {cp.returncode}: {cp.stderr}")
     return cp.stdout.split()
+
+
+def test_mc_list_filters_pages_and_csv(t):
+    # SPEC §6.2 in heraldctl: type, path, from, q (subject words), keyset
+    # pages by --cursor (every record once, newest first), limit <= 500,
+    # CSV; bad filters are exit 2 naming the flag.
+    env = _env(t, None)
+    now = time.time()
+    recs = []
+    for i in range(12):
+        at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - 3600 + i // 3)) + "Z"
+        subject = ["Receipt R-%d for Ana" % i, "Reminder: form due", "=SUM(A1) oops"][i % 3]
+        recs.append({"job": make_job(id="p-%02d" % i, type=["receipt", "reminder"][i % 2],
+                                     subject=subject,
+                                     to=["ann@example.test", "Bo@Example.test"],
+                                     **{"from": ["Office@Pine.test", "x@acme.test"][i % 4 == 0]}),
+                     "created_at": at, "status": "sent",
+                     "path": ["relay", "spf", "scheme"][i % 3]})
+    ids = _populate(t, env, recs)
+    check(len(ids) == 12, ids)
+
+    def listing(*args):
+        cp = run("heraldctl", "mc", "list", "--json", *args, env=env)
+        check(cp.returncode == 0, f"mc list {args}: {cp.stderr}")
+        return [r["id"] for r in json.loads(cp.stdout)]
+
+    check(listing("--type", "reminder") == ["p-11", "p-09", "p-07", "p-05", "p-03", "p-01"],
+          listing("--type", "reminder"))
+    check(listing("--path", "spf") == ["p-10", "p-07", "p-04", "p-01"], listing("--path", "spf"))
+    check(listing("--from", "X@ACME.test") == ["p-08", "p-04", "p-00"], "from")
+    got = listing("--q", "rec r")
+    check(got == ["p-09", "p-06", "p-03", "p-00"], got)
+    check(listing("--q", "remind FORM", "--type", "receipt") == ["p-10", "p-04"],
+          listing("--q", "remind FORM", "--type", "receipt"))
+    check(listing("--q", "nothing-like-it") == [], "no match")
+
+    # pages of 5: the table says where the next one starts
+    seen, cursor, pages = [], None, 0
+    while True:
+        args = ["--limit", "5"] + (["--cursor", cursor] if cursor else [])
+        cp = run("heraldctl", "mc", "list", *args, env=env)
+        check(cp.returncode == 0, cp.stderr)
+        rows = [l.split()[1] for l in cp.stdout.splitlines()[1:] if l.startswith("20")]
+        seen += rows
+        pages += 1
+        m = re.search(r"--cursor (\S+)\)", cp.stdout)
+        if not m:
+            break
+        cursor = m.group(1)
+    check(pages == 3 and seen == ["p-%02d" % i for i in range(11, -1, -1)], (pages, seen))
+    # --json: stdout is the page, the cursor is on stderr
+    cp = run("heraldctl", "mc", "list", "--json", "--limit", "10", env=env)
+    page = json.loads(cp.stdout)
+    nxt = [d["next_cursor"] for d in _logs(cp.stderr) if "next_cursor" in d]
+    check(len(page) == 10 and len(nxt) == 1, cp.stderr)
+    cp = run("heraldctl", "mc", "list", "--json", "--limit", "10", "--cursor", nxt[0], env=env)
+    check([r["id"] for r in json.loads(cp.stdout)] == ["p-01", "p-00"], cp.stdout)
+    check(not [d for d in _logs(cp.stderr) if "next_cursor" in d], "a last page has no cursor")
+
+    # CSV
+    cp = run("heraldctl", "mc", "list", "--csv", "--type", "receipt", env=env)
+    check(cp.returncode == 0, cp.stderr)
+    check(cp.stdout_bytes.count(b"\r\n") == 7, cp.stdout_bytes[:300])
+    rows = list(csv.reader(io.StringIO(cp.stdout, newline="")))
+    check(rows[0] == ["id", "created_at", "org", "account", "type", "status", "path", "from",
+                      "to", "subject", "attempts", "sent_at", "last_error"], rows[0])
+    check([r[0] for r in rows[1:]] == ["p-10", "p-08", "p-06", "p-04", "p-02", "p-00"], rows)
+    by_id = {r[0]: r for r in rows[1:]}
+    check(by_id["p-02"][9] == "'=SUM(A1) oops", "a formula cell: %r" % by_id["p-02"][9])
+    check(by_id["p-00"][8] == "ann@example.test; Bo@Example.test", by_id["p-00"][8])
+
+    # bad input: exit 2, the flag named
+    for args, flag in ((("--q", " ... "), "--q"), (("--cursor", "not-a-cursor!"), "--cursor"),
+                       (("--limit", "501"), "--limit"), (("--path", "smtp"), "--path"),
+                       (("--type", "Receipt"), "--type"), (("--from", "nope"), "--from"),
+                       (("--json", "--csv"), "--csv")):
+        cp = run("heraldctl", "mc", "list", *args, env=env)
+        check(cp.returncode == 2 and flag in cp.stderr, f"{args}: {cp.returncode} {cp.stderr}")
 
 
 def test_mc_show_and_list(t):

@@ -253,3 +253,56 @@ def test_relay_login_refused_for_good_recipients_failed_with_the_535(t):
     d = [x for x in harness.dead(r, t.prefix) if x.get("id") == "auth-1"]
     check(len(d) == 1 and d[0]["reason"] == "auth", d)
     check(w.stop() == 0, "exit code")
+
+
+# ----------------------------------------------------------------- resend
+
+
+def test_mc_resend_sends_the_stored_message_again_under_a_new_id(t):
+    # SPEC §6.4: a parent says a receipt never arrived; support resends it
+    # (the same id would be dropped by the ledger: a new id, resend_of).
+    r = t.redis()
+    s = t.smtp()
+    e = t.env(r, s)
+    set_template(e)
+    w = t.worker(e)
+    push(r, t.prefix, templated("orig-1", cc=["cc@example.test"], meta={"invoice": 7}))
+    wait_until(lambda: "orig-1" in s.ids(), 15, "the original delivered")
+    wait_until(lambda: (mc_show(e, "orig-1") or {}).get("status") == "sent", 10, "sent")
+
+    cp = run("heraldctl", "mc", "resend", "orig-1", env=e)
+    check(cp.returncode == 0, cp.stderr)
+    new = cp.stdout.strip()
+    check(new and new != "orig-1", cp.stdout)
+    wait_until(lambda: new in s.ids(), 15, "the resend delivered")
+    rec = wait_until(lambda: (lambda x: x if x and x["status"] == "sent" else None)(
+        mc_show(e, new)), 10, "the resend's record sent")
+    check(rec["resend_of"] == "orig-1", rec["resend_of"])
+    check(content(rec) == RENDERED, "the stored (rendered) content: %r" % (content(rec),))
+    check(rec["meta"] == {"invoice": 7}, rec["meta"])
+    env, raw = [m for m in s.messages() if b"X-Herald-Id: " + new.encode() in m[1]][0]
+    check(sorted(env["rcpt_tos"]) == ["Ana@Example.test", "cc@example.test"], env["rcpt_tos"])
+
+    # to other addresses instead
+    cp = run("heraldctl", "mc", "resend", "orig-1", "--to", "other@example.test",
+             "--to=second@example.test", env=e)
+    check(cp.returncode == 0, cp.stderr)
+    new2 = cp.stdout.strip()
+    wait_until(lambda: new2 in s.ids(), 15, "the redirected resend delivered")
+    env2 = [m for m in s.messages() if b"X-Herald-Id: " + new2.encode() in m[1]][0][0]
+    check(env2["rcpt_tos"] == ["other@example.test", "second@example.test"], env2["rcpt_tos"])
+
+    # what cannot be resent, and bad usage
+    push(r, t.prefix, make_job(id="att-1", attachments=[{
+        "filename": "a.txt", "content_type": "text/plain", "content_base64": "aGk="}]))
+    wait_until(lambda: (mc_show(e, "att-1") or {}).get("status") == "sent", 15, "att-1 sent")
+    cp = run("heraldctl", "mc", "resend", "att-1", env=e)
+    check(cp.returncode == 1 and "attachment" in cp.stderr, cp.stderr)
+    cp = run("heraldctl", "mc", "resend", "no-such-id", env=e)
+    check(cp.returncode == 1 and "no such message" in cp.stderr, cp.stderr)
+    for args in (("orig-1", "--to", "not-an-address"), (), ("a", "b"), ("orig-1", "--cc", "x")):
+        cp = run("heraldctl", "mc", "resend", *args, env=e)
+        check(cp.returncode == 2, "%r: %d %s" % (args, cp.returncode, cp.stderr))
+    time.sleep(0.5)
+    check(len(s.ids()) == 4, "delivered %r" % s.ids())
+    check(w.stop() == 0, "exit code")

@@ -265,7 +265,7 @@ dump_list(struct mc *mc, FILE *out, const char *name, const struct mc_filter *f,
     size_t n = 0;
     struct herr e = {{0}, {0}};
     double t = now_s();
-    int rc = mc_list(mc, f, &v, &n, &e);
+    int rc = mc_list(mc, f, &v, &n, NULL, &e);
     if (t_list)
         *t_list = now_s() - t;
     if (rc)

@@ -1243,6 +1243,21 @@ test_headers(void)
     BAD(with(base(), "headers", many), "headers", "has 33 entries, at most 32");
 }
 
+/* resend_of (SPEC §6.4): a job id, kept through the canonical form. */
+static void
+test_resend_of(void)
+{
+    struct job *j = GOOD(with(base(), "resend_of", json_string("orig-1:a")));
+    if (j) {
+        CHECK_STR(j->resend_of, "orig-1:a");
+        check_round_trip("resend_of", j);
+        job_free(j);
+    }
+    BAD(with(base(), "resend_of", json_string("a b")), "resend_of", "");
+    BAD(with(base(), "resend_of", json_integer(7)), "resend_of", "");
+    BAD(with(base(), "resend_of", json_null()), "resend_of", "");
+}
+
 static void
 test_meta(void)
 {
@@ -1501,6 +1516,7 @@ main(void)
     test_send_at_priority();
     test_headers();
     test_meta();
+    test_resend_of();
     test_assign_id();
     test_field_order();
     test_corpus_valid();

@@ -306,7 +306,7 @@ test_mc(void)
     memset(&f, 0, sizeof f);
     struct mc_record **v = NULL;
     size_t n = 0;
-    CHECK(herald_mc_list(h, &f, &v, &n, &e) == 0);
+    CHECK(herald_mc_list(h, &f, &v, &n, NULL, &e) == 0);
     CHECK(n == 2);
     if (n == 2) {
         CHECK_STR(v[0]->id, "m-2"); /* newest first */
@@ -314,7 +314,7 @@ test_mc(void)
     }
     mc_records_free(v, n);
     f.org = "acme";
-    CHECK(herald_mc_list(h, &f, &v, &n, &e) == 0);
+    CHECK(herald_mc_list(h, &f, &v, &n, NULL, &e) == 0);
     CHECK(n == 1);
     if (n == 1)
         CHECK_STR(v[0]->id, "m-1");

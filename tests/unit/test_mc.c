@@ -307,7 +307,7 @@ test_duplicate(void)
     f.to = "ann@example.com";
     struct mc_record **v = NULL;
     size_t n = 0;
-    CHECK(mc_list(m, &f, &v, &n, &e) == 0 && n == 1);
+    CHECK(mc_list(m, &f, &v, &n, NULL, &e) == 0 && n == 1);
     mc_records_free(v, n);
 
     /* Inside a batch, too, and the batch goes on. */
@@ -479,7 +479,7 @@ check_ids(struct mc *m, const struct mc_filter *f, const char *const *want,
     struct mc_record **v = NULL;
     size_t n = 0;
     struct herr e = {0};
-    int rc = mc_list(m, f, &v, &n, &e);
+    int rc = mc_list(m, f, &v, &n, NULL, &e);
     CHECK_MSG(rc == 0, "list: %s", e.msg);
     CHECK_MSG(n == nwant, "got %zu records, want %zu", n, nwant);
     for (size_t i = 0; i < n && i < nwant; i++)
@@ -564,7 +564,7 @@ test_list(void)
     struct mc_record **v = NULL;
     size_t n = 0;
     struct herr e = {0};
-    CHECK(mc_list(m, &f, &v, &n, &e) == HERR_INVALID);
+    CHECK(mc_list(m, &f, &v, &n, NULL, &e) == HERR_INVALID);
 
     /* Limit. */
     memset(&f, 0, sizeof f);
@@ -583,16 +583,19 @@ test_list(void)
     f.org = "bulk";
     f.limit = 0;
     v = NULL;
-    CHECK(mc_list(m, &f, &v, &n, &e) == 0);
+    CHECK(mc_list(m, &f, &v, &n, NULL, &e) == 0);
     CHECK(n == MC_LIST_DEFAULT);
     if (n > 0)
         CHECK_STR(v[0]->id, "bulk-1009");
     mc_records_free(v, n);
-    f.limit = 5000;
-    CHECK(mc_list(m, &f, &v, &n, &e) == 0);
+    f.limit = MC_LIST_MAX + 1;
+    CHECK(mc_list(m, &f, &v, &n, NULL, &e) == HERR_INVALID);
+    CHECK_STR(e.field, "limit");
+    f.limit = MC_LIST_MAX;
+    CHECK(mc_list(m, &f, &v, &n, NULL, &e) == 0);
     CHECK(n == MC_LIST_MAX);
     if (n == MC_LIST_MAX)
-        CHECK_STR(v[n - 1]->id, "bulk-0010");
+        CHECK_STR(v[n - 1]->id, "bulk-0510");
     mc_records_free(v, n);
 
     mc_close(m);
@@ -652,7 +655,7 @@ test_batch(void)
     f.to = "ann@example.com";
     struct mc_record **v = NULL;
     size_t n = 0;
-    CHECK(mc_list(m, &f, &v, &n, &e) == 0 && n == 2);
+    CHECK(mc_list(m, &f, &v, &n, NULL, &e) == 0 && n == 2);
     mc_records_free(v, n);
 
     /* Outside a batch each write is durable at once. */
@@ -767,7 +770,7 @@ test_urls(void)
     const char *mode = NULL;
     raw_int("var/mc.db", "PRAGMA journal_mode", &mode);
     CHECK_STR(mode, "wal");
-    CHECK(raw_int("var/mc.db", "PRAGMA user_version", NULL) == 2);
+    CHECK(raw_int("var/mc.db", "PRAGMA user_version", NULL) == 3);
     CHECK(raw_int("var/mc.db",
                   "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                   " AND name IN ('messages_org', 'messages_account',"
@@ -1225,7 +1228,7 @@ test_migrate_v1(void)
     CHECK_MSG(mc_open(url, &m, &e) == 0 && m, "%s", e.msg);
     if (m == NULL)
         goto out;
-    CHECK(raw_int(path, "PRAGMA user_version", NULL) == 2);
+    CHECK(raw_int(path, "PRAGMA user_version", NULL) == 3);
 
     /* Every record as it was. */
     int same = 0;
@@ -1320,7 +1323,7 @@ test_migrate_v1(void)
     if (m)
         CHECK(exists(m, "v1-00") && exists(m, "after-1"));
     mc_close(m);
-    CHECK(raw_int(path, "PRAGMA user_version", NULL) == 2);
+    CHECK(raw_int(path, "PRAGMA user_version", NULL) == 3);
 out:
     free(url);
     free(path);
@@ -1541,7 +1544,9 @@ test_to_json(void)
                               "attempts",
                               "next_attempt_at",
                               "last_error",
-                              "smtp_reply"};
+                              "smtp_reply",
+                              "resend_of",
+                              "body_expired"};
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             CHECK_MSG(json_object_get(o, keys[i]) != NULL, "key %s", keys[i]);
         CHECK(json_object_size(o) == sizeof keys / sizeof keys[0]);
@@ -1715,7 +1720,7 @@ test_multiprocess(void)
         f.limit = MC_LIST_MAX;
         struct mc_record **v = NULL;
         size_t n = 0;
-        CHECK(mc_list(m, &f, &v, &n, NULL) == 0 && n == PER_CHILD);
+        CHECK(mc_list(m, &f, &v, &n, NULL, NULL) == 0 && n == PER_CHILD);
         mc_records_free(v, n);
         mc_close(m);
     }
@@ -1795,6 +1800,263 @@ test_modes(void)
     umask(old);
 }
 
+/* The filters of SPEC §6.2 beyond org/account/status/to/time: type,
+ * path, from, q (subject words), scope, and keyset paging by cursor —
+ * every page exactly once, also across records created in the same
+ * millisecond. */
+static void
+test_list_search_and_pages(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    struct herr e = {0};
+    static const char *const subjects[] = {
+        "Receipt R-77 for Ana",   "Reminder: medical form due", "Receipt #5521",
+        "Réunion café (Ünïcode)", "Registration confirmed ✓",   NULL};
+    CHECK(mc_batch_begin(m, &e) == 0);
+    for (int i = 0; i < 40; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "s-%02d", i);
+        struct mc_record *r =
+            small_record(id, i % 2 ? "acme" : "beta", "u1", MC_QUEUED,
+                         T0 + i / 4, /* four records per millisecond */
+                         "x@example.com");
+        free(r->type);
+        r->type = xstrdup(i % 3 ? "receipt" : "reminder");
+        r->path = xstrdup(i % 5 ? "relay" : "scheme");
+        free(r->from);
+        r->from = xstrdup(i % 7 ? "Office@Pine.example" : "x@other.example");
+        r->subject = subjects[i % 6] ? xstrdup(subjects[i % 6]) : NULL;
+        insert_rec(m, r);
+    }
+    CHECK(mc_batch_commit(m, &e) == 0);
+
+    /* paging: 40 records, 7 a page, newest first, each once */
+    struct mc_filter f;
+    memset(&f, 0, sizeof f);
+    f.limit = 7;
+    char *cursor = NULL;
+    int seen = 0, pages = 0, order_ok = 1;
+    int64_t last_at = INT64_MAX;
+    char last_id[64] = "~";
+    do {
+        struct mc_record **v = NULL;
+        size_t n = 0;
+        char *next = NULL;
+        f.cursor = cursor;
+        CHECK(mc_list(m, &f, &v, &n, &next, &e) == 0);
+        for (size_t i = 0; i < n; i++) {
+            int before =
+                v[i]->created_at < last_at ||
+                (v[i]->created_at == last_at && strcmp(v[i]->id, last_id) < 0);
+            order_ok &= before;
+            last_at = v[i]->created_at;
+            snprintf(last_id, sizeof last_id, "%s", v[i]->id);
+        }
+        seen += (int)n;
+        pages++;
+        CHECK((next == NULL) == (seen == 40));
+        mc_records_free(v, n);
+        free(cursor);
+        cursor = next;
+    } while (cursor && pages < 20);
+    CHECK(seen == 40 && pages == 6 && order_ok);
+
+    /* a limit that divides exactly: the last full page has no next */
+    f.cursor = NULL;
+    f.limit = 40;
+    struct mc_record **v = NULL;
+    size_t n = 0;
+    char *next = (char *)"x";
+    CHECK(mc_list(m, &f, &v, &n, &next, &e) == 0 && n == 40 && next == NULL);
+    mc_records_free(v, n);
+
+    /* filters */
+    memset(&f, 0, sizeof f);
+    f.type = "reminder";
+    f.org = "beta";
+    EXPECT(&f, "s-36", "s-30", "s-24", "s-18", "s-12", "s-06", "s-00");
+    memset(&f, 0, sizeof f);
+    f.path = "scheme";
+    EXPECT(&f, "s-35", "s-30", "s-25", "s-20", "s-15", "s-10", "s-05", "s-00");
+    memset(&f, 0, sizeof f);
+    f.from = "X@OTHER.example";
+    EXPECT(&f, "s-35", "s-28", "s-21", "s-14", "s-07", "s-00");
+    memset(&f, 0, sizeof f);
+    f.q = "receipt";
+    EXPECT(&f, "s-38", "s-36", "s-32", "s-30", "s-26", "s-24", "s-20", "s-18",
+           "s-14", "s-12", "s-08", "s-06", "s-02", "s-00");
+    f.q = "RECEIPT r-7"; /* every word a prefix of a word: "r", "7" */
+    EXPECT(&f, "s-36", "s-30", "s-24", "s-18", "s-12", "s-06", "s-00");
+    f.q = "rece 552";
+    EXPECT(&f, "s-38", "s-32", "s-26", "s-20", "s-14", "s-08", "s-02");
+    f.q = "café Ünï"; /* non-ASCII matches as it is (no case folding) */
+    EXPECT(&f, "s-39", "s-33", "s-27", "s-21", "s-15", "s-09", "s-03");
+    f.q = "eceipt"; /* a prefix, not a substring */
+    check_ids(m, &f, NULL, 0);
+    f.q = "café ünï";
+    check_ids(m, &f, NULL, 0);
+    f.q = "receipt";
+    f.org = "beta";
+    f.limit = 2;
+    EXPECT(&f, "s-38", "s-36");
+    f.org = "acme";
+    check_ids(m, &f, NULL, 0);
+    const char *scope[] = {"beta", "gamma"};
+    memset(&f, 0, sizeof f);
+    f.scope = scope;
+    f.nscope = 2;
+    f.limit = 3;
+    EXPECT(&f, "s-38", "s-36", "s-34");
+    f.org = "acme"; /* outside the scope: nothing */
+    check_ids(m, &f, NULL, 0);
+
+    /* bad filters name themselves */
+    memset(&f, 0, sizeof f);
+    f.q = " -- ";
+    CHECK(mc_list(m, &f, &v, &n, NULL, &e) == HERR_INVALID);
+    CHECK_STR(e.field, "q");
+    f.q = "a b c d e f g h i";
+    CHECK(mc_list(m, &f, &v, &n, NULL, &e) == HERR_INVALID);
+    f.q = NULL;
+    static const char *const bad[] = {"",     "!!!!",       "abc",
+                                      "MTIz", "MTIzLmEgYg", "eC5pZA"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        f.cursor = bad[i];
+        CHECK_MSG(mc_list(m, &f, &v, &n, NULL, &e) == HERR_INVALID, "%s",
+                  bad[i]);
+        CHECK_STR(e.field, "cursor");
+    }
+    char *c = mc_cursor_new(1790000000123LL, "job-1:a.b_c-d");
+    int64_t at = 0;
+    char id[JOB_ID_MAX + 1];
+    CHECK(mc_cursor_parse(c, &at, id, sizeof id, &e) == 0);
+    CHECK(at == 1790000000123LL);
+    CHECK_STR(id, "job-1:a.b_c-d");
+    CHECK(strspn(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                    "0123456789-_") == strlen(c));
+    free(c);
+
+    /* the subject index follows a rendered subject (set_content) */
+    struct mc_update u;
+    mc_update_init(&u, "s-01", MC_SENT);
+    u.set_content = 1;
+    u.subject = "Quarterly statement";
+    CHECK(mc_update(m, &u, &e) == 0);
+    memset(&f, 0, sizeof f);
+    f.q = "quarterly";
+    EXPECT(&f, "s-01");
+    f.q = "reminder medical";
+    EXPECT(&f, "s-37", "s-31", "s-25", "s-19", "s-13", "s-07");
+
+    mc_close(m);
+    rmtree(dir);
+}
+
+/* CSV: RFC 4180 quoting, CRLF, every to/cc address, and no cell a
+ * spreadsheet would run as a formula. */
+static void
+test_csv(void)
+{
+    struct mc_record *r = full_record("csv-1");
+    free(r->subject);
+    r->subject = xstrdup("=HYPERLINK(\"http://x\",\"click\")");
+    free(r->last_error);
+    r->last_error = xstrdup("line one\nline \"two\"");
+    struct buf b;
+    buf_init(&b, 0);
+    mc_csv_header(&b);
+    mc_csv_row(&b, r);
+    const char *row = strstr(b.p, "\r\n") + 2;
+    CHECK(strncmp(b.p,
+                  "id,created_at,org,account,type,status,path,from,to,"
+                  "subject,attempts,sent_at,last_error\r\n",
+                  strlen("id,created_at,org,account,type,status,path,from,to,"
+                         "subject,attempts,sent_at,last_error\r\n")) == 0);
+    CHECK(strncmp(row, "\"csv-1\",", 8) == 0);
+    CHECK(strstr(row, "\"'=HYPERLINK(\"\"http://x\"\",\"\"click\"\")\"") !=
+          NULL);
+    CHECK(strstr(row, "\"line one\nline \"\"two\"\"\"\r\n") != NULL);
+    CHECK(strstr(row, "ann@example.com") || strstr(row, "Ann@Example.COM"));
+    buf_free(&b);
+    mc_record_free(r);
+}
+
+/* A version-2 store (before the subject index) is migrated in place:
+ * its records are searchable by subject and sender at once. */
+static void
+test_migrate_v2(void)
+{
+    static const char v2[] =
+        "CREATE TABLE messages (seq INTEGER PRIMARY KEY, id TEXT NOT NULL "
+        "UNIQUE, org TEXT NOT NULL, account TEXT NOT NULL, type TEXT NOT "
+        "NULL, created_at INTEGER NOT NULL, status TEXT NOT NULL, path TEXT, "
+        "path_reason TEXT, sender TEXT, reply_to TEXT, attempts INTEGER NOT "
+        "NULL DEFAULT 0, updated_at INTEGER NOT NULL, sent_at INTEGER, "
+        "next_attempt_at INTEGER, last_error TEXT, smtp_reply TEXT, "
+        "recipients_json TEXT);"
+        "CREATE TABLE message_content (seq INTEGER PRIMARY KEY REFERENCES "
+        "messages(seq) ON DELETE CASCADE, from_addr TEXT NOT NULL, from_name "
+        "TEXT, to_json TEXT, cc_json TEXT, bcc_json TEXT, subject TEXT, text "
+        "TEXT, html TEXT, attachments_json TEXT, meta_json TEXT);"
+        "CREATE TABLE message_rcpt (email TEXT NOT NULL, seq INTEGER NOT NULL "
+        "REFERENCES messages(seq) ON DELETE CASCADE, kind TEXT NOT NULL, "
+        "PRIMARY KEY (email, seq, kind)) WITHOUT ROWID;"
+        "CREATE INDEX messages_org ON messages(org, created_at);"
+        "CREATE INDEX messages_account ON messages(account, created_at);"
+        "CREATE INDEX messages_created ON messages(created_at);"
+        "CREATE INDEX messages_status ON messages(status, created_at) WHERE "
+        "status <> 'sent';"
+        "CREATE INDEX message_rcpt_seq ON message_rcpt(seq);"
+        "INSERT INTO messages VALUES (1, 'old-1', 'acme', 'a', 'receipt', "
+        "1790000000000, 'sent', 'relay', NULL, NULL, NULL, 1, 1790000000001, "
+        "NULL, NULL, NULL, NULL, NULL);"
+        "INSERT INTO message_content VALUES (1, 'Billing@Acme.example', NULL, "
+        "'[{\"email\":\"a@b.example\"}]', NULL, NULL, 'Old receipt "
+        "R-1', 'text', NULL, NULL, NULL);"
+        "INSERT INTO message_rcpt VALUES ('a@b.example', 1, 'to');"
+        "PRAGMA user_version = 2;";
+    char *dir = tmpdir();
+    char *path = xasprintf("%s/mc.db", dir);
+    char *url = xasprintf("sqlite://%s", path);
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK &&
+          sqlite3_exec(db, v2, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    struct mc *m = NULL;
+    struct herr e = {0};
+    CHECK_MSG(mc_open(url, &m, &e) == 0 && m, "%s", e.msg);
+    if (m) {
+        CHECK(raw_int(path, "PRAGMA user_version", NULL) == 3);
+        struct mc_filter f;
+        memset(&f, 0, sizeof f);
+        f.q = "old r";
+        f.from = "billing@acme.example";
+        EXPECT(&f, "old-1");
+        struct mc_record *g = NULL;
+        CHECK(mc_get(m, "old-1", &g, &e) == 0 && g);
+        if (g) {
+            CHECK_STR(g->from, "Billing@Acme.example"); /* as it was */
+            CHECK(g->resend_of == NULL && g->body_expired == 0);
+        }
+        mc_record_free(g);
+        /* new records go on as usual */
+        insert_rec(m, small_record("new-1", "acme", "a", MC_QUEUED,
+                                   1790000000500, "a@b.example"));
+        memset(&f, 0, sizeof f);
+        f.to = "A@B.example";
+        EXPECT(&f, "new-1", "old-1");
+        mc_close(m);
+    }
+    free(url);
+    free(path);
+    rmtree(dir);
+}
+
 int
 main(void)
 {
@@ -1803,6 +2065,8 @@ main(void)
     test_duplicate();
     test_update();
     test_list();
+    test_list_search_and_pages();
+    test_csv();
     test_batch();
     test_urls();
     test_modes();
@@ -1810,6 +2074,7 @@ main(void)
     test_status_moves();
     test_atomic_insert();
     test_migrate_v1();
+    test_migrate_v2();
     test_migrate_refused();
     test_from_job();
     test_to_json();
