@@ -163,6 +163,33 @@ mc_update(struct mc *m, const struct mc_update *u, struct herr *e)
 }
 
 int
+mc_purge(struct mc *m, int64_t records_before, int64_t bodies_before,
+         int dry_run, long long max, struct mc_purge_result *out,
+         struct herr *e)
+{
+    memset(out, 0, sizeof *out);
+    if (records_before < 0 || bodies_before < 0)
+        return herr_set(e, HERR_INVALID, NULL, "a cutoff before 1970");
+    if (records_before == 0 && bodies_before == 0)
+        return 0;
+    return m->be->purge(m->state, records_before, bodies_before, dry_run, max,
+                        out, e);
+}
+
+void
+mc_purge_cutoffs(long retention_days, long body_days, int64_t now_ms,
+                 int64_t *records_before, int64_t *bodies_before)
+{
+    const int64_t day = 86400000;
+    *records_before = retention_days > 0 ? now_ms - retention_days * day : 0;
+    *bodies_before = body_days > 0 ? now_ms - body_days * day : 0;
+    if (*records_before < 0)
+        *records_before = 0;
+    if (*bodies_before < 0)
+        *bodies_before = 0;
+}
+
+int
 mc_get(struct mc *m, const char *id, struct mc_record **out, struct herr *e)
 {
     *out = NULL;

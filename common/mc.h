@@ -187,6 +187,30 @@ int mc_get(struct mc *m, const char *id, struct mc_record **out,
 int mc_list(struct mc *m, const struct mc_filter *f, struct mc_record ***out,
             size_t *n, char **next_cursor, struct herr *e);
 
+/*
+ * Retention (SPEC §6.3): removes the records created before
+ * records_before, and clears the text and html of those created before
+ * bodies_before (body_expired becomes true); 0 for either: none. The
+ * work goes in chunks of MC_PURGE_CHUNK records, each its own
+ * transaction, so writers (the workers) wait little; not inside a batch.
+ * With dry_run nothing changes. `max` > 0 stops after about that many
+ * records and bodies (a chunk is not cut; out->more says work is left):
+ * a worker purges in rounds its shutdown need not wait for. *out says how
+ * many records were (or would be) removed and bodies cleared. Safe to
+ * run twice, or by two processes at once. mc_purge_cutoffs turns the
+ * settings into the two times (days 0: none).
+ */
+#define MC_PURGE_CHUNK 5000
+struct mc_purge_result {
+    long long records, bodies;
+    int more; /* stopped at `max` with work left */
+};
+int mc_purge(struct mc *m, int64_t records_before, int64_t bodies_before,
+             int dry_run, long long max, struct mc_purge_result *out,
+             struct herr *e);
+void mc_purge_cutoffs(long retention_days, long body_days, int64_t now_ms,
+                      int64_t *records_before, int64_t *bodies_before);
+
 void mc_record_free(struct mc_record *r);
 void mc_records_free(struct mc_record **v, size_t n);
 
@@ -231,6 +255,9 @@ struct mc_backend {
                struct herr *e);
     int (*list)(void *state, const struct mc_query *q, struct mc_record ***out,
                 size_t *n, struct herr *e);
+    int (*purge)(void *state, int64_t records_before, int64_t bodies_before,
+                 int dry_run, long long max, struct mc_purge_result *out,
+                 struct herr *e);
 };
 
 extern const struct mc_backend mc_backend_sqlite;

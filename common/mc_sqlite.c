@@ -1302,6 +1302,118 @@ sq_list(void *state, const struct mc_query *q, struct mc_record ***out,
     return 0;
 }
 
+/* One statement with ?1 bound to `at`, stepped; the count of a SELECT
+ * count(*) in *count (when not NULL), else the rows it changed. */
+static int
+purge_step(struct mcs *s, const char *sql, int64_t at, long long *count,
+           struct herr *e)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(s, sql, &st, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, at);
+    rc = sqlite3_step(st);
+    long long n = 0;
+    if (rc == SQLITE_ROW) {
+        n = sqlite3_column_int64(st, 0);
+        rc = SQLITE_DONE;
+    } else if (rc == SQLITE_DONE) {
+        n = sqlite3_changes(s->db);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_err(s, rc, e, "purging old records");
+    if (count)
+        *count = n;
+    return 0;
+}
+
+#define PURGE_SEQS(cond)                                                       \
+    "(SELECT seq FROM messages WHERE " cond                                    \
+    " ORDER BY seq LIMIT " STR(MC_PURGE_CHUNK) ")"
+
+/* Runs the statements of one chunk in one transaction: the count of the
+ * last one (the rows it changed) in *n. */
+static int
+purge_chunk(struct mcs *s, const char *const *sqls, size_t nsql, int64_t at,
+            long long *n, struct herr *e)
+{
+    int rc = exec_stmt(s->begin);
+    if (rc != SQLITE_OK)
+        return db_err(s, rc, e, "purging old records");
+    int ret = 0;
+    for (size_t i = 0; ret == 0 && i < nsql; i++)
+        ret = purge_step(s, sqls[i], at, n, e);
+    if (ret == 0 && (rc = exec_stmt(s->commit)) != SQLITE_OK)
+        ret = db_err(s, rc, e, "purging old records");
+    if (ret && !sqlite3_get_autocommit(s->db))
+        exec_stmt(s->rollback);
+    return ret;
+}
+
+static int
+sq_purge(void *state, int64_t records_before, int64_t bodies_before,
+         int dry_run, long long max, struct mc_purge_result *out,
+         struct herr *e)
+{
+    struct mcs *s = state;
+    if (s->in_batch)
+        return herr_set(e, HERR_INVALID, NULL, "purging inside a batch");
+    int ret = 0;
+    if (dry_run) {
+        if (records_before)
+            ret = purge_step(s,
+                             "SELECT count(*) FROM messages WHERE created_at < "
+                             "?1",
+                             records_before, &out->records, e);
+        if (ret == 0 && bodies_before > records_before)
+            ret = purge_step(s,
+                             "SELECT count(*) FROM messages WHERE created_at < "
+                             "?1 AND body_expired = 0",
+                             bodies_before, &out->bodies, e);
+        if (ret == 0 && bodies_before > records_before && records_before) {
+            long long gone = 0;
+            ret = purge_step(s,
+                             "SELECT count(*) FROM messages WHERE created_at < "
+                             "?1 AND body_expired = 0",
+                             records_before, &gone, e);
+            out->bodies -= gone; /* removed with their record instead */
+        }
+        return ret;
+    }
+    /* the subject index has no foreign key: its rows go first, then the
+     * records (content and recipients cascade) */
+    static const char *const del[] = {
+        "DELETE FROM message_subject WHERE rowid IN " PURGE_SEQS(
+            "created_at < ?1"),
+        "DELETE FROM messages WHERE seq IN " PURGE_SEQS("created_at < ?1")};
+    static const char *const bodies[] = {
+        "UPDATE message_content SET text = NULL, html = NULL WHERE seq "
+        "IN " PURGE_SEQS("created_at < ?1 AND body_expired = 0"),
+        "UPDATE messages SET body_expired = 1 WHERE seq IN " PURGE_SEQS(
+            "created_at < ?1 AND body_expired = 0")};
+    long long n = 0;
+#define PURGE_ROOM (max <= 0 || out->records + out->bodies < max)
+    if (records_before) {
+        do {
+            n = 0;
+            ret = purge_chunk(s, del, 2, records_before, &n, e);
+            out->records += n;
+        } while (ret == 0 && n > 0 && PURGE_ROOM);
+    }
+    if (ret == 0 && n == 0 && bodies_before > records_before) {
+        do {
+            n = 0;
+            ret = purge_chunk(s, bodies, 2, bodies_before, &n, e);
+            out->bodies += n;
+        } while (ret == 0 && n > 0 && PURGE_ROOM);
+    }
+#undef PURGE_ROOM
+    out->more = ret == 0 && n > 0;
+    return ret;
+}
+
 const struct mc_backend mc_backend_sqlite = {
     .scheme = "sqlite",
     .open = sq_open,
@@ -1313,4 +1425,5 @@ const struct mc_backend mc_backend_sqlite = {
     .update = sq_update,
     .get = sq_get,
     .list = sq_list,
+    .purge = sq_purge,
 };

@@ -104,6 +104,13 @@ static const struct sdef table[] = {
      3650, 0, 0, NULL,
      "how long a delivered job id is remembered (never sent twice within "
      "it)"},
+    {"HERALD_MC_RETENTION_DAYS", "--mc-retention-days", S_LONG,
+     OFF(mc_retention_days), "0", 0, 36500, 0, 0, NULL,
+     "Message Center records older than this are removed (0: kept forever)"},
+    {"HERALD_MC_BODY_DAYS", "--mc-body-days", S_LONG, OFF(mc_body_days), "0", 0,
+     36500, 0, 0, NULL,
+     "after this, a record's text and html are removed (0: as long as the "
+     "record)"},
     {"HERALD_MAX_INFLIGHT_BYTES", "--max-inflight-bytes", S_LONG,
      OFF(max_inflight_bytes), "16777216", 1048576, 68719476736L, 0, 0, NULL,
      "bytes of jobs a worker holds at once (taking waits above it; one job "

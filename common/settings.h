@@ -41,6 +41,8 @@ struct settings {
     long scheme_connections;
     long ledger_days;        /* delivered ids are remembered this long */
     long max_inflight_bytes; /* raw job bytes a worker holds at once */
+    long mc_retention_days;  /* 0: forever */
+    long mc_body_days;       /* 0: as long as the record */
 };
 
 /* Fills every field with its embedded default (strings are owned). */

@@ -104,6 +104,7 @@ void ctl_table_free(struct ctl_table *t);
 int ctl_mc_show(struct ctl *c, int argc, char **argv);
 int ctl_mc_list(struct ctl *c, int argc, char **argv);
 int ctl_mc_resend(struct ctl *c, int argc, char **argv);
+int ctl_mc_purge(struct ctl *c, int argc, char **argv);
 int ctl_queue_stats(struct ctl *c, int argc, char **argv);
 int ctl_queue_resume(struct ctl *c, int argc, char **argv);
 int ctl_dead_list(struct ctl *c, int argc, char **argv);

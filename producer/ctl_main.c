@@ -58,6 +58,14 @@ static const struct command commands[] = {
      "not kept).\n"
      "Exit: 0 enqueued, 1 no such message, not resendable, or a store or\n"
      "Redis failure, 2 bad usage.\n"},
+    {"mc", "purge", ctl_mc_purge, "heraldctl mc purge [--dry-run]",
+     "Applies the Message Center's retention now: removes the records older\n"
+     "than HERALD_MC_RETENTION_DAYS and clears the text and html of those\n"
+     "older than HERALD_MC_BODY_DAYS (body_expired), and says how many.\n"
+     "Workers do the same on their own, once an hour. With --dry-run,\n"
+     "only counts.\n"
+     "Exit: 0 done (also with nothing to do), 1 store failure, 2 bad "
+     "usage.\n"},
     {"queue", "stats", ctl_queue_stats, "heraldctl queue stats [--json]",
      "Prints the length of each lane (high, normal, low), of the scheduled\n"
      "set and the dead list, and each worker: last heartbeat, its age,\n"

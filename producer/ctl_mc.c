@@ -450,3 +450,38 @@ ctl_mc_resend(struct ctl *c, int argc, char **argv)
     free(to);
     return code;
 }
+
+int
+ctl_mc_purge(struct ctl *c, int argc, char **argv)
+{
+    int dry = 0;
+    const struct ctl_opt opts[] = {{"--dry-run", 0, NULL, &dry},
+                                   {NULL, 0, NULL, NULL}};
+    char **pos = xcalloc((size_t)argc + 1, sizeof *pos);
+    int npos, code = ctl_parse("mc purge", argc, argv, opts, pos, &npos);
+    if (code == 0 && npos > 0)
+        code = ctl_usage_error("mc purge: unexpected argument '%s'", pos[0]);
+    free(pos);
+    if (code)
+        return code;
+    struct herald *h = ctl_herald(c, &code);
+    if (h == NULL)
+        return code;
+    const struct settings *s = &c->s;
+    if (s->mc_retention_days == 0 && s->mc_body_days == 0) {
+        puts("nothing to purge: HERALD_MC_RETENTION_DAYS and "
+             "HERALD_MC_BODY_DAYS are 0 (keep forever)");
+        return CTL_OK;
+    }
+    struct mc_purge_result res;
+    struct herr e = {{0}, {0}};
+    int rc = herald_mc_purge(h, dry, &res, &e);
+    if (rc)
+        return ctl_fail("mc purge", rc, &e);
+    printf("%s %lld record%s (older than %ld days), %s the body of %lld "
+           "more (older than %ld days)\n",
+           dry ? "would remove" : "removed", res.records,
+           res.records == 1 ? "" : "s", s->mc_retention_days,
+           dry ? "would clear" : "cleared", res.bodies, s->mc_body_days);
+    return CTL_OK;
+}

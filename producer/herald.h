@@ -154,6 +154,15 @@ int herald_mc_list(struct herald *h, const struct mc_filter *f,
                    struct herr *e);
 
 /*
+ * Retention now (SPEC §6.3): mc_purge with the cutoffs of
+ * HERALD_MC_RETENTION_DAYS and HERALD_MC_BODY_DAYS (neither set: nothing
+ * to do, *out zero). It does not take the fleet's purge lease (Message
+ * Center commands need no Redis); a purge is safe beside another.
+ */
+int herald_mc_purge(struct herald *h, int dry_run, struct mc_purge_result *out,
+                    struct herr *e);
+
+/*
  * Resends message `id` (SPEC §6.4): enqueues a new job (a new id, which
  * *new_id receives: JOB_ID_MAX + 1 bytes) with the stored content, to
  * the original recipients (to, cc, bcc) or, when nto > 0, to the

@@ -423,6 +423,20 @@ herald_mc_list(struct herald *h, const struct mc_filter *f,
     return mc_list(h->mc, f, out, n, next_cursor, e);
 }
 
+int
+herald_mc_purge(struct herald *h, int dry_run, struct mc_purge_result *out,
+                struct herr *e)
+{
+    memset(out, 0, sizeof *out);
+    int rc = need_mc(h, e);
+    if (rc)
+        return rc;
+    int64_t rec, body;
+    mc_purge_cutoffs(h->s->mc_retention_days, h->s->mc_body_days,
+                     clock_now_ms(), &rec, &body);
+    return mc_purge(h->mc, rec, body, dry_run, 0, out, e);
+}
+
 /* A stored [{"email","name"}...] list as a job's (names kept). */
 static json_t *
 resend_addrs(const char *js)

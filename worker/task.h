@@ -16,6 +16,7 @@
 #include "bigjob.h"
 #include "imapcopy.h"
 #include "logingate.h"
+#include "purge.h"
 #include "mailer.h"
 #include "mc.h"
 #include "queue.h"
@@ -133,7 +134,8 @@ struct worker {
     size_t ntasks;
     size_t held_bytes;  /* raw bytes of every task: HERALD_MAX_INFLIGHT_BYTES */
     struct bigjob *big; /* jobs over the size limit, moved to dead */
-    int slots;          /* tasks holding an SMTP slot */
+    struct purge *purge; /* the Message Center's retention */
+    int slots;           /* tasks holding an SMTP slot */
     struct tq ready, mcq, retry;
     size_t nmcq;
     /* The batch being written on libuv's thread pool. Its tasks are

@@ -890,8 +890,9 @@ close_all(struct worker *w)
         t->w->stopping = 1;
         task_free(t);
     }
-    w->open_handles = 8; /* 3 timers, the check, the queue, the mailer,
-                            the SPF cache, the IMAP copier */
+    w->open_handles = 9; /* 3 timers, the check, the queue, the mailer,
+                            the SPF cache, the IMAP copier, the purge */
+    purge_close(w->purge, on_queue_closed, w);
     imapcopy_close(w->imap, on_queue_closed, w);
     spfcache_close(w->spf, on_queue_closed, w);
     uv_close((uv_handle_t *)&w->t_check, on_handle_closed);
@@ -1051,6 +1052,7 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     };
     queue_new(loop, s, id, &ev, &w->q);
     w->big = bigjob_new(w->q);
+    w->purge = purge_new(loop, s, w->q, id);
     schemes_set_queue(w->schemes, w->q);
     w->senders = senders_new(w->q);
     w->gate = logingate_new(

@@ -2057,6 +2057,101 @@ test_migrate_v2(void)
     rmtree(dir);
 }
 
+/* Retention: old records go (content, recipients and the subject index
+ * with them), older bodies are cleared; a dry run changes nothing; twice
+ * is harmless; more than a chunk goes in several. */
+static void
+test_purge(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    struct herr e = {0};
+    const int64_t day = 86400000;
+    int64_t now = T0 + 100 * day;
+    CHECK(mc_batch_begin(m, &e) == 0);
+    int n = MC_PURGE_CHUNK + 20; /* old: 20 days ago */
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "old-%05d", i);
+        struct mc_record *r = small_record(id, "acme", "u", MC_SENT,
+                                           now - 20 * day + i, "a@example.com");
+        r->subject = xstrdup("Old receipt");
+        r->text = xstrdup("old text");
+        insert_rec(m, r);
+    }
+    for (int i = 0; i < 10; i++) { /* middle: 5 days ago */
+        char id[32];
+        snprintf(id, sizeof id, "mid-%02d", i);
+        struct mc_record *r = small_record(id, "acme", "u", MC_SENT,
+                                           now - 5 * day + i, "a@example.com");
+        r->subject = xstrdup("Middle receipt");
+        r->text = xstrdup("mid text");
+        r->html = xstrdup("<p>mid</p>");
+        insert_rec(m, r);
+    }
+    insert_rec(m, small_record("new-1", "acme", "u", MC_SENT, now - day,
+                               "a@example.com"));
+    CHECK(mc_batch_commit(m, &e) == 0);
+
+    int64_t rec_before, body_before;
+    mc_purge_cutoffs(10, 3, now, &rec_before, &body_before);
+    CHECK(rec_before == now - 10 * day && body_before == now - 3 * day);
+    mc_purge_cutoffs(0, 0, now, &rec_before, &body_before);
+    CHECK(rec_before == 0 && body_before == 0);
+    mc_purge_cutoffs(10, 3, now, &rec_before, &body_before);
+
+    struct mc_purge_result res;
+    CHECK(mc_purge(m, rec_before, body_before, 1, 0, &res, &e) == 0);
+    CHECK_MSG(res.records == n && res.bodies == 10, "dry run %lld %lld",
+              res.records, res.bodies);
+    struct mc_record *g = NULL;
+    CHECK(mc_get(m, "old-00000", &g, &e) == 0); /* nothing changed */
+    mc_record_free(g);
+
+    /* in rounds: a limit stops after the chunk that reaches it */
+    CHECK(mc_purge(m, rec_before, body_before, 0, 10, &res, &e) == 0);
+    CHECK(res.records == MC_PURGE_CHUNK && res.bodies == 0 && res.more);
+    long long total = res.records;
+    CHECK(mc_purge(m, rec_before, body_before, 0, 0, &res, &e) == 0);
+    CHECK_MSG(total + res.records == n && res.bodies == 10 && !res.more,
+              "purge %lld %lld", res.records, res.bodies);
+    g = NULL;
+    CHECK(mc_get(m, "old-00000", &g, &e) == HERR_NOTFOUND);
+    CHECK(mc_get(m, "mid-00", &g, &e) == 0 && g);
+    if (g) {
+        CHECK(g->text == NULL && g->html == NULL && g->body_expired == 1);
+        CHECK_STR(g->subject, "Middle receipt"); /* the rest stays */
+    }
+    mc_record_free(g);
+    g = NULL;
+    CHECK(mc_get(m, "new-1", &g, &e) == 0 && g && !g->body_expired);
+    mc_record_free(g);
+    struct mc_filter f;
+    memset(&f, 0, sizeof f);
+    f.q = "old receipt";
+    check_ids(m, &f, NULL, 0);
+    f.q = "middle";
+    f.limit = 1;
+    EXPECT(&f, "mid-09");
+    memset(&f, 0, sizeof f);
+    f.to = "a@example.com";
+    f.limit = 500;
+    struct mc_record **v = NULL;
+    size_t cnt = 0;
+    CHECK(mc_list(m, &f, &v, &cnt, NULL, &e) == 0 && cnt == 11);
+    mc_records_free(v, cnt);
+    /* again: nothing left to do */
+    CHECK(mc_purge(m, rec_before, body_before, 0, 0, &res, &e) == 0);
+    CHECK(res.records == 0 && res.bodies == 0 && !res.more);
+    CHECK(mc_purge(m, 0, 0, 0, 0, &res, &e) == 0 && res.records == 0);
+    mc_close(m);
+    rmtree(dir);
+}
+
 int
 main(void)
 {
@@ -2067,6 +2162,7 @@ main(void)
     test_list();
     test_list_search_and_pages();
     test_csv();
+    test_purge();
     test_batch();
     test_urls();
     test_modes();
