@@ -66,6 +66,21 @@ static const struct command commands[] = {
      "only counts.\n"
      "Exit: 0 done (also with nothing to do), 1 store failure, 2 bad "
      "usage.\n"},
+    {"token", "create", ctl_token_create,
+     "heraldctl token create --name N --role support|app [--org ORG]...\n"
+     "                       [--resend]",
+     "Creates a bearer token for herald-api and prints it, once: Redis\n"
+     "keeps only its SHA-256. Role support reads every organisation, or\n"
+     "only the --org ones; role app reads its --org ones (at least one).\n"
+     "--resend (support only) allows resending messages.\n"
+     "Exit: 0 created, 1 Redis failure, 2 bad usage or a name in use.\n"},
+    {"token", "list", ctl_token_list, "heraldctl token list [--json]",
+     "Lists the tokens: name, role, organisations, resend, created (never\n"
+     "the token itself, which is not kept).\n"
+     "Exit: 0 listed, 1 Redis failure, 2 bad usage.\n"},
+    {"token", "revoke", ctl_token_revoke, "heraldctl token revoke NAME",
+     "Revokes the token named NAME; herald-api refuses it within a second.\n"
+     "Exit: 0 revoked, 1 no such token or Redis failure, 2 bad usage.\n"},
     {"queue", "stats", ctl_queue_stats, "heraldctl queue stats [--json]",
      "Prints the length of each lane (high, normal, low), of the scheduled\n"
      "set and the dead list, and each worker: last heartbeat, its age,\n"

@@ -49,6 +49,7 @@
 #include "scheme.h"
 #include "seal.h"
 #include "settings.h"
+#include "token.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -556,5 +557,31 @@ void herald_org_rows_free(struct herald_org_row *rows, size_t n);
  * "***" (always NUL-terminated).
  */
 void herald_redact_url(const char *url, char *out, size_t outlen);
+
+/* ---- API tokens (common/token.h; <prefix>:tokens) ---- */
+
+/*
+ * Creates a token named `name` (unique: HERR_EXISTS when one has it) for
+ * `role` and `orgs` (app: at least one; resend: support only), writes it
+ * into token_out (TOKEN_LEN + 1 bytes) — the only time it is seen: Redis
+ * keeps its SHA-256. HERR_INVALID names the field at fault.
+ */
+int herald_token_create(struct herald *h, const char *name,
+                        enum token_role role, const char *const *orgs,
+                        size_t norgs, int resend, char token_out[TOKEN_LEN + 1],
+                        struct herr *e);
+
+/* Every token's record, sorted by name (free with herald_tokens_free). */
+int herald_token_list(struct herald *h, struct token_rec **out, size_t *n,
+                      struct herr *e);
+void herald_tokens_free(struct token_rec *v, size_t n);
+
+/* Revokes the token named `name`: HERR_NOTFOUND when there is none. */
+int herald_token_revoke(struct herald *h, const char *name, struct herr *e);
+
+/* What `token` may do (*out; token_rec_clear it), or HERR_NOTFOUND for
+ * an unknown, revoked or malformed token. */
+int herald_token_check(struct herald *h, const char *token,
+                       struct token_rec *out, struct herr *e);
 
 #endif

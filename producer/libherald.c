@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <hiredis.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2200,4 +2201,181 @@ sender_stats(struct herald *h, struct herald_stats *out, struct herr *e)
     out->senders = set.v;
     out->nsenders = set.n;
     return sender_counts(h, out, e);
+}
+
+/* ---- API tokens ---- */
+
+/* Creates a token record unless its name is taken: KEYS[1] tokens,
+ * ARGV hash name record. 1 stored, 0 the name exists. */
+#define TOKEN_CREATE_LUA                                                       \
+    "for _, v in ipairs(redis.call('HVALS', KEYS[1])) do\n"                    \
+    "  local ok, r = pcall(cjson.decode, v)\n"                                 \
+    "  if ok and type(r) == 'table' and r.name == ARGV[2] then return 0 end\n" \
+    "end\n"                                                                    \
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])\n"                          \
+    "return 1\n"
+
+/* Deletes the tokens named ARGV[1]: how many. */
+#define TOKEN_REVOKE_LUA                                                       \
+    "local n, all = 0, redis.call('HGETALL', KEYS[1])\n"                       \
+    "for i = 1, #all, 2 do\n"                                                  \
+    "  local ok, r = pcall(cjson.decode, all[i + 1])\n"                        \
+    "  if ok and type(r) == 'table' and r.name == ARGV[1] then\n"              \
+    "    n = n + redis.call('HDEL', KEYS[1], all[i])\n"                        \
+    "  end\n"                                                                  \
+    "end\n"                                                                    \
+    "return n\n"
+
+static int
+tokens_key(struct herald *h, char *out, size_t n, struct herr *e)
+{
+    if (keys_simple(out, n, h->s->prefix, "tokens") < 0)
+        return herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
+    return 0;
+}
+
+int
+herald_token_create(struct herald *h, const char *name, enum token_role role,
+                    const char *const *orgs, size_t norgs, int resend,
+                    char token_out[TOKEN_LEN + 1], struct herr *e)
+{
+    token_out[0] = '\0';
+    if (!token_valid_name(name))
+        return herr_set(e, HERR_INVALID, "name",
+                        "'%.80s' is not a token name ([A-Za-z0-9._-]{1,64})",
+                        name ? name : "");
+    if (norgs > TOKEN_ORGS_MAX)
+        return herr_set(e, HERR_INVALID, "org", "more than %d organisations",
+                        TOKEN_ORGS_MAX);
+    for (size_t i = 0; i < norgs; i++)
+        if (!job_valid_org(orgs[i]))
+            return herr_set(e, HERR_INVALID, "org",
+                            "'%.80s' is not an organisation", orgs[i]);
+    if (role == TOKEN_APP && norgs == 0)
+        return herr_set(e, HERR_INVALID, "org",
+                        "an app token reads the organisations given: at "
+                        "least one --org");
+    if (role == TOKEN_APP && resend)
+        return herr_set(e, HERR_INVALID, "resend",
+                        "only support tokens may resend");
+    char key[KEYS_MAX];
+    int rc = tokens_key(h, key, sizeof key, e);
+    if (rc)
+        return rc;
+    struct token_rec t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.name, sizeof t.name, "%s", name);
+    t.role = role;
+    t.orgs = (char **)orgs; /* borrowed for the dump */
+    t.norgs = norgs;
+    t.resend = resend;
+    t.created_at = clock_now_ms();
+    char *rec = token_rec_dump(&t);
+    char tok[TOKEN_LEN + 1], hash[TOKEN_HASH_LEN + 1];
+    token_new(tok);
+    token_hash(tok, hash);
+    redisReply *r = command(h, e, "EVAL %s 1 %s %s %s %s", TOKEN_CREATE_LUA,
+                            key, hash, name, rec);
+    free(rec);
+    if (r == NULL) {
+        OPENSSL_cleanse(tok, sizeof tok);
+        return HERR_REDIS;
+    }
+    int stored = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    if (!stored) {
+        OPENSSL_cleanse(tok, sizeof tok);
+        return herr_set(e, HERR_EXISTS, "name",
+                        "a token named '%s' exists (revoke it first)", name);
+    }
+    memcpy(token_out, tok, sizeof tok);
+    OPENSSL_cleanse(tok, sizeof tok);
+    return 0;
+}
+
+static int
+token_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct token_rec *)a)->name,
+                  ((const struct token_rec *)b)->name);
+}
+
+int
+herald_token_list(struct herald *h, struct token_rec **out, size_t *n,
+                  struct herr *e)
+{
+    *out = NULL;
+    *n = 0;
+    char key[KEYS_MAX];
+    int rc = tokens_key(h, key, sizeof key, e);
+    if (rc)
+        return rc;
+    redisReply *r = command(h, e, "HVALS %s", key);
+    if (r == NULL)
+        return HERR_REDIS;
+    struct token_rec *v = xcalloc(r->elements + 1, sizeof *v);
+    size_t k = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *x = r->element[i];
+        if (x->type == REDIS_REPLY_STRING &&
+            token_rec_parse(x->str, x->len, &v[k]) == 0)
+            k++;
+    }
+    freeReplyObject(r);
+    qsort(v, k, sizeof *v, token_cmp);
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+void
+herald_tokens_free(struct token_rec *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        token_rec_clear(&v[i]);
+    free(v);
+}
+
+int
+herald_token_revoke(struct herald *h, const char *name, struct herr *e)
+{
+    if (!token_valid_name(name))
+        return herr_set(e, HERR_INVALID, "name", "'%.80s' is not a token name",
+                        name ? name : "");
+    char key[KEYS_MAX];
+    int rc = tokens_key(h, key, sizeof key, e);
+    if (rc)
+        return rc;
+    redisReply *r =
+        command(h, e, "EVAL %s 1 %s %s", TOKEN_REVOKE_LUA, key, name);
+    if (r == NULL)
+        return HERR_REDIS;
+    long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    freeReplyObject(r);
+    if (n == 0)
+        return herr_set(e, HERR_NOTFOUND, "name", "no token named '%s'", name);
+    return 0;
+}
+
+int
+herald_token_check(struct herald *h, const char *token, struct token_rec *out,
+                   struct herr *e)
+{
+    memset(out, 0, sizeof *out);
+    if (!token_well_formed(token))
+        return herr_set(e, HERR_NOTFOUND, NULL, "not a token");
+    char key[KEYS_MAX], hash[TOKEN_HASH_LEN + 1];
+    int rc = tokens_key(h, key, sizeof key, e);
+    if (rc)
+        return rc;
+    token_hash(token, hash);
+    redisReply *r = command(h, e, "HGET %s %s", key, hash);
+    if (r == NULL)
+        return HERR_REDIS;
+    rc = r->type == REDIS_REPLY_STRING &&
+                 token_rec_parse(r->str, r->len, out) == 0
+             ? 0
+             : herr_set(e, HERR_NOTFOUND, NULL, "unknown or revoked token");
+    freeReplyObject(r);
+    return rc;
 }
