@@ -34,6 +34,10 @@ WORKER_SRC   := $(wildcard worker/*.c)
 LIB_SRC      := $(wildcard producer/lib*.c)
 ENQ_SRC      := $(wildcard producer/enqueue*.c)
 CTL_SRC      := $(wildcard producer/ctl*.c)
+API_SRC      := $(wildcard api/*.c)
+# herald-api alone links libmicrohttpd
+API_CFLAGS   := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+API_LIBS     := $(shell pkg-config --libs libmicrohttpd 2>/dev/null) -lpthread
 UNIT_SRC     := $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(B)/%.o,$(1))
@@ -43,7 +47,7 @@ LIB_OBJ    := $(call obj,$(LIB_SRC))
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 
 PROGS := $(BIN)/herald-worker $(BIN)/herald-enqueue $(BIN)/heraldctl \
-         $(BIN)/libherald.a
+         $(BIN)/herald-api $(BIN)/libherald.a
 
 .PHONY: all san units check test deps bench bench-mc demo fuzz fault fmt fmt-check clean
 all: $(PROGS) $(UNIT_BINS) $(BIN)/bench_mc
@@ -71,6 +75,14 @@ $(BIN)/herald-enqueue: $(call obj,$(ENQ_SRC)) $(BIN)/libherald.a
 $(BIN)/heraldctl: $(call obj,$(CTL_SRC)) $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+
+$(B)/api/%.o: api/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Iapi $(API_CFLAGS) -c $< -o $@
+
+$(BIN)/herald-api: $(call obj,$(API_SRC)) $(BIN)/libherald.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS) $(API_LIBS)
 
 $(BIN)/test_%: $(B)/tests/unit/test_%.o $(BIN)/libherald.a
 	@mkdir -p $(dir $@)

@@ -3,12 +3,18 @@
 #include "spf.h"
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifndef HERALD_VERSION
+#define HERALD_VERSION "dev"
+#endif
 
 enum stype { S_STR, S_LONG };
 
@@ -36,6 +42,7 @@ static int valid_addr(const char *env, const char *v, struct herr *e);
 static int valid_level(const char *env, const char *v, struct herr *e);
 static int valid_dns(const char *env, const char *v, struct herr *e);
 static int valid_ips(const char *env, const char *v, struct herr *e);
+static int valid_listen(const char *env, const char *v, struct herr *e);
 
 #define OFF(f) offsetof(struct settings, f)
 
@@ -104,6 +111,9 @@ static const struct sdef table[] = {
      3650, 0, 0, NULL,
      "how long a delivered job id is remembered (never sent twice within "
      "it)"},
+    {"HERALD_API_LISTEN", "--api-listen", S_STR, OFF(api_listen),
+     "127.0.0.1:8080", 0, 0, 0, 1, valid_listen,
+     "herald-api's address, host:port (IPv6 in brackets)"},
     {"HERALD_MC_RETENTION_DAYS", "--mc-retention-days", S_LONG,
      OFF(mc_retention_days), "0", 0, 36500, 0, 0, NULL,
      "Message Center records older than this are removed (0: kept forever)"},
@@ -337,6 +347,49 @@ settings_usage(FILE *f)
     }
 }
 
+int
+settings_main(struct settings *s, const char *prog, int argc, char **argv,
+              void (*usage)(FILE *))
+{
+    struct herr e = {{0}, {0}};
+    int print_config = 0;
+    settings_defaults(s);
+    if (settings_load_env(s, &e) != 0 ||
+        settings_load_args(s, &argc, argv, &e) != 0) {
+        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&e, why, sizeof why);
+        fprintf(stderr, "%s: %s\n", prog, why);
+        settings_free(s);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            settings_free(s);
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("%s %s\n", prog, HERALD_VERSION);
+            settings_free(s);
+            return 0;
+        }
+        if (strcmp(argv[i], "--print-config") == 0) {
+            print_config = 1;
+            continue;
+        }
+        fprintf(stderr, "%s: unknown argument '%s' (see --help)\n", prog,
+                argv[i]);
+        settings_free(s);
+        return 2;
+    }
+    if (print_config) {
+        settings_print(s, stdout);
+        settings_free(s);
+        return 0;
+    }
+    return -1;
+}
+
 /* ---- validators ---- */
 
 int
@@ -433,6 +486,56 @@ valid_ips(const char *env, const char *v, struct herr *e)
 
 /* `env` is the name the value came by: a flag ("--redis") may not carry a
  * password, which every user of the machine would see in ps. */
+int
+settings_parse_listen(const char *v, struct sockaddr_storage *ss,
+                      socklen_t *len)
+{
+    char host[256];
+    const char *colon = strrchr(v, ':');
+    if (colon == NULL || colon == v || (size_t)(colon - v) >= sizeof host)
+        return HERR_INVALID;
+    size_t hl = (size_t)(colon - v);
+    memcpy(host, v, hl);
+    host[hl] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end || port < 1 || port > 65535)
+        return HERR_INVALID;
+    memset(ss, 0, sizeof *ss);
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) != 1)
+            return HERR_INVALID;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        *len = sizeof *a;
+        return 0;
+    }
+    struct sockaddr_in *a = (struct sockaddr_in *)ss;
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+        return HERR_INVALID;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    *len = sizeof *a;
+    return 0;
+}
+
+static int
+valid_listen(const char *env, const char *v, struct herr *e)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (settings_parse_listen(v, &ss, &len) != 0)
+        return herr_set(e, HERR_INVALID, env,
+                        "'%.80s': expected host:port with a numeric host "
+                        "(127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080)",
+                        v);
+    return 0;
+}
+
 static int
 valid_redis(const char *env, const char *v, struct herr *e)
 {

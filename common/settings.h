@@ -12,6 +12,7 @@
 #include "err.h"
 
 #include <stdio.h>
+#include <sys/socket.h>
 
 struct settings {
     char *redis;
@@ -41,6 +42,7 @@ struct settings {
     long scheme_connections;
     long ledger_days;        /* delivered ids are remembered this long */
     long max_inflight_bytes; /* raw job bytes a worker holds at once */
+    char *api_listen;        /* herald-api: host:port */
     long mc_retention_days;  /* 0: forever */
     long mc_body_days;       /* 0: as long as the record */
 };
@@ -82,6 +84,21 @@ void settings_print(const struct settings *s, FILE *f);
 
 /* The "Settings:" part of --help: flag, env name, default, meaning. */
 void settings_usage(FILE *f);
+
+/*
+ * A program's start: defaults, then the environment, then its flags; then
+ * --help (usage(stdout)), --version ("<prog> <version>"), --print-config.
+ * Returns -1 when the program is to run with *s loaded, else the exit
+ * code (0 after --help/--version/--print-config; 2, with "<prog>: why"
+ * on stderr, for a bad setting or an unknown argument) with *s freed.
+ */
+int settings_main(struct settings *s, const char *prog, int argc, char **argv,
+                  void (*usage)(FILE *));
+
+/* A host:port (IPv4, "localhost", or [IPv6]) as a socket address: 0 or
+ * HERR_INVALID. */
+int settings_parse_listen(const char *v, struct sockaddr_storage *ss,
+                          socklen_t *len);
 
 /* Parsed HERALD_REDIS. */
 struct redis_target {

@@ -7,6 +7,7 @@ PKGS=(
   build-essential pkg-config clang clang-format
   libhiredis-dev libuv1-dev libcurl4-openssl-dev libjansson-dev libssl-dev
   libsqlite3-dev
+  libmicrohttpd-dev  # herald-api's HTTP server
   redis-server redis-tools
   python3 python3-aiosmtpd python3-yaml
   postfix            # smtp-sink / smtp-source for `make bench`

@@ -18,7 +18,7 @@ set -u
 
 cd "$(dirname "$0")/.." || exit 2
 SECONDS_PER=${FUZZ_SECONDS:-20}
-TARGETS=${FUZZ_TARGETS:-"fuzz_job fuzz_mime fuzz_spf fuzz_jfast fuzz_tzwin fuzz_dead"}
+TARGETS=${FUZZ_TARGETS:-"fuzz_job fuzz_mime fuzz_spf fuzz_jfast fuzz_tzwin fuzz_dead fuzz_api_params"}
 CLANG=${CLANG:-clang}
 JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
@@ -61,8 +61,11 @@ for t in $TARGETS; do
         failed=$((failed + 1))
         continue
     fi
+    # fuzz_api_params also takes herald-api's parameter parser
+    extra=""
+    [ "$t" = fuzz_api_params ] && extra="api/params.c -Iapi"
     # shellcheck disable=SC2086
-    if ! $CLANG $CFLAGS -fsanitize=fuzzer "$src" "$WORK"/obj/*.o $LIBS \
+    if ! $CLANG $CFLAGS -fsanitize=fuzzer "$src" $extra "$WORK"/obj/*.o $LIBS \
         -o "$bin" >"$log" 2>&1; then
         echo "$t: FAIL (build; see $log)"
         failed=$((failed + 1))

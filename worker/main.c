@@ -77,7 +77,6 @@ main(int argc, char **argv)
 {
     struct settings s;
     struct herr e = {{0}, {0}};
-    int print_config = 0;
     /* Blocks of 1 MiB and more (a job of megabytes, its message, its
      * record) come from mmap and go back to the system when freed. By
      * default glibc raises this threshold after such frees, and a worker
@@ -89,40 +88,9 @@ main(int argc, char **argv)
      * batch faults in again (five times the page faults per message). */
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
-    settings_defaults(&s);
-    if (settings_load_env(&s, &e) != 0 ||
-        settings_load_args(&s, &argc, argv, &e) != 0) {
-        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
-        herr_format(&e, why, sizeof why);
-        fprintf(stderr, "herald-worker: %s\n", why);
-        settings_free(&s);
-        return 2;
-    }
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            settings_free(&s);
-            return 0;
-        } else if (strcmp(argv[i], "--version") == 0) {
-            printf("herald-worker %s\n", HERALD_VERSION);
-            settings_free(&s);
-            return 0;
-        } else if (strcmp(argv[i], "--print-config") == 0) {
-            print_config = 1;
-        } else {
-            fprintf(stderr,
-                    "herald-worker: unknown argument \"%s\" (see "
-                    "--help)\n",
-                    argv[i]);
-            settings_free(&s);
-            return 2;
-        }
-    }
-    if (print_config) {
-        settings_print(&s, stdout);
-        settings_free(&s);
-        return 0;
-    }
+    int code = settings_main(&s, "herald-worker", argc, argv, usage);
+    if (code >= 0)
+        return code;
     log_init("herald-worker", s.log_level);
     signal(SIGPIPE, SIG_IGN);
 
