@@ -217,12 +217,12 @@ def ctl(env, *args, timeout=120):
 
 def mc_all(env, status=None, org=None):
     """{id: record} of every Message Center record (optionally of one
-    status / org): `heraldctl mc list --json --limit 1000`, paged
+    status / org): `heraldctl mc list --json --limit 500`, paged
     backwards with --until (inclusive, millisecond times), newest first."""
     out = {}
     until = None
     while True:
-        args = ["mc", "list", "--json", "--limit", "1000"]
+        args = ["mc", "list", "--json", "--limit", "500"]
         if status:
             args += ["--status", status]
         if org:
@@ -235,10 +235,10 @@ def mc_all(env, status=None, org=None):
             if rec["id"] not in out:
                 new += 1
             out[rec["id"]] = rec
-        if len(recs) < 1000:
+        if len(recs) < 500:
             return out
         if new == 0:
-            raise AssertionError(f"mc list: more than 1000 records created at {until}; "
+            raise AssertionError(f"mc list: more than 500 records created at {until}; "
                                  "cannot page past them")
         until = recs[-1]["created_at"]
 

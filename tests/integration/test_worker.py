@@ -114,10 +114,18 @@ def mc_unfinished(e):
     """{status: count} of MC records not yet sent (heraldctl mc list)."""
     out = {}
     for st in ("queued", "sending", "deferred", "failed"):
-        cp = harness.run("heraldctl", "mc", "list", "--status", st, "--limit", "1000", "--json",
-                         env=e)
-        check(cp.returncode == 0, f"mc list --status {st}: exit {cp.returncode} {cp.stderr}")
-        n = len(json.loads(cp.stdout))
+        n, cursor = 0, None
+        while True:  # pages of 500, the next cursor logged on stderr
+            args = ["--cursor", cursor] if cursor else []
+            cp = harness.run("heraldctl", "mc", "list", "--status", st, "--limit", "500",
+                             "--json", *args, env=e)
+            check(cp.returncode == 0, f"mc list --status {st}: exit {cp.returncode} {cp.stderr}")
+            n += len(json.loads(cp.stdout))
+            nxt = [json.loads(l).get("next_cursor") for l in cp.stderr.splitlines()
+                   if l.startswith("{") and "next_cursor" in l]
+            if not nxt or not nxt[0]:
+                break
+            cursor = nxt[0]
         if n:
             out[st] = n
     return out
