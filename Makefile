@@ -1,7 +1,7 @@
 # Herald — plain Makefile. `make` builds bin/, `make SAN=1` builds the
 # AddressSanitizer + UBSan variant into bin-san/, `make check` runs the tests.
 
-PKGS    := hiredis libuv libcurl jansson openssl sqlite3
+PKGS    := hiredis libuv libcurl jansson openssl sqlite3 libpq
 CC      ?= cc
 WARN    := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wvla

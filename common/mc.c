@@ -20,7 +20,13 @@ struct mc {
 
 static const struct mc_backend *const backends[] = {
     &mc_backend_sqlite,
+    &mc_backend_pg,
+    &mc_backend_postgres,
 };
+
+/* mc_sqlite.c's SCHEMA_VERSION: that backend does not report it (no
+ * `schema` entry), and a store it opened is at this version. */
+#define MC_SQLITE_SCHEMA_VERSION 3
 
 static const char *const status_names[] = {
     [MC_QUEUED] = "queued",     [MC_SENDING] = "sending", [MC_SENT] = "sent",
@@ -60,7 +66,8 @@ mc_open(const char *url, struct mc **out, struct herr *e)
     *out = NULL;
     if (url == NULL || url[0] == '\0')
         return herr_set(e, HERR_INVALID, "HERALD_MC",
-                        "empty store URL; expected sqlite://PATH");
+                        "empty store URL; expected sqlite://PATH or "
+                        "postgresql://...");
     const char *sep = strstr(url, "://");
     if (sep == NULL)
         return herr_set(e, HERR_INVALID, "HERALD_MC",
@@ -82,13 +89,9 @@ mc_open(const char *url, struct mc **out, struct herr *e)
         *out = m;
         return 0;
     }
-    if ((slen == 10 && strncmp(url, "postgresql", slen) == 0) ||
-        (slen == 8 && strncmp(url, "postgres", slen) == 0))
-        return herr_set(e, HERR_INVALID, "HERALD_MC",
-                        "the postgresql backend is not built into this "
-                        "version; use sqlite://PATH");
     return herr_set(e, HERR_INVALID, "HERALD_MC",
-                    "unknown store scheme \"%.*s\"; expected sqlite://PATH",
+                    "unknown store scheme \"%.*s\"; expected sqlite://PATH "
+                    "or postgresql://...",
                     (int)(slen > 32 ? 32 : slen), url);
 }
 
@@ -196,6 +199,82 @@ mc_get(struct mc *m, const char *id, struct mc_record **out, struct herr *e)
     if (id == NULL || id[0] == '\0')
         return herr_set(e, HERR_INVALID, "id", "missing");
     return m->be->get(m->state, id, out, e);
+}
+
+int
+mc_schema_version(struct mc *m, int *version, int *before)
+{
+    if (m->be->schema)
+        return m->be->schema(m->state, version, before);
+    *version = m->be == &mc_backend_sqlite ? MC_SQLITE_SCHEMA_VERSION : 0;
+    *before = -1;
+    return 0;
+}
+
+/* Copies one page of records; on a failure the page's batch is rolled
+ * back and nothing of it counted. */
+static int
+import_page(struct mc *dst, struct mc_record **v, size_t n,
+            struct mc_import_result *out, struct herr *e)
+{
+    long long copied = 0, skipped = 0;
+    int rc = mc_batch_begin(dst, e);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        struct herr ie = {{0}, {0}};
+        rc = mc_insert(dst, v[i], NULL, &ie);
+        if (rc == 0) {
+            copied++;
+        } else if (rc == HERR_EXISTS) {
+            skipped++;
+            rc = 0;
+        } else {
+            char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+            herr_format(&ie, why, sizeof why);
+            herr_set(e, rc == HERR_INVALID ? HERR_STORE : rc, ie.field,
+                     "record %s: %s", v[i]->id, why);
+            rc = rc == HERR_INVALID ? HERR_STORE : rc;
+        }
+    }
+    if (rc == 0)
+        rc = mc_batch_commit(dst, e);
+    else
+        mc_batch_rollback(dst);
+    if (rc == 0) {
+        out->copied += copied;
+        out->skipped += skipped;
+    }
+    return rc;
+}
+
+int
+mc_import(struct mc *dst, struct mc *src, struct mc_import_result *out,
+          struct herr *e)
+{
+    memset(out, 0, sizeof *out);
+    char *cursor = NULL;
+    int rc = 0;
+    do {
+        struct mc_filter f;
+        memset(&f, 0, sizeof f);
+        f.limit = MC_LIST_MAX;
+        f.cursor = cursor;
+        struct mc_record **v = NULL;
+        size_t n = 0;
+        char *next = NULL;
+        rc = mc_list(src, &f, &v, &n, &next, e);
+        if (rc == 0) {
+            /* once more after a failure the store may recover from (a
+             * day's partition dropped meanwhile, a lost connection) */
+            rc = import_page(dst, v, n, out, e);
+            if (rc == HERR_STORE)
+                rc = import_page(dst, v, n, out, e);
+        }
+        mc_records_free(v, n);
+        free(cursor);
+        cursor = next;
+    } while (rc == 0 && cursor);
+    free(cursor);
+    return rc;
 }
 
 /* ---- subject words, cursors ---- */

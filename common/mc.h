@@ -3,9 +3,10 @@
  *
  * One record per job id: what was sent (or is being sent), to whom, by
  * which path, and what happened. The store sits behind a small table of
- * function pointers (struct mc_backend) chosen by the URL scheme; the one
- * backend today is SQLite ("sqlite://PATH", WAL, safe for several worker
- * processes on one host).
+ * function pointers (struct mc_backend) chosen by the URL scheme: SQLite
+ * ("sqlite://PATH", WAL, safe for several worker processes on one host)
+ * and PostgreSQL ("postgresql://..." or "postgres://...", a libpq URI: a
+ * fleet on any number of hosts; see mc_pg.c and docs/mc-postgres.md).
  *
  * Batching: writes may be grouped with mc_batch_begin()/mc_batch_commit();
  * outside a batch each write is its own transaction. A record is durable
@@ -215,6 +216,29 @@ void mc_record_free(struct mc_record *r);
 void mc_records_free(struct mc_record **v, size_t n);
 
 /*
+ * Schema (heraldctl mc migrate): opening a store creates or upgrades its
+ * schema; this says to which version (*version) and from which (*before:
+ * 0 = it was created by this open, -1 = the backend does not say; equal
+ * to *version when there was nothing to do). Returns 0.
+ */
+int mc_schema_version(struct mc *m, int *version, int *before);
+
+/*
+ * Import (heraldctl mc import): copies every record of `src` into `dst`,
+ * as stored (status, times, outcome and all), newest first, in batches of
+ * MC_LIST_MAX. A record whose id `dst` already holds is left as it is and
+ * counted as skipped, so importing twice copies nothing the second time.
+ * Records written to `src` while it runs may be missed (run it again).
+ * Returns 0; HERR_STORE (either store; `e` says which record); `out`
+ * counts what was done before a failure too.
+ */
+struct mc_import_result {
+    long long copied, skipped;
+};
+int mc_import(struct mc *dst, struct mc *src, struct mc_import_result *out,
+              struct herr *e);
+
+/*
  * Builds the initial record of a valid job (status queued, created_at =
  * updated_at = now, recipients all "pending"). The job must have an id;
  * returns NULL when j->id is NULL.
@@ -258,8 +282,14 @@ struct mc_backend {
     int (*purge)(void *state, int64_t records_before, int64_t bodies_before,
                  int dry_run, long long max, struct mc_purge_result *out,
                  struct herr *e);
+    /* The schema version now, and the one the open found (0: none, it
+     * was created); NULL when the backend does not report them. */
+    int (*schema)(void *state, int *version, int *before);
 };
 
 extern const struct mc_backend mc_backend_sqlite;
+/* mc_pg.c: "postgresql://..." and "postgres://..." (libpq URIs). */
+extern const struct mc_backend mc_backend_pg;
+extern const struct mc_backend mc_backend_postgres;
 
 #endif

@@ -587,11 +587,33 @@ valid_mc(const char *env, const char *v, struct herr *e)
         return 0;
     }
     if (strncmp(v, "postgresql://", 13) == 0 ||
-        strncmp(v, "postgres://", 11) == 0)
-        return herr_set(e, HERR_INVALID, env,
-                        "the postgresql backend is not built into this "
-                        "version; use sqlite://PATH");
-    return herr_set(e, HERR_INVALID, env, "\"%s\": expected sqlite://PATH", v);
+        strncmp(v, "postgres://", 11) == 0) {
+        /* a libpq URI: libpq checks the rest when the store is opened.
+         * A password may come in the URL's user part (hidden by
+         * --print-config) from the environment only, as for Redis; never
+         * as a "password=" parameter, which --print-config would show
+         * (PGPASSWORD or ~/.pgpass keep it out of the URL). */
+        const char *rest = strstr(v, "://") + 3;
+        const char *q = strchr(rest, '?');
+        size_t hlen = q ? (size_t)(q - rest) : strlen(rest);
+        const char *at = memchr(rest, '@', hlen);
+        int has_pw = at && memchr(rest, ':', (size_t)(at - rest)) != NULL;
+        for (const char *p = q; p && *p; p = strchr(p + 1, '&'))
+            if (strncmp(p + 1, "password=", 9) == 0)
+                return herr_set(e, HERR_INVALID, env,
+                                "a password= parameter would be shown by "
+                                "--print-config; put it in the user part "
+                                "(postgresql://user:pw@host/db), PGPASSWORD "
+                                "or ~/.pgpass");
+        if (has_pw && strncmp(env, "--", 2) == 0)
+            return herr_set(e, HERR_INVALID, env,
+                            "a password on the command line is visible to "
+                            "every user (ps); put the URL in HERALD_MC "
+                            "instead");
+        return 0;
+    }
+    return herr_set(e, HERR_INVALID, env,
+                    "\"%s\": expected sqlite://PATH or postgresql://...", v);
 }
 
 static int

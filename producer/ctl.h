@@ -105,6 +105,8 @@ int ctl_mc_show(struct ctl *c, int argc, char **argv);
 int ctl_mc_list(struct ctl *c, int argc, char **argv);
 int ctl_mc_resend(struct ctl *c, int argc, char **argv);
 int ctl_mc_purge(struct ctl *c, int argc, char **argv);
+int ctl_mc_migrate(struct ctl *c, int argc, char **argv);
+int ctl_mc_import(struct ctl *c, int argc, char **argv);
 int ctl_token_create(struct ctl *c, int argc, char **argv);
 int ctl_token_list(struct ctl *c, int argc, char **argv);
 int ctl_token_revoke(struct ctl *c, int argc, char **argv);

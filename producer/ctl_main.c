@@ -66,6 +66,24 @@ static const struct command commands[] = {
      "only counts.\n"
      "Exit: 0 done (also with nothing to do), 1 store failure, 2 bad "
      "usage.\n"},
+    {"mc", "migrate", ctl_mc_migrate, "heraldctl mc migrate",
+     "Creates or upgrades the schema of the Message Center store\n"
+     "(HERALD_MC) and prints its version. Workers and herald-api do the same\n"
+     "when they start (concurrent starts are safe); this does it ahead of\n"
+     "them. Running it again changes nothing.\n"
+     "Exit: 0 done, 1 the store cannot be opened or is newer than this\n"
+     "program, 2 bad usage.\n"},
+    {"mc", "import", ctl_mc_import, "heraldctl mc import --from STORE-URL",
+     "Copies every record of the store at STORE-URL (e.g.\n"
+     "sqlite:///var/lib/herald/mc.db) into the configured one (HERALD_MC),\n"
+     "as stored: status, times, outcome and all. A record whose id the\n"
+     "configured store already holds is skipped, so running it twice copies\n"
+     "nothing twice. Prints how many records were copied and skipped. Run\n"
+     "it with the workers stopped or already on the new store: records\n"
+     "written to STORE-URL meanwhile may be missed (a second run copies\n"
+     "them).\n"
+     "Exit: 0 done, 1 either store failed (what was copied stays), 2 bad\n"
+     "usage or a bad STORE-URL.\n"},
     {"token", "create", ctl_token_create,
      "heraldctl token create --name N --role support|app [--org ORG]...\n"
      "                       [--resend]",

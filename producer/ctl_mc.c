@@ -485,3 +485,82 @@ ctl_mc_purge(struct ctl *c, int argc, char **argv)
            dry ? "would clear" : "cleared", res.bodies, s->mc_body_days);
     return CTL_OK;
 }
+
+/* ---- mc migrate, mc import ---- */
+
+int
+ctl_mc_migrate(struct ctl *c, int argc, char **argv)
+{
+    const struct ctl_opt opts[] = {{NULL, 0, NULL, NULL}};
+    char **pos = xcalloc((size_t)argc + 1, sizeof *pos);
+    int npos, code = ctl_parse("mc migrate", argc, argv, opts, pos, &npos);
+    if (code == 0 && npos > 0)
+        code = ctl_usage_error("mc migrate: unexpected argument '%s'", pos[0]);
+    free(pos);
+    if (code)
+        return code;
+    struct herald *h = ctl_herald(c, &code);
+    if (h == NULL)
+        return code;
+    int version = 0, before = -1;
+    struct herr e = {{0}, {0}};
+    int rc = herald_mc_migrate(h, &version, &before, &e);
+    if (rc)
+        return ctl_fail("mc migrate", rc, &e);
+    char store[512];
+    herald_redact_url(c->s.mc, store, sizeof store);
+    char *shown = util_escaped(store);
+    if (before == 0)
+        printf("created the Message Center schema, version %d (%s)\n", version,
+               shown);
+    else if (before > 0 && before < version)
+        printf("upgraded the Message Center schema from version %d to %d "
+               "(%s)\n",
+               before, version, shown);
+    else
+        printf("the Message Center schema is up to date, version %d (%s)\n",
+               version, shown);
+    free(shown);
+    return CTL_OK;
+}
+
+int
+ctl_mc_import(struct ctl *c, int argc, char **argv)
+{
+    const char *from = NULL;
+    const struct ctl_opt opts[] = {{"--from", 1, &from, NULL},
+                                   {NULL, 0, NULL, NULL}};
+    char **pos = xcalloc((size_t)argc + 1, sizeof *pos);
+    int npos, code = ctl_parse("mc import", argc, argv, opts, pos, &npos);
+    if (code == 0 && npos > 0)
+        code = ctl_usage_error("mc import: unexpected argument '%s'", pos[0]);
+    free(pos);
+    if (code)
+        return code;
+    if (from == NULL || *from == '\0')
+        return ctl_usage_error("mc import: --from STORE-URL is required "
+                               "(e.g. --from sqlite:///var/mc.db)");
+    struct herald *h = ctl_herald(c, &code);
+    if (h == NULL)
+        return code;
+    struct mc_import_result res;
+    struct herr e = {{0}, {0}};
+    int rc = herald_mc_import(h, from, &res, &e);
+    char src[512];
+    herald_redact_url(from, src, sizeof src);
+    char *shown = util_escaped(src);
+    if (rc == 0)
+        printf("copied %lld record%s, skipped %lld already there (from %s)\n",
+               res.copied, res.copied == 1 ? "" : "s", res.skipped, shown);
+    else if (res.copied || res.skipped)
+        printf("copied %lld record%s, skipped %lld already there before the "
+               "failure (from %s)\n",
+               res.copied, res.copied == 1 ? "" : "s", res.skipped, shown);
+    free(shown);
+    if (rc == HERR_INVALID && strcmp(e.field, "from") == 0) {
+        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&e, why, sizeof why);
+        return ctl_usage_error("--%s", why);
+    }
+    return rc ? ctl_fail("mc import", rc, &e) : CTL_OK;
+}

@@ -584,4 +584,27 @@ int herald_token_revoke(struct herald *h, const char *name, struct herr *e);
 int herald_token_check(struct herald *h, const char *token,
                        struct token_rec *out, struct herr *e);
 
+/* ---- Message Center: schema and import ---- */
+
+/*
+ * Opens the configured store (which creates or upgrades its schema, SPEC
+ * §6.1: heraldctl mc migrate) and says its schema version (*version) and
+ * the one it had before this open (*before: 0 = just created, -1 = the
+ * store does not say, as SQLite). Needs no Redis. HERR_STORE /
+ * HERR_INVALID when the store cannot be opened (or is newer).
+ */
+int herald_mc_migrate(struct herald *h, int *version, int *before,
+                      struct herr *e);
+
+/*
+ * Copies every record of the store at `from_url` (any store URL, e.g.
+ * sqlite:///old/mc.db) into the configured one (mc_import: records the
+ * configured store already holds are skipped, so running it twice copies
+ * nothing twice). HERR_INVALID for a bad URL (field "from") or when it
+ * names the configured store itself; HERR_STORE when either store fails
+ * (out says what was done before).
+ */
+int herald_mc_import(struct herald *h, const char *from_url,
+                     struct mc_import_result *out, struct herr *e);
+
 #endif

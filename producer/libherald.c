@@ -2379,3 +2379,41 @@ herald_token_check(struct herald *h, const char *token, struct token_rec *out,
     freeReplyObject(r);
     return rc;
 }
+
+/* ---- Message Center: schema and import ---- */
+
+int
+herald_mc_migrate(struct herald *h, int *version, int *before, struct herr *e)
+{
+    *version = 0;
+    *before = -1;
+    int rc = need_mc(h, e);
+    if (rc)
+        return rc;
+    return mc_schema_version(h->mc, version, before);
+}
+
+int
+herald_mc_import(struct herald *h, const char *from_url,
+                 struct mc_import_result *out, struct herr *e)
+{
+    memset(out, 0, sizeof *out);
+    if (from_url == NULL || *from_url == '\0')
+        return herr_set(e, HERR_INVALID, "from", "missing store URL");
+    if (strcmp(from_url, h->s->mc) == 0)
+        return herr_set(e, HERR_INVALID, "from",
+                        "that is the configured store (HERALD_MC) itself");
+    int rc = need_mc(h, e);
+    if (rc)
+        return rc;
+    struct mc *src = NULL;
+    rc = mc_open(from_url, &src, e);
+    if (rc) {
+        if (rc == HERR_INVALID && e)
+            snprintf(e->field, sizeof e->field, "from");
+        return rc;
+    }
+    rc = mc_import(h->mc, src, out, e);
+    mc_close(src);
+    return rc;
+}

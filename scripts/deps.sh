@@ -7,6 +7,7 @@ PKGS=(
   build-essential pkg-config clang clang-format
   libhiredis-dev libuv1-dev libcurl4-openssl-dev libjansson-dev libssl-dev
   libsqlite3-dev
+  libpq-dev postgresql-15  # the PostgreSQL Message Center and its tests
   libmicrohttpd-dev  # herald-api's HTTP server
   redis-server redis-tools
   python3 python3-aiosmtpd python3-yaml
@@ -38,6 +39,6 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Installing a server package may start it on its default port; Herald's
 # tests and demo start their own on free ports, so stop the system ones.
-for svc in redis-server postfix dnsmasq dovecot; do
+for svc in redis-server postfix dnsmasq dovecot postgresql; do
   if command -v service >/dev/null 2>&1; then $SUDO service "$svc" stop >/dev/null 2>&1 || true; fi
 done

@@ -73,6 +73,14 @@ API (all stable)
       (UTF-8, errors replaced) and .stdout_bytes; input may be str or bytes.
       program is "heraldctl", "herald-enqueue" or a path.
   mc_show(env, id) -> dict | None      `heraldctl mc show ID --json`
+  Case.postgres() -> str               the libpq URL of a new, empty database
+      (postgresql:///DB?host=/socket/dir) on the test process's private
+      PostgreSQL 15 cluster (class Postgres): started on first use, reused
+      by every test, stopped by PID at exit; raises Skip when PostgreSQL 15
+      is not installed
+  postgres() -> Postgres               that cluster (started if need be):
+      .url(db), .createdb() -> name, .sql(db, query) -> str (psql -At
+      output; raises AssertionError on an error), .sock, .dir, .pid
   wait_until(pred, timeout=10, what="...", interval=0.05) -> pred's value
   check(cond, message)                 assert that survives python -O
   make_job(**fields) -> dict           a valid job (unique id) with overrides;
@@ -96,11 +104,14 @@ HERALD_PLATFORM_NAME=Camp Platform, HERALD_LOG_LEVEL=info.
 
 import atexit
 import ctypes
+import getpass
 import email.parser
 import email.policy
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -216,6 +227,10 @@ class Case:
 
     def worker(self, env, args=(), binary="herald-worker"):
         return Worker(binary).start(env, args=args)
+
+    def postgres(self):
+        """The URL of a new, empty database on the private cluster."""
+        return postgres().url(postgres().createdb())
 
     def env(self, redis, smtp, **overrides):
         return env(redis, smtp, self.dir, **overrides)
@@ -918,3 +933,190 @@ def dead(redis, prefix):
 
 def parse_message(raw):
     return email.parser.BytesParser(policy=email.policy.strict).parsebytes(raw)
+
+
+# --------------------------------------------------------------- PostgreSQL
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+class Postgres:
+    """A private PostgreSQL 15 cluster for this test process.
+
+    One cluster per process (a database per test is cheap; a cluster is
+    not): its data directory and unix socket under a fresh temp dir, no
+    TCP port (listen_addresses=''), fsync off. initdb refuses root, so as
+    root both initdb and the server run as the `postgres` user (runuser),
+    the temp dir chowned to it; the bootstrap superuser is named after the
+    user running the tests, with trust authentication on the socket, so
+    the tests' clients connect without a password.
+
+    Not registered with a Case (the runner kills those after each test):
+    stopped by PID at exit (SIGINT, a fast shutdown, then SIGKILL). When
+    the runner itself dies, PR_SET_PDEATHSIG takes runuser down and
+    `setpriv --pdeathsig KILL` the server under it (its backends follow
+    their postmaster); the next run removes a temp dir whose owner is gone.
+    """
+
+    def __init__(self):
+        self.dir = None
+        self.data = None
+        self.sock = None
+        self.proc = None  # runuser (as root) or the server itself
+        self.pid = None  # the postmaster
+        self._n = 0
+
+    @staticmethod
+    def _as_postgres():
+        return os.geteuid() == 0
+
+    def _cmd(self, argv):
+        if self._as_postgres():
+            return ["runuser", "-u", "postgres", "--", *argv]
+        return argv
+
+    @staticmethod
+    def _clean_stale():
+        for name in os.listdir("/tmp"):
+            if not name.startswith("herald-pg-"):
+                continue
+            path = os.path.join("/tmp", name)
+            try:
+                with open(os.path.join(path, "owner.pid")) as f:
+                    owner = int(f.read().strip() or "0")
+            except (OSError, ValueError):
+                continue
+            try:
+                os.kill(owner, 0)
+                continue  # its runner is alive
+            except ProcessLookupError:
+                shutil.rmtree(path, ignore_errors=True)
+            except PermissionError:
+                continue
+
+    def start(self):
+        if not os.path.exists(os.path.join(PG_BIN, "postgres")):
+            raise Skip(f"PostgreSQL 15 is not installed ({PG_BIN}; scripts/deps.sh)")
+        self._clean_stale()
+        self.dir = tempfile.mkdtemp(prefix="herald-pg-", dir="/tmp")
+        with open(os.path.join(self.dir, "owner.pid"), "w") as f:
+            f.write(str(os.getpid()))
+        self.data = os.path.join(self.dir, "data")
+        self.sock = os.path.join(self.dir, "sock")
+        os.makedirs(self.sock)
+        if self._as_postgres():
+            pw = pwd.getpwnam("postgres")
+            for d in (self.dir, self.sock):
+                os.chown(d, pw.pw_uid, pw.pw_gid)
+        log = os.path.join(self.dir, "initdb.log")
+        with open(log, "wb") as fh:
+            rc = subprocess.call(
+                self._cmd([os.path.join(PG_BIN, "initdb"), "-D", self.data,
+                           "-U", getpass.getuser(), "--auth=trust", "-E", "UTF8",
+                           "--locale=C.UTF-8", "--no-sync"]),
+                stdout=fh, stderr=fh, cwd="/", preexec_fn=_pdeathsig)
+        if rc != 0:
+            with open(log, errors="replace") as f:
+                raise AssertionError(f"initdb exited {rc}: {f.read()[-1500:]}")
+        argv = [os.path.join(PG_BIN, "postgres"), "-D", self.data,
+                "-c", "listen_addresses=", "-c", f"unix_socket_directories={self.sock}",
+                "-c", "fsync=off", "-c", "synchronous_commit=off",
+                "-c", "full_page_writes=off", "-c", "max_connections=200",
+                "-c", "shared_buffers=64MB", "-c", "log_min_messages=warning",
+                "-c", "logging_collector=off"]
+        if self._as_postgres():
+            argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
+        log = open(os.path.join(self.dir, "postgres.log"), "ab")
+        try:
+            self.proc = subprocess.Popen(self._cmd(argv), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log, cwd="/",
+                                         preexec_fn=_pdeathsig)
+        finally:
+            log.close()
+        atexit.register(self.stop)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"postgres exited {self.proc.returncode}: "
+                                     + self._log_tail())
+            ready = subprocess.call([os.path.join(PG_BIN, "pg_isready"), "-q", "-h",
+                                     self.sock, "-d", "postgres"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if ready == 0:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("postgres never accepted connections: "
+                                     + self._log_tail())
+            time.sleep(0.05)
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            self.pid = int(f.readline().strip())
+        return self
+
+    def _log_tail(self):
+        try:
+            with open(os.path.join(self.dir, "postgres.log"), errors="replace") as f:
+                return f.read()[-1500:]
+        except OSError:
+            return ""
+
+    def url(self, db):
+        return f"postgresql:///{db}?host={self.sock}"
+
+    def createdb(self):
+        """A new, empty database (UTF8); its name."""
+        self._n += 1
+        name = f"t{os.getpid()}_{self._n}"
+        self.sql("postgres", f"CREATE DATABASE {name}")
+        return name
+
+    def sql(self, db, query):
+        """psql -At: the output as text; an error raises AssertionError."""
+        cp = subprocess.run([os.path.join(PG_BIN, "psql"), "-X", "-At", "-v",
+                             "ON_ERROR_STOP=1", "-h", self.sock, "-d", db, "-c", query],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=60)
+        if cp.returncode != 0:
+            raise AssertionError(f"psql {query!r}: {cp.stderr.decode(errors='replace')}")
+        return cp.stdout.decode("utf-8", "replace")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            if self.pid:
+                try:
+                    os.kill(self.pid, signal.SIGINT)  # fast shutdown
+                except (ProcessLookupError, PermissionError):
+                    pass
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                for pid in (self.pid, self.proc.pid):
+                    try:
+                        if pid:
+                            os.kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+        self.proc = None
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+_postgres = None
+
+
+def postgres():
+    """The test process's PostgreSQL cluster, started on first use."""
+    global _postgres
+    if _postgres is None:
+        cluster = Postgres()
+        try:
+            cluster.start()
+        except BaseException:
+            cluster.stop()
+            raise
+        _postgres = cluster
+    return _postgres

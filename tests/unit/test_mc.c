@@ -6,15 +6,63 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define T0 1790000000000LL /* 2026-09-21T... fixed test clock */
+#define DAY 86400000LL
+
+/*
+ * The store-independent tests run twice when $HERALD_TEST_PG is set (a
+ * libpq URL of an empty database, e.g. postgresql:///t?host=/sock/dir,
+ * as tests/integration/test_mc_pg.py gives): once on SQLite, once on
+ * PostgreSQL. There a test's "directory" names its own schema (a fresh
+ * one per tmpdir(), dropped by rmtree()), put first in the connection's
+ * search path, so every test starts from an empty store.
+ */
+static const char *pg_base; /* $HERALD_TEST_PG, or NULL */
+static int pg_mode;         /* this pass runs on PostgreSQL */
+static PGconn *pg_admin;    /* for creating schemas and looking inside */
 
 /* ---- helpers ---------------------------------------------------------- */
+
+/* The schema of a test directory: "tmc_" and the hex of its name. */
+static void
+pg_schema(const char *dir, char out[64])
+{
+    const char *base = strrchr(dir, '/');
+    base = base ? base + 1 : dir;
+    int n = snprintf(out, 64, "tmc_");
+    for (const char *c = base; *c && n < 60; c++)
+        n += snprintf(out + n, (size_t)(64 - n), "%02x", (unsigned char)*c);
+}
+
+/* Runs `sql` in the schema of `dir`: the first column of its last
+ * result as an integer (-1 on failure; errors printed). */
+static long long
+pg_int(const char *dir, const char *sql)
+{
+    char schema[64];
+    pg_schema(dir, schema);
+    char *all = xasprintf("SET search_path = %s; %s", schema, sql);
+    PGresult *res = PQexec(pg_admin, all);
+    free(all);
+    long long v = -1;
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK && PQntuples(res) > 0)
+        v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    else if (st == PGRES_COMMAND_OK)
+        v = 0;
+    else
+        fprintf(stderr, "pg_int: %s: %s", sql, PQerrorMessage(pg_admin));
+    PQclear(res);
+    return v;
+}
 
 static char *
 tmpdir(void)
@@ -40,6 +88,13 @@ rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 static void
 rmtree(char *dir)
 {
+    if (pg_mode) {
+        char schema[64];
+        pg_schema(dir, schema);
+        char *sql = xasprintf("DROP SCHEMA IF EXISTS %s CASCADE", schema);
+        PQclear(PQexec(pg_admin, sql));
+        free(sql);
+    }
     nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     free(dir);
 }
@@ -47,6 +102,18 @@ rmtree(char *dir)
 static char *
 store_url(const char *dir)
 {
+    if (pg_mode) {
+        char schema[64];
+        pg_schema(dir, schema);
+        char *sql = xasprintf("CREATE SCHEMA IF NOT EXISTS %s", schema);
+        PGresult *res = PQexec(pg_admin, sql);
+        CHECK_MSG(PQresultStatus(res) == PGRES_COMMAND_OK, "%s: %s", sql,
+                  PQerrorMessage(pg_admin));
+        PQclear(res);
+        free(sql);
+        return xasprintf("%s%coptions=-csearch_path%%3D%s", pg_base,
+                         strchr(pg_base, '?') ? '&' : '?', schema);
+    }
     /* dir is absolute, so this is sqlite:///tmp/..., and the "sub"
      * directory does not exist yet. */
     return xasprintf("sqlite://%s/sub/dir/mc.db", dir);
@@ -713,7 +780,6 @@ test_urls(void)
         "",
         "var/mc.db",
         "mysql://host/db",
-        "postgresql://u@h/db",
         "sqlite://",
         "sqlite://?busy_timeout_ms=5",
         "sqlite:///tmp/",
@@ -731,8 +797,16 @@ test_urls(void)
         CHECK_STR(e.field, "HERALD_MC");
         CHECK(e.msg[0] != '\0');
     }
-    CHECK(mc_open("postgresql://u@h/db", &m, &e) == HERR_INVALID &&
-          strstr(e.msg, "not built") != NULL);
+    /* PostgreSQL: a server that is not there is a store failure */
+    m = (struct mc *)1;
+    CHECK(mc_open("postgresql:///nodb?host=/nonexistent/herald&"
+                  "connect_timeout=2",
+                  &m, &e) == HERR_STORE &&
+          m == NULL && strstr(e.msg, "cannot connect") != NULL);
+    m = (struct mc *)1;
+    CHECK(mc_open("postgres:///nodb?host=/nonexistent/herald", &m, &e) ==
+              HERR_STORE &&
+          m == NULL);
 
     /* A parent that cannot be a directory. */
     char *file = xasprintf("%s/plain", dir);
@@ -1645,8 +1719,11 @@ child_run(const char *url, int c, int gate)
         for (int k = i; k < i + BATCH && k < PER_CHILD; k++) {
             char id[32];
             snprintf(id, sizeof id, "mp-%d-%03d", c, k);
-            struct mc_record *r = small_record(id, org, "acct", MC_QUEUED,
-                                               clock_now_ms(), "r@example.com");
+            /* on PostgreSQL in a day that has no partition yet: the
+             * children race to create it inside their batches */
+            struct mc_record *r = small_record(
+                id, org, "acct", MC_QUEUED,
+                pg_mode ? T0 + 400 * DAY + k : clock_now_ms(), "r@example.com");
             struct mc_update u1, u2;
             mc_update_init(&u1, id, MC_SENDING);
             mc_update_init(&u2, id, MC_SENT);
@@ -2112,9 +2189,25 @@ test_purge(void)
     CHECK(mc_get(m, "old-00000", &g, &e) == 0); /* nothing changed */
     mc_record_free(g);
 
-    /* in rounds: a limit stops after the chunk that reaches it */
+    /* in rounds: a limit stops after the chunk that reaches it (on
+     * PostgreSQL a day's partition, dropped whole, is one chunk: all the
+     * old records are in one day) */
     CHECK(mc_purge(m, rec_before, body_before, 0, 10, &res, &e) == 0);
-    CHECK(res.records == MC_PURGE_CHUNK && res.bodies == 0 && res.more);
+    CHECK_MSG(res.records == (pg_mode ? n : MC_PURGE_CHUNK) &&
+                  res.bodies == 0 && res.more,
+              "round %lld %lld %d", res.records, res.bodies, res.more);
+    if (pg_mode) { /* the old day's partitions are gone, not emptied */
+        time_t t = (time_t)((now - 20 * day) / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char *sql = xasprintf("SELECT count(*) FROM pg_tables WHERE"
+                              " schemaname = current_schema() AND tablename"
+                              " LIKE 'herald%%_p%04d%02d%02d'",
+                              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+        CHECK(pg_int(dir, sql) == 0);
+        free(sql);
+        CHECK(pg_int(dir, "SELECT count(*) FROM herald_message_ids") == 11);
+    }
     long long total = res.records;
     CHECK(mc_purge(m, rec_before, body_before, 0, 0, &res, &e) == 0);
     CHECK_MSG(total + res.records == n && res.bodies == 10 && !res.more,
@@ -2152,28 +2245,387 @@ test_purge(void)
     rmtree(dir);
 }
 
-int
-main(void)
+/* ---- PostgreSQL only ------------------------------------------------ */
+
+/* The schema is versioned, created once, kept on reopening; a newer one
+ * is refused; tables that are not ours are not mixed with. */
+static void
+test_pg_schema(void)
 {
-    test_status_names();
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    int version = -9, before = -9;
+    CHECK(mc_schema_version(m, &version, &before) == 0);
+    CHECK(version == 1 && before == 0);
+    CHECK(pg_int(dir, "SELECT version FROM herald_schema") == 1);
+    CHECK(pg_int(dir, "SELECT count(*) FROM pg_partitioned_table p JOIN"
+                      " pg_class c ON c.oid = p.partrelid WHERE"
+                      " c.relnamespace = current_schema()::regnamespace") == 3);
+    /* today's and tomorrow's partitions exist before any insert */
+    CHECK(pg_int(dir, "SELECT count(*) FROM pg_inherits i JOIN pg_class c"
+                      " ON c.oid = i.inhparent WHERE c.relname ="
+                      " 'herald_messages' AND c.relnamespace ="
+                      " current_schema()::regnamespace") == 2);
+    insert_rec(m, full_record("keep"));
+    mc_close(m);
+
+    m = open_store(dir);
+    if (m) {
+        CHECK(exists(m, "keep"));
+        CHECK(mc_schema_version(m, &version, &before) == 0);
+        CHECK(version == 1 && before == 1);
+        mc_close(m);
+    }
+    /* a reader without the right to create tables opens the store on a
+     * day without partitions (they are made by writers), and reads; its
+     * writes are refused */
+    char *url = store_url(dir);
+    struct herr e = {0};
+    char *ro_url = xasprintf("%s&user=herald_ro_test", url);
+    CHECK(pg_int(dir, "DO $$BEGIN CREATE ROLE herald_ro_test LOGIN;"
+                      " EXCEPTION WHEN duplicate_object THEN NULL; END$$;"
+                      " DO $$BEGIN EXECUTE format('GRANT USAGE ON SCHEMA %I"
+                      " TO herald_ro_test; GRANT SELECT ON ALL TABLES IN"
+                      " SCHEMA %I TO herald_ro_test', current_schema(),"
+                      " current_schema()); END$$") == 0);
+    clock_set_fixed(T0 + 900 * DAY);
+    m = NULL;
+    CHECK_MSG(mc_open(ro_url, &m, &e) == 0 && m, "%s", e.msg);
+    if (m) {
+        CHECK(exists(m, "keep"));
+        struct mc_filter f = {0};
+        EXPECT(&f, "keep");
+        struct mc_record *r = full_record("ro-1");
+        r->created_at = T0 + 900 * DAY;
+        CHECK(mc_insert(m, r, NULL, &e) == HERR_STORE);
+        CHECK_MSG(strstr(e.msg, "permission denied") != NULL, "%s", e.msg);
+        mc_record_free(r);
+        mc_close(m);
+    }
+    clock_set_fixed(-1);
+    free(ro_url);
+    CHECK(pg_int(dir, "DO $$BEGIN EXECUTE format('REVOKE ALL ON ALL TABLES"
+                      " IN SCHEMA %I FROM herald_ro_test; REVOKE USAGE ON"
+                      " SCHEMA %I FROM herald_ro_test', current_schema(),"
+                      " current_schema()); END$$") == 0);
+
+    CHECK(pg_int(dir, "UPDATE herald_schema SET version = 9") == 0);
+    m = (struct mc *)1;
+    CHECK(mc_open(url, &m, &e) == HERR_STORE && m == NULL);
+    CHECK_MSG(strstr(e.msg, "newer") != NULL, "%s", e.msg);
+    free(url);
+    rmtree(dir);
+
+    /* a table of ours' name, without our schema: refused, untouched */
+    dir = tmpdir();
+    url = store_url(dir);
+    CHECK(pg_int(dir, "CREATE TABLE herald_messages (id text, body text)") ==
+          0);
+    m = (struct mc *)1;
+    CHECK(mc_open(url, &m, &e) == HERR_STORE && m == NULL);
+    CHECK_MSG(strstr(e.msg, "already exists") != NULL, "%s", e.msg);
+    CHECK(pg_int(dir, "SELECT count(*) FROM pg_tables WHERE schemaname ="
+                      " current_schema()") == 1);
+    free(url);
+    rmtree(dir);
+}
+
+/* A write the database refuses leaves nothing of its record: outside a
+ * batch; inside one it ends the batch (rolled back, said by every later
+ * call), and the next batch works. Failures are injected with a trigger
+ * added behind the store's back. */
+static void
+test_pg_atomic(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    CHECK(pg_int(dir,
+                 "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS"
+                 " $$BEGIN IF NEW.subject = 'boom' THEN RAISE EXCEPTION"
+                 " 'injected content failure'; END IF; RETURN NEW; END$$;"
+                 "CREATE TRIGGER boom BEFORE INSERT ON herald_message_content"
+                 " FOR EACH ROW EXECUTE FUNCTION boom()") == 0);
+    struct herr e = {0};
+    struct mc_record *bad = full_record("at-bad");
+    free(bad->subject);
+    bad->subject = xstrdup("boom");
+    CHECK(mc_insert(m, bad, NULL, &e) == HERR_STORE);
+    CHECK_MSG(strstr(e.msg, "injected content failure") != NULL, "%s", e.msg);
+    CHECK(!exists(m, "at-bad"));
+    CHECK(pg_int(dir, "SELECT count(*) FROM herald_message_ids") == 0);
+    CHECK(pg_int(dir, "SELECT count(*) FROM herald_messages") == 0);
+    CHECK(pg_int(dir, "SELECT count(*) FROM herald_message_rcpt") == 0);
+
+    CHECK(mc_batch_begin(m, &e) == 0);
+    insert_rec(m, full_record("at-1"));
+    CHECK(mc_insert(m, bad, NULL, &e) == HERR_STORE);
+    struct mc_record *r = full_record("at-2");
+    CHECK(mc_insert(m, r, NULL, &e) == HERR_STORE);
+    CHECK_MSG(strstr(e.msg, "rolled back") != NULL, "%s", e.msg);
+    struct mc_update u;
+    mc_update_init(&u, "at-1", MC_SENT);
+    CHECK(mc_update(m, &u, &e) == HERR_STORE);
+    CHECK(mc_batch_commit(m, &e) == HERR_STORE);
+    CHECK(mc_batch_commit(m, &e) == HERR_INVALID); /* closed */
+    CHECK(!exists(m, "at-1") && !exists(m, "at-2"));
+    CHECK(pg_int(dir, "SELECT count(*) FROM herald_message_ids") == 0);
+    /* the next batch goes on as usual */
+    CHECK(mc_batch_begin(m, &e) == 0);
+    CHECK(mc_insert(m, r, NULL, &e) == 0);
+    CHECK(mc_batch_commit(m, &e) == 0);
+    CHECK(exists(m, "at-2"));
+    /* a rolled-back batch after a failure: nothing left open */
+    CHECK(mc_batch_begin(m, &e) == 0);
+    CHECK(mc_insert(m, bad, NULL, &e) == HERR_STORE);
+    mc_batch_rollback(m);
+    CHECK(mc_batch_begin(m, &e) == 0);
+    mc_batch_rollback(m);
+    CHECK(pg_int(dir, "DROP TRIGGER boom ON herald_message_content") == 0);
+    CHECK(mc_insert(m, bad, NULL, &e) == 0);
+    CHECK(pg_int(dir, "SELECT count(*) FROM herald_message_ids") == 2);
+    mc_record_free(r);
+    mc_record_free(bad);
+    mc_close(m);
+    rmtree(dir);
+}
+
+/* Partitions: created on demand for any day; one dropped behind a
+ * handle's back is created again by its next insert there; ids stay
+ * unique across days; text that is not UTF-8 is kept readable. */
+static void
+test_pg_partitions(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    struct herr e = {0};
+    int64_t day_a = T0 - 300 * DAY, day_b = T0 - 299 * DAY;
+    insert_rec(
+        m, small_record("p-1", "acme", "u", MC_SENT, day_a, "a@example.com"));
+    insert_rec(
+        m, small_record("p-2", "acme", "u", MC_SENT, day_b, "a@example.com"));
+    /* the same id on another day is the same record */
+    struct mc_record *r =
+        small_record("p-1", "acme", "u", MC_QUEUED, day_b + 5, "b@example.com");
+    enum mc_status ex = MC_QUEUED;
+    CHECK(mc_insert(m, r, &ex, &e) == HERR_EXISTS && ex == MC_SENT);
+    mc_record_free(r);
+    CHECK(pg_int(dir, "SELECT count(*) FROM herald_messages") == 2);
+
+    /* another process's purge dropped day_a's partitions */
+    time_t t = (time_t)(day_a / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char dn[16];
+    snprintf(dn, sizeof dn, "%04d%02d%02d", (tm.tm_year + 1900) % 10000,
+             (tm.tm_mon + 1) % 100, tm.tm_mday % 100);
+    char *sql =
+        xasprintf("DELETE FROM herald_message_ids WHERE id = 'p-1';"
+                  " DROP TABLE herald_messages_p%s, herald_message_content_p%s,"
+                  " herald_message_rcpt_p%s",
+                  dn, dn, dn);
+    CHECK(pg_int(dir, sql) == 0);
+    free(sql);
+    insert_rec(m, small_record("p-3", "acme", "u", MC_SENT, day_a + 1,
+                               "a@example.com"));
+    CHECK(exists(m, "p-3") && !exists(m, "p-1"));
+
+    /* an orphaned registry entry (its record gone) frees the id */
+    CHECK(pg_int(dir, "INSERT INTO herald_message_ids VALUES ('p-9', 1000)") ==
+          0);
+    struct mc_update u;
+    mc_update_init(&u, "p-9", MC_SENT);
+    CHECK(mc_update(m, &u, &e) == HERR_NOTFOUND);
+    struct mc_record *g = NULL;
+    CHECK(mc_get(m, "p-9", &g, &e) == HERR_NOTFOUND);
+    insert_rec(m, small_record("p-9", "acme", "u", MC_QUEUED, day_b + 9,
+                               "a@example.com"));
+    CHECK(exists(m, "p-9"));
+
+    /* an SMTP reply that is not UTF-8 */
+    mc_update_init(&u, "p-9", MC_FAILED);
+    u.smtp_reply = "550 \xff\xfe no";
+    CHECK(mc_update(m, &u, &e) == 0);
+    CHECK(mc_get(m, "p-9", &g, &e) == 0 && g);
+    if (g)
+        CHECK_STR(g->smtp_reply, "550 \xef\xbf\xbd\xef\xbf\xbd no");
+    mc_record_free(g);
+
+    /* a purge interrupted half way (the records' partition dropped, the
+     * content's still attached, the recipients' detached): the next one
+     * removes what is left of that day, bodies included */
+    int64_t day_c = T0 - 500 * DAY;
+    insert_rec(
+        m, small_record("p-old", "acme", "u", MC_SENT, day_c, "a@example.com"));
+    t = (time_t)(day_c / 1000);
+    gmtime_r(&t, &tm);
+    snprintf(dn, sizeof dn, "%04d%02d%02d", (tm.tm_year + 1900) % 10000,
+             (tm.tm_mon + 1) % 100, tm.tm_mday % 100);
+    sql = xasprintf("ALTER TABLE herald_messages DETACH PARTITION"
+                    " herald_messages_p%s; DROP TABLE herald_messages_p%s;"
+                    " ALTER TABLE herald_message_rcpt DETACH PARTITION"
+                    " herald_message_rcpt_p%s",
+                    dn, dn, dn);
+    CHECK(pg_int(dir, sql) == 0);
+    free(sql);
+    struct mc_purge_result res;
+    CHECK(mc_purge(m, day_c + DAY, 0, 0, 0, &res, &e) == 0);
+    sql = xasprintf("SELECT count(*) FROM pg_tables WHERE schemaname ="
+                    " current_schema() AND tablename LIKE 'herald%%_p%s'",
+                    dn);
+    CHECK(pg_int(dir, sql) == 0);
+    free(sql);
+    CHECK(pg_int(dir, "SELECT count(*) FROM herald_message_ids WHERE id ="
+                      " 'p-old'") == 0);
+
+    /* a new handle finds everything by id and by listing */
+    mc_close(m);
+    m = open_store(dir);
+    if (m) {
+        CHECK(exists(m, "p-2") && exists(m, "p-3") && exists(m, "p-9"));
+        struct mc_filter f = {0};
+        f.to = "A@example.com";
+        EXPECT(&f, "p-9", "p-2", "p-3");
+        f.until = day_b - 1;
+        EXPECT(&f, "p-3");
+        f.until = day_b; /* inclusive */
+        EXPECT(&f, "p-2", "p-3");
+        mc_close(m);
+    }
+    rmtree(dir);
+}
+
+/* Listing walks time windows: records spread over a year, with pages that
+ * cross windows, come back newest first, each once, as on SQLite. */
+static void
+test_pg_windows(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    struct herr e = {0};
+    int64_t now = clock_now_ms();
+    static const int ago[] = {0, 0, 1, 2, 3, 5, 9, 17, 40, 100, 200, 300, 700};
+    size_t nago = sizeof ago / sizeof ago[0];
+    CHECK(mc_batch_begin(m, &e) == 0);
+    for (size_t i = 0; i < nago; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "w-%02zu", i);
+        insert_rec(m, small_record(id, i % 2 ? "acme" : "beta", "u", MC_SENT,
+                                   now - ago[i] * DAY - (int64_t)i,
+                                   "w@example.com"));
+    }
+    /* one in the future (a clock ahead) */
+    insert_rec(m, small_record("w-fut", "acme", "u", MC_SENT, now + 3 * DAY,
+                               "w@example.com"));
+    CHECK(mc_batch_commit(m, &e) == 0);
+    struct mc_filter f = {0};
+    f.limit = 3;
+    char *cursor = NULL;
+    size_t seen = 0;
+    int order = 1;
+    char last[32] = "";
+    for (int pages = 0; pages < 10; pages++) {
+        struct mc_record **v = NULL;
+        size_t n = 0;
+        char *next = NULL;
+        f.cursor = cursor;
+        CHECK(mc_list(m, &f, &v, &n, &next, &e) == 0);
+        for (size_t i = 0; i < n; i++) {
+            /* w-fut first, then w-00, w-01 ... (older as i grows) */
+            if (seen == 0)
+                order &= strcmp(v[i]->id, "w-fut") == 0;
+            else
+                order &= strcmp(v[i]->id, last) > 0 || seen == 1;
+            snprintf(last, sizeof last, "%s", v[i]->id);
+            seen++;
+        }
+        mc_records_free(v, n);
+        free(cursor);
+        cursor = next;
+        if (cursor == NULL)
+            break;
+    }
+    free(cursor);
+    CHECK_MSG(seen == nago + 1 && order, "seen %zu order %d", seen, order);
+    memset(&f, 0, sizeof f);
+    f.org = "acme";
+    f.since = now - 100 * DAY - 20;
+    EXPECT(&f, "w-fut", "w-01", "w-03", "w-05", "w-07", "w-09");
+    f.until = now - 3 * DAY;
+    EXPECT(&f, "w-05", "w-07", "w-09");
+    memset(&f, 0, sizeof f);
+    f.to = "w@example.com";
+    f.since = now - 200 * DAY - 20;
+    f.until = now - 40 * DAY;
+    EXPECT(&f, "w-08", "w-09", "w-10");
+    mc_close(m);
+    rmtree(dir);
+}
+
+/* Every store-independent test: once per store. */
+static void
+run_store_tests(void)
+{
     test_roundtrip();
     test_duplicate();
     test_update();
     test_list();
     test_list_search_and_pages();
-    test_csv();
     test_purge();
     test_batch();
+    test_status_moves();
+    test_to_json();
+    test_multiprocess();
+}
+
+int
+main(void)
+{
+    test_status_names();
+    test_csv();
+    test_from_job();
+    run_store_tests();
+    /* SQLite only: files, modes, locks, its own migrations */
     test_urls();
     test_modes();
     test_busy();
-    test_status_moves();
     test_atomic_insert();
     test_migrate_v1();
     test_migrate_v2();
     test_migrate_refused();
-    test_from_job();
-    test_to_json();
-    test_multiprocess();
+
+    pg_base = getenv("HERALD_TEST_PG");
+    if (pg_base && *pg_base) {
+        fprintf(stderr, "test_mc: the store tests again, on PostgreSQL\n");
+        pg_admin = PQconnectdb(pg_base);
+        CHECK_MSG(PQstatus(pg_admin) == CONNECTION_OK, "%s: %s", pg_base,
+                  PQerrorMessage(pg_admin));
+        if (PQstatus(pg_admin) == CONNECTION_OK) {
+            PQclear(PQexec(pg_admin, "SET client_min_messages = warning"));
+            pg_mode = 1;
+            run_store_tests();
+            test_pg_schema();
+            test_pg_atomic();
+            test_pg_partitions();
+            test_pg_windows();
+            pg_mode = 0;
+        }
+        PQfinish(pg_admin);
+    }
     return T_DONE("test_mc");
 }

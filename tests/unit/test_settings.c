@@ -65,7 +65,10 @@ test_bad_values(void)
           HERR_INVALID);
     CHECK(settings_set(&s, "HERALD_RELAY", "ftp://x", &e) == HERR_INVALID);
     CHECK(settings_set(&s, "HERALD_MC", "mysql://x", &e) == HERR_INVALID);
-    CHECK(settings_set(&s, "HERALD_MC", "postgresql://db/h", &e) ==
+    CHECK(settings_set(&s, "HERALD_MC", "postgresql://db/h", &e) == 0);
+    CHECK(settings_set(&s, "HERALD_MC", "postgres://u:pw@db/h", &e) == 0);
+    CHECK(settings_set(&s, "--mc", "postgres://u:pw@db/h", &e) == HERR_INVALID);
+    CHECK(settings_set(&s, "HERALD_MC", "postgresql://db/h?password=x", &e) ==
           HERR_INVALID);
     CHECK(settings_set(&s, "HERALD_DEFAULT_FROM", "nobody", &e) ==
           HERR_INVALID);

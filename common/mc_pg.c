@@ -1,0 +1,2122 @@
+/*
+ * mc_pg — the PostgreSQL backend of the Message Center (mc.h), for a
+ * fleet: workers and readers on any number of hosts share one store.
+ *
+ * URL: a libpq URI, "postgresql://[user[:pw]@][host][:port][/db][?k=v&...]"
+ * or "postgres://..." ("host=/socket/dir" for a unix socket). The
+ * connection defaults to connect_timeout=10 and application_name=herald
+ * (the URL may override both) and always speaks UTF-8. The database must
+ * be UTF8 (or SQL_ASCII), PostgreSQL 14 or newer. Tables live in the
+ * first schema of the search path ("options=-csearch_path%3Dherald" in
+ * the URL puts them in schema herald).
+ *
+ * One connection per handle, used from one thread, blocking (the worker
+ * calls the store on libuv's thread pool). docs/mc-postgres.md has the
+ * design and its measurements; in short:
+ *
+ * - Schema versions: table herald_schema holds the version (1). Opening
+ *   creates or upgrades it in one transaction under a transaction-level
+ *   advisory lock, so processes starting together wait for the first;
+ *   a newer version is refused.
+ * - A record is split by how it changes: herald_messages holds what the
+ *   worker rewrites (status, route, attempts, times, outcome) and every
+ *   column a query filters on; herald_message_content what never changes
+ *   after the insert (addresses, subject, bodies, attachments, meta);
+ *   herald_message_rcpt one row per distinct to/cc/bcc address. All three
+ *   are range-partitioned by created_at (ms), one partition per UTC day,
+ *   named <table>_pYYYYMMDD.
+ * - Partitions are created on demand: for today and tomorrow when the
+ *   store opens and at each batch, and for any other day before an insert
+ *   needs it. The handle remembers which days exist. Creation runs under
+ *   an advisory lock as CREATE TABLE ... (LIKE parent) + ATTACH PARTITION,
+ *   which takes SHARE UPDATE EXCLUSIVE on the parent (CREATE TABLE ...
+ *   PARTITION OF takes ACCESS EXCLUSIVE, which would stall every reader
+ *   and writer of the fleet for the moment).
+ * - herald_message_ids (id -> created_at, not partitioned) makes inserts
+ *   idempotent across partitions: a partitioned table cannot have a
+ *   unique index on id alone. The insert is one statement: the id goes
+ *   into the registry ON CONFLICT DO NOTHING, and the record's rows are
+ *   inserted only when it did. The registry also turns an id into its
+ *   partition for mc_update and mc_get (a small per-handle cache of
+ *   id -> created_at spares the look-up for records this handle just
+ *   wrote).
+ * - Every write is one SQL statement, atomic on its own: a failed write
+ *   leaves nothing of its record behind, in a batch or not. A batch is
+ *   one transaction (BEGIN ... COMMIT) without savepoints: a savepoint per
+ *   write would give every write of a batch its own subtransaction id
+ *   (256 per batch in the worker; PostgreSQL keeps 64 per backend before
+ *   every other session's snapshots turn "suboverflowed" and slow) and
+ *   cost two more statements each. A write that the database refuses
+ *   inside a batch therefore ends the batch: it is rolled back at once,
+ *   and later writes and the commit fail with HERR_STORE saying so (the
+ *   SQLite backend does the same when SQLite rolls a batch back by
+ *   itself). Writes refused before reaching the database (HERR_INVALID,
+ *   HERR_EXISTS, HERR_NOTFOUND) leave the batch open.
+ * - Planning: a prepared statement on the partitioned tables is planned
+ *   again at every run (its generic plan, costed over every partition,
+ *   never beats a custom one), which doubled the cost of the worker's
+ *   writes. So the writes and reads of one record (insert, update, get)
+ *   name the day's partitions themselves, in statements prepared per day
+ *   for the few days the handle uses (DAY_SLOTS), planned once; a day the
+ *   handle has not seen goes through the partitioned tables, planned with
+ *   its created_at known, so pruned to one partition. mc_list walks time
+ *   windows newest first (today, then 1, 2, 4 ... 128 days, then the
+ *   rest), each a statement planned over its own partitions only, until
+ *   the page is full: a query plans and locks a few partitions, not a year
+ *   of them, and each window's plan uses that window's statistics; then
+ *   the page is read in one statement, a branch per day.
+ * - q: herald_messages.subject_words holds the subject's words as
+ *   mc_q_words defines them (computed here, not by a PostgreSQL parser,
+ *   whose rules depend on the database's locale), space-separated; a GIN
+ *   index over array_to_tsvector(string_to_array(subject_words, ' '))
+ *   answers "every word of q is a prefix of a word" as a tsquery
+ *   'w1':* & 'w2':* built from the words as they are (no dictionary).
+ * - Retention drops whole partitions (DETACH PARTITION CONCURRENTLY, then
+ *   DROP TABLE: no lock that stops the fleet), deletes the rows of the
+ *   partition that straddles the cutoff in chunks, and clears bodies in
+ *   chunks through a partial index of the bodies not yet cleared.
+ */
+#include "mc.h"
+#include "clock.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PG_SCHEMA_VERSION 1
+#define PG_MIN_SERVER 140000 /* DETACH PARTITION CONCURRENTLY */
+#define DAY_MS 86400000LL
+#define IDCACHE_SLOTS 1024 /* id -> created_at of recent writes */
+#define DAY_SLOTS 4        /* days with their own prepared statements */
+#define LIST_WINDOWS 8     /* then one window for everything older */
+#define LEXEME_MAX 2046    /* PostgreSQL's limit on a tsvector lexeme */
+#define PARAMS_MAX 40
+/* Advisory lock keys: (LOCK_NS, what). */
+#define LOCK_NS 1212501060 /* "HERD" */
+#define LOCK_SCHEMA 1
+#define LOCK_PARTITIONS 2
+#define LOCK_PURGE 3
+
+static const char *const part_tables[] = {
+    "herald_messages", "herald_message_content", "herald_message_rcpt"};
+#define NPART_TABLES (sizeof part_tables / sizeof part_tables[0])
+
+/* Version 1. Text keys compare as bytes (COLLATE "C"): the order of ids
+ * in a page, and the cursor's comparison, must not depend on the
+ * database's locale (they are the SQLite store's too). */
+static const char schema_v1_sql[] =
+    "CREATE TABLE herald_schema ("
+    " singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),"
+    " version integer NOT NULL,"
+    " migrated_at timestamptz NOT NULL DEFAULT now());"
+    "CREATE TABLE herald_message_ids ("
+    " id text COLLATE \"C\" PRIMARY KEY,"
+    " created_at bigint NOT NULL);"
+    "CREATE INDEX herald_message_ids_created ON herald_message_ids"
+    " (created_at);"
+    "CREATE TABLE herald_messages ("
+    " created_at bigint NOT NULL,"
+    " id text COLLATE \"C\" NOT NULL,"
+    " org text COLLATE \"C\" NOT NULL,"
+    " account text COLLATE \"C\" NOT NULL,"
+    " type text COLLATE \"C\" NOT NULL,"
+    " from_lc text COLLATE \"C\" NOT NULL,"
+    " subject_words text,"
+    " status text COLLATE \"C\" NOT NULL,"
+    " path text COLLATE \"C\","
+    " path_reason text,"
+    " sender text,"
+    " reply_to text,"
+    " attempts integer NOT NULL DEFAULT 0,"
+    " updated_at bigint NOT NULL,"
+    " sent_at bigint,"
+    " next_attempt_at bigint,"
+    " last_error text,"
+    " smtp_reply text,"
+    " recipients_json text,"
+    " PRIMARY KEY (created_at, id)) PARTITION BY RANGE (created_at);"
+    "CREATE INDEX herald_messages_org ON herald_messages"
+    " (org, created_at, id);"
+    "CREATE INDEX herald_messages_account ON herald_messages"
+    " (account, created_at, id);"
+    "CREATE INDEX herald_messages_status ON herald_messages"
+    " (status, created_at, id) WHERE status <> 'sent';"
+    "CREATE INDEX herald_messages_org_status ON herald_messages"
+    " (org, status, created_at, id) WHERE status <> 'sent';"
+    "CREATE INDEX herald_messages_from ON herald_messages"
+    " (from_lc, created_at, id);"
+    "CREATE INDEX herald_messages_org_type ON herald_messages"
+    " (org, type, created_at, id);"
+    "CREATE INDEX herald_messages_org_path ON herald_messages"
+    " (org, path, created_at, id);"
+    "CREATE INDEX herald_messages_subject ON herald_messages USING gin"
+    " (array_to_tsvector(string_to_array(subject_words, ' ')));"
+    "CREATE TABLE herald_message_content ("
+    " created_at bigint NOT NULL,"
+    " id text COLLATE \"C\" NOT NULL,"
+    " from_addr text NOT NULL,"
+    " from_name text,"
+    " to_json text,"
+    " cc_json text,"
+    " bcc_json text,"
+    " subject text,"
+    " text text,"
+    " html text,"
+    " attachments_json text,"
+    " meta_json text,"
+    " resend_of text,"
+    " body_expired boolean NOT NULL DEFAULT false,"
+    " PRIMARY KEY (created_at, id)) PARTITION BY RANGE (created_at);"
+    "CREATE INDEX herald_message_content_bodies ON herald_message_content"
+    " (created_at) WHERE NOT body_expired;"
+    "CREATE TABLE herald_message_rcpt ("
+    " email text COLLATE \"C\" NOT NULL,"
+    " created_at bigint NOT NULL,"
+    " id text COLLATE \"C\" NOT NULL,"
+    " PRIMARY KEY (email, created_at, id)) PARTITION BY RANGE (created_at);";
+
+/* The upgrades, migrations[v] taking version v to v + 1 (none yet past
+ * the creation of version 1). */
+static const char *const migrations[PG_SCHEMA_VERSION] = {
+    [0] = schema_v1_sql,
+};
+
+/* Column order of every full-record SELECT (row_record). */
+#define COLS                                                                   \
+    "m.id, m.org, m.account, m.type, m.status, m.path, m.path_reason, "        \
+    "c.from_addr, c.from_name, m.sender, m.reply_to, c.to_json, c.cc_json, "   \
+    "c.bcc_json, c.subject, c.text, c.html, c.attachments_json, "              \
+    "c.meta_json, m.recipients_json, m.created_at, m.updated_at, m.sent_at, "  \
+    "m.next_attempt_at, m.attempts, m.last_error, m.smtp_reply, "              \
+    "c.resend_of, c.body_expired"
+
+enum col {
+    C_ID = 0,
+    C_ORG,
+    C_ACCOUNT,
+    C_TYPE,
+    C_STATUS,
+    C_PATH,
+    C_PATH_REASON,
+    C_FROM,
+    C_FROM_NAME,
+    C_SENDER,
+    C_REPLY_TO,
+    C_TO,
+    C_CC,
+    C_BCC,
+    C_SUBJECT,
+    C_TEXT,
+    C_HTML,
+    C_ATTACHMENTS,
+    C_META,
+    C_RECIPIENTS,
+    C_CREATED,
+    C_UPDATED,
+    C_SENT,
+    C_NEXT,
+    C_ATTEMPTS,
+    C_LAST_ERROR,
+    C_SMTP_REPLY,
+    C_RESEND_OF,
+    C_BODY_EXPIRED,
+    C_COUNT
+};
+
+#define JOINED                                                                 \
+    " FROM herald_messages m JOIN herald_message_content c"                    \
+    " ON c.created_at = m.created_at AND c.id = m.id"
+
+/* The prepared statements, made on first use of a connection. */
+enum stmt {
+    S_REGISTRY = 0,
+    S_INSERT, /* these four name the day's partitions (day_exec) */
+    S_UPDATE,
+    S_UPDATE_CONTENT,
+    S_GET,
+    S_NSTMT
+};
+
+static const struct {
+    const char *name, *sql;
+} stmts[S_NSTMT] = {
+    [S_INSERT] =
+        {"insert",
+         "WITH reg AS (INSERT INTO herald_message_ids (id, created_at)"
+         " VALUES ($1::text, $2::bigint) ON CONFLICT (id) DO NOTHING"
+         " RETURNING id),"
+         " m AS (INSERT INTO herald_messages (created_at, id, org, account,"
+         " type, from_lc, subject_words, status, path, path_reason, sender,"
+         " reply_to, attempts, updated_at, sent_at, next_attempt_at,"
+         " last_error, smtp_reply, recipients_json)"
+         " SELECT $2::bigint, reg.id, $3::text, $4::text, $5::text, $6::text,"
+         " $7::text, $8::text, $9::text, $10::text, $11::text, $12::text,"
+         " $13::integer, $14::bigint, $15::bigint, $16::bigint, $17::text,"
+         " $18::text, $19::text FROM reg),"
+         " c AS (INSERT INTO herald_message_content (created_at, id,"
+         " from_addr, from_name, to_json, cc_json, bcc_json, subject, text,"
+         " html, attachments_json, meta_json, resend_of, body_expired)"
+         " SELECT $2::bigint, reg.id, $20::text, $21::text, $22::text,"
+         " $23::text, $24::text, $25::text, $26::text, $27::text, $28::text,"
+         " $29::text, $30::text, $31::boolean FROM reg),"
+         " r AS (INSERT INTO herald_message_rcpt (email, created_at, id)"
+         " SELECT e, $2::bigint, reg.id FROM reg, unnest($32::text[]) AS e"
+         " ON CONFLICT DO NOTHING)"
+         " SELECT count(*) FROM reg"},
+    [S_REGISTRY] = {"herald_registry",
+                    "SELECT created_at FROM herald_message_ids WHERE id = $1"},
+    /* NULL string: keep; "": clear; a negative time: keep; 0: clear. */
+    [S_UPDATE] =
+        {"update",
+         "UPDATE herald_messages SET status = $1::text,"
+         " path = CASE WHEN $2::text IS NULL THEN path"
+         "  ELSE NULLIF($2::text, '') END,"
+         " path_reason = CASE WHEN $3::text IS NULL THEN path_reason"
+         "  ELSE NULLIF($3::text, '') END,"
+         " sender = CASE WHEN $4::text IS NULL THEN sender"
+         "  ELSE NULLIF($4::text, '') END,"
+         " reply_to = CASE WHEN $5::text IS NULL THEN reply_to"
+         "  ELSE NULLIF($5::text, '') END,"
+         " attempts = attempts + $6::integer,"
+         " sent_at = CASE WHEN $7::bigint < 0 THEN sent_at"
+         "  ELSE NULLIF($7::bigint, 0) END,"
+         " next_attempt_at = CASE WHEN $8::bigint < 0 THEN next_attempt_at"
+         "  ELSE NULLIF($8::bigint, 0) END,"
+         " last_error = CASE WHEN $9::text IS NULL THEN last_error"
+         "  ELSE NULLIF($9::text, '') END,"
+         " smtp_reply = CASE WHEN $10::text IS NULL THEN smtp_reply"
+         "  ELSE NULLIF($10::text, '') END,"
+         " recipients_json = CASE WHEN $11::text IS NULL THEN recipients_json"
+         "  ELSE NULLIF($11::text, '') END,"
+         " updated_at = $12::bigint"
+         " WHERE created_at = $13::bigint AND id = $14::text"},
+    /* The same, and the content as sent (subject, text, html). */
+    [S_UPDATE_CONTENT] =
+        {"update_content",
+         "WITH u AS (UPDATE herald_messages SET status = $1::text,"
+         " path = CASE WHEN $2::text IS NULL THEN path"
+         "  ELSE NULLIF($2::text, '') END,"
+         " path_reason = CASE WHEN $3::text IS NULL THEN path_reason"
+         "  ELSE NULLIF($3::text, '') END,"
+         " sender = CASE WHEN $4::text IS NULL THEN sender"
+         "  ELSE NULLIF($4::text, '') END,"
+         " reply_to = CASE WHEN $5::text IS NULL THEN reply_to"
+         "  ELSE NULLIF($5::text, '') END,"
+         " attempts = attempts + $6::integer,"
+         " sent_at = CASE WHEN $7::bigint < 0 THEN sent_at"
+         "  ELSE NULLIF($7::bigint, 0) END,"
+         " next_attempt_at = CASE WHEN $8::bigint < 0 THEN next_attempt_at"
+         "  ELSE NULLIF($8::bigint, 0) END,"
+         " last_error = CASE WHEN $9::text IS NULL THEN last_error"
+         "  ELSE NULLIF($9::text, '') END,"
+         " smtp_reply = CASE WHEN $10::text IS NULL THEN smtp_reply"
+         "  ELSE NULLIF($10::text, '') END,"
+         " recipients_json = CASE WHEN $11::text IS NULL THEN recipients_json"
+         "  ELSE NULLIF($11::text, '') END,"
+         " updated_at = $12::bigint, subject_words = $15::text"
+         " WHERE created_at = $13::bigint AND id = $14::text RETURNING 1),"
+         " c AS (UPDATE herald_message_content SET subject = $16::text,"
+         " text = $17::text, html = $18::text"
+         " WHERE created_at = $13::bigint AND id = $14::text)"
+         " SELECT count(*) FROM u"},
+    [S_GET] = {"get", "SELECT " COLS JOINED " WHERE m.created_at = $1::bigint"
+                      " AND c.created_at = $1::bigint"
+                      " AND m.id = $2::text"},
+};
+
+struct idslot {
+    char *id;
+    int64_t at;
+};
+
+struct pgs {
+    PGconn *conn;
+    char *where; /* "database D on H", for messages */
+    int in_batch;
+    int batch_lost;                /* a write failed: rolled back already */
+    char lost_why[HERR_MSG_MAX];   /* what ended it */
+    int prepared[S_NSTMT];         /* on this connection */
+    int schema_before, schema_now; /* the version found, and now */
+    int32_t *days;                 /* partitions known to exist, sorted */
+    size_t ndays, capdays;
+    int32_t *pending; /* created inside the open batch */
+    size_t npending, cappending;
+    struct idslot ids[IDCACHE_SLOTS];
+    /* days whose partitions the hot statements name directly, prepared
+     * on this connection (a bit per enum stmt), least recently used
+     * first out */
+    struct dayslot {
+        int32_t day;
+        unsigned prepared;
+        unsigned long long used; /* 0: free */
+    } dayslots[DAY_SLOTS];
+    unsigned long long uses;
+};
+
+/* ---- small helpers ---- */
+
+static int64_t
+day_of(int64_t ms)
+{
+    return ms >= 0 ? ms / DAY_MS : -((-ms + DAY_MS - 1) / DAY_MS);
+}
+
+/* "YYYYMMDD" of a day number. */
+static void
+day_name(int32_t day, char out[16])
+{
+    time_t t = (time_t)day * 86400;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(out, 16, "%04u%02u%02u", (unsigned)(tm.tm_year + 1900) % 10000u,
+             (unsigned)(tm.tm_mon + 1) % 100u, (unsigned)tm.tm_mday % 100u);
+}
+
+/* The day of a partition's name, "<table>_pYYYYMMDD"; -1 if not one. */
+static int
+day_parse(const char *name, const char *table, int32_t *day)
+{
+    size_t tl = strlen(table);
+    if (strncmp(name, table, tl) != 0 || strncmp(name + tl, "_p", 2) != 0)
+        return -1;
+    const char *d = name + tl + 2;
+    if (strlen(d) != 8 || strspn(d, "0123456789") != 8)
+        return -1;
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    tm.tm_year = (d[0] - '0') * 1000 + (d[1] - '0') * 100 + (d[2] - '0') * 10 +
+                 (d[3] - '0') - 1900;
+    tm.tm_mon = (d[4] - '0') * 10 + (d[5] - '0') - 1;
+    tm.tm_mday = (d[6] - '0') * 10 + (d[7] - '0');
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    *day = (int32_t)(t / 86400);
+    return 0;
+}
+
+static int
+word_byte(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c >= 0x80;
+}
+
+/* `s` when it is valid UTF-8; else a new copy in *own with each byte that
+ * is not part of a valid sequence as U+FFFD (PostgreSQL refuses text that
+ * is not UTF-8; an SMTP reply may carry anything). */
+static const char *
+utf8_clean(const char *s, char **own)
+{
+    *own = NULL;
+    if (s == NULL)
+        return NULL;
+    size_t len = strlen(s);
+    if (utf8_check((const unsigned char *)s, len) == len)
+        return s;
+    struct buf b;
+    buf_init(&b, 0);
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        uint32_t cp;
+        size_t n = utf8_decode(p + i, len - i, &cp);
+        if (n) {
+            buf_append(&b, p + i, n);
+            i += n;
+        } else {
+            buf_puts(&b, "\xEF\xBF\xBD");
+            i++;
+        }
+    }
+    *own = buf_take(&b, NULL);
+    return *own;
+}
+
+/* The words of a subject as mc_q_words reads q (runs of ASCII letters
+ * and digits and of non-ASCII bytes, ASCII lowercased), space-separated;
+ * a word is cut (on a character boundary) at LEXEME_MAX bytes. NULL for
+ * no subject. New string. */
+static char *
+subject_words(const char *subject)
+{
+    if (subject == NULL)
+        return NULL;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_puts(&b, "");
+    const unsigned char *p = (const unsigned char *)subject;
+    while (*p) {
+        while (*p && !word_byte(*p))
+            p++;
+        if (*p == '\0')
+            break;
+        const unsigned char *w = p;
+        while (*p && word_byte(*p))
+            p++;
+        size_t len = (size_t)(p - w);
+        if (len > LEXEME_MAX) {
+            len = LEXEME_MAX;
+            while (len > 0 && (w[len] & 0xC0) == 0x80)
+                len--;
+        }
+        if (b.len)
+            buf_puts(&b, " ");
+        for (size_t i = 0; i < len; i++) {
+            char c = (char)w[i];
+            if (c >= 'A' && c <= 'Z')
+                c = (char)(c - 'A' + 'a');
+            buf_append(&b, &c, 1);
+        }
+    }
+    return buf_take(&b, NULL);
+}
+
+/* A text[] literal of `n` strings (quoted, \ and " escaped). */
+static char *
+text_array(const char *const *v, size_t n)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    buf_puts(&b, "{");
+    for (size_t i = 0; i < n; i++) {
+        buf_puts(&b, i ? ",\"" : "\"");
+        for (const char *p = v[i]; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                buf_puts(&b, "\\");
+            buf_append(&b, p, 1);
+        }
+        buf_puts(&b, "\"");
+    }
+    buf_puts(&b, "}");
+    return buf_take(&b, NULL);
+}
+
+/* Statement parameters: text values (NULL = SQL NULL). */
+struct params {
+    int n;
+    const char *v[PARAMS_MAX];
+    char *own[PARAMS_MAX];
+    char num[PARAMS_MAX][24];
+};
+
+static void
+p_init(struct params *p)
+{
+    p->n = 0;
+}
+
+static void
+p_free(struct params *p)
+{
+    for (int i = 0; i < p->n; i++)
+        free(p->own[i]);
+    p->n = 0;
+}
+
+/* A string, made valid UTF-8. */
+static void
+p_str(struct params *p, const char *s)
+{
+    p->v[p->n] = utf8_clean(s, &p->own[p->n]);
+    p->n++;
+}
+
+/* A string the parameters take (freed with them). */
+static void
+p_take(struct params *p, char *s)
+{
+    p->own[p->n] = s;
+    p->v[p->n] = s;
+    p->n++;
+}
+
+static void
+p_i64(struct params *p, int64_t v)
+{
+    snprintf(p->num[p->n], sizeof p->num[p->n], "%lld", (long long)v);
+    p->own[p->n] = NULL;
+    p->v[p->n] = p->num[p->n];
+    p->n++;
+}
+
+/* A time: NULL when not set. */
+static void
+p_time(struct params *p, int64_t ms)
+{
+    if (ms > 0) {
+        p_i64(p, ms);
+    } else {
+        p->own[p->n] = NULL;
+        p->v[p->n++] = NULL;
+    }
+}
+
+/* ---- errors, statements ---- */
+
+/* The first line of libpq's or the server's message. */
+static void
+pg_message(struct pgs *s, const PGresult *res, char *out, size_t outlen)
+{
+    const char *m =
+        res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (m == NULL || *m == '\0')
+        m = PQerrorMessage(s->conn);
+    if (m == NULL || *m == '\0')
+        m = "unknown error";
+    size_t n = strcspn(m, "\n");
+    snprintf(out, outlen, "%.*s", (int)n, m);
+}
+
+/* Fills `e` from a failed statement. Inside a batch the transaction is
+ * now aborted: it is rolled back and the batch is marked lost. */
+static int
+pg_fail(struct pgs *s, const PGresult *res, struct herr *e, const char *what)
+{
+    char msg[HERR_MSG_MAX];
+    pg_message(s, res, msg, sizeof msg);
+    if (s->in_batch && !s->batch_lost) {
+        s->batch_lost = 1;
+        snprintf(s->lost_why, sizeof s->lost_why, "%.60s: %.180s", what, msg);
+        PQclear(PQexec(s->conn, "ROLLBACK"));
+        s->npending = 0;
+    }
+    return herr_set(e, HERR_STORE, NULL, "%s: %s (%s)", what, msg, s->where);
+}
+
+static int
+ok_status(const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+/* Runs `sql` (no parameters, any number of statements). */
+static int
+run(struct pgs *s, const char *sql, struct herr *e, const char *what)
+{
+    PGresult *res = PQexec(s->conn, sql);
+    int rc = ok_status(res) ? 0 : pg_fail(s, res, e, what);
+    PQclear(res);
+    return rc;
+}
+
+/* Runs one statement with parameters; its result, or NULL with `e`
+ * filled. */
+static PGresult *
+query(struct pgs *s, const char *sql, const struct params *p, struct herr *e,
+      const char *what)
+{
+    PGresult *res = PQexecParams(s->conn, sql, p ? p->n : 0, NULL,
+                                 p ? p->v : NULL, NULL, NULL, 0);
+    if (ok_status(res))
+        return res;
+    pg_fail(s, res, e, what);
+    PQclear(res);
+    return NULL;
+}
+
+/* Runs prepared statement `k` (preparing it on first use): its result,
+ * whatever its status, or NULL when it could not be prepared. */
+static PGresult *
+exec_prepared(struct pgs *s, enum stmt k, const struct params *p,
+              struct herr *e, const char *what)
+{
+    if (!s->prepared[k]) {
+        PGresult *res =
+            PQprepare(s->conn, stmts[k].name, stmts[k].sql, 0, NULL);
+        if (!ok_status(res)) {
+            pg_fail(s, res, e, what);
+            PQclear(res);
+            return NULL;
+        }
+        PQclear(res);
+        s->prepared[k] = 1;
+    }
+    return PQexecPrepared(s->conn, stmts[k].name, p->n, p->v, NULL, NULL, 0);
+}
+
+static PGresult *
+query_prepared(struct pgs *s, enum stmt k, const struct params *p,
+               struct herr *e, const char *what)
+{
+    PGresult *res = exec_prepared(s, k, p, e, what);
+    if (res == NULL || ok_status(res))
+        return res;
+    pg_fail(s, res, e, what);
+    PQclear(res);
+    return NULL;
+}
+
+static int64_t
+val_i64(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return 0;
+    return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/* The SQLSTATE of a failed result ("" when none). */
+static const char *
+sqlstate(const PGresult *res)
+{
+    const char *c = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return c ? c : "";
+}
+
+/* ---- the id cache ---- */
+
+static struct idslot *
+id_slot(struct pgs *s, const char *id)
+{
+    return &s->ids[util_hash(id) % IDCACHE_SLOTS];
+}
+
+static int
+id_get(struct pgs *s, const char *id, int64_t *at)
+{
+    struct idslot *sl = id_slot(s, id);
+    if (sl->id == NULL || strcmp(sl->id, id) != 0)
+        return 0;
+    *at = sl->at;
+    return 1;
+}
+
+static void
+id_put(struct pgs *s, const char *id, int64_t at)
+{
+    struct idslot *sl = id_slot(s, id);
+    if (sl->id == NULL || strcmp(sl->id, id) != 0) {
+        free(sl->id);
+        sl->id = xstrdup(id);
+    }
+    sl->at = at;
+}
+
+static void
+id_forget(struct pgs *s, const char *id)
+{
+    struct idslot *sl = id_slot(s, id);
+    if (sl->id && strcmp(sl->id, id) == 0) {
+        free(sl->id);
+        sl->id = NULL;
+    }
+}
+
+/* The created_at of record `id` from the registry: 1 found, 0 not, or
+ * HERR_STORE. */
+static int
+registry_at(struct pgs *s, const char *id, int64_t *at, struct herr *e)
+{
+    struct params p;
+    p_init(&p);
+    p_str(&p, id);
+    PGresult *res =
+        query_prepared(s, S_REGISTRY, &p, e, "looking up a message");
+    p_free(&p);
+    if (res == NULL)
+        return HERR_STORE;
+    int found = PQntuples(res) == 1;
+    if (found) {
+        *at = val_i64(res, 0, 0);
+        id_put(s, id, *at);
+    }
+    PQclear(res);
+    return found;
+}
+
+/* ---- partitions ---- */
+
+static int
+days_find(const int32_t *v, size_t n, int32_t day, size_t *pos)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v[mid] < day)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *pos = lo;
+    return lo < n && v[lo] == day;
+}
+
+static void
+days_add(int32_t **v, size_t *n, size_t *cap, int32_t day)
+{
+    size_t pos;
+    if (days_find(*v, *n, day, &pos))
+        return;
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        *v = xrealloc(*v, *cap * sizeof **v);
+    }
+    memmove(*v + pos + 1, *v + pos, (*n - pos) * sizeof **v);
+    (*v)[pos] = day;
+    (*n)++;
+}
+
+static void
+days_remove(int32_t *v, size_t *n, int32_t day)
+{
+    size_t pos;
+    if (!days_find(v, *n, day, &pos))
+        return;
+    memmove(v + pos, v + pos + 1, (*n - pos - 1) * sizeof *v);
+    (*n)--;
+}
+
+static int
+day_known(struct pgs *s, int32_t day)
+{
+    size_t pos;
+    return days_find(s->days, s->ndays, day, &pos) ||
+           (s->in_batch && days_find(s->pending, s->npending, day, &pos));
+}
+
+/*
+ * Makes sure the three tables have their partition for `day`: one DO
+ * block (one round trip) under the partition lock, so that processes
+ * doing it at once do it once. CREATE TABLE ... LIKE + ATTACH PARTITION
+ * rather than CREATE TABLE ... PARTITION OF: attaching locks the parent
+ * SHARE UPDATE EXCLUSIVE, which readers and writers do not wait for.
+ * Inside a batch it is part of the batch's transaction (and its lock
+ * held to the commit); outside one, its own.
+ */
+static int
+ensure_day(struct pgs *s, int32_t day, struct herr *e)
+{
+    if (day_known(s, day))
+        return 0;
+    char dn[16];
+    day_name(day, dn);
+    long long lo = (long long)day * DAY_MS, hi = lo + DAY_MS;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_printf(&b,
+               "DO $herald$ BEGIN PERFORM pg_advisory_xact_lock(%d, %d);"
+               " SET LOCAL lock_timeout = '30s';",
+               LOCK_NS, LOCK_PARTITIONS);
+    for (size_t i = 0; i < NPART_TABLES; i++) {
+        const char *t = part_tables[i];
+        buf_printf(&b,
+                   " IF to_regclass('%s_p%s') IS NULL THEN"
+                   " CREATE TABLE %s_p%s (LIKE %s INCLUDING DEFAULTS"
+                   " INCLUDING CONSTRAINTS)%s; END IF;"
+                   " IF NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid ="
+                   " '%s_p%s'::regclass) THEN ALTER TABLE %s ATTACH PARTITION"
+                   " %s_p%s FOR VALUES FROM (%lld) TO (%lld); END IF;",
+                   t, dn, t, dn, t, i == 0 ? " WITH (fillfactor = 90)" : "", t,
+                   dn, t, t, dn, lo, hi);
+    }
+    buf_puts(&b, " END $herald$");
+    int rc = run(s, b.p, e, "creating a day's partitions");
+    buf_free(&b);
+    if (rc)
+        return rc;
+    if (s->in_batch)
+        days_add(&s->pending, &s->npending, &s->cappending, day);
+    else
+        days_add(&s->days, &s->ndays, &s->capdays, day);
+    return 0;
+}
+
+/* Today's and tomorrow's partitions, so that the worker's inserts (made
+ * now) never create one inside a batch. */
+static int
+ensure_now(struct pgs *s, struct herr *e)
+{
+    int32_t today = (int32_t)day_of(clock_now_ms());
+    int rc = ensure_day(s, today, e);
+    if (rc == 0)
+        rc = ensure_day(s, today + 1, e);
+    return rc;
+}
+
+/* The days that have a table of any of the three (attached, being
+ * detached, or left detached by an interrupted purge), oldest first, each
+ * once. */
+static int
+list_days(struct pgs *s, int32_t **out, size_t *n, struct herr *e)
+{
+    *out = NULL;
+    *n = 0;
+    PGresult *res = query(
+        s,
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace ="
+        " current_schema()::regnamespace AND relname ~"
+        " '^herald_(messages|message_content|message_rcpt)_p[0-9]{8}$'",
+        NULL, e, "listing partitions");
+    if (res == NULL)
+        return HERR_STORE;
+    int32_t *v = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *name = PQgetvalue(res, i, 0);
+        int32_t day;
+        for (size_t t = 0; t < NPART_TABLES; t++)
+            if (day_parse(name, part_tables[t], &day) == 0) {
+                days_add(&v, n, &cap, day);
+                break;
+            }
+    }
+    PQclear(res);
+    *out = v;
+    return 0;
+}
+
+/* Statement `k` (S_INSERT, S_UPDATE, S_UPDATE_CONTENT or S_GET) with the day's
+ * partitions in place of the partitioned tables, as its text for PQprepare
+ * (new string). */
+static char *
+day_sql(enum stmt k, const char *dn)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    for (const char *p = stmts[k].sql; *p;) {
+        static const char *const names[] = {
+            "herald_messages", "herald_message_content", "herald_message_rcpt"};
+        size_t i;
+        for (i = 0; i < 3; i++)
+            if (strncmp(p, names[i], strlen(names[i])) == 0)
+                break;
+        if (i < 3) {
+            buf_printf(&b, "%s_p%s", names[i], dn);
+            p += strlen(names[i]);
+        } else {
+            buf_append(&b, p, 1);
+            p++;
+        }
+    }
+    return buf_take(&b, NULL);
+}
+
+static void
+dayslot_free(struct pgs *s, struct dayslot *d)
+{
+    char dn[16], sql[96];
+    day_name(d->day, dn);
+    for (int k = 0; k < S_NSTMT; k++)
+        if (d->prepared & (1u << k)) {
+            snprintf(sql, sizeof sql, "DEALLOCATE herald_%s_p%s", stmts[k].name,
+                     dn);
+            PQclear(PQexec(s->conn, sql));
+        }
+    memset(d, 0, sizeof *d);
+}
+
+/*
+ * Runs statement `k` on the record's day. A day whose partitions this
+ * handle knows of gets its own prepared statements naming them: planned
+ * once, where a statement on the partitioned tables would be planned at
+ * every run (its generic plan, costed over every partition, always loses
+ * to a custom one). Other days go through the partitioned tables. Returns
+ * the result, or NULL with `e` filled; *gone is set when the day's
+ * partitions were dropped meanwhile (retention elsewhere): outside a
+ * batch the caller may run it again (through the partitioned tables
+ * then).
+ */
+static PGresult *
+day_exec(struct pgs *s, enum stmt k, int32_t day, const struct params *p,
+         struct herr *e, const char *what, int *gone)
+{
+    *gone = 0;
+    size_t pos;
+    if (!days_find(s->days, s->ndays, day, &pos))
+        return query(s, stmts[k].sql, p, e, what);
+    struct dayslot *d = NULL, *lru = &s->dayslots[0];
+    for (int i = 0; i < DAY_SLOTS && d == NULL; i++) {
+        if (s->dayslots[i].used && s->dayslots[i].day == day)
+            d = &s->dayslots[i];
+        else if (s->dayslots[i].used < lru->used)
+            lru = &s->dayslots[i];
+    }
+    if (d == NULL) {
+        d = lru;
+        if (d->used)
+            dayslot_free(s, d);
+        d->day = day;
+    }
+    d->used = ++s->uses;
+    char dn[16], name[64];
+    day_name(day, dn);
+    snprintf(name, sizeof name, "herald_%s_p%s", stmts[k].name, dn);
+    PGresult *res = NULL;
+    if (!(d->prepared & (1u << k))) {
+        char *sql = day_sql(k, dn);
+        res = PQprepare(s->conn, name, sql, 0, NULL);
+        free(sql);
+        if (ok_status(res)) {
+            PQclear(res);
+            res = NULL;
+            d->prepared |= 1u << k;
+        }
+    }
+    if (res == NULL)
+        res = PQexecPrepared(s->conn, name, p->n, p->v, NULL, NULL, 0);
+    if (ok_status(res))
+        return res;
+    *gone = strcmp(sqlstate(res), "42P01") == 0; /* undefined_table */
+    pg_fail(s, res, e, what);
+    PQclear(res);
+    if (*gone) {
+        days_remove(s->days, &s->ndays, day);
+        dayslot_free(s, d);
+    }
+    return NULL;
+}
+
+/* ---- opening ---- */
+
+static void
+notice_ignore(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+/* Session settings, after every (re)connection. */
+static int
+session_setup(struct pgs *s, struct herr *e)
+{
+    memset(s->prepared, 0, sizeof s->prepared);
+    memset(s->dayslots, 0, sizeof s->dayslots);
+    PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
+    const char *enc = PQparameterStatus(s->conn, "server_encoding");
+    if (enc == NULL || (strcmp(enc, "UTF8") && strcmp(enc, "SQL_ASCII")))
+        return herr_set(e, HERR_STORE, "HERALD_MC",
+                        "%s: the database's encoding is %s; the Message "
+                        "Center needs UTF8 (CREATE DATABASE ... ENCODING "
+                        "'UTF8')",
+                        s->where, enc ? enc : "unknown");
+    if (PQserverVersion(s->conn) < PG_MIN_SERVER)
+        return herr_set(e, HERR_STORE, "HERALD_MC",
+                        "%s: PostgreSQL %d is too old; the Message Center "
+                        "needs 14 or newer",
+                        s->where, PQserverVersion(s->conn) / 10000);
+    /* the planner's default (a database may set another): statements on
+     * the partitioned tables planned with their values, so pruned */
+    return run(s, "SET plan_cache_mode = auto", e, "setting up the connection");
+}
+
+/* Creates or upgrades the schema in one transaction under the schema
+ * lock: processes that start together wait for the first one. */
+static int
+ensure_schema(struct pgs *s, struct herr *e)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "BEGIN; SELECT pg_advisory_xact_lock(%d, %d)",
+             LOCK_NS, LOCK_SCHEMA);
+    int rc = run(s, sql, e, "opening the store");
+    if (rc)
+        return rc;
+    PGresult *res = query(s,
+                          "SELECT CASE WHEN to_regclass('herald_schema') IS"
+                          " NULL THEN 0 ELSE -1 END",
+                          NULL, e, "reading the schema version");
+    int version = res ? atoi(PQgetvalue(res, 0, 0)) : -2;
+    PQclear(res);
+    if (version == -1) {
+        res = query(s, "SELECT version FROM herald_schema", NULL, e,
+                    "reading the schema version");
+        version = res && PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0))
+                  : res                      ? -3
+                                             : -2;
+        PQclear(res);
+    }
+    if (version == -2) {
+        rc = HERR_STORE;
+    } else if (version == -3) {
+        rc = herr_set(e, HERR_STORE, "HERALD_MC",
+                      "%s: herald_schema has no version row", s->where);
+    } else if (version > PG_SCHEMA_VERSION) {
+        rc = herr_set(e, HERR_STORE, "HERALD_MC",
+                      "%s has schema version %d, newer than this program's "
+                      "%d",
+                      s->where, version, PG_SCHEMA_VERSION);
+    } else {
+        s->schema_before = version;
+        for (int v = version; rc == 0 && v < PG_SCHEMA_VERSION; v++) {
+            char what[64];
+            if (v == 0)
+                snprintf(what, sizeof what, "creating the schema");
+            else
+                snprintf(what, sizeof what,
+                         "migrating the store from schema version %d", v);
+            rc = run(s, migrations[v], e, what);
+        }
+        if (rc == 0 && version < PG_SCHEMA_VERSION) {
+            if (version == 0)
+                snprintf(sql, sizeof sql,
+                         "INSERT INTO herald_schema (version) VALUES (%d)",
+                         PG_SCHEMA_VERSION);
+            else
+                snprintf(sql, sizeof sql,
+                         "UPDATE herald_schema SET version = %d,"
+                         " migrated_at = now()",
+                         PG_SCHEMA_VERSION);
+            rc = run(s, sql, e, "recording the schema version");
+        }
+    }
+    if (rc == 0)
+        rc = run(s, "COMMIT", e, "creating the schema");
+    if (rc) {
+        PQclear(PQexec(s->conn, "ROLLBACK"));
+        return rc;
+    }
+    s->schema_now = PG_SCHEMA_VERSION;
+    return 0;
+}
+
+static void
+pg_close(void *state)
+{
+    struct pgs *s = state;
+    if (s == NULL)
+        return;
+    if (s->conn && s->in_batch && !s->batch_lost &&
+        PQstatus(s->conn) == CONNECTION_OK)
+        PQclear(PQexec(s->conn, "ROLLBACK"));
+    PQfinish(s->conn);
+    for (size_t i = 0; i < IDCACHE_SLOTS; i++)
+        free(s->ids[i].id);
+    free(s->days);
+    free(s->pending);
+    free(s->where);
+    free(s);
+}
+
+static int
+pg_open_url(const char *url, void **state, struct herr *e)
+{
+    *state = NULL;
+    /* Ours first: the URL's own settings override them (later entries
+     * override the expanded URL, earlier ones are overridden by it); the
+     * encoding is always ours. */
+    const char *keys[] = {"connect_timeout", "application_name", "dbname",
+                          "client_encoding", NULL};
+    const char *vals[] = {"10", "herald", url, "UTF8", NULL};
+    struct pgs *s = xcalloc(1, sizeof *s);
+    s->conn = PQconnectdbParams(keys, vals, 1);
+    if (s->conn == NULL) /* out of memory */
+        abort();
+    const char *db = PQdb(s->conn), *host = PQhost(s->conn);
+    s->where = xasprintf("database %s on %s", db && *db ? db : "?",
+                         host && *host ? host : "localhost");
+    int rc;
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        char msg[HERR_MSG_MAX];
+        pg_message(s, NULL, msg, sizeof msg);
+        rc = herr_set(e, HERR_STORE, "HERALD_MC", "cannot connect to %s: %s",
+                      s->where, msg);
+        goto fail;
+    }
+    if ((rc = session_setup(s, e)) || (rc = ensure_schema(s, e)))
+        goto fail;
+    /* Best effort: a reader (herald-api, heraldctl) may lack the right to
+     * create tables, and needs none; a writer's insert creates its day's
+     * partitions itself, and says so when it cannot. */
+    (void)ensure_now(s, NULL);
+    *state = s;
+    return 0;
+fail:
+    pg_close(s);
+    return rc ? rc : HERR_STORE;
+}
+
+static int
+pg_open(const char *rest, void **state, struct herr *e)
+{
+    char *url = xasprintf("postgresql://%s", rest);
+    int rc = pg_open_url(url, state, e);
+    free(url);
+    return rc;
+}
+
+/* Reconnects a connection that broke (outside a batch). */
+static int
+ensure_conn(struct pgs *s, struct herr *e)
+{
+    if (PQstatus(s->conn) == CONNECTION_OK)
+        return 0;
+    PQreset(s->conn);
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        char msg[HERR_MSG_MAX];
+        pg_message(s, NULL, msg, sizeof msg);
+        return herr_set(e, HERR_STORE, NULL, "reconnecting to %s: %s", s->where,
+                        msg);
+    }
+    return session_setup(s, e);
+}
+
+/* ---- batches ---- */
+
+static int
+batch_gone(struct pgs *s, struct herr *e)
+{
+    if (!s->in_batch || !s->batch_lost)
+        return 0;
+    return herr_set(e, HERR_STORE, NULL,
+                    "the batch was rolled back after an earlier error (%s)",
+                    s->lost_why);
+}
+
+static int
+pg_begin(void *state, struct herr *e)
+{
+    struct pgs *s = state;
+    if (s->in_batch)
+        return herr_set(e, HERR_INVALID, NULL, "a batch is already open");
+    int rc = ensure_conn(s, e);
+    if (rc == 0)
+        (void)ensure_now(s, NULL); /* best effort, as at the open */
+    if (rc == 0)
+        rc = run(s, "BEGIN", e, "beginning a batch");
+    if (rc)
+        return rc;
+    s->in_batch = 1;
+    s->batch_lost = 0;
+    s->npending = 0;
+    return 0;
+}
+
+static void
+batch_end(struct pgs *s)
+{
+    s->in_batch = 0;
+    s->batch_lost = 0;
+    s->npending = 0;
+}
+
+static void
+pg_rollback(void *state)
+{
+    struct pgs *s = state;
+    if (!s->in_batch)
+        return;
+    if (!s->batch_lost)
+        PQclear(PQexec(s->conn, "ROLLBACK"));
+    batch_end(s);
+}
+
+static int
+pg_commit(void *state, struct herr *e)
+{
+    struct pgs *s = state;
+    if (!s->in_batch)
+        return herr_set(e, HERR_INVALID, NULL, "no batch is open");
+    if (s->batch_lost) {
+        int rc = batch_gone(s, e);
+        batch_end(s);
+        return rc;
+    }
+    PGresult *res = PQexec(s->conn, "COMMIT");
+    int rc = 0;
+    if (!ok_status(res)) {
+        char msg[HERR_MSG_MAX];
+        pg_message(s, res, msg, sizeof msg);
+        rc = herr_set(e, HERR_STORE, NULL,
+                      "committing a batch (rolled back): %s (%s)", msg,
+                      s->where);
+        PQclear(PQexec(s->conn, "ROLLBACK"));
+    } else if (strcmp(PQcmdStatus(res), "ROLLBACK") == 0) {
+        /* the transaction had failed: COMMIT rolled it back */
+        rc = herr_set(e, HERR_STORE, NULL,
+                      "committing a batch: the database rolled it back (%s)",
+                      s->where);
+    }
+    PQclear(res);
+    if (rc == 0)
+        for (size_t i = 0; i < s->npending; i++)
+            days_add(&s->days, &s->ndays, &s->capdays, s->pending[i]);
+    batch_end(s);
+    return rc;
+}
+
+/* ---- insert ---- */
+
+/* Collects the distinct lowercased e-mails of one of to/cc/bcc_json. */
+static int
+rcpt_collect(const char *js, const char *field, char ***v, size_t *n,
+             size_t *cap, struct herr *e)
+{
+    if (js == NULL || strcmp(js, "[]") == 0) /* most cc and bcc */
+        return 0;
+    json_t *arr = json_loads(js, 0, NULL);
+    if (arr == NULL || !json_is_array(arr)) {
+        json_decref(arr);
+        return herr_set(e, HERR_INVALID, field, "not a JSON array");
+    }
+    size_t i;
+    json_t *it;
+    json_array_foreach(arr, i, it)
+    {
+        const char *em = json_string_value(json_object_get(it, "email"));
+        if (em == NULL) {
+            json_decref(arr);
+            return herr_set(e, HERR_INVALID, field,
+                            "entry %zu has no \"email\"", i);
+        }
+        char *own;
+        const char *clean = utf8_clean(em, &own);
+        char *low = own ? own : xstrdup(clean);
+        for (char *p = low; *p; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p - 'A' + 'a');
+        int dup = 0;
+        for (size_t k = 0; k < *n && !dup; k++)
+            dup = strcmp((*v)[k], low) == 0;
+        if (dup) {
+            free(low);
+            continue;
+        }
+        if (*n == *cap) {
+            *cap = *cap ? *cap * 2 : 8;
+            *v = xrealloc(*v, *cap * sizeof **v);
+        }
+        (*v)[(*n)++] = low;
+    }
+    json_decref(arr);
+    return 0;
+}
+
+/* The status of the existing record `id`: 1 found (in *st), 0 the
+ * registry names a record that is not there, -1 no registry entry, or
+ * HERR_STORE. */
+static int
+existing_status(struct pgs *s, const char *id, enum mc_status *st, int64_t *at,
+                struct herr *e)
+{
+    int rc = registry_at(s, id, at, e);
+    if (rc == 0)
+        return -1;
+    if (rc < 0)
+        return rc;
+    struct params p;
+    p_init(&p);
+    p_i64(&p, *at);
+    p_str(&p, id);
+    PGresult *res = query(s,
+                          "SELECT status FROM herald_messages"
+                          " WHERE created_at = $1::bigint AND id = $2",
+                          &p, e, "looking up a message");
+    p_free(&p);
+    if (res == NULL)
+        return HERR_STORE;
+    int found = PQntuples(res) == 1;
+    if (found && mc_status_parse(PQgetvalue(res, 0, 0), st) != 0) {
+        PQclear(res);
+        return herr_set(e, HERR_STORE, "id",
+                        "a record with this id exists with an unreadable "
+                        "status");
+    }
+    PQclear(res);
+    return found;
+}
+
+static int
+pg_insert(void *state, const struct mc_record *r, enum mc_status *existing,
+          struct herr *e)
+{
+    struct pgs *s = state;
+    char **rcpt = NULL;
+    size_t nrcpt = 0, caprcpt = 0;
+    int ret = rcpt_collect(r->to_json, "to_json", &rcpt, &nrcpt, &caprcpt, e);
+    if (ret == 0)
+        ret = rcpt_collect(r->cc_json, "cc_json", &rcpt, &nrcpt, &caprcpt, e);
+    if (ret == 0)
+        ret = rcpt_collect(r->bcc_json, "bcc_json", &rcpt, &nrcpt, &caprcpt, e);
+    if (ret == 0)
+        ret = batch_gone(s, e);
+    if (ret == 0 && !s->in_batch)
+        ret = ensure_conn(s, e);
+    int32_t day = (int32_t)day_of(r->created_at);
+    if (ret == 0)
+        ret = ensure_day(s, day, e);
+    if (ret)
+        goto out;
+
+    char *from_lc = xstrdup(r->from);
+    for (char *c = from_lc; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    struct params p;
+    p_init(&p);
+    p_str(&p, r->id);
+    p_i64(&p, r->created_at);
+    p_str(&p, r->org);
+    p_str(&p, r->account);
+    p_str(&p, r->type);
+    p_take(&p, from_lc); /* the parameters own it */
+    char *own_subject;
+    const char *subject = utf8_clean(r->subject, &own_subject);
+    p_take(&p, subject_words(subject));
+    p_str(&p, mc_status_name(r->status));
+    p_str(&p, r->path);
+    p_str(&p, r->path_reason);
+    p_str(&p, r->sender);
+    p_str(&p, r->reply_to);
+    p_i64(&p, r->attempts);
+    p_i64(&p, r->updated_at > 0 ? r->updated_at : r->created_at);
+    p_time(&p, r->sent_at);
+    p_time(&p, r->next_attempt_at);
+    p_str(&p, r->last_error);
+    p_str(&p, r->smtp_reply);
+    p_str(&p, r->recipients_json);
+    p_str(&p, r->from); /* 20 */
+    p_str(&p, r->from_name);
+    p_str(&p, r->to_json);
+    p_str(&p, r->cc_json);
+    p_str(&p, r->bcc_json);
+    p_str(&p, subject);
+    p_str(&p, r->text);
+    p_str(&p, r->html);
+    p_str(&p, r->attachments_json);
+    p_str(&p, r->meta_json);
+    p_str(&p, r->resend_of); /* 30 */
+    p_str(&p, r->body_expired ? "true" : "false");
+    p_take(&p, text_array((const char *const *)rcpt, nrcpt));
+
+    /* At most three runs: again after a partition another process dropped
+     * (outside a batch), or after the id's registry entry went away. */
+    for (int attempt = 0;; attempt++) {
+        int gone;
+        PGresult *res =
+            day_exec(s, S_INSERT, day, &p, e, "inserting a message", &gone);
+        if (res == NULL) {
+            ret = HERR_STORE;
+            if (gone && !s->in_batch && attempt == 0) {
+                /* the day's partitions, which this handle knew of, were
+                 * dropped (retention elsewhere): again */
+                if ((ret = ensure_day(s, day, e)) != 0)
+                    break;
+                continue;
+            }
+            break;
+        }
+        int inserted = atoi(PQgetvalue(res, 0, 0)) == 1;
+        PQclear(res);
+        if (inserted) {
+            id_put(s, r->id, r->created_at);
+            ret = 0;
+            break;
+        }
+        enum mc_status found = MC_QUEUED;
+        int64_t at = 0;
+        int st = existing_status(s, r->id, &found, &at, e);
+        if (st < -1) {
+            ret = st;
+            break;
+        }
+        if (st == 1) {
+            if (existing)
+                *existing = found;
+            ret = herr_set(e, HERR_EXISTS, "id", "already recorded as %s",
+                           mc_status_name(found));
+            break;
+        }
+        id_forget(s, r->id);
+        if (attempt == 2) {
+            ret = herr_set(e, HERR_STORE, "id",
+                           "inserting a message: its id is taken and "
+                           "released again and again (%s)",
+                           s->where);
+            break;
+        }
+        if (st == 0) {
+            /* The registry names a record that is gone (its partition
+             * was dropped and the registry's clean-up did not finish):
+             * the id is free again. */
+            struct params d;
+            p_init(&d);
+            p_str(&d, r->id);
+            p_i64(&d, at);
+            PGresult *dr = query(s,
+                                 "DELETE FROM herald_message_ids WHERE id = $1"
+                                 " AND created_at = $2::bigint",
+                                 &d, e, "inserting a message");
+            p_free(&d);
+            if (dr == NULL) {
+                ret = HERR_STORE;
+                break;
+            }
+            PQclear(dr);
+        }
+    }
+    p_free(&p);
+    free(own_subject);
+out:
+    for (size_t i = 0; i < nrcpt; i++)
+        free(rcpt[i]);
+    free(rcpt);
+    return ret;
+}
+
+/* ---- update ---- */
+
+/* Runs the update of `u` on the record at (at, id): 1 changed, 0 no such
+ * row, HERR_STORE. */
+static int
+update_at(struct pgs *s, const struct mc_update *u, int64_t now, int64_t at,
+          struct herr *e)
+{
+    struct params p;
+    p_init(&p);
+    p_str(&p, mc_status_name(u->status));
+    p_str(&p, u->path);
+    p_str(&p, u->path_reason);
+    p_str(&p, u->sender);
+    p_str(&p, u->reply_to);
+    p_i64(&p, u->attempts_add);
+    p_i64(&p, u->sent_at < 0 ? -1 : u->sent_at);
+    p_i64(&p, u->next_attempt_at < 0 ? -1 : u->next_attempt_at);
+    p_str(&p, u->last_error);
+    p_str(&p, u->smtp_reply);
+    p_str(&p, u->recipients_json);
+    p_i64(&p, now);
+    p_i64(&p, at);
+    p_str(&p, u->id);
+    char *own_subject = NULL;
+    if (u->set_content) {
+        const char *subject = utf8_clean(u->subject, &own_subject);
+        p_take(&p, subject_words(subject));
+        p_str(&p, subject);
+        p_str(&p, u->text);
+        p_str(&p, u->html);
+    }
+    int gone;
+    enum stmt k = u->set_content ? S_UPDATE_CONTENT : S_UPDATE;
+    int32_t day = (int32_t)day_of(at);
+    PGresult *res = day_exec(s, k, day, &p, e, "updating a message", &gone);
+    if (res == NULL && gone && !s->in_batch)
+        res = day_exec(s, k, day, &p, e, "updating a message", &gone);
+    p_free(&p);
+    free(own_subject);
+    if (res == NULL)
+        return HERR_STORE;
+    int changed = u->set_content ? atoi(PQgetvalue(res, 0, 0)) > 0
+                                 : atoi(PQcmdTuples(res)) > 0;
+    PQclear(res);
+    return changed;
+}
+
+static int
+pg_update(void *state, const struct mc_update *u, int64_t now, struct herr *e)
+{
+    struct pgs *s = state;
+    int rc = batch_gone(s, e);
+    if (rc == 0 && !s->in_batch)
+        rc = ensure_conn(s, e);
+    if (rc)
+        return rc;
+    int64_t at = 0, cached = 0;
+    int have = id_get(s, u->id, &cached);
+    if (have) {
+        rc = update_at(s, u, now, cached, e);
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
+    }
+    rc = registry_at(s, u->id, &at, e);
+    if (rc < 0)
+        return rc;
+    if (rc == 0 || (have && at == cached)) {
+        id_forget(s, u->id);
+        return herr_set(e, HERR_NOTFOUND, "id", "no such message");
+    }
+    rc = update_at(s, u, now, at, e);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        id_forget(s, u->id);
+        return herr_set(e, HERR_NOTFOUND, "id", "no such message");
+    }
+    return 0;
+}
+
+/* ---- reads ---- */
+
+static char *
+col_str(const PGresult *res, int row, int c)
+{
+    if (PQgetisnull(res, row, c))
+        return NULL;
+    return xstrndup(PQgetvalue(res, row, c), (size_t)PQgetlength(res, row, c));
+}
+
+/* Row `row` as a new record, or NULL when its status is unknown. */
+static struct mc_record *
+row_record(const PGresult *res, int row)
+{
+    enum mc_status status;
+    if (mc_status_parse(PQgetvalue(res, row, C_STATUS), &status) != 0)
+        return NULL;
+    struct mc_record *r = xcalloc(1, sizeof *r);
+    r->status = status;
+    r->id = col_str(res, row, C_ID);
+    r->org = col_str(res, row, C_ORG);
+    r->account = col_str(res, row, C_ACCOUNT);
+    r->type = col_str(res, row, C_TYPE);
+    r->path = col_str(res, row, C_PATH);
+    r->path_reason = col_str(res, row, C_PATH_REASON);
+    r->from = col_str(res, row, C_FROM);
+    r->from_name = col_str(res, row, C_FROM_NAME);
+    r->sender = col_str(res, row, C_SENDER);
+    r->reply_to = col_str(res, row, C_REPLY_TO);
+    r->to_json = col_str(res, row, C_TO);
+    r->cc_json = col_str(res, row, C_CC);
+    r->bcc_json = col_str(res, row, C_BCC);
+    r->subject = col_str(res, row, C_SUBJECT);
+    r->text = col_str(res, row, C_TEXT);
+    r->html = col_str(res, row, C_HTML);
+    r->attachments_json = col_str(res, row, C_ATTACHMENTS);
+    r->meta_json = col_str(res, row, C_META);
+    r->recipients_json = col_str(res, row, C_RECIPIENTS);
+    r->created_at = val_i64(res, row, C_CREATED);
+    r->updated_at = val_i64(res, row, C_UPDATED);
+    r->sent_at = val_i64(res, row, C_SENT);
+    r->next_attempt_at = val_i64(res, row, C_NEXT);
+    r->attempts = (int)val_i64(res, row, C_ATTEMPTS);
+    r->last_error = col_str(res, row, C_LAST_ERROR);
+    r->smtp_reply = col_str(res, row, C_SMTP_REPLY);
+    r->resend_of = col_str(res, row, C_RESEND_OF);
+    r->body_expired = strcmp(PQgetvalue(res, row, C_BODY_EXPIRED), "t") == 0;
+    return r;
+}
+
+/* The record at (at, id): 1 found, 0 not, HERR_STORE. */
+static int
+get_at(struct pgs *s, const char *id, int64_t at, struct mc_record **out,
+       struct herr *e)
+{
+    struct params p;
+    p_init(&p);
+    p_i64(&p, at);
+    p_str(&p, id);
+    int gone;
+    int32_t day = (int32_t)day_of(at);
+    PGresult *res = day_exec(s, S_GET, day, &p, e, "reading a message", &gone);
+    if (res == NULL && gone && !s->in_batch)
+        res = day_exec(s, S_GET, day, &p, e, "reading a message", &gone);
+    p_free(&p);
+    if (res == NULL)
+        return HERR_STORE;
+    int found = PQntuples(res) == 1;
+    int rc = found;
+    if (found) {
+        *out = row_record(res, 0);
+        if (*out == NULL)
+            rc = herr_set(e, HERR_STORE, "status",
+                          "stored record %s has an unknown status", id);
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int
+pg_get(void *state, const char *id, struct mc_record **out, struct herr *e)
+{
+    struct pgs *s = state;
+    *out = NULL;
+    int rc = s->in_batch ? batch_gone(s, e) : ensure_conn(s, e);
+    if (rc)
+        return rc;
+    int64_t at = 0, cached = 0;
+    int have = id_get(s, id, &cached);
+    if (have && (rc = get_at(s, id, cached, out, e)) != 0)
+        return rc < 0 ? rc : 0;
+    rc = registry_at(s, id, &at, e);
+    if (rc < 0)
+        return rc;
+    if (rc == 1 && !(have && at == cached))
+        rc = get_at(s, id, at, out, e);
+    else
+        rc = 0;
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        id_forget(s, id);
+        return herr_set(e, HERR_NOTFOUND, "id", "no such message");
+    }
+    return 0;
+}
+
+/* One time window's query of mc_list: the (created_at, id) of at most
+ * `want` records in [lo, hi) (has_lo/has_hi: bounded) matching the
+ * filter, newest first, appended to keys. */
+struct keys {
+    int64_t *at;
+    char **id;
+    size_t n, cap;
+};
+
+static int
+list_window(struct pgs *s, const struct mc_query *q, int has_lo, int64_t lo,
+            int has_hi, int64_t hi, int want, struct keys *k, struct herr *e)
+{
+    const struct mc_filter *f = q->f;
+    struct params p;
+    p_init(&p);
+    struct buf b;
+    buf_init(&b, 0);
+    buf_puts(&b, "SELECT m.created_at, m.id FROM herald_messages m");
+    if (q->to)
+        buf_puts(&b, " JOIN herald_message_rcpt r ON r.created_at ="
+                     " m.created_at AND r.id = m.id");
+    buf_puts(&b, " WHERE true");
+    if (has_lo) {
+        p_i64(&p, lo);
+        buf_printf(&b, " AND m.created_at >= $%d::bigint", p.n);
+        if (q->to)
+            buf_printf(&b, " AND r.created_at >= $%d::bigint", p.n);
+    }
+    if (has_hi) {
+        p_i64(&p, hi);
+        buf_printf(&b, " AND m.created_at < $%d::bigint", p.n);
+        if (q->to)
+            buf_printf(&b, " AND r.created_at < $%d::bigint", p.n);
+    }
+    if (q->to) {
+        p_str(&p, q->to);
+        buf_printf(&b, " AND r.email = $%d", p.n);
+    }
+    if (f->org) {
+        p_str(&p, f->org);
+        buf_printf(&b, " AND m.org = $%d", p.n);
+    }
+    if (f->account) {
+        p_str(&p, f->account);
+        buf_printf(&b, " AND m.account = $%d", p.n);
+    }
+    if (f->has_status) {
+        if (f->status == MC_SENT) {
+            buf_puts(&b, " AND m.status = 'sent'");
+        } else {
+            p_str(&p, mc_status_name(f->status));
+            buf_printf(&b, " AND m.status = $%d AND m.status <> 'sent'", p.n);
+        }
+    }
+    if (f->type) {
+        p_str(&p, f->type);
+        buf_printf(&b, " AND m.type = $%d", p.n);
+    }
+    if (f->path) {
+        p_str(&p, f->path);
+        buf_printf(&b, " AND m.path = $%d", p.n);
+    }
+    if (q->from) {
+        p_str(&p, q->from);
+        buf_printf(&b, " AND m.from_lc = $%d", p.n);
+    }
+    if (q->nwords) {
+        /* each word a prefix (mc_q_words' words hold no quote) */
+        struct buf t;
+        buf_init(&t, 0);
+        for (size_t i = 0; i < q->nwords; i++)
+            buf_printf(&t, "%s'%s':*", i ? " & " : "", q->words[i]);
+        p_take(&p, buf_take(&t, NULL));
+        buf_printf(&b,
+                   " AND array_to_tsvector(string_to_array(m.subject_words,"
+                   " ' ')) @@ $%d::tsquery",
+                   p.n);
+    }
+    if (q->has_cursor) {
+        p_i64(&p, q->cursor_at);
+        p_str(&p, q->cursor_id);
+        buf_printf(&b, " AND (m.created_at, m.id) < ($%d::bigint, $%d)",
+                   p.n - 1, p.n);
+    }
+    if (f->nscope) {
+        p_take(&p, text_array(f->scope, f->nscope));
+        buf_printf(&b, " AND m.org = ANY($%d::text[])", p.n);
+    }
+    p_i64(&p, want);
+    buf_printf(&b, " ORDER BY m.created_at DESC, m.id DESC LIMIT $%d", p.n);
+    PGresult *res = query(s, b.p, &p, e, "listing messages");
+    buf_free(&b);
+    p_free(&p);
+    if (res == NULL)
+        return HERR_STORE;
+    int rows = PQntuples(res);
+    for (int i = 0; i < rows; i++) {
+        if (k->n == k->cap) {
+            k->cap = k->cap ? 2 * k->cap : 64;
+            k->at = xrealloc(k->at, k->cap * sizeof *k->at);
+            k->id = xrealloc(k->id, k->cap * sizeof *k->id);
+        }
+        k->at[k->n] = val_i64(res, i, 0);
+        k->id[k->n] = col_str(res, i, 1);
+        k->n++;
+    }
+    PQclear(res);
+    return 0;
+}
+
+static int
+cmp_newest(const void *a, const void *b)
+{
+    const struct mc_record *x = *(const struct mc_record *const *)a;
+    const struct mc_record *y = *(const struct mc_record *const *)b;
+    if (x->created_at != y->created_at)
+        return x->created_at > y->created_at ? -1 : 1;
+    return -strcmp(x->id, y->id);
+}
+
+/*
+ * Reads the records of keys[*i...] into v (appended, *cnt): one statement
+ * for up to FETCH_DAYS days, a UNION ALL branch per day, each naming the
+ * day's (created_at, id) pairs, so that each branch plans and reads that
+ * day's two partitions only. (One statement over all the pairs would plan
+ * every partition between the oldest and the newest.) Advances *i.
+ */
+#define FETCH_DAYS (PARAMS_MAX / 2)
+static int
+fetch_days(struct pgs *s, const struct keys *k, size_t *i, struct mc_record **v,
+           size_t *cnt, struct herr *e)
+{
+    struct params p;
+    p_init(&p);
+    struct buf sql;
+    buf_init(&sql, 0);
+    for (int days = 0; *i < k->n && days < FETCH_DAYS; days++) {
+        int64_t day = day_of(k->at[*i]);
+        size_t j = *i;
+        while (j < k->n && day_of(k->at[j]) == day)
+            j++;
+        struct buf at;
+        buf_init(&at, 0);
+        buf_puts(&at, "{");
+        for (size_t x = *i; x < j; x++)
+            buf_printf(&at, "%s%lld", x > *i ? "," : "", (long long)k->at[x]);
+        buf_puts(&at, "}");
+        p_take(&p, buf_take(&at, NULL));
+        p_take(&p, text_array((const char *const *)k->id + *i, j - *i));
+        buf_printf(&sql,
+                   "%sSELECT " COLS JOINED
+                   " WHERE m.created_at = ANY($%d::bigint[])"
+                   " AND c.created_at = ANY($%d::bigint[])"
+                   " AND m.id = ANY($%d::text[]) AND c.id = ANY($%d::text[])",
+                   days ? " UNION ALL " : "", p.n - 1, p.n - 1, p.n, p.n);
+        *i = j;
+    }
+    PGresult *res = query(s, sql.p, &p, e, "listing messages");
+    buf_free(&sql);
+    p_free(&p);
+    if (res == NULL)
+        return HERR_STORE;
+    int rc = 0;
+    for (int r = 0; r < PQntuples(res) && rc == 0; r++) {
+        v[*cnt] = row_record(res, r);
+        if (v[*cnt] == NULL)
+            rc = herr_set(e, HERR_STORE, "status",
+                          "a stored record has an unknown status");
+        else
+            (*cnt)++;
+    }
+    PQclear(res);
+    return rc;
+}
+
+/*
+ * mc_list: windows of time, newest first, each its own query planned over
+ * its own partitions: [day of the newest time wanted, end), then the 1,
+ * 1, 2, 4 ... days before, then everything older. It stops once the page
+ * is full or `since` is reached; then the page's records are read in one
+ * statement.
+ */
+static int
+pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
+        size_t *n, struct herr *e)
+{
+    struct pgs *s = state;
+    const struct mc_filter *f = q->f;
+    *out = NULL;
+    *n = 0;
+    int rc = s->in_batch ? batch_gone(s, e) : ensure_conn(s, e);
+    if (rc)
+        return rc;
+    int has_hi = 0;
+    int64_t hi = 0;
+    if (f->until > 0) {
+        has_hi = 1;
+        hi = f->until + 1;
+    }
+    if (q->has_cursor && (!has_hi || q->cursor_at + 1 < hi)) {
+        has_hi = 1;
+        hi = q->cursor_at + 1;
+    }
+    int has_since = f->since > 0;
+    int64_t now = clock_now_ms();
+    int64_t top = has_hi && hi - 1 < now ? hi - 1 : now;
+    int64_t lo = day_of(top) * DAY_MS, span = DAY_MS;
+    struct keys k = {0};
+    for (int w = 0; rc == 0; w++) {
+        int has_lo = w <= LIST_WINDOWS;
+        int64_t wlo = lo;
+        if (has_since && (!has_lo || wlo < f->since)) {
+            has_lo = 1;
+            wlo = f->since;
+        }
+        if (!has_hi || wlo < hi)
+            rc = list_window(s, q, has_lo, wlo, has_hi, hi, q->limit - (int)k.n,
+                             &k, e);
+        if (rc || (int)k.n >= q->limit || !has_lo ||
+            (has_since && wlo <= f->since))
+            break;
+        has_hi = 1;
+        hi = wlo;
+        if (w > 0)
+            span *= 2;
+        lo = wlo - span;
+    }
+    if (rc == 0 && k.n > 0) {
+        struct mc_record **v = xcalloc(k.n, sizeof *v);
+        size_t cnt = 0;
+        for (size_t i = 0; rc == 0 && i < k.n;)
+            rc = fetch_days(s, &k, &i, v, &cnt, e);
+        if (rc) {
+            mc_records_free(v, cnt);
+        } else {
+            qsort(v, cnt, sizeof *v, cmp_newest);
+            *out = v;
+            *n = cnt;
+        }
+    }
+    for (size_t i = 0; i < k.n; i++)
+        free(k.id[i]);
+    free(k.id);
+    free(k.at);
+    return rc;
+}
+
+/* ---- retention ---- */
+
+/* One statement with $1 (and $2) bound; the count it returns in *count
+ * (a SELECT count(*)), else the rows it changed. */
+static int
+purge_stmt(struct pgs *s, const char *sql, int64_t a, int64_t b, int nparams,
+           long long *count, struct herr *e)
+{
+    struct params p;
+    p_init(&p);
+    p_i64(&p, a);
+    if (nparams > 1)
+        p_i64(&p, b);
+    PGresult *res = query(s, sql, &p, e, "purging old records");
+    p_free(&p);
+    if (res == NULL)
+        return HERR_STORE;
+    *count = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1
+                 ? val_i64(res, 0, 0)
+                 : atoll(PQcmdTuples(res));
+    PQclear(res);
+    return 0;
+}
+
+/* Detaches (without stopping readers and writers) and drops the three
+ * partitions of `day`; *rows: how many records it held. */
+static int
+drop_day(struct pgs *s, int32_t day, long long *rows, struct herr *e)
+{
+    char dn[16];
+    day_name(day, dn);
+    char sql[256];
+    *rows = 0;
+    snprintf(sql, sizeof sql,
+             "SELECT to_regclass('herald_messages_p%s') IS NOT NULL", dn);
+    PGresult *res = query(s, sql, NULL, e, "purging old records");
+    if (res == NULL)
+        return HERR_STORE;
+    int has_messages = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (has_messages) {
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM herald_messages_p%s",
+                 dn);
+        res = query(s, sql, NULL, e, "purging old records");
+        if (res == NULL)
+            return HERR_STORE;
+        *rows = val_i64(res, 0, 0);
+        PQclear(res);
+    }
+    for (size_t i = 0; i < NPART_TABLES; i++) {
+        const char *t = part_tables[i];
+        /* attached, being detached (an interrupted earlier purge), or
+         * already detached */
+        snprintf(sql, sizeof sql,
+                 "SELECT i.inhdetachpending FROM pg_inherits i WHERE"
+                 " i.inhrelid = to_regclass('%s_p%s')",
+                 t, dn);
+        res = query(s, sql, NULL, e, "purging old records");
+        if (res == NULL)
+            return HERR_STORE;
+        int attached = PQntuples(res) == 1;
+        int pending = attached && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        int rc = 0;
+        if (attached) {
+            snprintf(sql, sizeof sql,
+                     "ALTER TABLE %s DETACH PARTITION %s_p%s %s", t, t, dn,
+                     pending ? "FINALIZE" : "CONCURRENTLY");
+            rc = run(s, sql, e, "detaching an old partition");
+        }
+        if (rc == 0) {
+            snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s_p%s", t, dn);
+            rc = run(s, sql, e, "dropping an old partition");
+        }
+        if (rc)
+            return rc;
+    }
+    days_remove(s->days, &s->ndays, day);
+    return 0;
+}
+
+static int
+purge_records(struct pgs *s, int64_t before, long long max,
+              struct mc_purge_result *out, long long *last, struct herr *e)
+{
+#define ROOM (max <= 0 || out->records + out->bodies < max)
+    int32_t *parts = NULL;
+    size_t nparts = 0;
+    int rc = list_days(s, &parts, &nparts, e);
+    size_t dropped = 0;
+    /* whole days older than the cutoff: their partitions go */
+    for (size_t i = 0; rc == 0 && i < nparts && ROOM; i++) {
+        if ((int64_t)(parts[i] + 1) * DAY_MS > before)
+            break;
+        long long rows = 0;
+        rc = drop_day(s, parts[i], &rows, e);
+        if (rc == 0) {
+            out->records += rows;
+            *last = rows + 1; /* a partition is work done, even empty */
+            dropped++;
+        }
+    }
+    /* the registry's entries of the dropped days (or of any day without a
+     * partition left): below the oldest partition that remains */
+    int64_t bound =
+        dropped < nparts ? (int64_t)parts[dropped] * DAY_MS : before;
+    if (bound > before)
+        bound = before;
+    free(parts);
+    long long n = 1;
+    while (rc == 0 && n > 0)
+        rc = purge_stmt(s,
+                        "DELETE FROM herald_message_ids WHERE id IN (SELECT id"
+                        " FROM herald_message_ids WHERE created_at <"
+                        " $1::bigint LIMIT 5000)",
+                        bound, 0, 1, &n, e);
+    /* the rows of the day that straddles the cutoff, in chunks; their
+     * recipient rows stay until the whole day's partition is dropped (a
+     * query by recipient joins the record, which is gone) */
+    n = 1;
+    while (rc == 0 && n > 0 && ROOM) {
+        rc = purge_stmt(
+            s,
+            "WITH k AS (SELECT created_at, id FROM herald_messages"
+            " WHERE created_at < $1::bigint ORDER BY created_at, id"
+            " LIMIT 5000),"
+            " dm AS (DELETE FROM herald_messages m USING k"
+            " WHERE m.created_at < $1::bigint AND m.created_at = k.created_at"
+            " AND m.id = k.id RETURNING m.id),"
+            " dc AS (DELETE FROM herald_message_content c USING k"
+            " WHERE c.created_at < $1::bigint AND c.created_at = k.created_at"
+            " AND c.id = k.id),"
+            " di AS (DELETE FROM herald_message_ids i USING k"
+            " WHERE i.id = k.id AND i.created_at = k.created_at)"
+            " SELECT count(*) FROM dm",
+            before, 0, 1, &n, e);
+        if (rc == 0) {
+            out->records += n;
+            *last = n;
+        }
+    }
+    return rc;
+#undef ROOM
+}
+
+static int
+pg_purge(void *state, int64_t records_before, int64_t bodies_before,
+         int dry_run, long long max, struct mc_purge_result *out,
+         struct herr *e)
+{
+    struct pgs *s = state;
+    if (s->in_batch)
+        return herr_set(e, HERR_INVALID, NULL, "purging inside a batch");
+    int rc = ensure_conn(s, e);
+    if (rc)
+        return rc;
+    if (dry_run) {
+        if (records_before)
+            rc = purge_stmt(s,
+                            "SELECT count(*) FROM herald_messages"
+                            " WHERE created_at < $1::bigint",
+                            records_before, 0, 1, &out->records, e);
+        if (rc == 0 && bodies_before > records_before)
+            rc = purge_stmt(s,
+                            "SELECT count(*) FROM herald_message_content"
+                            " WHERE created_at < $1::bigint AND"
+                            " created_at >= $2::bigint AND NOT body_expired",
+                            bodies_before, records_before, 2, &out->bodies, e);
+        return rc;
+    }
+    /* one purge at a time per store: a second waits, then finds little */
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%d, %d)", LOCK_NS,
+             LOCK_PURGE);
+    if ((rc = run(s, sql, e, "purging old records")) != 0)
+        return rc;
+    long long last = 0;
+    if (records_before)
+        rc = purge_records(s, records_before, max, out, &last, e);
+    if (rc == 0 && last == 0 && bodies_before > records_before) {
+        long long n = 1;
+        while (rc == 0 && n > 0 &&
+               (max <= 0 || out->records + out->bodies < max)) {
+            rc = purge_stmt(
+                s,
+                "WITH k AS (SELECT created_at, id FROM herald_message_content"
+                " WHERE created_at < $1::bigint AND NOT body_expired"
+                " ORDER BY created_at LIMIT 5000)"
+                " UPDATE herald_message_content c SET text = NULL,"
+                " html = NULL, body_expired = true FROM k"
+                " WHERE c.created_at < $1::bigint"
+                " AND c.created_at = k.created_at AND c.id = k.id",
+                bodies_before, 0, 1, &n, e);
+            if (rc == 0) {
+                out->bodies += n;
+                last = n;
+            }
+        }
+    }
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%d, %d)", LOCK_NS,
+             LOCK_PURGE);
+    if (PQstatus(s->conn) == CONNECTION_OK)
+        PQclear(PQexec(s->conn, sql));
+    out->more = rc == 0 && last > 0;
+    return rc;
+}
+
+static int
+pg_schema(void *state, int *version, int *before)
+{
+    struct pgs *s = state;
+    *version = s->schema_now;
+    *before = s->schema_before;
+    return 0;
+}
+
+#define PG_BACKEND(name)                                                       \
+    {                                                                          \
+        .scheme = name, .open = pg_open, .close = pg_close, .begin = pg_begin, \
+        .commit = pg_commit, .rollback = pg_rollback, .insert = pg_insert,     \
+        .update = pg_update, .get = pg_get, .list = pg_list,                   \
+        .purge = pg_purge, .schema = pg_schema,                                \
+    }
+
+const struct mc_backend mc_backend_pg = PG_BACKEND("postgresql");
+const struct mc_backend mc_backend_postgres = PG_BACKEND("postgres");
