@@ -80,6 +80,10 @@ $(B)/api/%.o: api/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Iapi $(API_CFLAGS) -c $< -o $@
 
+# the console's files, taken in by .incbin (unseen by -MMD)
+$(B)/api/console.o: api/console/index.html api/console/console.css \
+                    api/console/console.js
+
 $(BIN)/herald-api: $(call obj,$(API_SRC)) $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS) $(API_LIBS)

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,7 +98,13 @@ send_resp(struct MHD_Connection *c, struct api_resp *rs)
     MHD_add_response_header(r, "Content-Type",
                             rs->content_type ? rs->content_type
                                              : "application/json");
-    MHD_add_response_header(r, "Cache-Control", "no-store");
+    int cache_set = 0;
+    for (const char *const *x = rs->headers; x && x[0]; x += 2) {
+        MHD_add_response_header(r, x[0], x[1]);
+        cache_set |= strcasecmp(x[0], "Cache-Control") == 0;
+    }
+    if (!cache_set)
+        MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     if (rs->allow)
         MHD_add_response_header(r, "Allow", rs->allow);

@@ -1,4 +1,5 @@
 #include "routes.h"
+#include "console.h"
 #include "job.h"
 #include "token.h"
 #include "util.h"
@@ -269,6 +270,38 @@ resend(struct herald *h, const struct api_req *rq, const char *id,
     answer_json(rs, 202, out);
 }
 
+/* ---- the console ---- */
+
+/* clang-format off */
+static const char *const api_console_headers[] = {
+    "Content-Security-Policy", API_CONSOLE_CSP,
+    "Referrer-Policy", "no-referrer",
+    "Cache-Control", "no-cache", /* revalidated: a new build shows at once */
+    NULL};
+/* clang-format on */
+
+/* Answers a console asset's path (no token: the page asks for one). */
+static int
+api_console_answer(const struct api_req *rq, struct api_resp *rs)
+{
+    const char *body, *type;
+    size_t len;
+    if (api_console_asset(rq->path, &body, &len, &type) != 0)
+        return -1;
+    rs->headers = api_console_headers;
+    if (strcmp(rq->method, "GET") != 0) {
+        rs->allow = "GET";
+        answer_error(rs, 405, NULL, "method not allowed (GET)");
+        return 0;
+    }
+    rs->status = 200;
+    rs->content_type = type;
+    buf_reset(&rs->body);
+    if (buf_append(&rs->body, body, len) != 0)
+        abort(); /* the body has no cap */
+    return 0;
+}
+
 /* Splits path "/a/b/c" into at most 8 parts (borrowed, in buf). */
 static size_t
 split(const char *path, char *buf, size_t bufsize, char **parts)
@@ -293,6 +326,8 @@ api_handle(struct herald *h, const struct api_req *rq, struct api_resp *rs,
         answer_error(rs, 414, NULL, "the path is too long");
         return;
     }
+    if (api_console_answer(rq, rs) == 0)
+        return;
     size_t n = split(rq->path, buf, sizeof buf, p);
     int get = strcmp(rq->method, "GET") == 0;
     if (n == 1 && strcmp(p[0], "healthz") == 0) {

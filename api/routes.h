@@ -10,6 +10,7 @@
  *   POST /v1/messages/{id}/resend   body {"to": [...]} optional
  *   GET  /v1/orgs/{org}/accounts/{account}/messages?cursor&limit&format
  *   GET, DELETE /v1/orgs/{org}/suppressions[/{addr}]   501 (not kept yet)
+ *   GET  /, /console.js, /console.css               the console (console.h)
  *
  * Every /v1 request needs "Authorization: Bearer <token>" (401 without a
  * valid one, checked in Redis each time: a revoked token stops at once).
@@ -42,6 +43,9 @@ struct api_resp {
     int status;
     const char *content_type; /* static */
     const char *allow;        /* for 405, static */
+    /* NULL, or more headers: name, value, ..., NULL (static); a
+     * Cache-Control among them replaces the default "no-store" */
+    const char *const *headers;
     struct buf body;
 };
 

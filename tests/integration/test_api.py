@@ -177,7 +177,8 @@ def test_bad_input_gets_a_clear_4xx_and_the_api_goes_on(t):
     for path, field in cases:
         st, b = jcall(base, path, sup)
         check(st == 400 and b.get("field") == field and b.get("error"), (path, st, b))
-    for path, method, want in (("/v1/nothing", "GET", 404), ("/", "GET", 404),
+    for path, method, want in (("/v1/nothing", "GET", 404), ("/nothing", "GET", 404),
+                               ("/", "POST", 405),
                                ("/v1/messages", "POST", 405), ("/v1/messages/m-0", "DELETE", 405),
                                ("/v1/messages/m-0/resend", "GET", 405),
                                ("/v1/orgs/acme/suppressions", "GET", 501)):
