@@ -19,12 +19,27 @@ PKGS=(
   faketime           # the unit tests run a second time three years ahead
 )
 
+# The console's browser test (tests/browser): Debian's chromium, driven by
+# playwright-core from npm (pinned in tests/browser/package-lock.json; it
+# downloads no browser). Any node >= 18 already installed will do.
+PKGS+=(chromium)
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PKGS+=(nodejs npm)
+fi
+browser_modules() {
+  local dir
+  dir="$(dirname "$0")/../tests/browser"
+  [ -f "$dir/node_modules/playwright-core/package.json" ] && return 0
+  echo "deps: npm ci in tests/browser" >&2
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
     || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then browser_modules; exit 0; fi
 
 if [ "$(id -u)" -ne 0 ]; then
   SUDO=sudo
@@ -42,3 +57,4 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 for svc in redis-server postfix dnsmasq dovecot postgresql; do
   if command -v service >/dev/null 2>&1; then $SUDO service "$svc" stop >/dev/null 2>&1 || true; fi
 done
+browser_modules

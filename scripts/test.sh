@@ -9,6 +9,7 @@
 # Ends with one line "total: N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export HERALD_REQUIRE_BROWSER=1 # the console's browser test may not skip here
 
 scripts/deps.sh || { echo "deps: could not install packages" >&2; exit 1; }
 
