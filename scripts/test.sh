@@ -4,7 +4,8 @@
 # with warnings as errors, checks formatting, then runs:
 #   unit tests (both builds, and the normal build again three years
 #   ahead under libfaketime), the MIME strict-parser check,
-#   integration tests with real redis-server / SMTP servers (both builds),
+#   integration tests with real redis-server / SMTP servers (both builds;
+#   the normal build again with the Message Center on PostgreSQL),
 #   the fault-injection suite in its reduced form (make fault: full).
 # Ends with one line "total: N passed, N failed".
 set -uo pipefail
@@ -78,6 +79,9 @@ rm -rf "$mimeout"
 
 step "integration (bin)" env HERALD_BIN=bin /usr/bin/python3 tests/integration/run.py
 step "integration (bin-san)" env HERALD_BIN=bin-san /usr/bin/python3 tests/integration/run.py
+# The same suite with every test's Message Center on PostgreSQL (a private
+# cluster for the run): normal build only, to stay within CI's time.
+step "integration (bin, PostgreSQL)" env HERALD_BIN=bin /usr/bin/python3 tests/integration/run.py --store postgresql
 step "fault injection (reduced; make fault: full)" env HERALD_BIN=bin /usr/bin/python3 tests/fault/run.py
 
 echo "total: $pass passed, $fail failed"

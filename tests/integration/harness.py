@@ -94,8 +94,18 @@ API (all stable)
   tool_path(name) -> absolute path of a Herald binary
   Skip(reason), RedisError, timeout(seconds) decorator, REPO, PY
 
+Stores: the suite runs against either Message Center store (run.py
+--store, or HERALD_TEST_STORE): STORE is "sqlite" (default) or
+"postgresql". env()'s HERALD_MC follows it — sqlite://<dir>/mc.db, or a
+new database on the private PostgreSQL cluster, one per (test, dir), so
+two dirs are two stores as with SQLite, dropped when the test ends.
+  store_url(dir=None) -> str           that HERALD_MC for dir (case dir)
+  stores(*names) decorator             the test runs only with these stores
+      (e.g. file modes of mc.db: @stores("sqlite")); a module-level
+      HERALD_STORES = (...) does the same for every test of a file
+
 env() defaults: HERALD_REDIS=redis://127.0.0.1:<port>/0,
-HERALD_RELAY=smtp://127.0.0.1:<port>, HERALD_MC=sqlite://<dir>/mc.db,
+HERALD_RELAY=smtp://127.0.0.1:<port>, HERALD_MC=store_url(dir),
 HERALD_PREFIX=<case prefix>, HERALD_WORKER_ID=w1, HERALD_RETRY_BASE_S=1,
 HERALD_RETRY_CAP_S=2, HERALD_CONNECT_TIMEOUT_S=2, HERALD_SMTP_TIMEOUT_S=3,
 HERALD_SHUTDOWN_GRACE_S=10, HERALD_DEFAULT_FROM=notices@platform.test,
@@ -143,6 +153,23 @@ class RedisError(Exception):
 def check(cond, message):
     if not cond:
         raise AssertionError(message)
+
+
+STORE = os.environ.get("HERALD_TEST_STORE", "sqlite")
+STORES = ("sqlite", "postgresql")
+
+
+def stores(*names):
+    """Decorator: the test runs only when STORE is one of names."""
+    for n in names:
+        if n not in STORES:
+            raise ValueError(f"unknown store {n!r}")
+
+    def deco(fn):
+        fn.herald_stores = names
+        return fn
+
+    return deco
 
 
 def timeout(seconds):
@@ -204,6 +231,7 @@ class Case:
         self.san_files = []  # stderr files to scan for sanitizer reports
         self.san_texts = []  # (label, text) captured from run()
         self._n = {}
+        self._stores = {}  # dir -> HERALD_MC (PostgreSQL databases to drop)
 
     def _next(self, kind):
         self._n[kind] = self._n.get(kind, 0) + 1
@@ -231,6 +259,25 @@ class Case:
     def postgres(self):
         """The URL of a new, empty database on the private cluster."""
         return postgres().url(postgres().createdb())
+
+    def store_url(self, dir=None):
+        """HERALD_MC for a store in dir (default: the case's dir)."""
+        dir = os.path.abspath(dir or self.dir)
+        if STORE == "sqlite":
+            return f"sqlite://{dir}/mc.db"
+        if dir not in self._stores:
+            self._stores[dir] = self.postgres()
+        return self._stores[dir]
+
+    def drop_stores(self):
+        """Drops the PostgreSQL databases store_url() made (at the end)."""
+        for url in self._stores.values():
+            db = url.split("///", 1)[1].split("?", 1)[0]
+            try:
+                postgres().sql("postgres", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            except AssertionError:
+                pass
+        self._stores.clear()
 
     def env(self, redis, smtp, **overrides):
         return env(redis, smtp, self.dir, **overrides)
@@ -741,7 +788,7 @@ def env(redis, smtp, dir=None, **overrides):
         "HERALD_REDIS": redis.url if redis is not None else f"redis://127.0.0.1:{free_port()}/0",
         "HERALD_RELAY": f"smtp://127.0.0.1:{smtp.port}" if smtp is not None
         else f"smtp://127.0.0.1:{free_port()}",
-        "HERALD_MC": f"sqlite://{dir}/mc.db",
+        "HERALD_MC": case.store_url(dir),
         "HERALD_PREFIX": case.prefix,
         "HERALD_WORKER_ID": "w1",
         "HERALD_RETRY_BASE_S": "1",

@@ -1,7 +1,13 @@
 #!/usr/bin/python3
 """Runs Herald's integration tests. See harness.py for the conventions.
 
-    /usr/bin/python3 tests/integration/run.py [-k PATTERN]... [-x] [FILE ...]
+    /usr/bin/python3 tests/integration/run.py [-k PATTERN]... [-x]
+                                              [--store sqlite|postgresql] [FILE ...]
+
+--store (default $HERALD_TEST_STORE, else sqlite) is the Message Center
+store every test's env() points at: the same tests run against SQLite
+and PostgreSQL (a private cluster, a database per test). Tests marked
+@harness.stores(...) (or a file's HERALD_STORES) run with those only.
 
 Ends with "integration: N passed, N failed" (", N skipped" when any) and
 exits 1 if any test failed (2 on bad usage or when no test was found).
@@ -38,8 +44,11 @@ def load(path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     tests = []
+    file_stores = getattr(mod, "HERALD_STORES", None)
     for attr, fn in vars(mod).items():
         if attr.startswith("test_") and inspect.isfunction(fn) and fn.__module__ == name:
+            if file_stores is not None and not hasattr(fn, "herald_stores"):
+                fn.herald_stores = tuple(file_stores)
             tests.append((attr, fn))
     tests.sort(key=lambda t: t[1].__code__.co_firstlineno)
     return tests
@@ -67,6 +76,9 @@ def run_one(name, fn, verbose):
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(int(limit))
     try:
+        only = getattr(fn, "herald_stores", None)
+        if only is not None and harness.STORE not in only:
+            raise harness.Skip(f"runs on {'/'.join(only)} only (store: {harness.STORE})")
         params = inspect.signature(fn).parameters
         if params:
             fn(case)
@@ -82,6 +94,7 @@ def run_one(name, fn, verbose):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
         case.kill_all()
+        case.drop_stores()
         harness._set_current(None)
     if outcome != "FAIL":
         reports = case.sanitizer_reports()
@@ -107,8 +120,12 @@ def main():
                     help="run only tests whose name contains PATTERN")
     ap.add_argument("-x", action="store_true", help="stop after the first failure")
     ap.add_argument("-v", action="store_true", help="print tracebacks of failures")
+    ap.add_argument("--store", choices=harness.STORES, default=harness.STORE,
+                    help="the Message Center store of every test (default: "
+                    "$HERALD_TEST_STORE or sqlite)")
     ap.add_argument("files", nargs="*")
     args = ap.parse_args()
+    harness.STORE = args.store
 
     files = args.files or sorted(glob.glob(os.path.join(HERE, "test_*.py")))
     selected = []
@@ -131,7 +148,8 @@ def main():
         return 2
 
     bindir = os.environ.get("HERALD_BIN", "bin")
-    print(f"integration: {len(selected)} test(s), binaries from {bindir}/", flush=True)
+    print(f"integration: {len(selected)} test(s), binaries from {bindir}/, "
+          f"Message Center on {harness.STORE}", flush=True)
     counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
     t0 = time.monotonic()
     for name, fn in selected:

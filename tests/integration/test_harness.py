@@ -273,7 +273,12 @@ def test_wait_until_and_env(t):
     s = harness.Smtp()
     e = harness.env(r, s, t.dir, HERALD_CONCURRENCY=4, HERALD_LOG_LEVEL=None)
     check(e["HERALD_REDIS"] == f"redis://127.0.0.1:{r.port}/0", e)
-    check(e["HERALD_MC"] == f"sqlite://{t.dir}/mc.db", e)
+    check(e["HERALD_MC"] == t.store_url(), e)
+    if harness.STORE == "sqlite":
+        check(e["HERALD_MC"] == f"sqlite://{t.dir}/mc.db", e)
+    else:
+        check(e["HERALD_MC"].startswith("postgresql:///"), e)
+        check(t.store_url(t.path("other")) != e["HERALD_MC"], "one store per dir")
     check(e["HERALD_PREFIX"] == t.prefix and e["HERALD_CONCURRENCY"] == "4", e)
     check("HERALD_LOG_LEVEL" not in e, "None removes")
     check(e["HERALD_PLATFORM_NAME"] == "Camp Platform", e)

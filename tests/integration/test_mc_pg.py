@@ -20,6 +20,10 @@ import time
 import harness
 from harness import check, make_job, mc_show, push, run, wait_until
 
+# These tests make their own PostgreSQL databases and compare them with
+# SQLite stores from env(): they run in the suite's SQLite pass only.
+HERALD_STORES = ("sqlite",)
+
 
 def _logs(text):
     out = []
