@@ -2,8 +2,10 @@
 # `make demo` — Herald's main job on this machine, from nothing:
 # installs what is missing, builds, starts Redis and a development SMTP
 # catcher on loopback, runs a worker on its embedded defaults, enqueues a
-# handful of receipts, reminders and confirmations, and shows the Message
-# Center. Everything lives under var/demo/ and stays there to look at.
+# handful of receipts, reminders and confirmations, shows the Message
+# Center, then starts herald-api and prints the support console's URL and
+# a support token (on a terminal, everything keeps running until Ctrl-C).
+# Everything lives under var/demo/ and stays there to look at.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -107,5 +109,28 @@ bin/heraldctl queue stats
 echo; echo "== what the SMTP catcher received ($D/mail/1.eml, headers)"
 sed -n '1,/^\r\?$/p' "$D/mail/1.eml" | tr -d '\r'
 
+# herald-api (SPEC §9) on the same embedded SQLite Message Center: the
+# JSON API and the support console, with a support token that may resend.
+aport=8080; port_free $aport || aport=$(free_port)
+echo; echo "== herald-api on 127.0.0.1:$aport (heraldctl token create --role support --resend)"
+token=$(bin/heraldctl token create --name demo-support --role support --resend)
+HERALD_API_LISTEN=127.0.0.1:$aport bin/herald-api 2>"$D/api.log" &
+apid=$!
+pids+=($apid)
+for _ in $(seq 100); do
+  curl -fsS "http://127.0.0.1:$aport/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+echo "GET /v1/messages?org=river-bend-ymca&limit=2:"
+curl -fsS -H "Authorization: Bearer $token" \
+  "http://127.0.0.1:$aport/v1/messages?org=river-bend-ymca&limit=2" | head -c 700; echo
+echo
+echo "support console: http://127.0.0.1:$aport/"
+echo "support token:   $token"
+echo "logs: $D/worker.log $D/api.log; Message Center: ./var/mc.db; mail: $D/mail/"
+if [ -t 0 ]; then
+  echo "The worker and herald-api keep running (a resend from the console is delivered"
+  echo "to $D/mail/); press Ctrl-C to stop them."
+  wait "$apid" || true
+fi
 kill -TERM "$wpid"; wait "$wpid" || true
-echo "== worker log: $D/worker.log; Message Center: ./var/mc.db; mail: $D/mail/"
