@@ -11,6 +11,8 @@
 // HTML, "xss": the id whose subject is markup, "xss_subject": that subject,
 // "html_text": text of the open message's HTML, "text": of its text part}.
 //
+// HERALD_CONSOLE_SHOTS=DIR saves screenshots of the page there (to look at).
+//
 // Prints "ok: <check>" per check and a last line "RESULT <json>" ({"resent":
 // new id}); exits 0 when every check passed, 1 (after "FAIL: <why>") when
 // one failed, 2 on bad usage.
@@ -157,6 +159,13 @@ async function main() {
     const body = inner.locator('body');
     check((await body.textContent()).includes(spec.html_text), 'the HTML shown in the iframe');
     check(await body.getAttribute('data-ran') === null, 'the HTML ran no script');
+
+    const shots = process.env.HERALD_CONSOLE_SHOTS;
+    if (shots) {
+      await page.setViewportSize({ width: 1400, height: 900 });
+      await page.screenshot({ path: shots + '/console-message.png', fullPage: true });
+      await frame.screenshot({ path: shots + '/console-html.png' });
+    }
 
     // the markup subject, opened: still text
     await xssRow.click();
