@@ -122,9 +122,8 @@ mc_batch_rollback(struct mc *m)
     m->be->rollback(m->state);
 }
 
-int
-mc_insert(struct mc *m, const struct mc_record *r, enum mc_status *existing,
-          struct herr *e)
+static int
+insert_check(const struct mc_record *r, struct herr *e)
 {
     if (r->id == NULL || r->id[0] == '\0')
         return herr_set(e, HERR_INVALID, "id", "missing");
@@ -141,6 +140,16 @@ mc_insert(struct mc *m, const struct mc_record *r, enum mc_status *existing,
                         (int)r->status);
     if (r->created_at <= 0)
         return herr_set(e, HERR_INVALID, "created_at", "not set");
+    return 0;
+}
+
+int
+mc_insert(struct mc *m, const struct mc_record *r, enum mc_status *existing,
+          struct herr *e)
+{
+    int rc = insert_check(r, e);
+    if (rc)
+        return rc;
     return m->be->insert(m->state, r, existing, e);
 }
 
@@ -154,15 +163,58 @@ mc_update_init(struct mc_update *u, const char *id, enum mc_status status)
     u->next_attempt_at = -1;
 }
 
-int
-mc_update(struct mc *m, const struct mc_update *u, struct herr *e)
+static int
+update_check(const struct mc_update *u, struct herr *e)
 {
     if (u->id == NULL || u->id[0] == '\0')
         return herr_set(e, HERR_INVALID, "id", "missing");
     if (!status_valid(u->status))
         return herr_set(e, HERR_INVALID, "status", "unknown status %d",
                         (int)u->status);
+    return 0;
+}
+
+int
+mc_update(struct mc *m, const struct mc_update *u, struct herr *e)
+{
+    int rc = update_check(u, e);
+    if (rc)
+        return rc;
     return m->be->update(m->state, u, clock_now_ms(), e);
+}
+
+void
+mc_insert_deferred(struct mc *m, const struct mc_record *r,
+                   struct mc_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (m->be->insert_deferred == NULL) {
+        res->rc = mc_insert(m, r, &res->existing, &res->err);
+        return;
+    }
+    res->rc = insert_check(r, &res->err);
+    if (res->rc == 0)
+        m->be->insert_deferred(m->state, r, res);
+}
+
+void
+mc_update_deferred(struct mc *m, const struct mc_update *u,
+                   struct mc_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->rc = update_check(u, &res->err);
+    if (res->rc)
+        return;
+    if (m->be->update_deferred == NULL)
+        res->rc = m->be->update(m->state, u, clock_now_ms(), &res->err);
+    else
+        m->be->update_deferred(m->state, u, clock_now_ms(), res);
+}
+
+int
+mc_batch_sync(struct mc *m, struct herr *e)
+{
+    return m->be->sync ? m->be->sync(m->state, e) : 0;
 }
 
 int

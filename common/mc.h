@@ -175,6 +175,39 @@ int mc_insert(struct mc *m, const struct mc_record *r, enum mc_status *existing,
  * Sets updated_at to now. */
 int mc_update(struct mc *m, const struct mc_update *u, struct herr *e);
 
+/*
+ * Deferred writes. Inside a batch, mc_insert_deferred and
+ * mc_update_deferred may queue the write and return before it is done
+ * (the PostgreSQL store sends the writes of a batch without waiting for
+ * each: a batch costs a round trip or two, not one per write). The
+ * outcome -- what mc_insert or mc_update would have returned at that
+ * point of the batch: rc, *existing with HERR_EXISTS, the error -- is in
+ * *res once mc_batch_sync() returned (or mc_batch_commit() or
+ * mc_batch_rollback()); `res` must stay valid until then. The record and
+ * update are copied: the caller may free them at once. Writes take
+ * effect in the order they were made, as if each had waited. Outside a
+ * batch, and on a store that does not defer (SQLite), the write is done
+ * at once and *res is filled before the call returns.
+ *
+ * mc_batch_sync: waits for every deferred write of the batch and fills
+ * their results. Returns 0, or HERR_STORE when the database refused a
+ * write: the batch has been rolled back (as with a failed mc_insert in a
+ * batch), every result not yet 0 says so, and `e` says why; close the
+ * batch with mc_batch_rollback() (or the commit, which fails). Outcomes
+ * that are answers (HERR_EXISTS, HERR_NOTFOUND, HERR_INVALID) leave the
+ * batch open and mc_batch_sync at 0.
+ */
+struct mc_result {
+    int rc;                  /* 0 or what mc_insert / mc_update returned */
+    enum mc_status existing; /* with HERR_EXISTS from an insert */
+    struct herr err;         /* with rc != 0 */
+};
+void mc_insert_deferred(struct mc *m, const struct mc_record *r,
+                        struct mc_result *res);
+void mc_update_deferred(struct mc *m, const struct mc_update *u,
+                        struct mc_result *res);
+int mc_batch_sync(struct mc *m, struct herr *e);
+
 /* Loads one record (caller frees with mc_record_free); HERR_NOTFOUND. */
 int mc_get(struct mc *m, const char *id, struct mc_record **out,
            struct herr *e);
@@ -285,6 +318,13 @@ struct mc_backend {
     /* The schema version now, and the one the open found (0: none, it
      * was created); NULL when the backend does not report them. */
     int (*schema)(void *state, int *version, int *before);
+    /* Deferred writes (see mc_insert_deferred); NULL: mc.c does the
+     * write at once. The validation of mc_insert/mc_update is done. */
+    void (*insert_deferred)(void *state, const struct mc_record *r,
+                            struct mc_result *res);
+    void (*update_deferred)(void *state, const struct mc_update *u, int64_t now,
+                            struct mc_result *res);
+    int (*sync)(void *state, struct herr *e);
 };
 
 extern const struct mc_backend mc_backend_sqlite;

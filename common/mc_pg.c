@@ -123,10 +123,6 @@ static const char schema_v1_sql[] =
     " created_at bigint NOT NULL,"
     " id text COLLATE \"C\" NOT NULL,"
     " org text COLLATE \"C\" NOT NULL,"
-    " account text COLLATE \"C\" NOT NULL,"
-    " type text COLLATE \"C\" NOT NULL,"
-    " from_lc text COLLATE \"C\" NOT NULL,"
-    " subject_words text,"
     " status text COLLATE \"C\" NOT NULL,"
     " path text COLLATE \"C\","
     " path_reason text,"
@@ -140,25 +136,20 @@ static const char schema_v1_sql[] =
     " smtp_reply text,"
     " recipients_json text,"
     " PRIMARY KEY (created_at, id)) PARTITION BY RANGE (created_at);"
-    "CREATE INDEX herald_messages_org ON herald_messages"
-    " (org, created_at, id);"
-    "CREATE INDEX herald_messages_account ON herald_messages"
-    " (account, created_at, id);"
     "CREATE INDEX herald_messages_status ON herald_messages"
     " (status, created_at, id) WHERE status <> 'sent';"
     "CREATE INDEX herald_messages_org_status ON herald_messages"
     " (org, status, created_at, id) WHERE status <> 'sent';"
-    "CREATE INDEX herald_messages_from ON herald_messages"
-    " (from_lc, created_at, id);"
-    "CREATE INDEX herald_messages_org_type ON herald_messages"
-    " (org, type, created_at, id);"
     "CREATE INDEX herald_messages_org_path ON herald_messages"
     " (org, path, created_at, id);"
-    "CREATE INDEX herald_messages_subject ON herald_messages USING gin"
-    " (array_to_tsvector(string_to_array(subject_words, ' ')));"
     "CREATE TABLE herald_message_content ("
     " created_at bigint NOT NULL,"
     " id text COLLATE \"C\" NOT NULL,"
+    " org text COLLATE \"C\" NOT NULL,"
+    " account text COLLATE \"C\" NOT NULL,"
+    " type text COLLATE \"C\" NOT NULL,"
+    " from_lc text COLLATE \"C\" NOT NULL,"
+    " subject_words text,"
     " from_addr text NOT NULL,"
     " from_name text,"
     " to_json text,"
@@ -174,6 +165,16 @@ static const char schema_v1_sql[] =
     " PRIMARY KEY (created_at, id)) PARTITION BY RANGE (created_at);"
     "CREATE INDEX herald_message_content_bodies ON herald_message_content"
     " (created_at) WHERE NOT body_expired;"
+    "CREATE INDEX herald_message_content_org ON herald_message_content"
+    " (org, created_at, id);"
+    "CREATE INDEX herald_message_content_account ON herald_message_content"
+    " (account, created_at, id);"
+    "CREATE INDEX herald_message_content_from ON herald_message_content"
+    " (from_lc, created_at, id);"
+    "CREATE INDEX herald_message_content_org_type ON herald_message_content"
+    " (org, type, created_at, id);"
+    "CREATE INDEX herald_message_content_subject ON herald_message_content"
+    " USING gin (array_to_tsvector(string_to_array(subject_words, ' ')));"
     "CREATE TABLE herald_message_rcpt ("
     " email text COLLATE \"C\" NOT NULL,"
     " created_at bigint NOT NULL,"
@@ -188,7 +189,7 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
 
 /* Column order of every full-record SELECT (row_record). */
 #define COLS                                                                   \
-    "m.id, m.org, m.account, m.type, m.status, m.path, m.path_reason, "        \
+    "m.id, m.org, c.account, c.type, m.status, m.path, m.path_reason, "        \
     "c.from_addr, c.from_name, m.sender, m.reply_to, c.to_json, c.cc_json, "   \
     "c.bcc_json, c.subject, c.text, c.html, c.attachments_json, "              \
     "c.meta_json, m.recipients_json, m.created_at, m.updated_at, m.sent_at, "  \
@@ -250,18 +251,20 @@ static const struct {
          "WITH reg AS (INSERT INTO herald_message_ids (id, created_at)"
          " VALUES ($1::text, $2::bigint) ON CONFLICT (id) DO NOTHING"
          " RETURNING id),"
-         " m AS (INSERT INTO herald_messages (created_at, id, org, account,"
-         " type, from_lc, subject_words, status, path, path_reason, sender,"
-         " reply_to, attempts, updated_at, sent_at, next_attempt_at,"
-         " last_error, smtp_reply, recipients_json)"
-         " SELECT $2::bigint, reg.id, $3::text, $4::text, $5::text, $6::text,"
-         " $7::text, $8::text, $9::text, $10::text, $11::text, $12::text,"
-         " $13::integer, $14::bigint, $15::bigint, $16::bigint, $17::text,"
-         " $18::text, $19::text FROM reg),"
-         " c AS (INSERT INTO herald_message_content (created_at, id,"
-         " from_addr, from_name, to_json, cc_json, bcc_json, subject, text,"
-         " html, attachments_json, meta_json, resend_of, body_expired)"
-         " SELECT $2::bigint, reg.id, $20::text, $21::text, $22::text,"
+         " m AS (INSERT INTO herald_messages (created_at, id, org, status,"
+         " path, path_reason, sender, reply_to, attempts, updated_at,"
+         " sent_at, next_attempt_at, last_error, smtp_reply,"
+         " recipients_json)"
+         " SELECT $2::bigint, reg.id, $3::text, $8::text, $9::text,"
+         " $10::text, $11::text, $12::text, $13::integer, $14::bigint,"
+         " $15::bigint, $16::bigint, $17::text, $18::text, $19::text"
+         " FROM reg),"
+         " c AS (INSERT INTO herald_message_content (created_at, id, org,"
+         " account, type, from_lc, subject_words, from_addr, from_name,"
+         " to_json, cc_json, bcc_json, subject, text, html,"
+         " attachments_json, meta_json, resend_of, body_expired)"
+         " SELECT $2::bigint, reg.id, $3::text, $4::text, $5::text,"
+         " $6::text, $7::text, $20::text, $21::text, $22::text,"
          " $23::text, $24::text, $25::text, $26::text, $27::text, $28::text,"
          " $29::text, $30::text, $31::boolean FROM reg),"
          " r AS (INSERT INTO herald_message_rcpt (email, created_at, id)"
@@ -318,10 +321,10 @@ static const struct {
          "  ELSE NULLIF($10::text, '') END,"
          " recipients_json = CASE WHEN $11::text IS NULL THEN recipients_json"
          "  ELSE NULLIF($11::text, '') END,"
-         " updated_at = $12::bigint, subject_words = $15::text"
+         " updated_at = $12::bigint"
          " WHERE created_at = $13::bigint AND id = $14::text RETURNING 1),"
-         " c AS (UPDATE herald_message_content SET subject = $16::text,"
-         " text = $17::text, html = $18::text"
+         " c AS (UPDATE herald_message_content SET subject_words = $15::text,"
+         " subject = $16::text, text = $17::text, html = $18::text"
          " WHERE created_at = $13::bigint AND id = $14::text)"
          " SELECT count(*) FROM u"},
     [S_GET] = {"get", "SELECT " COLS JOINED " WHERE m.created_at = $1::bigint"
@@ -1664,22 +1667,44 @@ list_window(struct pgs *s, const struct mc_query *q, int has_lo, int64_t lo,
     p_init(&p);
     struct buf b;
     buf_init(&b, 0);
-    buf_puts(&b, "SELECT m.created_at, m.id FROM herald_messages m");
+    /* Status and path are in herald_messages, the other filters' columns
+     * in herald_message_content (org in both); a table is read only when
+     * a filter needs it (c otherwise: every record has both rows). k is
+     * the table whose key orders the page. */
+    int need_m = f->has_status || f->path;
+    int need_c = f->account || f->type || q->from || q->nwords || !need_m;
+    const char *kt = need_c ? "c" : "m";
+    if (need_c)
+        buf_puts(&b, "SELECT c.created_at, c.id FROM herald_message_content c");
+    else
+        buf_puts(&b, "SELECT m.created_at, m.id FROM herald_messages m");
+    if (need_c && need_m)
+        buf_puts(&b, " JOIN herald_messages m ON m.created_at = c.created_at"
+                     " AND m.id = c.id");
     if (q->to)
-        buf_puts(&b, " JOIN herald_message_rcpt r ON r.created_at ="
-                     " m.created_at AND r.id = m.id");
+        buf_printf(&b,
+                   " JOIN herald_message_rcpt r ON r.created_at ="
+                   " %s.created_at AND r.id = %s.id",
+                   kt, kt);
     buf_puts(&b, " WHERE true");
+    /* each table's time bounds, so each is pruned to the window */
+    const char *tabs[3];
+    size_t ntabs = 0;
+    if (need_c)
+        tabs[ntabs++] = "c";
+    if (need_m)
+        tabs[ntabs++] = "m";
+    if (q->to)
+        tabs[ntabs++] = "r";
     if (has_lo) {
         p_i64(&p, lo);
-        buf_printf(&b, " AND m.created_at >= $%d::bigint", p.n);
-        if (q->to)
-            buf_printf(&b, " AND r.created_at >= $%d::bigint", p.n);
+        for (size_t i = 0; i < ntabs; i++)
+            buf_printf(&b, " AND %s.created_at >= $%d::bigint", tabs[i], p.n);
     }
     if (has_hi) {
         p_i64(&p, hi);
-        buf_printf(&b, " AND m.created_at < $%d::bigint", p.n);
-        if (q->to)
-            buf_printf(&b, " AND r.created_at < $%d::bigint", p.n);
+        for (size_t i = 0; i < ntabs; i++)
+            buf_printf(&b, " AND %s.created_at < $%d::bigint", tabs[i], p.n);
     }
     if (q->to) {
         p_str(&p, q->to);
@@ -1687,11 +1712,14 @@ list_window(struct pgs *s, const struct mc_query *q, int has_lo, int64_t lo,
     }
     if (f->org) {
         p_str(&p, f->org);
-        buf_printf(&b, " AND m.org = $%d", p.n);
+        if (need_c)
+            buf_printf(&b, " AND c.org = $%d", p.n);
+        if (need_m)
+            buf_printf(&b, " AND m.org = $%d", p.n);
     }
     if (f->account) {
         p_str(&p, f->account);
-        buf_printf(&b, " AND m.account = $%d", p.n);
+        buf_printf(&b, " AND c.account = $%d", p.n);
     }
     if (f->has_status) {
         if (f->status == MC_SENT) {
@@ -1703,7 +1731,7 @@ list_window(struct pgs *s, const struct mc_query *q, int has_lo, int64_t lo,
     }
     if (f->type) {
         p_str(&p, f->type);
-        buf_printf(&b, " AND m.type = $%d", p.n);
+        buf_printf(&b, " AND c.type = $%d", p.n);
     }
     if (f->path) {
         p_str(&p, f->path);
@@ -1711,7 +1739,7 @@ list_window(struct pgs *s, const struct mc_query *q, int has_lo, int64_t lo,
     }
     if (q->from) {
         p_str(&p, q->from);
-        buf_printf(&b, " AND m.from_lc = $%d", p.n);
+        buf_printf(&b, " AND c.from_lc = $%d", p.n);
     }
     if (q->nwords) {
         /* each word a prefix (mc_q_words' words hold no quote) */
@@ -1721,22 +1749,29 @@ list_window(struct pgs *s, const struct mc_query *q, int has_lo, int64_t lo,
             buf_printf(&t, "%s'%s':*", i ? " & " : "", q->words[i]);
         p_take(&p, buf_take(&t, NULL));
         buf_printf(&b,
-                   " AND array_to_tsvector(string_to_array(m.subject_words,"
+                   " AND array_to_tsvector(string_to_array(c.subject_words,"
                    " ' ')) @@ $%d::tsquery",
                    p.n);
     }
     if (q->has_cursor) {
         p_i64(&p, q->cursor_at);
         p_str(&p, q->cursor_id);
-        buf_printf(&b, " AND (m.created_at, m.id) < ($%d::bigint, $%d)",
-                   p.n - 1, p.n);
+        for (size_t i = 0; i < ntabs; i++)
+            if (tabs[i][0] != 'r')
+                buf_printf(&b,
+                           " AND (%s.created_at, %s.id) < ($%d::bigint, $%d)",
+                           tabs[i], tabs[i], p.n - 1, p.n);
     }
     if (f->nscope) {
         p_take(&p, text_array(f->scope, f->nscope));
-        buf_printf(&b, " AND m.org = ANY($%d::text[])", p.n);
+        if (need_c)
+            buf_printf(&b, " AND c.org = ANY($%d::text[])", p.n);
+        if (need_m)
+            buf_printf(&b, " AND m.org = ANY($%d::text[])", p.n);
     }
     p_i64(&p, want);
-    buf_printf(&b, " ORDER BY m.created_at DESC, m.id DESC LIMIT $%d", p.n);
+    buf_printf(&b, " ORDER BY %s.created_at DESC, %s.id DESC LIMIT $%d", kt, kt,
+               p.n);
     PGresult *res = query(s, b.p, &p, e, "listing messages");
     buf_free(&b);
     p_free(&p);

@@ -7,11 +7,16 @@ Starts redis-server and Postfix's smtp-sink on free loopback ports, then:
   2. drain: N jobs of ~2 KB are enqueued, then 1 worker (and then 2)
      drain them; messages/s from the first take to the last acceptance
      (Message Center created_at / sent_at), CPU seconds per 1,000, peak RSS;
-  3. latency: jobs enqueued at a steady rate while one worker runs;
+  3. PostgreSQL: the same N jobs drained by 1 worker with the Message
+     Center on a private PostgreSQL 15 cluster (class PgCluster: started
+     for the run, unix socket only, fsync off, stopped by PID); msg/s,
+     the worker's and the server's CPU, and the ratio to SQLite;
+  4. latency: jobs enqueued at a steady rate while one worker runs;
      p50/p99 from enqueue (stamped in meta) to SMTP acceptance (sent_at).
 Message Center mirroring is on throughout. Prints figures; asserts nothing.
+BENCH_QUICK=1: no ceiling, 1 worker on each store, no latency.
 """
-import json, os, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time
+import getpass, json, os, pwd, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, os.environ.get("HERALD_BIN", "bin"))
@@ -118,6 +123,154 @@ def wait_sent(db, n, timeout=600):
     raise RuntimeError("only %d of %d sent" % (k, n))
 
 
+PG_BIN = "/usr/lib/postgresql/15/bin"
+PG_SETTINGS = ["fsync=off", "synchronous_commit=off", "full_page_writes=off",
+               "shared_buffers=256MB", "max_connections=100"]
+
+
+class PgCluster:
+    """A private PostgreSQL 15 cluster (tests/integration/harness.py's
+    Postgres, reduced): data dir and unix socket in a temp dir, no TCP
+    port; as root initdb and postgres run as the postgres user (runuser),
+    the dir chowned to it. Stopped by PID (stop())."""
+
+    def __init__(self, settings=PG_SETTINGS):
+        self.settings = list(settings)
+        self.dir = self.proc = self.pid = None
+
+    def _cmd(self, argv):
+        return (["runuser", "-u", "postgres", "--"] + argv) if os.geteuid() == 0 else argv
+
+    def start(self):
+        if not os.path.exists(os.path.join(PG_BIN, "postgres")):
+            raise RuntimeError("PostgreSQL 15 is not installed (%s; scripts/deps.sh)" % PG_BIN)
+        self.dir = tempfile.mkdtemp(prefix="herald-bench-pg-")
+        self.data, self.sock = os.path.join(self.dir, "data"), os.path.join(self.dir, "sock")
+        os.makedirs(self.sock)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            for d in (self.dir, self.sock):
+                os.chown(d, pw.pw_uid, pw.pw_gid)
+        with open(os.path.join(self.dir, "initdb.log"), "wb") as fh:
+            subprocess.check_call(self._cmd([os.path.join(PG_BIN, "initdb"), "-D", self.data,
+                                             "-U", getpass.getuser(), "--auth=trust", "-E", "UTF8",
+                                             "--locale=C.UTF-8", "--no-sync"]),
+                                  stdout=fh, stderr=fh, cwd="/")
+        argv = [os.path.join(PG_BIN, "postgres"), "-D", self.data, "-c", "listen_addresses=",
+                "-c", "unix_socket_directories=" + self.sock, "-c", "logging_collector=off",
+                "-c", "log_min_messages=warning"]
+        for kv in self.settings:
+            argv += ["-c", kv]
+        log = open(os.path.join(self.dir, "postgres.log"), "ab")
+        self.proc = subprocess.Popen(self._cmd(argv), stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=log, cwd="/")
+        log.close()
+        end = time.time() + 30
+        while subprocess.call([os.path.join(PG_BIN, "pg_isready"), "-q", "-h", self.sock, "-d",
+                               "postgres"]) != 0:
+            if self.proc.poll() is not None or time.time() > end:
+                raise RuntimeError("postgres did not start: see %s/postgres.log" % self.dir)
+            time.sleep(0.05)
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            self.pid = int(f.readline())
+        return self
+
+    def url(self, db):
+        return "postgresql:///%s?host=%s" % (db, self.sock)
+
+    def psql(self, db, sql, stdin=None):
+        cp = subprocess.run([os.path.join(PG_BIN, "psql"), "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1",
+                             "-h", self.sock, "-d", db, "-c", sql], input=stdin,
+                            capture_output=True, text=stdin is None or isinstance(stdin, str))
+        if cp.returncode != 0:
+            raise RuntimeError("psql %r: %s" % (sql[:200], cp.stderr))
+        return cp.stdout.strip() if isinstance(cp.stdout, str) else cp.stdout
+
+    def cpu(self):
+        """CPU seconds of the server: the postmaster (with its reaped
+        children) and every live child process."""
+        tck = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    fl = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid, ppid = int(name), int(fl[1])
+            if pid == self.pid:
+                total += sum(int(x) for x in fl[11:15])  # utime stime cutime cstime
+            elif ppid == self.pid:
+                total += int(fl[11]) + int(fl[12])
+        return total / tck
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGINT)  # fast shutdown
+                self.proc.wait(20)
+            except (ProcessLookupError, TypeError, subprocess.TimeoutExpired):
+                for pid in (self.pid, self.proc.pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, TypeError):
+                        pass
+                self.proc.wait(10)
+        self.proc = None
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+def wait_sent_pg(pg, db, n, timeout=600):
+    end = time.time() + timeout
+    k = 0
+    while time.time() < end:
+        try:
+            k = int(pg.psql(db, "select count(*) from herald_messages where status='sent'") or 0)
+            if k >= n:
+                return
+        except RuntimeError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("only %d of %d sent" % (k, n))
+
+
+def drain_pg(pg, rport, sport, results, tmp):
+    """N jobs, one worker, the Message Center on PostgreSQL."""
+    prefix, db = "benchpg", "benchpg"
+    pg.psql("postgres", "CREATE DATABASE %s" % db)
+    url = pg.url(db)
+    subprocess.run([os.path.join(BIN, "heraldctl"), "--mc", url, "mc", "migrate"], check=True,
+                   stdout=subprocess.DEVNULL)
+    if os.environ.get("BENCH_PG_SQL"):  # experiments: run after the migration
+        pg.psql(db, os.environ["BENCH_PG_SQL"])
+    env = dict(os.environ, HERALD_REDIS="redis://127.0.0.1:%d/0" % rport,
+               HERALD_RELAY="smtp://127.0.0.1:%d" % sport, HERALD_PREFIX=prefix,
+               HERALD_MC=url, HERALD_CONCURRENCY=str(CONC),
+               HERALD_DNS="127.0.0.1:%d" % free_port(),
+               HERALD_LOG_LEVEL=os.environ.get("HERALD_LOG_LEVEL", "info"))
+    enqueue(rport, prefix, N)
+    cpu0 = pg.cpu()
+    ws = start_workers(1, dict(env), os.path.join(tmp))
+    wait_sent_pg(pg, db, N)
+    stats = stop_workers(ws)
+    pgcpu = pg.cpu() - cpu0
+    first, last = (int(x) for x in
+                   pg.psql(db, "select min(created_at), max(sent_at) from herald_messages").split("|"))
+    rate = N / ((last - first) / 1000.0)
+    hwm, cpu, user, sys_, faults = stats[0]
+    sq = results.get(1)
+    print("herald    1 worker, PostgreSQL:  %8.0f msg/s  (%s of SQLite)  peak RSS %.1f MB  "
+          "CPU %.3f s per 1,000 (user %.3f, sys %.3f); PostgreSQL server CPU %.3f s per 1,000"
+          % (rate, "%.0f%%" % (100 * rate / sq) if sq else "?", hwm / 1024.0, cpu * 1000 / N,
+             user * 1000 / N, sys_ * 1000 / N, pgcpu * 1000 / N))
+    print("          (PostgreSQL 15, same machine, unix socket; %s)" % ", ".join(pg.settings))
+    results["pg"] = rate
+
+
 def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(len(v) * p / 100))]
@@ -152,6 +305,7 @@ def main():
         print("ceiling   smtp-source -d -s %d: %8.0f msg/s" % (CONC, ceiling))
 
         results = {}
+        pg = None
         for k in ((1,) if quick else (1, 2)):
             prefix = "bench%d" % k
             db = os.path.join(tmp, "mc%d.db" % k)
@@ -190,6 +344,12 @@ def main():
                      user * 1000 / N, sys_ * 1000 / N, faults / N))
             if window:
                 print(window)
+            if k == 1 and os.environ.get("BENCH_PG", "1") != "0":
+                pg = PgCluster().start()
+                try:
+                    drain_pg(pg, rport, sport, results, tmp)
+                finally:
+                    pg.stop()
 
         if quick:
             return
