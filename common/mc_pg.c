@@ -91,10 +91,10 @@
 #define PG_SCHEMA_VERSION 1
 #define PG_MIN_SERVER 140000 /* DETACH PARTITION CONCURRENTLY */
 #define DAY_MS 86400000LL
-#define IDCACHE_SLOTS 1024 /* id -> created_at of recent writes */
-#define DAY_SLOTS 4        /* days with their own prepared statements */
-#define LIST_WINDOWS 8     /* then one window for everything older */
-#define LEXEME_MAX 2046    /* PostgreSQL's limit on a tsvector lexeme */
+#define IDCACHE_SLOTS 16384 /* id -> created_at of recent writes */
+#define DAY_SLOTS 4         /* days with their own prepared statements */
+#define LIST_WINDOWS 8      /* then one window for everything older */
+#define LEXEME_MAX 2046     /* PostgreSQL's limit on a tsvector lexeme */
 #define PARAMS_MAX 40
 /* Advisory lock keys: (LOCK_NS, what). */
 #define LOCK_NS 1212501060 /* "HERD" */
@@ -359,7 +359,14 @@ struct pgs {
         unsigned long long used; /* 0: free */
     } dayslots[DAY_SLOTS];
     unsigned long long uses;
+    /* deferred writes sent in pipeline mode, results not read yet */
+    struct pend **pend;
+    size_t npend, cappend;
+    int piped;          /* the connection is in pipeline mode */
+    int pipe_unflushed; /* sent since the last PQflush */
 };
+
+static void pipe_settle(struct pgs *s);
 
 /* ---- small helpers ---- */
 
@@ -914,6 +921,74 @@ dayslot_free(struct pgs *s, struct dayslot *d)
     memset(d, 0, sizeof *d);
 }
 
+/* The slot of `day` (a day in s->days): found, or taken from the least
+ * recently used day (its statements deallocated). */
+static struct dayslot *
+day_slot(struct pgs *s, int32_t day)
+{
+    struct dayslot *d = NULL, *lru = &s->dayslots[0];
+    for (int i = 0; i < DAY_SLOTS && d == NULL; i++) {
+        if (s->dayslots[i].used && s->dayslots[i].day == day)
+            d = &s->dayslots[i];
+        else if (s->dayslots[i].used < lru->used)
+            lru = &s->dayslots[i];
+    }
+    if (d == NULL) {
+        d = lru;
+        if (d->used)
+            dayslot_free(s, d);
+        d->day = day;
+    }
+    d->used = ++s->uses;
+    return d;
+}
+
+static void
+day_stmt_name(enum stmt k, int32_t day, char name[64])
+{
+    char dn[16];
+    day_name(day, dn);
+    snprintf(name, 64, "herald_%s_p%s", stmts[k].name, dn);
+}
+
+/* Prepares statement `k` of slot `d` unless it is: NULL when ready, else
+ * the failed result. */
+static PGresult *
+day_prepare(struct pgs *s, struct dayslot *d, enum stmt k)
+{
+    if (d->prepared & (1u << k))
+        return NULL;
+    char dn[16], name[64];
+    day_name(d->day, dn);
+    day_stmt_name(k, d->day, name);
+    char *sql = day_sql(k, dn);
+    PGresult *res = PQprepare(s->conn, name, sql, 0, NULL);
+    free(sql);
+    if (!ok_status(res))
+        return res;
+    PQclear(res);
+    d->prepared |= 1u << k;
+    return NULL;
+}
+
+/* A statement on the day's partitions failed (`res`, cleared here): `e`
+ * filled (a batch is lost); *gone when the partitions were dropped
+ * meanwhile (retention elsewhere), which the handle then forgets. */
+static void
+day_fail(struct pgs *s, int32_t day, PGresult *res, struct herr *e,
+         const char *what, int *gone)
+{
+    *gone = res && strcmp(sqlstate(res), "42P01") == 0; /* undefined_table */
+    pg_fail(s, res, e, what);
+    PQclear(res);
+    if (*gone) {
+        days_remove(s->days, &s->ndays, day);
+        for (int i = 0; i < DAY_SLOTS; i++)
+            if (s->dayslots[i].used && s->dayslots[i].day == day)
+                dayslot_free(s, &s->dayslots[i]);
+    }
+}
+
 /*
  * Runs statement `k` on the record's day. A day whose partitions this
  * handle knows of gets its own prepared statements naming them: planned
@@ -933,45 +1008,16 @@ day_exec(struct pgs *s, enum stmt k, int32_t day, const struct params *p,
     size_t pos;
     if (!days_find(s->days, s->ndays, day, &pos))
         return query(s, stmts[k].sql, p, e, what);
-    struct dayslot *d = NULL, *lru = &s->dayslots[0];
-    for (int i = 0; i < DAY_SLOTS && d == NULL; i++) {
-        if (s->dayslots[i].used && s->dayslots[i].day == day)
-            d = &s->dayslots[i];
-        else if (s->dayslots[i].used < lru->used)
-            lru = &s->dayslots[i];
-    }
-    if (d == NULL) {
-        d = lru;
-        if (d->used)
-            dayslot_free(s, d);
-        d->day = day;
-    }
-    d->used = ++s->uses;
-    char dn[16], name[64];
-    day_name(day, dn);
-    snprintf(name, sizeof name, "herald_%s_p%s", stmts[k].name, dn);
-    PGresult *res = NULL;
-    if (!(d->prepared & (1u << k))) {
-        char *sql = day_sql(k, dn);
-        res = PQprepare(s->conn, name, sql, 0, NULL);
-        free(sql);
-        if (ok_status(res)) {
-            PQclear(res);
-            res = NULL;
-            d->prepared |= 1u << k;
-        }
-    }
-    if (res == NULL)
+    struct dayslot *d = day_slot(s, day);
+    PGresult *res = day_prepare(s, d, k);
+    if (res == NULL) {
+        char name[64];
+        day_stmt_name(k, day, name);
         res = PQexecPrepared(s->conn, name, p->n, p->v, NULL, NULL, 0);
+    }
     if (ok_status(res))
         return res;
-    *gone = strcmp(sqlstate(res), "42P01") == 0; /* undefined_table */
-    pg_fail(s, res, e, what);
-    PQclear(res);
-    if (*gone) {
-        days_remove(s->days, &s->ndays, day);
-        dayslot_free(s, d);
-    }
+    day_fail(s, day, res, e, what, gone);
     return NULL;
 }
 
@@ -1005,7 +1051,13 @@ session_setup(struct pgs *s, struct herr *e)
                         s->where, PQserverVersion(s->conn) / 10000);
     /* the planner's default (a database may set another): statements on
      * the partitioned tables planned with their values, so pruned */
-    return run(s, "SET plan_cache_mode = auto", e, "setting up the connection");
+    int rc =
+        run(s, "SET plan_cache_mode = auto", e, "setting up the connection");
+    /* Bodies of 2 KB and more are compressed: lz4 costs a fraction of
+     * pglz's CPU (a server built without lz4 keeps its default) */
+    if (rc == 0)
+        PQclear(PQexec(s->conn, "SET default_toast_compression = lz4"));
+    return rc;
 }
 
 /* Creates or upgrades the schema in one transaction under the schema
@@ -1083,6 +1135,8 @@ pg_close(void *state)
     struct pgs *s = state;
     if (s == NULL)
         return;
+    if (s->conn && s->in_batch)
+        pipe_settle(s);
     if (s->conn && s->in_batch && !s->batch_lost &&
         PQstatus(s->conn) == CONNECTION_OK)
         PQclear(PQexec(s->conn, "ROLLBACK"));
@@ -1170,6 +1224,17 @@ batch_gone(struct pgs *s, struct herr *e)
                     s->lost_why);
 }
 
+static int pipe_drain(struct pgs *s, struct herr *e);
+
+/* Reads the outcome of every deferred write still in flight, so that the
+ * connection can run a statement of its own again. */
+static void
+pipe_settle(struct pgs *s)
+{
+    if (s->npend || s->piped)
+        (void)pipe_drain(s, NULL);
+}
+
 static int
 pg_begin(void *state, struct herr *e)
 {
@@ -1203,6 +1268,7 @@ pg_rollback(void *state)
     struct pgs *s = state;
     if (!s->in_batch)
         return;
+    pipe_settle(s);
     if (!s->batch_lost)
         PQclear(PQexec(s->conn, "ROLLBACK"));
     batch_end(s);
@@ -1214,6 +1280,7 @@ pg_commit(void *state, struct herr *e)
     struct pgs *s = state;
     if (!s->in_batch)
         return herr_set(e, HERR_INVALID, NULL, "no batch is open");
+    pipe_settle(s);
     if (s->batch_lost) {
         int rc = batch_gone(s, e);
         batch_end(s);
@@ -1323,11 +1390,11 @@ existing_status(struct pgs *s, const char *id, enum mc_status *st, int64_t *at,
     return found;
 }
 
+/* The parameters of S_INSERT for `r` (into `p`, empty): 0, or
+ * HERR_INVALID for a to/cc/bcc that is not a list of addresses. */
 static int
-pg_insert(void *state, const struct mc_record *r, enum mc_status *existing,
-          struct herr *e)
+insert_params(const struct mc_record *r, struct params *p, struct herr *e)
 {
-    struct pgs *s = state;
     char **rcpt = NULL;
     size_t nrcpt = 0, caprcpt = 0;
     int ret = rcpt_collect(r->to_json, "to_json", &rcpt, &nrcpt, &caprcpt, e);
@@ -1335,63 +1402,77 @@ pg_insert(void *state, const struct mc_record *r, enum mc_status *existing,
         ret = rcpt_collect(r->cc_json, "cc_json", &rcpt, &nrcpt, &caprcpt, e);
     if (ret == 0)
         ret = rcpt_collect(r->bcc_json, "bcc_json", &rcpt, &nrcpt, &caprcpt, e);
-    if (ret == 0)
-        ret = batch_gone(s, e);
-    if (ret == 0 && !s->in_batch)
-        ret = ensure_conn(s, e);
-    int32_t day = (int32_t)day_of(r->created_at);
-    if (ret == 0)
-        ret = ensure_day(s, day, e);
     if (ret)
         goto out;
-
     char *from_lc = xstrdup(r->from);
     for (char *c = from_lc; *c; c++)
         if (*c >= 'A' && *c <= 'Z')
             *c = (char)(*c - 'A' + 'a');
-    struct params p;
-    p_init(&p);
-    p_str(&p, r->id);
-    p_i64(&p, r->created_at);
-    p_str(&p, r->org);
-    p_str(&p, r->account);
-    p_str(&p, r->type);
-    p_take(&p, from_lc); /* the parameters own it */
+    p_init(p);
+    p_str(p, r->id);
+    p_i64(p, r->created_at);
+    p_str(p, r->org);
+    p_str(p, r->account);
+    p_str(p, r->type);
+    p_take(p, from_lc); /* the parameters own it */
     char *own_subject;
     const char *subject = utf8_clean(r->subject, &own_subject);
-    p_take(&p, subject_words(subject));
-    p_str(&p, mc_status_name(r->status));
-    p_str(&p, r->path);
-    p_str(&p, r->path_reason);
-    p_str(&p, r->sender);
-    p_str(&p, r->reply_to);
-    p_i64(&p, r->attempts);
-    p_i64(&p, r->updated_at > 0 ? r->updated_at : r->created_at);
-    p_time(&p, r->sent_at);
-    p_time(&p, r->next_attempt_at);
-    p_str(&p, r->last_error);
-    p_str(&p, r->smtp_reply);
-    p_str(&p, r->recipients_json);
-    p_str(&p, r->from); /* 20 */
-    p_str(&p, r->from_name);
-    p_str(&p, r->to_json);
-    p_str(&p, r->cc_json);
-    p_str(&p, r->bcc_json);
-    p_str(&p, subject);
-    p_str(&p, r->text);
-    p_str(&p, r->html);
-    p_str(&p, r->attachments_json);
-    p_str(&p, r->meta_json);
-    p_str(&p, r->resend_of); /* 30 */
-    p_str(&p, r->body_expired ? "true" : "false");
-    p_take(&p, text_array((const char *const *)rcpt, nrcpt));
+    p_take(p, subject_words(subject));
+    p_str(p, mc_status_name(r->status));
+    p_str(p, r->path);
+    p_str(p, r->path_reason);
+    p_str(p, r->sender);
+    p_str(p, r->reply_to);
+    p_i64(p, r->attempts);
+    p_i64(p, r->updated_at > 0 ? r->updated_at : r->created_at);
+    p_time(p, r->sent_at);
+    p_time(p, r->next_attempt_at);
+    p_str(p, r->last_error);
+    p_str(p, r->smtp_reply);
+    p_str(p, r->recipients_json);
+    p_str(p, r->from); /* 20 */
+    p_str(p, r->from_name);
+    p_str(p, r->to_json);
+    p_str(p, r->cc_json);
+    p_str(p, r->bcc_json);
+    if (own_subject)
+        p_take(p, own_subject);
+    else
+        p_str(p, subject);
+    p_str(p, r->text);
+    p_str(p, r->html);
+    p_str(p, r->attachments_json);
+    p_str(p, r->meta_json);
+    p_str(p, r->resend_of); /* 30 */
+    p_str(p, r->body_expired ? "true" : "false");
+    p_take(p, text_array((const char *const *)rcpt, nrcpt));
+out:
+    for (size_t i = 0; i < nrcpt; i++)
+        free(rcpt[i]);
+    free(rcpt);
+    return ret;
+}
 
-    /* At most three runs: again after a partition another process dropped
-     * (outside a batch), or after the id's registry entry went away. */
+/*
+ * Runs the insert of `p` (record `id` created at `at`, on `day`) to its
+ * end: 0 inserted, HERR_EXISTS (*existing), HERR_STORE. `first`, when not
+ * NULL, is the successful result of its first run (a deferred write's;
+ * taken). At most three runs: again after a partition another process
+ * dropped (outside a batch), or after the id's registry entry went away.
+ */
+static int
+insert_run(struct pgs *s, const char *id, int64_t at, int32_t day,
+           const struct params *p, PGresult *first, enum mc_status *existing,
+           struct herr *e)
+{
+    int ret;
     for (int attempt = 0;; attempt++) {
-        int gone;
-        PGresult *res =
-            day_exec(s, S_INSERT, day, &p, e, "inserting a message", &gone);
+        int gone = 0;
+        PGresult *res = first;
+        first = NULL;
+        if (res == NULL)
+            res =
+                day_exec(s, S_INSERT, day, p, e, "inserting a message", &gone);
         if (res == NULL) {
             ret = HERR_STORE;
             if (gone && !s->in_batch && attempt == 0) {
@@ -1406,13 +1487,13 @@ pg_insert(void *state, const struct mc_record *r, enum mc_status *existing,
         int inserted = atoi(PQgetvalue(res, 0, 0)) == 1;
         PQclear(res);
         if (inserted) {
-            id_put(s, r->id, r->created_at);
+            id_put(s, id, at);
             ret = 0;
             break;
         }
         enum mc_status found = MC_QUEUED;
-        int64_t at = 0;
-        int st = existing_status(s, r->id, &found, &at, e);
+        int64_t old = 0;
+        int st = existing_status(s, id, &found, &old, e);
         if (st < -1) {
             ret = st;
             break;
@@ -1424,7 +1505,7 @@ pg_insert(void *state, const struct mc_record *r, enum mc_status *existing,
                            mc_status_name(found));
             break;
         }
-        id_forget(s, r->id);
+        id_forget(s, id);
         if (attempt == 2) {
             ret = herr_set(e, HERR_STORE, "id",
                            "inserting a message: its id is taken and "
@@ -1438,8 +1519,8 @@ pg_insert(void *state, const struct mc_record *r, enum mc_status *existing,
              * the id is free again. */
             struct params d;
             p_init(&d);
-            p_str(&d, r->id);
-            p_i64(&d, at);
+            p_str(&d, id);
+            p_i64(&d, old);
             PGresult *dr = query(s,
                                  "DELETE FROM herald_message_ids WHERE id = $1"
                                  " AND created_at = $2::bigint",
@@ -1452,94 +1533,499 @@ pg_insert(void *state, const struct mc_record *r, enum mc_status *existing,
             PQclear(dr);
         }
     }
+    return ret;
+}
+
+static int
+pg_insert(void *state, const struct mc_record *r, enum mc_status *existing,
+          struct herr *e)
+{
+    struct pgs *s = state;
+    pipe_settle(s);
+    struct params p;
+    p_init(&p);
+    int ret = insert_params(r, &p, e);
+    if (ret == 0)
+        ret = batch_gone(s, e);
+    if (ret == 0 && !s->in_batch)
+        ret = ensure_conn(s, e);
+    int32_t day = (int32_t)day_of(r->created_at);
+    if (ret == 0)
+        ret = ensure_day(s, day, e);
+    if (ret == 0)
+        ret = insert_run(s, r->id, r->created_at, day, &p, NULL, existing, e);
     p_free(&p);
-    free(own_subject);
-out:
-    for (size_t i = 0; i < nrcpt; i++)
-        free(rcpt[i]);
-    free(rcpt);
     return ret;
 }
 
 /* ---- update ---- */
 
-/* Runs the update of `u` on the record at (at, id): 1 changed, 0 no such
- * row, HERR_STORE. */
-static int
-update_at(struct pgs *s, const struct mc_update *u, int64_t now, int64_t at,
-          struct herr *e)
+/* The parameters of S_UPDATE (S_UPDATE_CONTENT with set_content) for `u`
+ * on the record created at `at` (0: NULL, for upd_reg_sql). */
+static void
+update_params(const struct mc_update *u, int64_t now, int64_t at,
+              struct params *p)
 {
-    struct params p;
-    p_init(&p);
-    p_str(&p, mc_status_name(u->status));
-    p_str(&p, u->path);
-    p_str(&p, u->path_reason);
-    p_str(&p, u->sender);
-    p_str(&p, u->reply_to);
-    p_i64(&p, u->attempts_add);
-    p_i64(&p, u->sent_at < 0 ? -1 : u->sent_at);
-    p_i64(&p, u->next_attempt_at < 0 ? -1 : u->next_attempt_at);
-    p_str(&p, u->last_error);
-    p_str(&p, u->smtp_reply);
-    p_str(&p, u->recipients_json);
-    p_i64(&p, now);
-    p_i64(&p, at);
-    p_str(&p, u->id);
-    char *own_subject = NULL;
+    p_init(p);
+    p_str(p, mc_status_name(u->status));
+    p_str(p, u->path);
+    p_str(p, u->path_reason);
+    p_str(p, u->sender);
+    p_str(p, u->reply_to);
+    p_i64(p, u->attempts_add);
+    p_i64(p, u->sent_at < 0 ? -1 : u->sent_at);
+    p_i64(p, u->next_attempt_at < 0 ? -1 : u->next_attempt_at);
+    p_str(p, u->last_error);
+    p_str(p, u->smtp_reply);
+    p_str(p, u->recipients_json);
+    p_i64(p, now);
+    p_time(p, at); /* 13 */
+    p_str(p, u->id);
     if (u->set_content) {
+        char *own_subject;
         const char *subject = utf8_clean(u->subject, &own_subject);
-        p_take(&p, subject_words(subject));
-        p_str(&p, subject);
-        p_str(&p, u->text);
-        p_str(&p, u->html);
+        p_take(p, subject_words(subject));
+        if (own_subject)
+            p_take(p, own_subject);
+        else
+            p_str(p, subject);
+        p_str(p, u->text);
+        p_str(p, u->html);
     }
+}
+
+#define P_UPDATE_AT 12 /* the index of $13, the record's created_at */
+
+/* Whether an update's result changed its record. */
+static int
+update_changed(PGresult *res, int set_content)
+{
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && set_content)
+        return PQntuples(res) == 1 && atoi(PQgetvalue(res, 0, 0)) > 0;
+    return atoi(PQcmdTuples(res)) > 0;
+}
+
+/* Runs update `p` on the record created at `at` (set in p): 1 changed,
+ * 0 no such row, HERR_STORE. */
+static int
+update_exec(struct pgs *s, const struct params *p, int set_content, int64_t at,
+            struct herr *e)
+{
     int gone;
-    enum stmt k = u->set_content ? S_UPDATE_CONTENT : S_UPDATE;
+    enum stmt k = set_content ? S_UPDATE_CONTENT : S_UPDATE;
     int32_t day = (int32_t)day_of(at);
-    PGresult *res = day_exec(s, k, day, &p, e, "updating a message", &gone);
+    PGresult *res = day_exec(s, k, day, p, e, "updating a message", &gone);
     if (res == NULL && gone && !s->in_batch)
-        res = day_exec(s, k, day, &p, e, "updating a message", &gone);
-    p_free(&p);
-    free(own_subject);
+        res = day_exec(s, k, day, p, e, "updating a message", &gone);
     if (res == NULL)
         return HERR_STORE;
-    int changed = u->set_content ? atoi(PQgetvalue(res, 0, 0)) > 0
-                                 : atoi(PQcmdTuples(res)) > 0;
+    int changed = update_changed(res, set_content);
     PQclear(res);
     return changed;
+}
+
+/* Sets the created_at of update parameters `p`. */
+static void
+update_set_at(struct params *p, int64_t at)
+{
+    snprintf(p->num[P_UPDATE_AT], sizeof p->num[P_UPDATE_AT], "%lld",
+             (long long)at);
+    p->v[P_UPDATE_AT] = p->num[P_UPDATE_AT];
+}
+
+/* The update found no row at the created_at this handle had cached for
+ * `id` (`cached`; 0: none): the registry says where the record is.
+ * 0 updated, HERR_NOTFOUND, HERR_STORE. */
+static int
+update_via_registry(struct pgs *s, const char *id, struct params *p,
+                    int set_content, int have, int64_t cached, struct herr *e)
+{
+    int64_t at = 0;
+    int rc = registry_at(s, id, &at, e);
+    if (rc < 0)
+        return rc;
+    if (rc == 0 || (have && at == cached)) {
+        id_forget(s, id);
+        return herr_set(e, HERR_NOTFOUND, "id", "no such message");
+    }
+    update_set_at(p, at);
+    rc = update_exec(s, p, set_content, at, e);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        id_forget(s, id);
+        return herr_set(e, HERR_NOTFOUND, "id", "no such message");
+    }
+    return 0;
 }
 
 static int
 pg_update(void *state, const struct mc_update *u, int64_t now, struct herr *e)
 {
     struct pgs *s = state;
+    pipe_settle(s);
     int rc = batch_gone(s, e);
     if (rc == 0 && !s->in_batch)
         rc = ensure_conn(s, e);
     if (rc)
         return rc;
-    int64_t at = 0, cached = 0;
+    int64_t cached = 0;
     int have = id_get(s, u->id, &cached);
+    struct params p;
+    update_params(u, now, cached, &p);
     if (have) {
-        rc = update_at(s, u, now, cached, e);
-        if (rc != 0)
+        rc = update_exec(s, &p, u->set_content, cached, e);
+        if (rc != 0) {
+            p_free(&p);
             return rc < 0 ? rc : 0;
+        }
     }
-    rc = registry_at(s, u->id, &at, e);
-    if (rc < 0)
-        return rc;
-    if (rc == 0 || (have && at == cached)) {
-        id_forget(s, u->id);
-        return herr_set(e, HERR_NOTFOUND, "id", "no such message");
-    }
-    rc = update_at(s, u, now, at, e);
-    if (rc < 0)
-        return rc;
-    if (rc == 0) {
-        id_forget(s, u->id);
-        return herr_set(e, HERR_NOTFOUND, "id", "no such message");
-    }
+    rc = update_via_registry(s, u->id, &p, u->set_content, have, cached, e);
+    p_free(&p);
+    return rc;
+}
+
+/* ---- deferred writes (pipeline mode) ---- */
+
+/*
+ * Inside a batch the writes are sent in libpq's pipeline mode and their
+ * results read later, together: a batch of N writes costs a round trip
+ * or two, not N, and the server works on the batch while the caller
+ * prepares the next write. The results are read (pipe_drain) at
+ * mc_batch_sync, at the commit, before any statement of the handle's
+ * own, before a write whose id is already in flight (so the outcomes are
+ * those of the writes done one after the other), and every PIPE_MAX
+ * writes (the server's replies then never fill the socket while the
+ * handle is still sending). What a write does after its statement (an
+ * insert that found the id: the existing status; an update whose cached
+ * partition was stale: the registry) is done then, one statement at a
+ * time, in the order of the writes: these touch only their own record.
+ * A write the database refuses aborts the transaction, as a statement
+ * does outside pipeline mode: the batch is lost (rolled back), the
+ * writes after it are skipped by the server, and every result says so.
+ */
+#define PIPE_MAX 256
+#define PIPE_FLUSH 8 /* writes per PQflush: the server starts on them */
+
+enum pend_kind {
+    PD_INSERT,
+    PD_UPDATE,     /* on the partition of a cached created_at */
+    PD_UPDATE_REG, /* created_at from the registry, in the statement */
+};
+
+struct pend {
+    enum pend_kind kind;
+    struct mc_result *res;
+    struct params p; /* owning their strings: the caller's may go */
+    char *id;
+    int64_t at; /* insert: created_at; PD_UPDATE: the cached one */
+    int32_t day;
+    int set_content;
+    int sent; /* libpq took it */
+};
+
+static void
+pend_free(struct pend *d)
+{
+    if (d == NULL)
+        return;
+    p_free(&d->p);
+    free(d->id);
+    free(d);
+}
+
+/* Copies the strings `p` points to, so that it owns all of them. */
+static void
+p_own(struct params *p)
+{
+    for (int i = 0; i < p->n; i++)
+        if (p->own[i] == NULL && p->v[i] && p->v[i] != p->num[i]) {
+            p->own[i] = xstrdup(p->v[i]);
+            p->v[i] = p->own[i];
+        }
+}
+
+static int
+pipe_has(const struct pgs *s, const char *id)
+{
+    for (size_t i = 0; i < s->npend; i++)
+        if (strcmp(s->pend[i]->id, id) == 0)
+            return 1;
     return 0;
+}
+
+/* The statement of update kind `k` (S_UPDATE or S_UPDATE_CONTENT) with
+ * the record's created_at read from the registry when $13 is NULL; new
+ * string. Through the partitioned tables: for a record this handle has
+ * not written or read lately. */
+static char *
+upd_reg_sql(enum stmt k)
+{
+    static const char from[] = "WHERE created_at = $13::bigint";
+    static const char to[] =
+        "WHERE created_at = COALESCE($13::bigint, (SELECT i.created_at"
+        " FROM herald_message_ids i WHERE i.id = $14::text))";
+    struct buf b;
+    buf_init(&b, 0);
+    const char *p = stmts[k].sql, *hit;
+    while ((hit = strstr(p, from)) != NULL) {
+        buf_append(&b, p, (size_t)(hit - p));
+        buf_puts(&b, to);
+        p = hit + strlen(from);
+    }
+    buf_puts(&b, p);
+    return buf_take(&b, NULL);
+}
+
+/* Sends `d` (statement `name` prepared, or `sql`) in pipeline mode and
+ * keeps it for pipe_drain; takes `d`. */
+static void
+pipe_send(struct pgs *s, struct pend *d, const char *name, const char *sql)
+{
+    if (!s->piped && PQenterPipelineMode(s->conn) == 1)
+        s->piped = 1;
+    if (s->piped)
+        d->sent = name ? PQsendQueryPrepared(s->conn, name, d->p.n, d->p.v,
+                                             NULL, NULL, 0)
+                       : PQsendQueryParams(s->conn, sql, d->p.n, NULL, d->p.v,
+                                           NULL, NULL, 0);
+    if (s->npend == s->cappend) {
+        s->cappend = s->cappend ? 2 * s->cappend : 64;
+        s->pend = xrealloc(s->pend, s->cappend * sizeof *s->pend);
+    }
+    s->pend[s->npend++] = d;
+    if (d->sent && ++s->pipe_unflushed >= PIPE_FLUSH) {
+        (void)PQflush(s->conn);
+        s->pipe_unflushed = 0;
+    }
+    if (s->npend >= PIPE_MAX || !d->sent)
+        (void)pipe_drain(s, NULL);
+}
+
+/* The statement of a deferred write on `day`: 1 and its name when the
+ * day has its own statements (prepared now if need be: the pipeline is
+ * drained first), 0 for the partitioned tables, or HERR_STORE (`e`). */
+static int
+pipe_day_stmt(struct pgs *s, enum stmt k, int32_t day, char name[64],
+              struct herr *e)
+{
+    size_t pos;
+    if (!days_find(s->days, s->ndays, day, &pos))
+        return 0;
+    day_stmt_name(k, day, name);
+    for (int i = 0; i < DAY_SLOTS; i++) {
+        struct dayslot *d = &s->dayslots[i];
+        if (d->used && d->day == day && (d->prepared & (1u << k))) {
+            d->used = ++s->uses;
+            return 1;
+        }
+    }
+    int rc = pipe_drain(s, e);
+    if (rc)
+        return rc;
+    if (!days_find(s->days, s->ndays, day, &pos))
+        return 0;
+    struct dayslot *d = day_slot(s, day);
+    PGresult *res = day_prepare(s, d, k);
+    if (res == NULL)
+        return 1;
+    int gone;
+    day_fail(s, day, res, e, "preparing a statement", &gone);
+    return HERR_STORE;
+}
+
+static void
+pg_insert_deferred(void *state, const struct mc_record *r,
+                   struct mc_result *res)
+{
+    struct pgs *s = state;
+    if (!s->in_batch) {
+        res->rc = pg_insert(s, r, &res->existing, &res->err);
+        return;
+    }
+    struct herr *e = &res->err;
+    struct pend *d = xcalloc(1, sizeof *d);
+    d->day = (int32_t)day_of(r->created_at);
+    int rc = batch_gone(s, e);
+    if (rc == 0)
+        rc = insert_params(r, &d->p, e);
+    if (rc == 0 && (pipe_has(s, r->id) || !day_known(s, d->day))) {
+        rc = pipe_drain(s, e);
+        if (rc == 0)
+            rc = ensure_day(s, d->day, e);
+    }
+    char name[64];
+    int named = 0;
+    if (rc == 0)
+        rc = named = pipe_day_stmt(s, S_INSERT, d->day, name, e);
+    if (rc < 0) {
+        res->rc = rc;
+        pend_free(d);
+        return;
+    }
+    d->kind = PD_INSERT;
+    d->res = res;
+    d->id = xstrdup(r->id);
+    d->at = r->created_at;
+    p_own(&d->p);
+    pipe_send(s, d, named ? name : NULL, stmts[S_INSERT].sql);
+}
+
+static void
+pg_update_deferred(void *state, const struct mc_update *u, int64_t now,
+                   struct mc_result *res)
+{
+    struct pgs *s = state;
+    if (!s->in_batch) {
+        res->rc = pg_update(s, u, now, &res->err);
+        return;
+    }
+    struct herr *e = &res->err;
+    int rc = batch_gone(s, e);
+    if (rc == 0 && pipe_has(s, u->id))
+        rc = pipe_drain(s, e);
+    if (rc) {
+        res->rc = rc;
+        return;
+    }
+    struct pend *d = xcalloc(1, sizeof *d);
+    enum stmt k = u->set_content ? S_UPDATE_CONTENT : S_UPDATE;
+    int64_t at = 0;
+    int have = id_get(s, u->id, &at);
+    update_params(u, now, have ? at : 0, &d->p);
+    d->res = res;
+    d->id = xstrdup(u->id);
+    d->set_content = u->set_content;
+    p_own(&d->p);
+    if (!have) {
+        d->kind = PD_UPDATE_REG;
+        char *sql = upd_reg_sql(k);
+        pipe_send(s, d, NULL, sql);
+        free(sql);
+        return;
+    }
+    d->kind = PD_UPDATE;
+    d->at = at;
+    d->day = (int32_t)day_of(at);
+    char name[64];
+    int named = pipe_day_stmt(s, k, d->day, name, e);
+    if (named < 0) {
+        res->rc = named;
+        pend_free(d);
+        return;
+    }
+    pipe_send(s, d, named ? name : NULL, stmts[k].sql);
+}
+
+/* Leaves pipeline mode after the results were read; if libpq will not,
+ * the connection is started again (the batch is lost with it). */
+static void
+pipe_exit(struct pgs *s)
+{
+    s->piped = 0;
+    s->pipe_unflushed = 0;
+    if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF ||
+        PQexitPipelineMode(s->conn) == 1)
+        return;
+    PGresult *r;
+    for (int i = 0; i < 64 && (r = PQgetResult(s->conn)) != NULL; i++)
+        PQclear(r);
+    if (PQexitPipelineMode(s->conn) == 1)
+        return;
+    if (s->in_batch && !s->batch_lost) {
+        s->batch_lost = 1;
+        snprintf(s->lost_why, sizeof s->lost_why,
+                 "the connection was reset: %.180s", PQerrorMessage(s->conn));
+    }
+    PQreset(s->conn);
+    if (PQstatus(s->conn) == CONNECTION_OK)
+        (void)session_setup(s, NULL);
+}
+
+/* Reads the results of the deferred writes in flight and finishes each
+ * (see above), filling their mc_result. 0, or HERR_STORE when the batch
+ * is lost (`e` says why). */
+static int
+pipe_drain(struct pgs *s, struct herr *e)
+{
+    size_t n = s->npend;
+    struct pend **v = s->pend;
+    s->pend = NULL;
+    s->npend = s->cappend = 0;
+    PGresult **got = n ? xcalloc(n, sizeof *got) : NULL;
+    if (s->piped) {
+        int ok = PQpipelineSync(s->conn) == 1;
+        for (size_t i = 0; ok && i < n; i++) {
+            if (!v[i]->sent)
+                continue;
+            got[i] = PQgetResult(s->conn);
+            if (got[i] == NULL) {
+                ok = 0; /* the connection is gone */
+                break;
+            }
+            PGresult *x;
+            while ((x = PQgetResult(s->conn)) != NULL)
+                PQclear(x); /* the end of this statement's results */
+        }
+        PGresult *x;
+        while (ok && (x = PQgetResult(s->conn)) != NULL) {
+            int sync = PQresultStatus(x) == PGRES_PIPELINE_SYNC;
+            PQclear(x);
+            if (sync)
+                break;
+        }
+        pipe_exit(s);
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct pend *d = v[i];
+        struct mc_result *res = d->res;
+        PGresult *r = got[i];
+        got[i] = NULL;
+        const char *what =
+            d->kind == PD_INSERT ? "inserting a message" : "updating a message";
+        if (s->batch_lost) {
+            res->rc = batch_gone(s, &res->err);
+            PQclear(r);
+        } else if (r == NULL || !ok_status(r)) {
+            if (d->kind == PD_UPDATE_REG) {
+                res->rc = pg_fail(s, r, &res->err, what);
+                PQclear(r);
+            } else {
+                int gone;
+                day_fail(s, d->day, r, &res->err, what, &gone);
+                res->rc = HERR_STORE;
+            }
+        } else if (d->kind == PD_INSERT) {
+            res->rc = insert_run(s, d->id, d->at, d->day, &d->p, r,
+                                 &res->existing, &res->err);
+        } else {
+            int changed = update_changed(r, d->set_content);
+            PQclear(r);
+            if (changed)
+                res->rc = 0;
+            else if (d->kind == PD_UPDATE)
+                res->rc = update_via_registry(s, d->id, &d->p, d->set_content,
+                                              1, d->at, &res->err);
+            else {
+                id_forget(s, d->id);
+                res->rc =
+                    herr_set(&res->err, HERR_NOTFOUND, "id", "no such message");
+            }
+        }
+        pend_free(d);
+    }
+    free(got);
+    free(v);
+    return batch_gone(s, e);
+}
+
+static int
+pg_sync(void *state, struct herr *e)
+{
+    struct pgs *s = state;
+    if (!s->in_batch)
+        return 0;
+    return pipe_drain(s, e);
 }
 
 /* ---- reads ---- */
@@ -1626,6 +2112,7 @@ pg_get(void *state, const char *id, struct mc_record **out, struct herr *e)
 {
     struct pgs *s = state;
     *out = NULL;
+    pipe_settle(s);
     int rc = s->in_batch ? batch_gone(s, e) : ensure_conn(s, e);
     if (rc)
         return rc;
@@ -1872,6 +2359,7 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
     const struct mc_filter *f = q->f;
     *out = NULL;
     *n = 0;
+    pipe_settle(s);
     int rc = s->in_batch ? batch_gone(s, e) : ensure_conn(s, e);
     if (rc)
         return rc;
@@ -2151,6 +2639,8 @@ pg_schema(void *state, int *version, int *before)
         .commit = pg_commit, .rollback = pg_rollback, .insert = pg_insert,     \
         .update = pg_update, .get = pg_get, .list = pg_list,                   \
         .purge = pg_purge, .schema = pg_schema,                                \
+        .insert_deferred = pg_insert_deferred,                                 \
+        .update_deferred = pg_update_deferred, .sync = pg_sync,                \
     }
 
 const struct mc_backend mc_backend_pg = PG_BACKEND("postgresql");

@@ -49,21 +49,6 @@ mc_insert_job(struct worker *w, struct task *t, int64_t next_at,
     return rc;
 }
 
-/* Applies an update; re-creates a record that went missing (a store
- * reset under us) so an outcome is never dropped. */
-static int
-mc_apply(struct worker *w, struct task *t, const struct mc_update *u,
-         struct herr *e)
-{
-    int rc = mc_update(w->mc, u, e);
-    if (rc == HERR_NOTFOUND) {
-        rc = mc_insert_job(w, t, 0, NULL, e);
-        if (rc == 0 || rc == HERR_EXISTS)
-            rc = mc_update(w->mc, u, e);
-    }
-    return rc;
-}
-
 static void
 set_route_fields(struct task *t, struct mc_update *u)
 {
@@ -85,91 +70,192 @@ set_route_fields(struct task *t, struct mc_update *u)
     }
 }
 
-static int
-mc_do_step(struct worker *w, struct task *t, enum mc_step step, struct herr *e)
-{
+/*
+ * A batch's writes go in two steps. step_begin makes each task's first
+ * write deferred (mc_insert_deferred / mc_update_deferred): the
+ * PostgreSQL store sends them without waiting for each, so a batch costs
+ * a round trip or two instead of one per write; SQLite does each at
+ * once. After mc_batch_sync, step_finish reads each outcome and makes
+ * what follows it -- a retry's or a replay's record queued again, a
+ * record that went missing re-created -- one write at a time (rare).
+ * Each task's writes keep their order, and the tasks of one run have
+ * distinct ids (flush_work), so the records end as if every step had
+ * been done whole, one after the other.
+ */
+struct step_io {
     struct mc_update u;
-    enum mc_status existing;
-    int rc;
+    struct mc_result res;
+    int wrote;
+};
+
+static void
+insert_job_deferred(struct worker *w, struct task *t, int64_t next_at,
+                    struct mc_result *res)
+{
+    struct mc_record *r = mc_record_from_job(t->job);
+    if (next_at)
+        r->next_attempt_at = next_at;
+    mc_insert_deferred(w->mc, r, res);
+    mc_record_free(r);
+}
+
+static void
+step_begin(struct worker *w, struct task *t, enum mc_step step,
+           struct step_io *io)
+{
+    struct mc_update *u = &io->u;
+    io->wrote = 1;
     switch (step) {
     case MCW_SCHEDULE:
-        rc = mc_insert_job(w, t, t->job->send_at_ms, &existing, e);
-        return rc == HERR_EXISTS ? 0 : rc;
+        insert_job_deferred(w, t, t->job->send_at_ms, &io->res);
+        return;
     case MCW_START:
         t->dup_sent = 0;
-        rc = mc_insert_job(w, t, 0, &existing, e);
-        if (rc == HERR_EXISTS && existing == MC_SENT) {
+        insert_job_deferred(w, t, 0, &io->res);
+        return;
+    case MCW_SENDING:
+        mc_update_init(u, t->job->id, MC_SENDING);
+        set_route_fields(t, u);
+        u->set_content = 0; /* MCW_START just wrote it */
+        u->attempts_add = 1;
+        u->next_attempt_at = 0;
+        break;
+    case MCW_LEDGER_SENT:
+        mc_update_init(u, t->job->id, MC_SENT);
+        break;
+    case MCW_SENT:
+        mc_update_init(u, t->job->id, MC_SENT);
+        u->attempts_add = !t->attempt_recorded && t->has_slot_ever;
+        set_route_fields(t, u);
+        u->sent_at = clock_now_ms();
+        u->next_attempt_at = 0;
+        u->smtp_reply = t->reply ? t->reply : "";
+        u->recipients_json = t->rcpt_json;
+        u->last_error = t->error ? t->error : "";
+        break;
+    case MCW_DEFERRED:
+        mc_update_init(u, t->job->id, MC_DEFERRED);
+        u->attempts_add = !t->attempt_recorded && t->has_slot_ever;
+        set_route_fields(t, u);
+        u->next_attempt_at = t->next_at;
+        u->last_error = t->error;
+        u->smtp_reply = t->reply;
+        u->recipients_json = t->rcpt_json;
+        break;
+    case MCW_FAILED:
+        mc_update_init(u, t->job->id, MC_FAILED);
+        u->attempts_add = !t->attempt_recorded && t->has_slot_ever;
+        set_route_fields(t, u);
+        u->next_attempt_at = 0;
+        u->last_error = t->error;
+        u->smtp_reply = t->reply;
+        u->recipients_json = t->rcpt_json;
+        break;
+    case MCW_NONE:
+        io->wrote = 0;
+        return;
+    }
+    mc_update_deferred(w->mc, u, &io->res);
+}
+
+static int
+step_finish(struct worker *w, struct task *t, enum mc_step step,
+            struct step_io *io, struct herr *e)
+{
+    int rc = io->res.rc;
+    if (!io->wrote || rc == 0)
+        return 0;
+    switch (step) {
+    case MCW_SCHEDULE:
+        if (rc == HERR_EXISTS)
+            return 0;
+        break;
+    case MCW_START:
+        if (rc == HERR_EXISTS && io->res.existing == MC_SENT) {
             t->dup_sent = 1;
             return 0;
         }
-        if (rc && rc != HERR_EXISTS)
-            return rc;
         if (rc == HERR_EXISTS) {
             /* a retry or a replay: it is queued again */
+            struct mc_update u;
             mc_update_init(&u, t->job->id, MC_QUEUED);
             set_route_fields(t, &u);
             return mc_update(w->mc, &u, e);
         }
-        return 0;
+        break;
     case MCW_SENDING:
-        mc_update_init(&u, t->job->id, MC_SENDING);
-        set_route_fields(t, &u);
-        u.set_content = 0; /* MCW_START just wrote it */
-        u.attempts_add = 1;
-        u.next_attempt_at = 0;
-        return mc_apply(w, t, &u, e);
-    case MCW_LEDGER_SENT:
-        mc_update_init(&u, t->job->id, MC_SENT);
-        rc = mc_update(w->mc, &u, e);
-        return rc == HERR_NOTFOUND ? 0 : rc;
     case MCW_SENT:
-        mc_update_init(&u, t->job->id, MC_SENT);
-        u.attempts_add = !t->attempt_recorded && t->has_slot_ever;
-        set_route_fields(t, &u);
-        u.sent_at = clock_now_ms();
-        u.next_attempt_at = 0;
-        u.smtp_reply = t->reply ? t->reply : "";
-        u.recipients_json = t->rcpt_json;
-        u.last_error = t->error ? t->error : "";
-        return mc_apply(w, t, &u, e);
     case MCW_DEFERRED:
-        mc_update_init(&u, t->job->id, MC_DEFERRED);
-        u.attempts_add = !t->attempt_recorded && t->has_slot_ever;
-        set_route_fields(t, &u);
-        u.next_attempt_at = t->next_at;
-        u.last_error = t->error;
-        u.smtp_reply = t->reply;
-        u.recipients_json = t->rcpt_json;
-        return mc_apply(w, t, &u, e);
     case MCW_FAILED:
-        mc_update_init(&u, t->job->id, MC_FAILED);
-        u.attempts_add = !t->attempt_recorded && t->has_slot_ever;
-        set_route_fields(t, &u);
-        u.next_attempt_at = 0;
-        u.last_error = t->error;
-        u.smtp_reply = t->reply;
-        u.recipients_json = t->rcpt_json;
-        return mc_apply(w, t, &u, e);
+        if (rc == HERR_NOTFOUND) {
+            /* the record went missing (a store reset under us): made
+             * again, so an outcome is never dropped */
+            rc = mc_insert_job(w, t, 0, NULL, e);
+            if (rc == 0 || rc == HERR_EXISTS)
+                rc = mc_update(w->mc, &io->u, e);
+            return rc;
+        }
+        break;
+    case MCW_LEDGER_SENT:
+        if (rc == HERR_NOTFOUND)
+            return 0;
+        break;
     case MCW_NONE:
         break;
     }
+    if (e)
+        *e = io->res.err;
+    return rc;
+}
+
+/* Whether task `hi`'s job id is one of tasks lo..hi-1's (h: their
+ * hashes). */
+static int
+id_repeats(struct worker *w, const uint64_t *h, size_t lo, size_t hi)
+{
+    const char *id = w->fb_task[hi]->job ? w->fb_task[hi]->job->id : NULL;
+    if (id == NULL)
+        return 0;
+    for (size_t i = lo; i < hi; i++)
+        if (h[i] == h[hi] && w->fb_task[i]->job && w->fb_task[i]->job->id &&
+            strcmp(w->fb_task[i]->job->id, id) == 0)
+            return 1;
     return 0;
 }
 
-/* On the thread pool: one transaction for the whole batch. */
+/* On the thread pool: one transaction for the whole batch, its writes
+ * deferred in runs of distinct ids (a task's id repeated in the batch
+ * starts a new run, after the earlier one's outcome). */
 static void
 flush_work(uv_work_t *req)
 {
     struct worker *w = req->data;
     uint64_t t0 = uv_hrtime();
     memset(&w->fb_err, 0, sizeof w->fb_err);
+    size_t n = w->fb_n;
+    struct step_io *io = xcalloc(n ? n : 1, sizeof *io);
+    uint64_t *h = xcalloc(n ? n : 1, sizeof *h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = w->fb_task[i]->job && w->fb_task[i]->job->id
+                   ? util_hash(w->fb_task[i]->job->id)
+                   : 0;
     int rc = mc_batch_begin(w->mc, &w->fb_err);
-    for (size_t i = 0; rc == 0 && i < w->fb_n; i++)
-        rc = mc_do_step(w, w->fb_task[i], w->fb_step[i], &w->fb_err);
+    size_t lo = 0, hi;
+    while (rc == 0 && lo < n) {
+        for (hi = lo; hi < n && (hi == lo || !id_repeats(w, h, lo, hi)); hi++)
+            step_begin(w, w->fb_task[hi], w->fb_step[hi], &io[hi]);
+        rc = mc_batch_sync(w->mc, &w->fb_err);
+        for (size_t i = lo; rc == 0 && i < hi; i++)
+            rc = step_finish(w, w->fb_task[i], w->fb_step[i], &io[i],
+                             &w->fb_err);
+        lo = hi;
+    }
     if (rc == 0)
         rc = mc_batch_commit(w->mc, &w->fb_err);
     else
         mc_batch_rollback(w->mc);
+    free(h);
+    free(io);
     w->fb_rc = rc;
     w->fb_us = (uv_hrtime() - t0) / 1000;
 }
