@@ -1066,6 +1066,7 @@ def test_invalid_job_releases_its_id(t):
     stop_ok(b)
 
 
+@harness.stores("sqlite")  # holds SQLite's write lock from outside
 @harness.timeout(90)
 def test_message_center_locked_jobs_wait(t):
     """Another process holds the Message Center's write lock: the worker
