@@ -1097,3 +1097,48 @@ def test_message_center_locked_jobs_wait(t):
     for j in jobs:
         wait_status(e, j["id"], "sent")
     stop_ok(w)
+
+
+@harness.stores("postgresql")
+@harness.timeout(90)
+def test_message_center_locked_or_cut_off_jobs_wait_postgresql(t):
+    """PostgreSQL's counterpart: another session holds the id registry
+    locked, then the server cuts the worker's connections. The worker
+    cannot record, so it sends nothing; it logs the cut, reconnects, and
+    delivers every job once the lock is gone, each with its record."""
+    r, s, e, _ = setup(t, start_worker=False)
+    url = e["HERALD_MC"]
+    db = url.split("///", 1)[1].split("?", 1)[0]
+    pg = harness.postgres()
+    w = t.worker(e)
+    push(r, t.prefix, make_job(id="mc-warmup"))  # creates the schema
+    one_message(s, "mc-warmup", 15)
+    locker = subprocess.Popen(
+        [os.path.join(harness.PG_BIN, "psql"), "-X", "-q", "-h", pg.sock, "-d", db, "-c",
+         "BEGIN; LOCK TABLE herald_message_ids IN ACCESS EXCLUSIVE MODE; "
+         "SELECT pg_sleep(6); COMMIT;"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: pg.sql(db, "SELECT count(*) FROM pg_locks l JOIN pg_class c "
+                                  "ON c.oid = l.relation WHERE c.relname = "
+                                  "'herald_message_ids' AND l.mode = "
+                                  "'AccessExclusiveLock' AND l.granted").strip() == "1",
+                   10, "the lock taken")
+        jobs = bulk_jobs(20, "pglock")
+        push_many(r, t.prefix, jobs)
+        time.sleep(2)
+        check(s.count() == 1, f"{s.count() - 1} messages went out without a record")
+        cut = pg.sql(db, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                     f"WHERE datname = '{db}' AND application_name = 'herald'")
+        check(int(cut.strip() or 0) >= 1, f"no worker connection to cut: {cut!r}")
+        wait_until(lambda: any("message center write failed" in (l.get("msg") or "")
+                               for l in w.logs()), 10, "the failure logged")
+        check(s.count() == 1, f"{s.count() - 1} messages went out without a record")
+        check(w.alive(), "worker died")
+    finally:
+        locker.wait(timeout=30)
+    wait_until(lambda: len(set(s.ids())) == 21, 30, "all 20 delivered after the lock")
+    for j in jobs:
+        wait_status(e, j["id"], "sent")
+    check(len(s.ids()) == 21, f"{len(s.ids()) - 21} delivered twice")
+    stop_ok(w)
