@@ -93,7 +93,7 @@
 #define DAY_MS 86400000LL
 #define IDCACHE_SLOTS 16384 /* id -> created_at of recent writes */
 #define DAY_SLOTS 4         /* days with their own prepared statements */
-#define LIST_WINDOWS 8      /* then one window for everything older */
+#define LSTMT_SLOTS 256     /* mc_list's statements prepared per connection */
 #define LEXEME_MAX 2046     /* PostgreSQL's limit on a tsvector lexeme */
 #define PARAMS_MAX 40
 /* Advisory lock keys: (LOCK_NS, what). */
@@ -359,6 +359,12 @@ struct pgs {
         unsigned long long used; /* 0: free */
     } dayslots[DAY_SLOTS];
     unsigned long long uses;
+    /* mc_list's statements on single days */
+    struct lstmt {
+        char *sql;
+        uint64_t hash;
+        unsigned long long used; /* 0: free */
+    } lst[LSTMT_SLOTS];
     /* deferred writes sent in pipeline mode, results not read yet */
     struct pend **pend;
     size_t npend, cappend;
@@ -367,6 +373,7 @@ struct pgs {
 };
 
 static void pipe_settle(struct pgs *s);
+static void lstmt_reset(struct pgs *s);
 
 /* ---- small helpers ---- */
 
@@ -1036,6 +1043,7 @@ session_setup(struct pgs *s, struct herr *e)
 {
     memset(s->prepared, 0, sizeof s->prepared);
     memset(s->dayslots, 0, sizeof s->dayslots);
+    lstmt_reset(s);
     PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
     const char *enc = PQparameterStatus(s->conn, "server_encoding");
     if (enc == NULL || (strcmp(enc, "UTF8") && strcmp(enc, "SQL_ASCII")))
@@ -1141,6 +1149,7 @@ pg_close(void *state)
         PQstatus(s->conn) == CONNECTION_OK)
         PQclear(PQexec(s->conn, "ROLLBACK"));
     PQfinish(s->conn);
+    lstmt_reset(s);
     for (size_t i = 0; i < IDCACHE_SLOTS; i++)
         free(s->ids[i].id);
     free(s->days);
@@ -2136,24 +2145,24 @@ pg_get(void *state, const char *id, struct mc_record **out, struct herr *e)
     return 0;
 }
 
-/* One time window's query of mc_list: the (created_at, id) of at most
- * `want` records in [lo, hi) (has_lo/has_hi: bounded) matching the
- * filter, newest first, appended to keys. */
+/* The keys (created_at, id) of a page of mc_list, newest first. */
 struct keys {
     int64_t *at;
     char **id;
     size_t n, cap;
 };
 
-static int
-list_window(struct pgs *s, const struct mc_query *q, int has_lo, int64_t lo,
-            int has_hi, int64_t hi, int want, struct keys *k, struct herr *e)
+/* The key query of mc_list for records in [lo, hi) matching the filter,
+ * newest first, at most `want` ($ last): its SQL on the partitioned
+ * tables into `b`, its parameters into `p` (empty). */
+static void
+list_sql(const struct mc_query *q, int64_t lo, int64_t hi, int want,
+         struct buf *b, struct params *p)
 {
+    int has_lo = 1, has_hi = 1;
     const struct mc_filter *f = q->f;
-    struct params p;
-    p_init(&p);
-    struct buf b;
-    buf_init(&b, 0);
+    struct params *pp = p;
+    p_init(pp);
     /* Status and path are in herald_messages, the other filters' columns
      * in herald_message_content (org in both); a table is read only when
      * a filter needs it (c otherwise: every record has both rows). k is
@@ -2162,18 +2171,18 @@ list_window(struct pgs *s, const struct mc_query *q, int has_lo, int64_t lo,
     int need_c = f->account || f->type || q->from || q->nwords || !need_m;
     const char *kt = need_c ? "c" : "m";
     if (need_c)
-        buf_puts(&b, "SELECT c.created_at, c.id FROM herald_message_content c");
+        buf_puts(b, "SELECT c.created_at, c.id FROM herald_message_content c");
     else
-        buf_puts(&b, "SELECT m.created_at, m.id FROM herald_messages m");
+        buf_puts(b, "SELECT m.created_at, m.id FROM herald_messages m");
     if (need_c && need_m)
-        buf_puts(&b, " JOIN herald_messages m ON m.created_at = c.created_at"
-                     " AND m.id = c.id");
+        buf_puts(b, " JOIN herald_messages m ON m.created_at = c.created_at"
+                    " AND m.id = c.id");
     if (q->to)
-        buf_printf(&b,
+        buf_printf(b,
                    " JOIN herald_message_rcpt r ON r.created_at ="
                    " %s.created_at AND r.id = %s.id",
                    kt, kt);
-    buf_puts(&b, " WHERE true");
+    buf_puts(b, " WHERE true");
     /* each table's time bounds, so each is pruned to the window */
     const char *tabs[3];
     size_t ntabs = 0;
@@ -2184,49 +2193,49 @@ list_window(struct pgs *s, const struct mc_query *q, int has_lo, int64_t lo,
     if (q->to)
         tabs[ntabs++] = "r";
     if (has_lo) {
-        p_i64(&p, lo);
+        p_i64(pp, lo);
         for (size_t i = 0; i < ntabs; i++)
-            buf_printf(&b, " AND %s.created_at >= $%d::bigint", tabs[i], p.n);
+            buf_printf(b, " AND %s.created_at >= $%d::bigint", tabs[i], pp->n);
     }
     if (has_hi) {
-        p_i64(&p, hi);
+        p_i64(pp, hi);
         for (size_t i = 0; i < ntabs; i++)
-            buf_printf(&b, " AND %s.created_at < $%d::bigint", tabs[i], p.n);
+            buf_printf(b, " AND %s.created_at < $%d::bigint", tabs[i], pp->n);
     }
     if (q->to) {
-        p_str(&p, q->to);
-        buf_printf(&b, " AND r.email = $%d", p.n);
+        p_str(pp, q->to);
+        buf_printf(b, " AND r.email = $%d", pp->n);
     }
     if (f->org) {
-        p_str(&p, f->org);
+        p_str(pp, f->org);
         if (need_c)
-            buf_printf(&b, " AND c.org = $%d", p.n);
+            buf_printf(b, " AND c.org = $%d", pp->n);
         if (need_m)
-            buf_printf(&b, " AND m.org = $%d", p.n);
+            buf_printf(b, " AND m.org = $%d", pp->n);
     }
     if (f->account) {
-        p_str(&p, f->account);
-        buf_printf(&b, " AND c.account = $%d", p.n);
+        p_str(pp, f->account);
+        buf_printf(b, " AND c.account = $%d", pp->n);
     }
     if (f->has_status) {
         if (f->status == MC_SENT) {
-            buf_puts(&b, " AND m.status = 'sent'");
+            buf_puts(b, " AND m.status = 'sent'");
         } else {
-            p_str(&p, mc_status_name(f->status));
-            buf_printf(&b, " AND m.status = $%d AND m.status <> 'sent'", p.n);
+            p_str(pp, mc_status_name(f->status));
+            buf_printf(b, " AND m.status = $%d AND m.status <> 'sent'", pp->n);
         }
     }
     if (f->type) {
-        p_str(&p, f->type);
-        buf_printf(&b, " AND c.type = $%d", p.n);
+        p_str(pp, f->type);
+        buf_printf(b, " AND c.type = $%d", pp->n);
     }
     if (f->path) {
-        p_str(&p, f->path);
-        buf_printf(&b, " AND m.path = $%d", p.n);
+        p_str(pp, f->path);
+        buf_printf(b, " AND m.path = $%d", pp->n);
     }
     if (q->from) {
-        p_str(&p, q->from);
-        buf_printf(&b, " AND c.from_lc = $%d", p.n);
+        p_str(pp, q->from);
+        buf_printf(b, " AND c.from_lc = $%d", pp->n);
     }
     if (q->nwords) {
         /* each word a prefix (mc_q_words' words hold no quote) */
@@ -2234,49 +2243,185 @@ list_window(struct pgs *s, const struct mc_query *q, int has_lo, int64_t lo,
         buf_init(&t, 0);
         for (size_t i = 0; i < q->nwords; i++)
             buf_printf(&t, "%s'%s':*", i ? " & " : "", q->words[i]);
-        p_take(&p, buf_take(&t, NULL));
-        buf_printf(&b,
+        p_take(pp, buf_take(&t, NULL));
+        buf_printf(b,
                    " AND array_to_tsvector(string_to_array(c.subject_words,"
                    " ' ')) @@ $%d::tsquery",
-                   p.n);
+                   pp->n);
     }
     if (q->has_cursor) {
-        p_i64(&p, q->cursor_at);
-        p_str(&p, q->cursor_id);
+        p_i64(pp, q->cursor_at);
+        p_str(pp, q->cursor_id);
         for (size_t i = 0; i < ntabs; i++)
             if (tabs[i][0] != 'r')
-                buf_printf(&b,
+                buf_printf(b,
                            " AND (%s.created_at, %s.id) < ($%d::bigint, $%d)",
-                           tabs[i], tabs[i], p.n - 1, p.n);
+                           tabs[i], tabs[i], pp->n - 1, pp->n);
     }
     if (f->nscope) {
-        p_take(&p, text_array(f->scope, f->nscope));
+        p_take(pp, text_array(f->scope, f->nscope));
         if (need_c)
-            buf_printf(&b, " AND c.org = ANY($%d::text[])", p.n);
+            buf_printf(b, " AND c.org = ANY($%d::text[])", pp->n);
         if (need_m)
-            buf_printf(&b, " AND m.org = ANY($%d::text[])", p.n);
+            buf_printf(b, " AND m.org = ANY($%d::text[])", pp->n);
     }
-    p_i64(&p, want);
-    buf_printf(&b, " ORDER BY %s.created_at DESC, %s.id DESC LIMIT $%d", kt, kt,
-               p.n);
-    PGresult *res = query(s, b.p, &p, e, "listing messages");
-    buf_free(&b);
-    p_free(&p);
-    if (res == NULL)
-        return HERR_STORE;
-    int rows = PQntuples(res);
-    for (int i = 0; i < rows; i++) {
-        if (k->n == k->cap) {
-            k->cap = k->cap ? 2 * k->cap : 64;
-            k->at = xrealloc(k->at, k->cap * sizeof *k->at);
-            k->id = xrealloc(k->id, k->cap * sizeof *k->id);
+    p_i64(pp, want);
+    buf_printf(b, " ORDER BY %s.created_at DESC, %s.id DESC LIMIT $%d", kt, kt,
+               pp->n);
+}
+
+/* The statement cache of mc_list: statements naming one day's
+ * partitions, prepared on this connection, least recently used out. */
+static void
+lstmt_reset(struct pgs *s)
+{
+    for (int i = 0; i < LSTMT_SLOTS; i++)
+        free(s->lst[i].sql);
+    memset(s->lst, 0, sizeof s->lst);
+}
+
+/* The prepared statement of `sql` (prepared now if need be): 0 and its
+ * name, or HERR_STORE (*gone: a table it names is not there). */
+static int
+lstmt_get(struct pgs *s, const char *sql, char name[32], int *gone,
+          struct herr *e)
+{
+    *gone = 0;
+    uint64_t h = util_hash(sql);
+    struct lstmt *slot = NULL, *lru = &s->lst[0];
+    for (int i = 0; i < LSTMT_SLOTS; i++) {
+        struct lstmt *l = &s->lst[i];
+        if (l->sql && l->hash == h && strcmp(l->sql, sql) == 0) {
+            l->used = ++s->uses;
+            snprintf(name, 32, "herald_l%d", i);
+            return 0;
         }
-        k->at[k->n] = val_i64(res, i, 0);
-        k->id[k->n] = col_str(res, i, 1);
-        k->n++;
+        if (l->used < lru->used)
+            lru = l;
+    }
+    slot = lru;
+    int i = (int)(slot - s->lst);
+    snprintf(name, 32, "herald_l%d", i);
+    if (slot->sql) {
+        char sqld[64];
+        snprintf(sqld, sizeof sqld, "DEALLOCATE %s", name);
+        PQclear(PQexec(s->conn, sqld));
+        free(slot->sql);
+        slot->sql = NULL;
+        slot->used = 0;
+    }
+    PGresult *res = PQprepare(s->conn, name, sql, 0, NULL);
+    if (!ok_status(res)) {
+        *gone = strcmp(sqlstate(res), "42P01") == 0;
+        pg_fail(s, res, e, "listing messages");
+        PQclear(res);
+        return HERR_STORE;
     }
     PQclear(res);
+    slot->sql = xstrdup(sql);
+    slot->hash = h;
+    slot->used = ++s->uses;
     return 0;
+}
+
+/* `sql` with the partitioned tables replaced by `day`'s partitions; new
+ * string. */
+static char *
+sql_on_day(const char *sql, int32_t day)
+{
+    static const char *const names[] = {
+        "herald_messages", "herald_message_content", "herald_message_rcpt"};
+    char dn[16];
+    day_name(day, dn);
+    struct buf b;
+    buf_init(&b, 0);
+    for (const char *p = sql; *p;) {
+        size_t i;
+        for (i = 0; i < 3; i++)
+            if (strncmp(p, names[i], strlen(names[i])) == 0)
+                break;
+        if (i < 3) {
+            buf_printf(&b, "%s_p%s", names[i], dn);
+            p += strlen(names[i]);
+        } else {
+            buf_append(&b, p, 1);
+            p++;
+        }
+    }
+    return buf_take(&b, NULL);
+}
+
+/*
+ * Runs n statements on single days at once (pipeline mode: one round
+ * trip), each prepared and run with a generic plan (planned once per
+ * connection: a day's statement has one partition per table, so the
+ * generic plan is the custom one without its planning). res[i] gets
+ * each result (the caller clears them). 0, or HERR_STORE (*gone: a day's
+ * partitions were dropped meanwhile).
+ */
+static int
+day_reads(struct pgs *s, size_t n, char *const *sql, struct params *p,
+          PGresult **res, int *gone, struct herr *e)
+{
+    char(*names)[32] = xcalloc(n ? n : 1, sizeof *names);
+    int rc = 0;
+    *gone = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = lstmt_get(s, sql[i], names[i], gone, e);
+    if (rc) {
+        free(names);
+        return rc;
+    }
+    int ok = PQenterPipelineMode(s->conn) == 1;
+    ok = ok &&
+         PQsendQueryParams(s->conn, "SET plan_cache_mode = force_generic_plan",
+                           0, NULL, NULL, NULL, NULL, 0) == 1;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = PQsendQueryPrepared(s->conn, names[i], p[i].n, p[i].v, NULL, NULL,
+                                 0) == 1;
+    ok = ok && PQsendQueryParams(s->conn, "SET plan_cache_mode = auto", 0, NULL,
+                                 NULL, NULL, NULL, 0) == 1;
+    ok = ok && PQpipelineSync(s->conn) == 1;
+    PGresult *fail = NULL;
+    for (size_t i = 0; ok && i < n + 2; i++) {
+        PGresult *r = PQgetResult(s->conn), *x;
+        if (r == NULL) {
+            ok = 0;
+            break;
+        }
+        while ((x = PQgetResult(s->conn)) != NULL)
+            PQclear(x);
+        if (!ok_status(r) && fail == NULL) {
+            fail = r;
+            continue;
+        }
+        if (i >= 1 && i <= n && ok_status(r))
+            res[i - 1] = r;
+        else
+            PQclear(r);
+    }
+    PGresult *x;
+    while (ok && (x = PQgetResult(s->conn)) != NULL) {
+        int sync = PQresultStatus(x) == PGRES_PIPELINE_SYNC;
+        PQclear(x);
+        if (sync)
+            break;
+    }
+    if (PQpipelineStatus(s->conn) != PQ_PIPELINE_OFF)
+        pipe_exit(s);
+    free(names);
+    if (ok && fail == NULL)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        PQclear(res[i]);
+        res[i] = NULL;
+    }
+    *gone = fail && strcmp(sqlstate(fail), "42P01") == 0;
+    rc = pg_fail(s, fail, e, "listing messages");
+    PQclear(fail);
+    if (!s->in_batch) /* the SET after the failure was skipped */
+        PQclear(PQexec(s->conn, "SET plan_cache_mode = auto"));
+    return rc;
 }
 
 static int
@@ -2289,67 +2434,96 @@ cmp_newest(const void *a, const void *b)
     return -strcmp(x->id, y->id);
 }
 
-/*
- * Reads the records of keys[*i...] into v (appended, *cnt): one statement
- * for up to FETCH_DAYS days, a UNION ALL branch per day, each naming the
- * day's (created_at, id) pairs, so that each branch plans and reads that
- * day's two partitions only. (One statement over all the pairs would plan
- * every partition between the oldest and the newest.) Advances *i.
- */
-#define FETCH_DAYS (PARAMS_MAX / 2)
+/* The days whose partitions are attached (those of herald_messages),
+ * ascending. */
 static int
-fetch_days(struct pgs *s, const struct keys *k, size_t *i, struct mc_record **v,
+attached_days(struct pgs *s, int32_t **out, size_t *n, struct herr *e)
+{
+    *out = NULL;
+    *n = 0;
+    PGresult *res = query(s,
+                          "SELECT c.relname FROM pg_inherits i JOIN pg_class c"
+                          " ON c.oid = i.inhrelid WHERE i.inhparent ="
+                          " 'herald_messages'::regclass",
+                          NULL, e, "listing messages");
+    if (res == NULL)
+        return HERR_STORE;
+    size_t cap = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        int32_t day;
+        if (day_parse(PQgetvalue(res, i, 0), "herald_messages", &day) == 0)
+            days_add(out, n, &cap, day);
+    }
+    PQclear(res);
+    return 0;
+}
+
+#define FETCH_SQL                                                              \
+    "SELECT " COLS JOINED " WHERE m.created_at = ANY($1::bigint[])"            \
+    " AND c.created_at = ANY($1::bigint[]) AND m.id = ANY($2::text[])"         \
+    " AND c.id = ANY($2::text[])"
+#define LIST_GROUP_MAX 8
+
+/* The records of keys k (appended to v, *cnt): one statement per day,
+ * the days at once. */
+static int
+fetch_keys(struct pgs *s, const struct keys *k, struct mc_record **v,
            size_t *cnt, struct herr *e)
 {
-    struct params p;
-    p_init(&p);
-    struct buf sql;
-    buf_init(&sql, 0);
-    for (int days = 0; *i < k->n && days < FETCH_DAYS; days++) {
-        int64_t day = day_of(k->at[*i]);
-        size_t j = *i;
+    size_t ndays = 0;
+    for (size_t i = 0; i < k->n; i++)
+        if (i == 0 || day_of(k->at[i]) != day_of(k->at[i - 1]))
+            ndays++;
+    char **sql = xcalloc(ndays, sizeof *sql);
+    struct params *p = xcalloc(ndays, sizeof *p);
+    PGresult **res = xcalloc(ndays, sizeof *res);
+    size_t d = 0;
+    for (size_t i = 0; i < k->n; d++) {
+        int64_t day = day_of(k->at[i]);
+        size_t j = i;
         while (j < k->n && day_of(k->at[j]) == day)
             j++;
         struct buf at;
         buf_init(&at, 0);
         buf_puts(&at, "{");
-        for (size_t x = *i; x < j; x++)
-            buf_printf(&at, "%s%lld", x > *i ? "," : "", (long long)k->at[x]);
+        for (size_t x = i; x < j; x++)
+            buf_printf(&at, "%s%lld", x > i ? "," : "", (long long)k->at[x]);
         buf_puts(&at, "}");
-        p_take(&p, buf_take(&at, NULL));
-        p_take(&p, text_array((const char *const *)k->id + *i, j - *i));
-        buf_printf(&sql,
-                   "%sSELECT " COLS JOINED
-                   " WHERE m.created_at = ANY($%d::bigint[])"
-                   " AND c.created_at = ANY($%d::bigint[])"
-                   " AND m.id = ANY($%d::text[]) AND c.id = ANY($%d::text[])",
-                   days ? " UNION ALL " : "", p.n - 1, p.n - 1, p.n, p.n);
-        *i = j;
+        p_init(&p[d]);
+        p_take(&p[d], buf_take(&at, NULL));
+        p_take(&p[d], text_array((const char *const *)k->id + i, j - i));
+        sql[d] = sql_on_day(FETCH_SQL, (int32_t)day);
+        i = j;
     }
-    PGresult *res = query(s, sql.p, &p, e, "listing messages");
-    buf_free(&sql);
-    p_free(&p);
-    if (res == NULL)
-        return HERR_STORE;
-    int rc = 0;
-    for (int r = 0; r < PQntuples(res) && rc == 0; r++) {
-        v[*cnt] = row_record(res, r);
-        if (v[*cnt] == NULL)
-            rc = herr_set(e, HERR_STORE, "status",
-                          "a stored record has an unknown status");
-        else
-            (*cnt)++;
+    int gone;
+    int rc = day_reads(s, ndays, sql, p, res, &gone, e);
+    for (size_t x = 0; x < ndays; x++) {
+        for (int r = 0; rc == 0 && r < PQntuples(res[x]); r++) {
+            v[*cnt] = row_record(res[x], r);
+            if (v[*cnt] == NULL)
+                rc = herr_set(e, HERR_STORE, "status",
+                              "a stored record has an unknown status");
+            else
+                (*cnt)++;
+        }
+        PQclear(res[x]);
+        free(sql[x]);
+        p_free(&p[x]);
     }
-    PQclear(res);
+    free(res);
+    free(sql);
+    free(p);
     return rc;
 }
 
 /*
- * mc_list: windows of time, newest first, each its own query planned over
- * its own partitions: [day of the newest time wanted, end), then the 1,
- * 1, 2, 4 ... days before, then everything older. It stops once the page
- * is full or `since` is reached; then the page's records are read in one
- * statement.
+ * mc_list: the attached days, newest first, from the day of the newest
+ * time wanted (now, until, the cursor) down to since: each day's key
+ * query names that day's partitions, so it plans nothing else, locks
+ * nothing else, and is planned once per connection (a prepared
+ * statement, generic plan). The days go in groups of 1, 2, 4, 8 (each
+ * group one round trip) until the page is full; then the page's records
+ * are read, a statement per day, in one round trip too.
  */
 static int
 pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
@@ -2363,45 +2537,80 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
     int rc = s->in_batch ? batch_gone(s, e) : ensure_conn(s, e);
     if (rc)
         return rc;
-    int has_hi = 0;
-    int64_t hi = 0;
-    if (f->until > 0) {
-        has_hi = 1;
+    int64_t hi = INT64_MAX, lo = f->since > 0 ? f->since : INT64_MIN;
+    if (f->until > 0)
         hi = f->until + 1;
-    }
-    if (q->has_cursor && (!has_hi || q->cursor_at + 1 < hi)) {
-        has_hi = 1;
+    if (q->has_cursor && q->cursor_at + 1 < hi)
         hi = q->cursor_at + 1;
-    }
-    int has_since = f->since > 0;
-    int64_t now = clock_now_ms();
-    int64_t top = has_hi && hi - 1 < now ? hi - 1 : now;
-    int64_t lo = day_of(top) * DAY_MS, span = DAY_MS;
+    int32_t *days = NULL;
+    size_t ndays = 0;
     struct keys k = {0};
-    for (int w = 0; rc == 0; w++) {
-        int has_lo = w <= LIST_WINDOWS;
-        int64_t wlo = lo;
-        if (has_since && (!has_lo || wlo < f->since)) {
-            has_lo = 1;
-            wlo = f->since;
-        }
-        if (!has_hi || wlo < hi)
-            rc = list_window(s, q, has_lo, wlo, has_hi, hi, q->limit - (int)k.n,
-                             &k, e);
-        if (rc || (int)k.n >= q->limit || !has_lo ||
-            (has_since && wlo <= f->since))
+    rc = attached_days(s, &days, &ndays, e);
+    size_t j = ndays; /* days[j - 1] is the next one to read */
+    while (j > 0 && hi != INT64_MAX && (int64_t)days[j - 1] * DAY_MS >= hi)
+        j--;
+    size_t group = 1;
+    for (int again = 0; rc == 0 && (int)k.n < q->limit && j > 0;) {
+        if (lo != INT64_MIN && ((int64_t)days[j - 1] + 1) * DAY_MS <= lo)
             break;
-        has_hi = 1;
-        hi = wlo;
-        if (w > 0)
-            span *= 2;
-        lo = wlo - span;
+        size_t g = 0;
+        char *sql[LIST_GROUP_MAX];
+        struct params p[LIST_GROUP_MAX];
+        PGresult *res[LIST_GROUP_MAX] = {0};
+        for (; g < group && j - g > 0; g++) {
+            int64_t d0 = (int64_t)days[j - 1 - g] * DAY_MS;
+            if (lo != INT64_MIN && d0 + DAY_MS <= lo)
+                break;
+            int64_t wlo = d0 > lo ? d0 : lo;
+            int64_t whi = d0 + DAY_MS < hi ? d0 + DAY_MS : hi;
+            struct buf b;
+            buf_init(&b, 0);
+            list_sql(q, wlo, whi, q->limit - (int)k.n, &b, &p[g]);
+            sql[g] = sql_on_day(b.p, days[j - 1 - g]);
+            buf_free(&b);
+        }
+        int gone;
+        rc = day_reads(s, g, sql, p, res, &gone, e);
+        for (size_t x = 0; x < g; x++) {
+            for (int r = 0;
+                 rc == 0 && r < PQntuples(res[x]) && (int)k.n < q->limit; r++) {
+                if (k.n == k.cap) {
+                    k.cap = k.cap ? 2 * k.cap : 64;
+                    k.at = xrealloc(k.at, k.cap * sizeof *k.at);
+                    k.id = xrealloc(k.id, k.cap * sizeof *k.id);
+                }
+                k.at[k.n] = val_i64(res[x], r, 0);
+                k.id[k.n] = col_str(res[x], r, 1);
+                k.n++;
+            }
+            PQclear(res[x]);
+            free(sql[x]);
+            p_free(&p[x]);
+        }
+        if (rc && gone && !s->in_batch && !again) {
+            /* a day was dropped meanwhile (retention): the days again */
+            again = 1;
+            for (size_t x = 0; x < k.n; x++)
+                free(k.id[x]);
+            k.n = 0;
+            free(days);
+            rc = attached_days(s, &days, &ndays, e);
+            j = ndays;
+            while (j > 0 && hi != INT64_MAX &&
+                   (int64_t)days[j - 1] * DAY_MS >= hi)
+                j--;
+            group = 1;
+            continue;
+        }
+        j -= g;
+        if (group < LIST_GROUP_MAX)
+            group *= 2;
     }
+    free(days);
     if (rc == 0 && k.n > 0) {
         struct mc_record **v = xcalloc(k.n, sizeof *v);
         size_t cnt = 0;
-        for (size_t i = 0; rc == 0 && i < k.n;)
-            rc = fetch_days(s, &k, &i, v, &cnt, e);
+        rc = fetch_keys(s, &k, v, &cnt, e);
         if (rc) {
             mc_records_free(v, cnt);
         } else {
