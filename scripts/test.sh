@@ -77,11 +77,13 @@ mimeout=$(mktemp -d)
 step "mime strict parse" bash -c "MIME_OUT='$mimeout' bin/test_mime >/dev/null && /usr/bin/python3 tests/unit/mime_check.py '$mimeout'"
 rm -rf "$mimeout"
 
-step "integration (bin)" env HERALD_BIN=bin /usr/bin/python3 tests/integration/run.py
-step "integration (bin-san)" env HERALD_BIN=bin-san /usr/bin/python3 tests/integration/run.py
+# Tests mostly wait on their servers: $jobs at a time (the ones that
+# measure time, @harness.alone, run by themselves after).
+step "integration (bin)" env HERALD_BIN=bin /usr/bin/python3 tests/integration/run.py -j "$jobs"
+step "integration (bin-san)" env HERALD_BIN=bin-san /usr/bin/python3 tests/integration/run.py -j "$jobs"
 # The same suite with every test's Message Center on PostgreSQL (a private
-# cluster for the run): normal build only, to stay within CI's time.
-step "integration (bin, PostgreSQL)" env HERALD_BIN=bin /usr/bin/python3 tests/integration/run.py --store postgresql
+# cluster per test process): normal build only, to stay within CI's time.
+step "integration (bin, PostgreSQL)" env HERALD_BIN=bin /usr/bin/python3 tests/integration/run.py -j "$jobs" --store postgresql
 step "fault injection (reduced; make fault: full)" env HERALD_BIN=bin /usr/bin/python3 tests/fault/run.py
 
 echo "total: $pass passed, $fail failed"

@@ -100,6 +100,8 @@ Stores: the suite runs against either Message Center store (run.py
 new database on the private PostgreSQL cluster, one per (test, dir), so
 two dirs are two stores as with SQLite, dropped when the test ends.
   store_url(dir=None) -> str           that HERALD_MC for dir (case dir)
+  alone decorator                      run.py -j runs the test by itself
+      (it measures time; a loaded machine would fail it)
   stores(*names) decorator             the test runs only with these stores
       (e.g. file modes of mc.db: @stores("sqlite")); a module-level
       HERALD_STORES = (...) does the same for every test of a file
@@ -170,6 +172,13 @@ def stores(*names):
         return fn
 
     return deco
+
+
+def alone(fn):
+    """Decorator: the test measures time (a loop that never stops, a
+    deadline), so run.py -j runs it by itself, after the others."""
+    fn.herald_alone = True
+    return fn
 
 
 def timeout(seconds):

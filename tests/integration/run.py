@@ -1,8 +1,13 @@
 #!/usr/bin/python3
 """Runs Herald's integration tests. See harness.py for the conventions.
 
-    /usr/bin/python3 tests/integration/run.py [-k PATTERN]... [-x]
+    /usr/bin/python3 tests/integration/run.py [-k PATTERN]... [-x] [-j N]
                                               [--store sqlite|postgresql] [FILE ...]
+
+-j N runs the tests in N processes at once (each its own test process:
+its own Redis servers, ports, PostgreSQL cluster), then the ones marked
+@harness.alone (they measure time: a loaded machine would fail them) by
+themselves. Output lines of the processes interleave; counts add up.
 
 --store (default $HERALD_TEST_STORE, else sqlite) is the Message Center
 store every test's env() points at: the same tests run against SQLite
@@ -20,6 +25,7 @@ import inspect
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -114,6 +120,50 @@ def run_one(name, fn, verbose):
     return outcome
 
 
+def run_shards(args):
+    """-j: the tests not alone, in args.j processes; their counts."""
+    argv = [sys.executable, os.path.abspath(__file__), "--store", args.store]
+    if args.v:
+        argv.append("-v")
+    for k in args.k:
+        argv += ["-k", k]
+    procs = [subprocess.Popen(argv + ["--shard", f"{i}/{args.j}", *args.files],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, bufsize=1)
+             for i in range(args.j)]
+    counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
+    import threading
+
+    lock = threading.Lock()
+
+    def pump(p):
+        got = False
+        for line in p.stdout:
+            if line.startswith("shard: "):
+                ok, bad, skipped = (int(x) for x in line.split()[1:4])
+                with lock:
+                    counts["PASS"] += ok
+                    counts["FAIL"] += bad
+                    counts["SKIP"] += skipped
+                got = True
+            else:
+                with lock:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+        if p.wait() not in (0, 1) or not got:
+            with lock:
+                print(f"FAIL a test process exited {p.returncode} without its counts",
+                      flush=True)
+                counts["FAIL"] += 1
+
+    threads = [threading.Thread(target=pump, args=(p,)) for p in procs]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return counts
+
+
 def main():
     ap = argparse.ArgumentParser(description="Herald integration tests")
     ap.add_argument("-k", action="append", default=[], metavar="PATTERN",
@@ -123,6 +173,9 @@ def main():
     ap.add_argument("--store", choices=harness.STORES, default=harness.STORE,
                     help="the Message Center store of every test (default: "
                     "$HERALD_TEST_STORE or sqlite)")
+    ap.add_argument("-j", type=int, default=1, metavar="N",
+                    help="run tests in N processes at once (@harness.alone ones after, alone)")
+    ap.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/N", for -j
     ap.add_argument("files", nargs="*")
     args = ap.parse_args()
     harness.STORE = args.store
@@ -148,10 +201,20 @@ def main():
         return 2
 
     bindir = os.environ.get("HERALD_BIN", "bin")
-    print(f"integration: {len(selected)} test(s), binaries from {bindir}/, "
-          f"Message Center on {harness.STORE}", flush=True)
     counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
     t0 = time.monotonic()
+    if args.shard:
+        # one of -j's processes: the i-th share of the tests not alone
+        i, n = (int(x) for x in args.shard.split("/"))
+        shared = [st for st in selected if not getattr(st[1], "herald_alone", False)]
+        selected = shared[i::n]
+    else:
+        print(f"integration: {len(selected)} test(s), binaries from {bindir}/, "
+              f"Message Center on {harness.STORE}"
+              + (f", {args.j} at once" if args.j > 1 else ""), flush=True)
+    if args.j > 1 and not args.shard:
+        counts = run_shards(args)
+        selected = [st for st in selected if getattr(st[1], "herald_alone", False)]
     for name, fn in selected:
         if fn is None:
             counts["FAIL"] += 1
@@ -160,6 +223,10 @@ def main():
         if args.x and counts["FAIL"]:
             break
     dt = time.monotonic() - t0
+    if args.shard:
+        # what the parent counts (not a total line: the parent prints that)
+        print(f"shard: {counts['PASS']} {counts['FAIL']} {counts['SKIP']}", flush=True)
+        return 1 if counts["FAIL"] else 0
     print(f"integration: {dt:.0f}s", flush=True)
     line = f"integration: {counts['PASS']} passed, {counts['FAIL']} failed"
     if counts["SKIP"]:

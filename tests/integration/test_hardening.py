@@ -75,6 +75,7 @@ def job_of(size, **kw):
     return j
 
 
+@harness.alone
 def test_100_mib_job_goes_to_dead_whole_without_the_worker_holding_it(t):
     r = t.redis(aof=False)
     s = t.smtp()
@@ -129,6 +130,7 @@ def test_oversized_job_that_is_not_text_is_kept_as_base64(t):
     check(w.stop() == 0, "exit code")
 
 
+@harness.alone
 def test_ten_mib_of_empty_objects_is_refused_quickly(t):
     # 3.5 million "{}" in meta took a worker to 887 MB and blocked its loop
     # for seconds; the parser now stops at JFAST_VALUES_MAX values.
@@ -163,6 +165,7 @@ def test_ten_mib_of_empty_objects_is_refused_quickly(t):
     check(w.stop() == 0, "exit code")
 
 
+@harness.alone
 @harness.timeout(180)
 def test_memory_is_bounded_by_the_bytes_in_flight(t):
     # Eight valid 9.9 MiB jobs at concurrency 4 took a worker to 302 MB: it

@@ -122,6 +122,7 @@ def test_smtp_reject_and_tempfail_options(t):
     check(s.count() == 2, s.count())
 
 
+@harness.alone
 def test_smtp_delay_and_abandoned_client(t):
     s = t.smtp(delay_data=1.5, delay_times=1)
     c = socket.create_connection(("127.0.0.1", s.port), timeout=5)

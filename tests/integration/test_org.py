@@ -347,6 +347,7 @@ def test_queue_stats_sender_figures(t):
     check("relay" not in names and orgacme not in names, names)
 
 
+@harness.alone
 def test_queue_stats_many_senders(t):
     """Thousands of schemes: every one is reported, with its own counter,
     across several pipelined pages."""

@@ -951,6 +951,7 @@ def test_frozen_worker_does_not_send_jobs_another_re_took(t):
     stop_ok(w2)
 
 
+@harness.alone
 @harness.timeout(60)
 def test_concurrent_transactions(t):
     """HERALD_CONCURRENCY transactions in flight: 20 jobs on a server that
