@@ -239,6 +239,24 @@ def test_two_workers_2000_jobs_one_store(t):
     n1, n2 = ([d for d in w.logs() if d.get("msg") == "delivered"] for w in (w1, w2))
     check(len(n1) + len(n2) == 2000 and n1 and n2,
           f"deliveries by worker: {len(n1)} + {len(n2)}")
+    # herald-api on the same store serves every one of them
+    import test_api
+    api_base, api_proc = test_api.api(t, base)
+    tok = test_api.token(base, "pg-support", "support")
+    served, cursor = [], None
+    while True:
+        q = "/v1/messages?limit=500" + (f"&cursor={cursor}" if cursor else "")
+        st, page = test_api.jcall(api_base, q, tok)
+        check(st == 200, f"{q}: {st} {page}")
+        served += [m["id"] for m in page["messages"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    check(sorted(served) == [j["id"] for j in jobs],
+          f"herald-api served {len(served)}, {len(set(served))} distinct")
+    st, one = test_api.jcall(api_base, "/v1/messages/two-1234", tok)
+    check(st == 200 and one["status"] == "sent" and one["subject"] == "Notice 1234", one)
+    check(api_proc.alive(), "herald-api died")
     for w in (w1, w2):
         check(w.stop() == 0, w.stderr()[-2000:])
 
