@@ -150,6 +150,8 @@ static const char schema_v1_sql[] =
     " type text COLLATE \"C\" NOT NULL,"
     " from_lc text COLLATE \"C\" NOT NULL,"
     " subject_words text,"
+    " subject_tsv tsvector GENERATED ALWAYS AS"
+    " (array_to_tsvector(string_to_array(subject_words, ' '))) STORED,"
     " from_addr text NOT NULL,"
     " from_name text,"
     " to_json text,"
@@ -174,7 +176,7 @@ static const char schema_v1_sql[] =
     "CREATE INDEX herald_message_content_org_type ON herald_message_content"
     " (org, type, created_at, id);"
     "CREATE INDEX herald_message_content_subject ON herald_message_content"
-    " USING gin (array_to_tsvector(string_to_array(subject_words, ' ')));"
+    " USING gin (subject_tsv);"
     "CREATE TABLE herald_message_rcpt ("
     " email text COLLATE \"C\" NOT NULL,"
     " created_at bigint NOT NULL,"
@@ -240,6 +242,7 @@ enum stmt {
     S_UPDATE,
     S_UPDATE_CONTENT,
     S_GET,
+    S_DAYS,
     S_NSTMT
 };
 
@@ -271,6 +274,11 @@ static const struct {
          " SELECT e, $2::bigint, reg.id FROM reg, unnest($32::text[]) AS e"
          " ON CONFLICT DO NOTHING)"
          " SELECT count(*) FROM reg"},
+    /* the days whose partitions are attached (those of herald_messages) */
+    [S_DAYS] = {"herald_days",
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c"
+                " ON c.oid = i.inhrelid WHERE i.inhparent ="
+                " 'herald_messages'::regclass"},
     [S_REGISTRY] = {"herald_registry",
                     "SELECT created_at FROM herald_message_ids WHERE id = $1"},
     /* NULL string: keep; "": clear; a negative time: keep; 0: clear. */
@@ -825,7 +833,7 @@ ensure_day(struct pgs *s, int32_t day, struct herr *e)
         buf_printf(&b,
                    " IF to_regclass('%s_p%s') IS NULL THEN"
                    " CREATE TABLE %s_p%s (LIKE %s INCLUDING DEFAULTS"
-                   " INCLUDING CONSTRAINTS)%s; END IF;"
+                   " INCLUDING CONSTRAINTS INCLUDING GENERATED)%s; END IF;"
                    " IF NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid ="
                    " '%s_p%s'::regclass) THEN ALTER TABLE %s ATTACH PARTITION"
                    " %s_p%s FOR VALUES FROM (%lld) TO (%lld); END IF;",
@@ -2152,14 +2160,14 @@ struct keys {
     size_t n, cap;
 };
 
-/* The key query of mc_list for records in [lo, hi) matching the filter,
- * newest first, at most `want` ($ last): its SQL on the partitioned
- * tables into `b`, its parameters into `p` (empty). */
+/* The key query of mc_list for records in [lo, hi) matching the filter
+ * (has_lo, has_hi 0: no bound, a whole day's partition), newest first,
+ * at most `want` ($ last): its SQL on the partitioned tables into `b`,
+ * its parameters into `p`. */
 static void
-list_sql(const struct mc_query *q, int64_t lo, int64_t hi, int want,
-         struct buf *b, struct params *p)
+list_sql(const struct mc_query *q, int has_lo, int64_t lo, int has_hi,
+         int64_t hi, int want, struct buf *b, struct params *p)
 {
-    int has_lo = 1, has_hi = 1;
     const struct mc_filter *f = q->f;
     struct params *pp = p;
     p_init(pp);
@@ -2244,10 +2252,7 @@ list_sql(const struct mc_query *q, int64_t lo, int64_t hi, int want,
         for (size_t i = 0; i < q->nwords; i++)
             buf_printf(&t, "%s'%s':*", i ? " & " : "", q->words[i]);
         p_take(pp, buf_take(&t, NULL));
-        buf_printf(b,
-                   " AND array_to_tsvector(string_to_array(c.subject_words,"
-                   " ' ')) @@ $%d::tsquery",
-                   pp->n);
+        buf_printf(b, " AND c.subject_tsv @@ $%d::tsquery", pp->n);
     }
     if (q->has_cursor) {
         p_i64(pp, q->cursor_at);
@@ -2361,29 +2366,54 @@ sql_on_day(const char *sql, int32_t day)
  */
 static int
 day_reads(struct pgs *s, size_t n, char *const *sql, struct params *p,
-          PGresult **res, int *gone, struct herr *e)
+          const int *custom, int bitmaps, PGresult **res, int *gone,
+          struct herr *e)
 {
     char(*names)[32] = xcalloc(n ? n : 1, sizeof *names);
+    size_t *order = xcalloc(n + 2, sizeof *order); /* result -> item + 1 */
     int rc = 0;
     *gone = 0;
     for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = lstmt_get(s, sql[i], names[i], gone, e);
+        if (!custom || !custom[i])
+            rc = lstmt_get(s, sql[i], names[i], gone, e);
     if (rc) {
         free(names);
+        free(order);
         return rc;
     }
+    /* the generic ones between the two SETs, then the others (planned
+     * with their values: a partial day's bounds) */
+    size_t nr = 0;
     int ok = PQenterPipelineMode(s->conn) == 1;
-    ok = ok &&
-         PQsendQueryParams(s->conn, "SET plan_cache_mode = force_generic_plan",
-                           0, NULL, NULL, NULL, NULL, 0) == 1;
+    ok = ok && PQsendQueryParams(
+                   s->conn,
+                   bitmaps ? "SET plan_cache_mode = force_generic_plan"
+                           : "SELECT set_config('plan_cache_mode',"
+                             " 'force_generic_plan', false),"
+                             " set_config('enable_bitmapscan', 'off', false)",
+                   0, NULL, NULL, NULL, NULL, 0) == 1;
+    order[nr++] = 0;
     for (size_t i = 0; ok && i < n; i++)
-        ok = PQsendQueryPrepared(s->conn, names[i], p[i].n, p[i].v, NULL, NULL,
-                                 0) == 1;
-    ok = ok && PQsendQueryParams(s->conn, "SET plan_cache_mode = auto", 0, NULL,
-                                 NULL, NULL, NULL, 0) == 1;
+        if (!custom || !custom[i]) {
+            ok = PQsendQueryPrepared(s->conn, names[i], p[i].n, p[i].v, NULL,
+                                     NULL, 0) == 1;
+            order[nr++] = i + 1;
+        }
+    ok = ok && PQsendQueryParams(s->conn,
+                                 "SELECT set_config('plan_cache_mode', 'auto',"
+                                 " false), set_config('enable_bitmapscan',"
+                                 " 'on', false)",
+                                 0, NULL, NULL, NULL, NULL, 0) == 1;
+    order[nr++] = 0;
+    for (size_t i = 0; ok && custom && i < n; i++)
+        if (custom[i]) {
+            ok = PQsendQueryParams(s->conn, sql[i], p[i].n, NULL, p[i].v, NULL,
+                                   NULL, 0) == 1;
+            order[nr++] = i + 1;
+        }
     ok = ok && PQpipelineSync(s->conn) == 1;
     PGresult *fail = NULL;
-    for (size_t i = 0; ok && i < n + 2; i++) {
+    for (size_t i = 0; ok && i < nr; i++) {
         PGresult *r = PQgetResult(s->conn), *x;
         if (r == NULL) {
             ok = 0;
@@ -2395,11 +2425,12 @@ day_reads(struct pgs *s, size_t n, char *const *sql, struct params *p,
             fail = r;
             continue;
         }
-        if (i >= 1 && i <= n && ok_status(r))
-            res[i - 1] = r;
+        if (order[i] && ok_status(r))
+            res[order[i] - 1] = r;
         else
             PQclear(r);
     }
+    free(order);
     PGresult *x;
     while (ok && (x = PQgetResult(s->conn)) != NULL) {
         int sync = PQresultStatus(x) == PGRES_PIPELINE_SYNC;
@@ -2420,7 +2451,8 @@ day_reads(struct pgs *s, size_t n, char *const *sql, struct params *p,
     rc = pg_fail(s, fail, e, "listing messages");
     PQclear(fail);
     if (!s->in_batch) /* the SET after the failure was skipped */
-        PQclear(PQexec(s->conn, "SET plan_cache_mode = auto"));
+        PQclear(PQexec(s->conn, "SET plan_cache_mode = auto;"
+                                " SET enable_bitmapscan = on"));
     return rc;
 }
 
@@ -2441,11 +2473,9 @@ attached_days(struct pgs *s, int32_t **out, size_t *n, struct herr *e)
 {
     *out = NULL;
     *n = 0;
-    PGresult *res = query(s,
-                          "SELECT c.relname FROM pg_inherits i JOIN pg_class c"
-                          " ON c.oid = i.inhrelid WHERE i.inhparent ="
-                          " 'herald_messages'::regclass",
-                          NULL, e, "listing messages");
+    struct params none;
+    p_init(&none);
+    PGresult *res = query_prepared(s, S_DAYS, &none, e, "listing messages");
     if (res == NULL)
         return HERR_STORE;
     size_t cap = 0;
@@ -2459,9 +2489,9 @@ attached_days(struct pgs *s, int32_t **out, size_t *n, struct herr *e)
 }
 
 #define FETCH_SQL                                                              \
-    "SELECT " COLS JOINED " WHERE m.created_at = ANY($1::bigint[])"            \
-    " AND c.created_at = ANY($1::bigint[]) AND m.id = ANY($2::text[])"         \
-    " AND c.id = ANY($2::text[])"
+    "SELECT " COLS " FROM unnest($1::bigint[], $2::text[]) AS k (at, id)"      \
+    " JOIN herald_messages m ON m.created_at = k.at AND m.id = k.id"           \
+    " JOIN herald_message_content c ON c.created_at = k.at AND c.id = k.id"
 #define LIST_GROUP_MAX 8
 
 /* The records of keys k (appended to v, *cnt): one statement per day,
@@ -2496,7 +2526,7 @@ fetch_keys(struct pgs *s, const struct keys *k, struct mc_record **v,
         i = j;
     }
     int gone;
-    int rc = day_reads(s, ndays, sql, p, res, &gone, e);
+    int rc = day_reads(s, ndays, sql, p, NULL, 0, res, &gone, e);
     for (size_t x = 0; x < ndays; x++) {
         for (int r = 0; rc == 0 && r < PQntuples(res[x]); r++) {
             v[*cnt] = row_record(res[x], r);
@@ -2549,12 +2579,13 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
     size_t j = ndays; /* days[j - 1] is the next one to read */
     while (j > 0 && hi != INT64_MAX && (int64_t)days[j - 1] * DAY_MS >= hi)
         j--;
-    size_t group = 1;
+    size_t group = 1, nth = 0;
     for (int again = 0; rc == 0 && (int)k.n < q->limit && j > 0;) {
         if (lo != INT64_MIN && ((int64_t)days[j - 1] + 1) * DAY_MS <= lo)
             break;
         size_t g = 0;
         char *sql[LIST_GROUP_MAX];
+        int custom[LIST_GROUP_MAX];
         struct params p[LIST_GROUP_MAX];
         PGresult *res[LIST_GROUP_MAX] = {0};
         for (; g < group && j - g > 0; g++) {
@@ -2565,12 +2596,17 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
             int64_t whi = d0 + DAY_MS < hi ? d0 + DAY_MS : hi;
             struct buf b;
             buf_init(&b, 0);
-            list_sql(q, wlo, whi, q->limit - (int)k.n, &b, &p[g]);
+            /* a whole day: no bounds, and a generic plan (with bounds
+             * it would think the range holds next to nothing) */
+            custom[g] = wlo > d0 || whi < d0 + DAY_MS || (q->nwords && nth < 2);
+            nth++;
+            list_sql(q, wlo > d0, wlo, whi < d0 + DAY_MS, whi,
+                     q->limit - (int)k.n, &b, &p[g]);
             sql[g] = sql_on_day(b.p, days[j - 1 - g]);
             buf_free(&b);
         }
         int gone;
-        rc = day_reads(s, g, sql, p, res, &gone, e);
+        rc = day_reads(s, g, sql, p, custom, q->nwords > 0, res, &gone, e);
         for (size_t x = 0; x < g; x++) {
             for (int r = 0;
                  rc == 0 && r < PQntuples(res[x]) && (int)k.n < q->limit; r++) {
@@ -2600,6 +2636,7 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
                    (int64_t)days[j - 1] * DAY_MS >= hi)
                 j--;
             group = 1;
+            nth = 0;
             continue;
         }
         j -= g;
