@@ -2397,6 +2397,55 @@ test_pg_atomic(void)
     rmtree(dir);
 }
 
+/* A write the database refuses among deferred ones: the batch is lost,
+ * every outcome says so, nothing of it stays; the next batch works. */
+static void
+test_pg_deferred_fail(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    CHECK(pg_int(dir,
+                 "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS"
+                 " $$BEGIN IF NEW.subject = 'boom' THEN RAISE EXCEPTION"
+                 " 'injected content failure'; END IF; RETURN NEW; END$$;"
+                 "CREATE TRIGGER boom BEFORE INSERT ON herald_message_content"
+                 " FOR EACH ROW EXECUTE FUNCTION boom()") == 0);
+    struct herr e = {0};
+    struct mc_result res[3];
+    CHECK(mc_batch_begin(m, &e) == 0);
+    struct mc_record *r = full_record("pf-1");
+    mc_insert_deferred(m, r, &res[0]);
+    mc_record_free(r);
+    r = full_record("pf-bad");
+    free(r->subject);
+    r->subject = xstrdup("boom");
+    mc_insert_deferred(m, r, &res[1]);
+    mc_record_free(r);
+    r = full_record("pf-2");
+    mc_insert_deferred(m, r, &res[2]);
+    mc_record_free(r);
+    CHECK(mc_batch_sync(m, &e) == HERR_STORE);
+    CHECK_MSG(strstr(e.msg, "injected content failure") != NULL, "%s", e.msg);
+    CHECK(res[1].rc == HERR_STORE && res[2].rc == HERR_STORE);
+    CHECK_MSG(strstr(res[2].err.msg, "rolled back") != NULL, "%s",
+              res[2].err.msg);
+    CHECK(mc_batch_commit(m, &e) == HERR_STORE);
+    CHECK(!exists(m, "pf-1") && !exists(m, "pf-2"));
+    CHECK(pg_int(dir, "SELECT count(*) FROM herald_message_ids") == 0);
+    CHECK(mc_batch_begin(m, &e) == 0);
+    r = full_record("pf-2");
+    mc_insert_deferred(m, r, &res[0]);
+    mc_record_free(r);
+    CHECK(mc_batch_commit(m, &e) == 0 && res[0].rc == 0);
+    CHECK(exists(m, "pf-2"));
+    mc_close(m);
+    rmtree(dir);
+}
+
 /* Partitions: created on demand for any day; one dropped behind a
  * handle's back is created again by its next insert there; ids stay
  * unique across days; text that is not UTF-8 is kept readable. */
@@ -2578,6 +2627,125 @@ test_pg_windows(void)
 }
 
 /* Every store-independent test: once per store. */
+/* Deferred writes (mc_insert_deferred, mc_update_deferred, mc_batch_sync):
+ * the outcomes are those of the same writes done one after the other --
+ * new, duplicate (with its status), missing, invalid -- the record and
+ * update may be freed at once, a write of an id already in flight sees
+ * the earlier one, more writes than a pipeline holds, and the commit
+ * reads what was not synced. */
+static void
+test_deferred(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    struct mc *other = open_store(dir);
+    if (m == NULL || other == NULL) {
+        mc_close(m);
+        mc_close(other);
+        rmtree(dir);
+        return;
+    }
+    struct herr e = {0};
+    insert_rec(m, full_record("df-old"));
+    struct mc_update u;
+    mc_update_init(&u, "df-old", MC_SENT);
+    CHECK(mc_update(m, &u, &e) == 0);
+
+    /* outside a batch: done at once */
+    struct mc_result r0;
+    struct mc_record *rec = full_record("df-now");
+    mc_insert_deferred(m, rec, &r0);
+    mc_record_free(rec);
+    CHECK(r0.rc == 0 && exists(other, "df-now"));
+
+    struct mc_result res[8];
+    CHECK(mc_batch_begin(m, &e) == 0);
+    rec = full_record("df-1");
+    mc_insert_deferred(m, rec, &res[0]);
+    mc_record_free(rec); /* copied */
+    rec = full_record("df-old");
+    mc_insert_deferred(m, rec, &res[1]); /* a duplicate */
+    mc_record_free(rec);
+    mc_update_init(&u, "df-none", MC_SENT);
+    mc_update_deferred(m, &u, &res[2]); /* no such record */
+    rec = full_record("df-bad");
+    free(rec->to_json);
+    rec->to_json = xstrdup("[{\"name\":\"no address\"}]");
+    mc_insert_deferred(m, rec, &res[3]); /* invalid */
+    mc_record_free(rec);
+    char *id = xstrdup("df-1");
+    mc_update_init(&u, id, MC_SENDING);
+    u.attempts_add = 1;
+    u.last_error = "a string freed before the sync";
+    char *err = xstrdup(u.last_error);
+    u.last_error = err;
+    mc_update_deferred(m, &u, &res[4]); /* df-1, already in flight */
+    free(err);
+    free(id);
+    mc_update_init(&u, "df-now", MC_FAILED);
+    u.set_content = 1;
+    u.subject = "Rendered subject";
+    u.text = "rendered";
+    mc_update_deferred(m, &u, &res[5]);
+    CHECK(mc_batch_sync(m, &e) == 0);
+    CHECK_MSG(res[0].rc == 0, "%d %s", res[0].rc, res[0].err.msg);
+    CHECK(res[1].rc == HERR_EXISTS && res[1].existing == MC_SENT);
+    CHECK(res[2].rc == HERR_NOTFOUND);
+    CHECK(res[3].rc == HERR_INVALID);
+    CHECK_MSG(res[4].rc == 0, "%d %s", res[4].rc, res[4].err.msg);
+    CHECK_MSG(res[5].rc == 0, "%d %s", res[5].rc, res[5].err.msg);
+    CHECK(!exists(other, "df-1")); /* not committed yet */
+    /* many more than a pipeline holds, left to the commit */
+    struct mc_result *many = xcalloc(600, sizeof *many);
+    for (int i = 0; i < 600; i++) {
+        char mid[32];
+        snprintf(mid, sizeof mid, "df-m%d", i);
+        rec = full_record(mid);
+        mc_insert_deferred(m, rec, &many[i]);
+        mc_record_free(rec);
+    }
+    CHECK(mc_batch_commit(m, &e) == 0);
+    int bad = 0;
+    for (int i = 0; i < 600; i++)
+        bad += many[i].rc != 0;
+    CHECK_MSG(bad == 0, "%d of 600 deferred inserts failed", bad);
+    free(many);
+    struct mc_record *g = NULL;
+    CHECK(mc_get(other, "df-1", &g, &e) == 0 && g && g->status == MC_SENDING &&
+          g->attempts == 8 && g->last_error &&
+          strcmp(g->last_error, "a string freed before the sync") == 0);
+    mc_record_free(g);
+    g = NULL;
+    CHECK(mc_get(other, "df-now", &g, &e) == 0 && g && g->status == MC_FAILED &&
+          g->subject && strcmp(g->subject, "Rendered subject") == 0);
+    mc_record_free(g);
+    CHECK(exists(other, "df-m599"));
+    struct mc_filter f = {0};
+    f.q = "rendered";
+    struct mc_record **v = NULL;
+    size_t n = 0;
+    CHECK(mc_list(other, &f, &v, &n, NULL, &e) == 0 && n == 1);
+    mc_records_free(v, n);
+
+    /* a record this handle never wrote (no cached partition) */
+    mc_close(m);
+    m = open_store(dir);
+    CHECK(mc_batch_begin(m, &e) == 0);
+    mc_update_init(&u, "df-m7", MC_SENT);
+    mc_update_deferred(m, &u, &res[0]);
+    mc_update_init(&u, "df-gone", MC_SENT);
+    mc_update_deferred(m, &u, &res[1]);
+    /* a rollback reads the outcomes too, and undoes the writes */
+    mc_batch_rollback(m);
+    CHECK(res[0].rc == 0 && res[1].rc == HERR_NOTFOUND);
+    g = NULL;
+    CHECK(mc_get(m, "df-m7", &g, &e) == 0 && g && g->status == MC_DEFERRED);
+    mc_record_free(g);
+    mc_close(m);
+    mc_close(other);
+    rmtree(dir);
+}
+
 static void
 run_store_tests(void)
 {
@@ -2588,6 +2756,7 @@ run_store_tests(void)
     test_list_search_and_pages();
     test_purge();
     test_batch();
+    test_deferred();
     test_status_moves();
     test_to_json();
     test_multiprocess();
@@ -2621,6 +2790,7 @@ main(void)
             run_store_tests();
             test_pg_schema();
             test_pg_atomic();
+            test_pg_deferred_fail();
             test_pg_partitions();
             test_pg_windows();
             pg_mode = 0;
