@@ -2583,27 +2583,62 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
     for (int again = 0; rc == 0 && (int)k.n < q->limit && j > 0;) {
         if (lo != INT64_MIN && ((int64_t)days[j - 1] + 1) * DAY_MS <= lo)
             break;
-        size_t g = 0;
+        /* the group's days, newest first: a day cut by since, until or
+         * the cursor (and the first two of a q search) is a statement of
+         * its own, planned with its values; a run of whole days is one
+         * statement, a UNION ALL of each day's query, generic */
+        size_t g = 0, nd = 0;
         char *sql[LIST_GROUP_MAX];
         int custom[LIST_GROUP_MAX];
         struct params p[LIST_GROUP_MAX];
+        struct buf run[LIST_GROUP_MAX];
+        size_t runlen[LIST_GROUP_MAX];
         PGresult *res[LIST_GROUP_MAX] = {0};
-        for (; g < group && j - g > 0; g++) {
-            int64_t d0 = (int64_t)days[j - 1 - g] * DAY_MS;
+        int want = q->limit - (int)k.n;
+        for (; nd < group && j - nd > 0; nd++) {
+            int32_t day = days[j - 1 - nd];
+            int64_t d0 = (int64_t)day * DAY_MS;
             if (lo != INT64_MIN && d0 + DAY_MS <= lo)
                 break;
             int64_t wlo = d0 > lo ? d0 : lo;
             int64_t whi = d0 + DAY_MS < hi ? d0 + DAY_MS : hi;
-            struct buf b;
-            buf_init(&b, 0);
             /* a whole day: no bounds, and a generic plan (with bounds
              * it would think the range holds next to nothing) */
-            custom[g] = wlo > d0 || whi < d0 + DAY_MS || (q->nwords && nth < 2);
+            int cut = wlo > d0 || whi < d0 + DAY_MS || (q->nwords && nth < 2);
             nth++;
-            list_sql(q, wlo > d0, wlo, whi < d0 + DAY_MS, whi,
-                     q->limit - (int)k.n, &b, &p[g]);
-            sql[g] = sql_on_day(b.p, days[j - 1 - g]);
+            struct buf b;
+            buf_init(&b, 0);
+            struct params dp;
+            list_sql(q, wlo > d0, wlo, whi < d0 + DAY_MS, whi, want, &b, &dp);
+            char *one = sql_on_day(b.p, day);
             buf_free(&b);
+            if (!cut && g > 0 && !custom[g - 1]) {
+                /* joins the run before it (same parameters) */
+                buf_printf(&run[g - 1], " UNION ALL (%s)", one);
+                runlen[g - 1]++;
+                free(one);
+                p_free(&dp);
+                continue;
+            }
+            custom[g] = cut;
+            p[g] = dp;
+            buf_init(&run[g], 0);
+            buf_printf(&run[g], "(%s)", one);
+            runlen[g] = 1;
+            free(one);
+            g++;
+        }
+        for (size_t x = 0; x < g; x++) {
+            if (runlen[x] == 1) {
+                /* without its parentheses */
+                run[x].p[run[x].len - 1] = '\0';
+                sql[x] = xstrdup(run[x].p + 1);
+            } else {
+                sql[x] = xasprintf("SELECT * FROM (%s) u ORDER BY 1 DESC,"
+                                   " 2 DESC LIMIT $%d",
+                                   run[x].p, p[x].n);
+            }
+            buf_free(&run[x]);
         }
         int gone;
         rc = day_reads(s, g, sql, p, custom, q->nwords > 0, res, &gone, e);
@@ -2639,7 +2674,7 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
             nth = 0;
             continue;
         }
-        j -= g;
+        j -= nd;
         if (group < LIST_GROUP_MAX)
             group *= 2;
     }
