@@ -126,6 +126,9 @@ bench:
 	@scripts/deps.sh
 	$(MAKE) all
 	@/usr/bin/python3 scripts/bench.py
+bench-api:
+	$(MAKE) all
+	@/usr/bin/python3 scripts/bench_api.py
 
 # libFuzzer targets (clang), FUZZ_SECONDS each (default 20); not part of
 # `make check`. See docs/fuzz.md.

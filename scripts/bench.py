@@ -14,7 +14,9 @@ Starts redis-server and Postfix's smtp-sink on free loopback ports, then:
   4. latency: jobs enqueued at a steady rate while one worker runs;
      p50/p99 from enqueue (stamped in meta) to SMTP acceptance (sent_at).
 Message Center mirroring is on throughout. Prints figures; asserts nothing.
-BENCH_QUICK=1: no ceiling, 1 worker on each store, no latency.
+BENCH_QUICK=1: no ceiling, 1 worker on each store, no latency. BENCH_PG=0:
+no PostgreSQL run; BENCH_PG_SQL: SQL run on its database after the
+migration (experiments: drop an index, change a setting).
 """
 import getpass, json, os, pwd, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time
 
