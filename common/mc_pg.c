@@ -2606,14 +2606,15 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
              * it would think the range holds next to nothing) */
             int cut = wlo > d0 || whi < d0 + DAY_MS || (q->nwords && nth < 2);
             nth++;
+            /* joins the run before it (same parameters) */
+            int join = !cut && g > 0 && !custom[g - 1];
+            struct params dp, *pp = join ? &dp : &p[g];
             struct buf b;
             buf_init(&b, 0);
-            struct params dp;
-            list_sql(q, wlo > d0, wlo, whi < d0 + DAY_MS, whi, want, &b, &dp);
+            list_sql(q, wlo > d0, wlo, whi < d0 + DAY_MS, whi, want, &b, pp);
             char *one = sql_on_day(b.p, day);
             buf_free(&b);
-            if (!cut && g > 0 && !custom[g - 1]) {
-                /* joins the run before it (same parameters) */
+            if (join) {
                 buf_printf(&run[g - 1], " UNION ALL (%s)", one);
                 runlen[g - 1]++;
                 free(one);
@@ -2621,11 +2622,10 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
                 continue;
             }
             custom[g] = cut;
-            p[g] = dp;
             buf_init(&run[g], 0);
             buf_printf(&run[g], "(%s)", one);
-            runlen[g] = 1;
             free(one);
+            runlen[g] = 1;
             g++;
         }
         for (size_t x = 0; x < g; x++) {
