@@ -378,6 +378,7 @@ struct pgs {
     size_t npend, cappend;
     int piped;          /* the connection is in pipeline mode */
     int pipe_unflushed; /* sent since the last PQflush */
+    int reads_mode;     /* day_reads' settings in force (0: the usual) */
 };
 
 static void pipe_settle(struct pgs *s);
@@ -1052,6 +1053,7 @@ session_setup(struct pgs *s, struct herr *e)
     memset(s->prepared, 0, sizeof s->prepared);
     memset(s->dayslots, 0, sizeof s->dayslots);
     lstmt_reset(s);
+    s->reads_mode = 0;
     PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
     const char *enc = PQparameterStatus(s->conn, "server_encoding");
     if (enc == NULL || (strcmp(enc, "UTF8") && strcmp(enc, "SQL_ASCII")))
@@ -2366,11 +2368,11 @@ sql_on_day(const char *sql, int32_t day)
  */
 static int
 day_reads(struct pgs *s, size_t n, char *const *sql, struct params *p,
-          const int *custom, int bitmaps, PGresult **res, int *gone,
+          const int *custom, int bitmaps, int reset, PGresult **res, int *gone,
           struct herr *e)
 {
     char(*names)[32] = xcalloc(n ? n : 1, sizeof *names);
-    size_t *order = xcalloc(n + 2, sizeof *order); /* result -> item + 1 */
+    size_t *order = xcalloc(n + 3, sizeof *order); /* result -> item + 1 */
     int rc = 0;
     *gone = 0;
     for (size_t i = 0; rc == 0 && i < n; i++)
@@ -2381,36 +2383,50 @@ day_reads(struct pgs *s, size_t n, char *const *sql, struct params *p,
         free(order);
         return rc;
     }
-    /* the generic ones between the two SETs, then the others (planned
-     * with their values: a partial day's bounds) */
+    /* the generic ones under the generic settings, then the others
+     * (planned with their values: a partial day's bounds) under the
+     * usual ones; the settings are changed only when they must be
+     * (s->reads_mode; mc_list puts them back with its last call, reset) */
+    static const char *const modes[] = {
+        "SELECT set_config('plan_cache_mode', 'auto', false),"
+        " set_config('enable_bitmapscan', 'on', false)",
+        "SELECT set_config('plan_cache_mode', 'force_generic_plan', false),"
+        " set_config('enable_bitmapscan', 'off', false)",
+        "SELECT set_config('plan_cache_mode', 'force_generic_plan', false),"
+        " set_config('enable_bitmapscan', 'on', false)"};
     size_t nr = 0;
+    int mode = s->reads_mode;
     int ok = PQenterPipelineMode(s->conn) == 1;
-    ok = ok && PQsendQueryParams(
-                   s->conn,
-                   bitmaps ? "SET plan_cache_mode = force_generic_plan"
-                           : "SELECT set_config('plan_cache_mode',"
-                             " 'force_generic_plan', false),"
-                             " set_config('enable_bitmapscan', 'off', false)",
-                   0, NULL, NULL, NULL, NULL, 0) == 1;
-    order[nr++] = 0;
     for (size_t i = 0; ok && i < n; i++)
         if (!custom || !custom[i]) {
-            ok = PQsendQueryPrepared(s->conn, names[i], p[i].n, p[i].v, NULL,
-                                     NULL, 0) == 1;
+            if (mode != (bitmaps ? 2 : 1)) {
+                mode = bitmaps ? 2 : 1;
+                ok = PQsendQueryParams(s->conn, modes[mode], 0, NULL, NULL,
+                                       NULL, NULL, 0) == 1;
+                order[nr++] = 0;
+            }
+            ok = ok && PQsendQueryPrepared(s->conn, names[i], p[i].n, p[i].v,
+                                           NULL, NULL, 0) == 1;
             order[nr++] = i + 1;
         }
-    ok = ok && PQsendQueryParams(s->conn,
-                                 "SELECT set_config('plan_cache_mode', 'auto',"
-                                 " false), set_config('enable_bitmapscan',"
-                                 " 'on', false)",
-                                 0, NULL, NULL, NULL, NULL, 0) == 1;
-    order[nr++] = 0;
     for (size_t i = 0; ok && custom && i < n; i++)
         if (custom[i]) {
-            ok = PQsendQueryParams(s->conn, sql[i], p[i].n, NULL, p[i].v, NULL,
-                                   NULL, 0) == 1;
+            if (mode != 0) {
+                mode = 0;
+                ok = PQsendQueryParams(s->conn, modes[0], 0, NULL, NULL, NULL,
+                                       NULL, 0) == 1;
+                order[nr++] = 0;
+            }
+            ok = ok && PQsendQueryParams(s->conn, sql[i], p[i].n, NULL, p[i].v,
+                                         NULL, NULL, 0) == 1;
             order[nr++] = i + 1;
         }
+    if (ok && reset && mode != 0) {
+        mode = 0;
+        ok = PQsendQueryParams(s->conn, modes[0], 0, NULL, NULL, NULL, NULL,
+                               0) == 1;
+        order[nr++] = 0;
+    }
     ok = ok && PQpipelineSync(s->conn) == 1;
     PGresult *fail = NULL;
     for (size_t i = 0; ok && i < nr; i++) {
@@ -2441,8 +2457,11 @@ day_reads(struct pgs *s, size_t n, char *const *sql, struct params *p,
     if (PQpipelineStatus(s->conn) != PQ_PIPELINE_OFF)
         pipe_exit(s);
     free(names);
-    if (ok && fail == NULL)
+    if (ok && fail == NULL) {
+        s->reads_mode = mode;
         return 0;
+    }
+    s->reads_mode = 0;
     for (size_t i = 0; i < n; i++) {
         PQclear(res[i]);
         res[i] = NULL;
@@ -2526,7 +2545,7 @@ fetch_keys(struct pgs *s, const struct keys *k, struct mc_record **v,
         i = j;
     }
     int gone;
-    int rc = day_reads(s, ndays, sql, p, NULL, 0, res, &gone, e);
+    int rc = day_reads(s, ndays, sql, p, NULL, 0, 1, res, &gone, e);
     for (size_t x = 0; x < ndays; x++) {
         for (int r = 0; rc == 0 && r < PQntuples(res[x]); r++) {
             v[*cnt] = row_record(res[x], r);
@@ -2641,7 +2660,7 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
             buf_free(&run[x]);
         }
         int gone;
-        rc = day_reads(s, g, sql, p, custom, q->nwords > 0, res, &gone, e);
+        rc = day_reads(s, g, sql, p, custom, q->nwords > 0, 0, res, &gone, e);
         for (size_t x = 0; x < g; x++) {
             for (int r = 0;
                  rc == 0 && r < PQntuples(res[x]) && (int)k.n < q->limit; r++) {
@@ -2682,7 +2701,7 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
     if (rc == 0 && k.n > 0) {
         struct mc_record **v = xcalloc(k.n, sizeof *v);
         size_t cnt = 0;
-        rc = fetch_keys(s, &k, v, &cnt, e);
+        rc = fetch_keys(s, &k, v, &cnt, e); /* the usual settings back */
         if (rc) {
             mc_records_free(v, cnt);
         } else {
@@ -2690,6 +2709,11 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
             *out = v;
             *n = cnt;
         }
+    }
+    if (s->reads_mode) { /* no page to read, or a failure */
+        PQclear(PQexec(s->conn, "SET plan_cache_mode = auto;"
+                                " SET enable_bitmapscan = on"));
+        s->reads_mode = 0;
     }
     for (size_t i = 0; i < k.n; i++)
         free(k.id[i]);
