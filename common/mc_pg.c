@@ -19,12 +19,14 @@
  *   advisory lock, so processes starting together wait for the first;
  *   a newer version is refused.
  * - A record is split by how it changes: herald_messages holds what the
- *   worker rewrites (status, route, attempts, times, outcome) and every
- *   column a query filters on; herald_message_content what never changes
- *   after the insert (addresses, subject, bodies, attachments, meta);
- *   herald_message_rcpt one row per distinct to/cc/bcc address. All three
- *   are range-partitioned by created_at (ms), one partition per UTC day,
- *   named <table>_pYYYYMMDD.
+ *   worker rewrites (status, route, attempts, times, outcome) and org,
+ *   with the indexes on status and path; herald_message_content what never
+ *   changes after the insert (org, account, type, from, subject words,
+ *   addresses, subject, bodies, attachments, meta) with the indexes on
+ *   those, which the worker's status updates (never HOT: status is
+ *   indexed) therefore do not touch; herald_message_rcpt one row per
+ *   distinct to/cc/bcc address. All three are range-partitioned by
+ *   created_at (ms), one partition per UTC day, named <table>_pYYYYMMDD.
  * - Partitions are created on demand: for today and tomorrow when the
  *   store opens and at each batch, and for any other day before an insert
  *   needs it. The handle remembers which days exist. Creation runs under
@@ -52,6 +54,11 @@
  *   SQLite backend does the same when SQLite rolls a batch back by
  *   itself). Writes refused before reaching the database (HERR_INVALID,
  *   HERR_EXISTS, HERR_NOTFOUND) leave the batch open.
+ * - Deferred writes (mc_insert_deferred, mc_update_deferred): inside a
+ *   batch they are sent in libpq's pipeline mode and their results read
+ *   at mc_batch_sync or the commit, so a batch costs a round trip or two,
+ *   not one per write; the outcomes are those of the writes done one
+ *   after the other (see "deferred writes" below).
  * - Planning: a prepared statement on the partitioned tables is planned
  *   again at every run (its generic plan, costed over every partition,
  *   never beats a custom one), which doubled the cost of the worker's
@@ -59,18 +66,20 @@
  *   name the day's partitions themselves, in statements prepared per day
  *   for the few days the handle uses (DAY_SLOTS), planned once; a day the
  *   handle has not seen goes through the partitioned tables, planned with
- *   its created_at known, so pruned to one partition. mc_list walks time
- *   windows newest first (today, then 1, 2, 4 ... 128 days, then the
- *   rest), each a statement planned over its own partitions only, until
- *   the page is full: a query plans and locks a few partitions, not a year
- *   of them, and each window's plan uses that window's statistics; then
- *   the page is read in one statement, a branch per day.
- * - q: herald_messages.subject_words holds the subject's words as
+ *   its created_at known, so pruned to one partition. mc_list reads the
+ *   attached days newest first, in groups of 1, 2, 4, 8 days per round
+ *   trip, until the page is full; each day's key query names that day's
+ *   partitions and is prepared on the connection with a generic plan
+ *   without bitmap scans (planned once; an ordered index walk whatever
+ *   the value's frequency); days cut by since/until/cursor, and the first
+ *   two of a q search, are planned with their values.
+ * - q: herald_message_content.subject_words holds the subject's words as
  *   mc_q_words defines them (computed here, not by a PostgreSQL parser,
- *   whose rules depend on the database's locale), space-separated; a GIN
- *   index over array_to_tsvector(string_to_array(subject_words, ' '))
- *   answers "every word of q is a prefix of a word" as a tsquery
- *   'w1':* & 'w2':* built from the words as they are (no dictionary).
+ *   whose rules depend on the database's locale), space-separated;
+ *   subject_tsv, stored, is array_to_tsvector(string_to_array(
+ *   subject_words, ' ')), with a GIN index: it answers "every word of q
+ *   is a prefix of a word" as a tsquery 'w1':* & 'w2':* built from the
+ *   words as they are (no dictionary).
  * - Retention drops whole partitions (DETACH PARTITION CONCURRENTLY, then
  *   DROP TABLE: no lock that stops the fleet), deletes the rows of the
  *   partition that straddles the cutoff in chunks, and clears bodies in
