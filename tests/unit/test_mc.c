@@ -2446,6 +2446,44 @@ test_pg_deferred_fail(void)
     rmtree(dir);
 }
 
+/* The connection lost among deferred writes: the batch fails, nothing of
+ * it stays, and the next batch reconnects. */
+static void
+test_pg_deferred_lost(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    struct herr e = {0};
+    struct mc_result res[3];
+    CHECK(mc_batch_begin(m, &e) == 0);
+    struct mc_record *r = full_record("pl-1");
+    mc_insert_deferred(m, r, &res[0]);
+    mc_record_free(r);
+    PQclear(PQexec(pg_admin, "SELECT pg_terminate_backend(pid) FROM"
+                             " pg_stat_activity WHERE application_name ="
+                             " 'herald' AND datname = current_database()"
+                             " AND pid <> pg_backend_pid()"));
+    usleep(200000);
+    r = full_record("pl-2");
+    mc_insert_deferred(m, r, &res[1]);
+    mc_record_free(r);
+    CHECK(mc_batch_sync(m, &e) == HERR_STORE);
+    CHECK(res[0].rc == HERR_STORE && res[1].rc == HERR_STORE);
+    CHECK(mc_batch_commit(m, &e) == HERR_STORE);
+    CHECK(mc_batch_begin(m, &e) == 0);
+    r = full_record("pl-3");
+    mc_insert_deferred(m, r, &res[2]);
+    mc_record_free(r);
+    CHECK_MSG(mc_batch_commit(m, &e) == 0 && res[2].rc == 0, "%s", e.msg);
+    CHECK(exists(m, "pl-3") && !exists(m, "pl-1") && !exists(m, "pl-2"));
+    mc_close(m);
+    rmtree(dir);
+}
+
 /* Partitions: created on demand for any day; one dropped behind a
  * handle's back is created again by its next insert there; ids stay
  * unique across days; text that is not UTF-8 is kept readable. */
@@ -2791,6 +2829,7 @@ main(void)
             test_pg_schema();
             test_pg_atomic();
             test_pg_deferred_fail();
+            test_pg_deferred_lost();
             test_pg_partitions();
             test_pg_windows();
             pg_mode = 0;
