@@ -79,30 +79,8 @@ answer_herr(struct api_resp *rs, int rc, const struct herr *e)
 static json_t *
 record_json(const struct mc_record *r, int bodies, int inbox)
 {
-    char *s = mc_record_to_json(r);
-    json_t *o = json_loads(s, 0, NULL);
-    free(s);
-    if (o == NULL)
-        abort();
-    if (!bodies) {
-        json_object_del(o, "text");
-        json_object_del(o, "html");
-    }
-    if (inbox) {
-        json_object_del(o, "bcc");
-        json_t *rc = json_object_get(o, "recipients");
-        json_t *kept = json_array();
-        size_t i;
-        json_t *x;
-        json_array_foreach(rc, i, x)
-        {
-            const char *kind = json_string_value(json_object_get(x, "kind"));
-            if (kind == NULL || strcmp(kind, "bcc") != 0)
-                json_array_append(kept, x);
-        }
-        json_object_set_new(o, "recipients", kept);
-    }
-    return o;
+    return mc_record_json(r, (bodies ? 0 : MC_JSON_NO_BODIES) |
+                                 (inbox ? MC_JSON_NO_BCC : 0));
 }
 
 /* ---- authentication ---- */
@@ -156,6 +134,7 @@ list(struct herald *h, const struct api_req *rq, const struct token_rec *t,
     struct mc_record **v = NULL;
     size_t n = 0;
     char *next = NULL;
+    l.f.no_bodies = 1; /* list rows and CSV carry no text or html */
     int rc = herald_mc_list(h, &l.f, &v, &n, &next, &e);
     if (rc) {
         answer_herr(rs, rc, &e);

@@ -789,8 +789,8 @@ embed(const char *s)
     return v ? v : str_or_null(s);
 }
 
-char *
-mc_record_to_json(const struct mc_record *r)
+json_t *
+mc_record_json(const struct mc_record *r, unsigned flags)
 {
     json_t *o = json_object();
     json_object_set_new(o, "id", str_or_null(r->id));
@@ -806,13 +806,28 @@ mc_record_to_json(const struct mc_record *r)
     json_object_set_new(o, "reply_to", str_or_null(r->reply_to));
     json_object_set_new(o, "to", embed(r->to_json));
     json_object_set_new(o, "cc", embed(r->cc_json));
-    json_object_set_new(o, "bcc", embed(r->bcc_json));
+    if (!(flags & MC_JSON_NO_BCC))
+        json_object_set_new(o, "bcc", embed(r->bcc_json));
     json_object_set_new(o, "subject", str_or_null(r->subject));
-    json_object_set_new(o, "text", str_or_null(r->text));
-    json_object_set_new(o, "html", str_or_null(r->html));
+    if (!(flags & MC_JSON_NO_BODIES)) {
+        json_object_set_new(o, "text", str_or_null(r->text));
+        json_object_set_new(o, "html", str_or_null(r->html));
+    }
     json_object_set_new(o, "attachments", embed(r->attachments_json));
     json_object_set_new(o, "meta", embed(r->meta_json));
-    json_object_set_new(o, "recipients", embed(r->recipients_json));
+    json_t *rc = embed(r->recipients_json);
+    if ((flags & MC_JSON_NO_BCC) && json_is_array(rc)) {
+        size_t k = 0;
+        while (k < json_array_size(rc)) {
+            const char *kind = json_string_value(
+                json_object_get(json_array_get(rc, k), "kind"));
+            if (kind && strcmp(kind, "bcc") == 0)
+                json_array_remove(rc, k);
+            else
+                k++;
+        }
+    }
+    json_object_set_new(o, "recipients", rc);
     json_object_set_new(o, "created_at", time_or_null(r->created_at));
     json_object_set_new(o, "updated_at", time_or_null(r->updated_at));
     json_object_set_new(o, "sent_at", time_or_null(r->sent_at));
@@ -822,5 +837,11 @@ mc_record_to_json(const struct mc_record *r)
     json_object_set_new(o, "smtp_reply", str_or_null(r->smtp_reply));
     json_object_set_new(o, "resend_of", str_or_null(r->resend_of));
     json_object_set_new(o, "body_expired", json_boolean(r->body_expired));
-    return dump_take(o);
+    return o;
+}
+
+char *
+mc_record_to_json(const struct mc_record *r)
+{
+    return dump_take(mc_record_json(r, 0));
 }

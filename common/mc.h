@@ -120,6 +120,8 @@ struct mc_filter {
     const char *cursor;
     const char *const *scope;
     size_t nscope;
+    int no_bodies; /* not a filter: the records' text and html left NULL
+                      (a listing that does not show them) */
 };
 
 /* The words of a subject search (see struct mc_filter's q), lowercased
@@ -282,6 +284,15 @@ struct mc_record *mc_record_from_job(const struct job *j);
  * from field; JSON-typed fields embedded, times RFC 3339 UTC or null,
  * absent strings null); new compact string. */
 char *mc_record_to_json(const struct mc_record *r);
+
+/* The same as a jansson object (new reference), shaped by flags:
+ * MC_JSON_NO_BODIES leaves out text and html (a list row, SPEC §9);
+ * MC_JSON_NO_BCC leaves out bcc and the bcc recipients' outcomes (an
+ * account's in-app inbox). */
+#define MC_JSON_NO_BODIES 1u
+#define MC_JSON_NO_BCC 2u
+struct json_t;
+struct json_t *mc_record_json(const struct mc_record *r, unsigned flags);
 
 /* mc_list's filter as a backend gets it: checked, and what the backends
  * would each parse, parsed once. */

@@ -199,13 +199,16 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
 };
 
 /* Column order of every full-record SELECT (row_record). */
-#define COLS                                                                   \
+#define COLS_WITH(bodies)                                                      \
     "m.id, m.org, c.account, c.type, m.status, m.path, m.path_reason, "        \
     "c.from_addr, c.from_name, m.sender, m.reply_to, c.to_json, c.cc_json, "   \
-    "c.bcc_json, c.subject, c.text, c.html, c.attachments_json, "              \
+    "c.bcc_json, c.subject, " bodies ", c.attachments_json, "                  \
     "c.meta_json, m.recipients_json, m.created_at, m.updated_at, m.sent_at, "  \
     "m.next_attempt_at, m.attempts, m.last_error, m.smtp_reply, "              \
     "c.resend_of, c.body_expired"
+#define COLS COLS_WITH("c.text, c.html")
+/* the same without the bodies (a listing that does not show them) */
+#define COLS_NO_BODIES COLS_WITH("NULL, NULL")
 
 enum col {
     C_ID = 0,
@@ -2516,17 +2519,19 @@ attached_days(struct pgs *s, int32_t **out, size_t *n, struct herr *e)
     return 0;
 }
 
-#define FETCH_SQL                                                              \
-    "SELECT " COLS " FROM unnest($1::bigint[], $2::text[]) AS k (at, id)"      \
+#define FETCH_SQL_WITH(cols)                                                   \
+    "SELECT " cols " FROM unnest($1::bigint[], $2::text[]) AS k (at, id)"      \
     " JOIN herald_messages m ON m.created_at = k.at AND m.id = k.id"           \
     " JOIN herald_message_content c ON c.created_at = k.at AND c.id = k.id"
+#define FETCH_SQL FETCH_SQL_WITH(COLS)
+#define FETCH_SQL_NO_BODIES FETCH_SQL_WITH(COLS_NO_BODIES)
 #define LIST_GROUP_MAX 8
 
 /* The records of keys k (appended to v, *cnt): one statement per day,
- * the days at once. */
+ * the days at once; text and html left NULL with no_bodies. */
 static int
-fetch_keys(struct pgs *s, const struct keys *k, struct mc_record **v,
-           size_t *cnt, struct herr *e)
+fetch_keys(struct pgs *s, const struct keys *k, int no_bodies,
+           struct mc_record **v, size_t *cnt, struct herr *e)
 {
     size_t ndays = 0;
     for (size_t i = 0; i < k->n; i++)
@@ -2550,7 +2555,8 @@ fetch_keys(struct pgs *s, const struct keys *k, struct mc_record **v,
         p_init(&p[d]);
         p_take(&p[d], buf_take(&at, NULL));
         p_take(&p[d], text_array((const char *const *)k->id + i, j - i));
-        sql[d] = sql_on_day(FETCH_SQL, (int32_t)day);
+        sql[d] = sql_on_day(no_bodies ? FETCH_SQL_NO_BODIES : FETCH_SQL,
+                            (int32_t)day);
         i = j;
     }
     int gone;
@@ -2710,7 +2716,8 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
     if (rc == 0 && k.n > 0) {
         struct mc_record **v = xcalloc(k.n, sizeof *v);
         size_t cnt = 0;
-        rc = fetch_keys(s, &k, v, &cnt, e); /* the usual settings back */
+        rc = fetch_keys(s, &k, f->no_bodies, v, &cnt,
+                        e); /* the usual settings back */
         if (rc) {
             mc_records_free(v, cnt);
         } else {

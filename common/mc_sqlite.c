@@ -204,13 +204,16 @@ static const char migrate_v1_copy_sql[] =
     "DROP TABLE messages_v1;";
 
 /* Column order of every SELECT (row_record). */
-#define COLS                                                                   \
+#define COLS_WITH(bodies)                                                      \
     "m.id, m.org, m.account, m.type, m.status, m.path, m.path_reason, "        \
     "c.from_addr, c.from_name, m.sender, m.reply_to, c.to_json, c.cc_json, "   \
-    "c.bcc_json, c.subject, c.text, c.html, c.attachments_json, "              \
+    "c.bcc_json, c.subject, " bodies ", c.attachments_json, "                  \
     "c.meta_json, m.recipients_json, m.created_at, m.updated_at, m.sent_at, "  \
     "m.next_attempt_at, m.attempts, m.last_error, m.smtp_reply, "              \
     "m.resend_of, m.body_expired"
+#define COLS COLS_WITH("c.text, c.html")
+/* the same without the bodies (a listing that does not show them) */
+#define COLS_NO_BODIES COLS_WITH("NULL, NULL")
 
 #define FROM_JOINED " FROM messages m JOIN message_content c ON c.seq = m.seq"
 
@@ -299,7 +302,8 @@ enum {
     F_Q = 1024,
     F_CURSOR = 2048,
     F_SCOPE = 4096,
-    F_COMBOS = 8192
+    F_NO_BODIES = 8192, /* not a filter: text and html left NULL */
+    F_COMBOS = 16384
 };
 
 struct mcs {
@@ -1165,7 +1169,9 @@ list_sql(int mask)
 {
     struct buf b;
     buf_init(&b, 0);
-    buf_puts(&b, "SELECT " COLS FROM_JOINED " WHERE 1");
+    buf_puts(&b, mask & F_NO_BODIES ? "SELECT " COLS_NO_BODIES FROM_JOINED
+                                      " WHERE 1"
+                                    : "SELECT " COLS FROM_JOINED " WHERE 1");
     if (mask & F_ORG)
         buf_puts(&b, " AND m.org = :org");
     if (mask & F_ACCOUNT)
@@ -1215,7 +1221,7 @@ sq_list(void *state, const struct mc_query *q, struct mc_record ***out,
                (q->to ? F_TO : 0) | (f->type ? F_TYPE : 0) |
                (f->path ? F_PATH : 0) | (q->from ? F_FROM : 0) |
                (q->nwords ? F_Q : 0) | (q->has_cursor ? F_CURSOR : 0) |
-               (f->nscope ? F_SCOPE : 0);
+               (f->nscope ? F_SCOPE : 0) | (f->no_bodies ? F_NO_BODIES : 0);
     if (s->list == NULL)
         s->list = xcalloc(F_COMBOS, sizeof *s->list);
     if (s->list[mask] == NULL) {

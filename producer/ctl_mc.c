@@ -330,6 +330,7 @@ ctl_mc_list(struct ctl *c, int argc, char **argv)
     size_t n;
     char *next = NULL;
     struct herr e = {{0}, {0}};
+    f.no_bodies = !json; /* the table and CSV show no text or html */
     int rc = herald_mc_list(h, &f, &v, &n, &next, &e);
     if (rc == HERR_INVALID) {
         /* a filter the store refused (q, cursor): the caller's input */

@@ -633,6 +633,54 @@ test_list(void)
     struct herr e = {0};
     CHECK(mc_list(m, &f, &v, &n, NULL, &e) == HERR_INVALID);
 
+    /* no_bodies: the same rows, text and html left out; and the JSON
+     * shapes of a list row and an inbox row (mc_record_json). */
+    r = small_record("c1", "gamma", "u7", MC_SENT, T0 + 5, "kid@example.com");
+    r->subject = xstrdup("Body test");
+    r->text = xstrdup("the text body");
+    r->html = xstrdup("<p>the html body</p>");
+    r->bcc_json = xstrdup("[{\"email\":\"audit@example.com\"}]");
+    r->recipients_json =
+        xstrdup("[{\"email\":\"kid@example.com\",\"kind\":\"to\","
+                "\"status\":\"accepted\"},{\"email\":\"audit@example.com\","
+                "\"kind\":\"bcc\",\"status\":\"accepted\"}]");
+    insert_rec(m, r);
+    memset(&f, 0, sizeof f);
+    f.org = "gamma";
+    for (int nb = 0; nb < 2; nb++) {
+        struct mc_record **bv = NULL;
+        size_t bn = 0;
+        f.no_bodies = nb;
+        CHECK(mc_list(m, &f, &bv, &bn, NULL, &e) == 0);
+        CHECK(bn == 1);
+        if (bn == 1) {
+            CHECK_STR(bv[0]->subject, "Body test");
+            if (nb) {
+                CHECK(bv[0]->text == NULL && bv[0]->html == NULL);
+            } else {
+                CHECK_STR(bv[0]->text, "the text body");
+                CHECK_STR(bv[0]->html, "<p>the html body</p>");
+            }
+            json_t *o = mc_record_json(bv[0], 0);
+            CHECK(json_object_get(o, "text") && json_object_get(o, "bcc"));
+            CHECK(json_array_size(json_object_get(o, "recipients")) == 2);
+            json_decref(o);
+            o = mc_record_json(bv[0], MC_JSON_NO_BODIES | MC_JSON_NO_BCC);
+            CHECK(json_object_get(o, "text") == NULL &&
+                  json_object_get(o, "html") == NULL &&
+                  json_object_get(o, "bcc") == NULL);
+            json_t *rc = json_object_get(o, "recipients");
+            CHECK(json_array_size(rc) == 1);
+            CHECK_STR(json_string_value(
+                          json_object_get(json_array_get(rc, 0), "email")),
+                      "kid@example.com");
+            CHECK_STR(json_string_value(json_object_get(o, "subject")),
+                      "Body test");
+            json_decref(o);
+        }
+        mc_records_free(bv, bn);
+    }
+
     /* Limit. */
     memset(&f, 0, sizeof f);
     f.limit = 2;
