@@ -127,6 +127,7 @@ bench:
 	$(MAKE) all
 	@/usr/bin/python3 scripts/bench.py
 bench-api:
+	@scripts/deps.sh
 	$(MAKE) all
 	@/usr/bin/python3 scripts/bench_api.py
 
