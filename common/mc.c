@@ -335,7 +335,26 @@ mc_import(struct mc *dst, struct mc *src, struct mc_import_result *out,
 static int
 word_byte(unsigned char c)
 {
-    return isalnum(c) || c >= 0x80;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c >= 0x80;
+}
+
+const char *
+mc_word_next(const char **p, size_t *len)
+{
+    const unsigned char *s = (const unsigned char *)*p;
+    while (*s && !word_byte(*s))
+        s++;
+    if (*s == '\0') {
+        *p = (const char *)s;
+        return NULL;
+    }
+    const unsigned char *w = s;
+    while (*s && word_byte(*s))
+        s++;
+    *len = (size_t)(s - w);
+    *p = (const char *)s;
+    return (const char *)w;
 }
 
 int
@@ -343,18 +362,12 @@ mc_q_words(const char *q, char words[MC_Q_WORDS_MAX][MC_Q_WORD_MAX + 1],
            size_t *n, struct herr *e)
 {
     *n = 0;
-    const unsigned char *p = (const unsigned char *)q;
-    if (utf8_check(p, strlen(q)) != strlen(q))
+    if (utf8_check((const unsigned char *)q, strlen(q)) != strlen(q))
         return herr_set(e, HERR_INVALID, "q", "not valid UTF-8");
-    while (*p) {
-        while (*p && !word_byte(*p))
-            p++;
-        if (*p == '\0')
-            break;
-        const unsigned char *w = p;
-        while (*p && word_byte(*p))
-            p++;
-        size_t len = (size_t)(p - w);
+    const char *p = q, *word;
+    size_t len;
+    while ((word = mc_word_next(&p, &len)) != NULL) {
+        const unsigned char *w = (const unsigned char *)word;
         if (*n == MC_Q_WORDS_MAX)
             return herr_set(e, HERR_INVALID, "q", "more than %d words",
                             MC_Q_WORDS_MAX);
@@ -362,7 +375,8 @@ mc_q_words(const char *q, char words[MC_Q_WORDS_MAX][MC_Q_WORD_MAX + 1],
             return herr_set(e, HERR_INVALID, "q",
                             "a word of more than %d bytes", MC_Q_WORD_MAX);
         for (size_t i = 0; i < len; i++)
-            words[*n][i] = (char)(w[i] < 0x80 ? tolower(w[i]) : w[i]);
+            words[*n][i] =
+                (char)(w[i] >= 'A' && w[i] <= 'Z' ? w[i] - 'A' + 'a' : w[i]);
         words[*n][len] = '\0';
         (*n)++;
     }

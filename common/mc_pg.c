@@ -438,13 +438,6 @@ day_parse(const char *name, const char *table, int32_t *day)
     return 0;
 }
 
-static int
-word_byte(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || c >= 0x80;
-}
-
 /* `s` when it is valid UTF-8; else a new copy in *own with each byte that
  * is not part of a valid sequence as U+FFFD (PostgreSQL refuses text that
  * is not UTF-8; an SMTP reply may carry anything). */
@@ -488,16 +481,10 @@ subject_words(const char *subject)
     struct buf b;
     buf_init(&b, 0);
     buf_puts(&b, "");
-    const unsigned char *p = (const unsigned char *)subject;
-    while (*p) {
-        while (*p && !word_byte(*p))
-            p++;
-        if (*p == '\0')
-            break;
-        const unsigned char *w = p;
-        while (*p && word_byte(*p))
-            p++;
-        size_t len = (size_t)(p - w);
+    const char *p = subject, *word;
+    size_t len;
+    while ((word = mc_word_next(&p, &len)) != NULL) {
+        const unsigned char *w = (const unsigned char *)word;
         if (len > LEXEME_MAX) {
             len = LEXEME_MAX;
             while (len > 0 && (w[len] & 0xC0) == 0x80)
