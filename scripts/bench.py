@@ -383,12 +383,15 @@ def main():
             i += n
         # read every reply before closing: closing with replies unread
         # resets the connection, and Redis may drop the last commands
-        got = 0
+        got, held = 0, b""
         while got < total:
             chunk = sock.recv(65536)
             if not chunk:
                 raise RuntimeError("redis closed the connection after %d of %d pushes" % (got, total))
-            got += chunk.count(b"\r\n")
+            # a reply's CRLF may be split between two reads
+            data = held + chunk
+            got += data.count(b"\r\n")
+            held = b"\r" if data.endswith(b"\r") else b""
         sock.close()
         wait_sent(db, total)
         stop_workers(ws)
