@@ -31,6 +31,8 @@ from bench import BIN, PG_BIN, PgCluster, free_port, wait_port, pct  # noqa: E40
 RECORDS = int(os.environ.get("BENCH_API_RECORDS", "1000000"))
 REQUESTS = int(os.environ.get("BENCH_API_REQUESTS", "4000"))  # per kind
 CLIENTS = int(os.environ.get("BENCH_API_CLIENTS", "8"))
+SLOWEST = int(os.environ.get("BENCH_API_SLOWEST", "0"))  # print the N slowest per kind
+HOLD = os.environ.get("BENCH_API_HOLD")  # a path: keep the cluster until it exists
 NORG = 2000
 DAYS = 30
 DAY_MS = 86400000
@@ -259,7 +261,7 @@ def rfc3339(ms):
 
 
 def run_kind(port, token, paths, clients):
-    lat, errors = [], []
+    lat, errors, slow = [], [], []
     lock = threading.Lock()
     it = iter(paths)
 
@@ -276,6 +278,7 @@ def run_kind(port, token, paths, clients):
             r = conn.getresponse()
             body = r.read()
             mine.append(time.perf_counter() - t)
+            slow.append((mine[-1], p))
             if r.status != 200:
                 errors.append((r.status, p, body[:200]))
         conn.close()
@@ -289,6 +292,7 @@ def run_kind(port, token, paths, clients):
     for t in ths:
         t.join()
     wall = time.time() - t0
+    run_kind.slowest = sorted(slow, reverse=True)[:SLOWEST]
     return lat, wall, errors
 
 
@@ -354,6 +358,13 @@ def drive(pg, url, data, now, tmp, procs):
             target, ok, cpu))
         if errors:
             print("    %d errors, e.g. %r" % (len(errors), errors[0]))
+        for dt, p in run_kind.slowest:
+            print("    %8.2f ms  %s" % (dt * 1000, p))
+    if HOLD:
+        print("BENCH_API_HOLD: the store is %s until %s exists" % (pg.url("benchapi"), HOLD),
+              flush=True)
+        while not os.path.exists(HOLD):
+            time.sleep(1)
 
 
 def main():
