@@ -383,6 +383,27 @@ mc_q_words(const char *q, char words[MC_Q_WORDS_MAX][MC_Q_WORD_MAX + 1],
     if (*n == 0)
         return herr_set(e, HERR_INVALID, "q",
                         "no word to search for (letters or digits)");
+    /* A word that begins another one, or repeats an earlier one, adds
+     * nothing (a subject word that begins with "camp" begins with "cam"):
+     * dropped, so that a store's planner does not take "receipt receipt"
+     * for rarer than "receipt" (PostgreSQL multiplies the frequencies). */
+    int drop[MC_Q_WORDS_MAX] = {0};
+    for (size_t i = 0; i < *n; i++)
+        for (size_t j = 0; j < *n && !drop[i]; j++) {
+            size_t li = strlen(words[i]), lj = strlen(words[j]);
+            if (j != i && (li < lj ? strncmp(words[i], words[j], li) == 0
+                                   : li == lj && j < i &&
+                                         strcmp(words[i], words[j]) == 0))
+                drop[i] = 1;
+        }
+    size_t kept = 0;
+    for (size_t i = 0; i < *n; i++)
+        if (!drop[i]) {
+            if (kept != i)
+                memcpy(words[kept], words[i], strlen(words[i]) + 1);
+            kept++;
+        }
+    *n = kept;
     return 0;
 }
 

@@ -124,14 +124,17 @@ struct mc_filter {
                       (a listing that does not show them) */
 };
 
-/* The words of a subject search (see struct mc_filter's q), lowercased
- * (ASCII), each NUL-terminated in `buf`: 0 and *n words, or HERR_INVALID
- * naming field "q". Shared by the backends so both read q alike. */
 /* The word rule shared by q and the stores' subject-word indexes: the
  * next word of the string at *p (a run of ASCII letters and digits and of
  * non-ASCII bytes), its start returned and its length in *len, *p moved
  * past it; NULL when none is left. */
 const char *mc_word_next(const char **p, size_t *len);
+
+/* The words of a subject search (see struct mc_filter's q), lowercased
+ * (ASCII), each NUL-terminated in `buf`: 0 and *n words, or HERR_INVALID
+ * naming field "q". A word that repeats an earlier one or begins another
+ * is left out (it matches nothing more). Shared by the backends so both
+ * read q alike. */
 int mc_q_words(const char *q, char words[MC_Q_WORDS_MAX][MC_Q_WORD_MAX + 1],
                size_t *n, struct herr *e);
 

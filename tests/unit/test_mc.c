@@ -2833,6 +2833,33 @@ test_deferred(void)
 }
 
 static void
+test_q_words(void)
+{
+    char w[MC_Q_WORDS_MAX][MC_Q_WORD_MAX + 1];
+    size_t n = 0;
+    struct herr e = {0};
+    CHECK(mc_q_words("Receipt, camp-2026 Été", w, &n, &e) == 0);
+    CHECK(n == 4);
+    if (n == 4) {
+        CHECK_STR(w[0], "receipt");
+        CHECK_STR(w[1], "camp");
+        CHECK_STR(w[2], "2026");
+        CHECK_STR(w[3], "\xc3\x89t\xc3\xa9"); /* non-ASCII kept as is */
+    }
+    /* repeats and words that begin another add nothing */
+    CHECK(mc_q_words("receipt RECEIPT cam camp ca", w, &n, &e) == 0);
+    CHECK(n == 2);
+    if (n == 2) {
+        CHECK_STR(w[0], "receipt");
+        CHECK_STR(w[1], "camp");
+    }
+    CHECK(mc_q_words("camp cam", w, &n, &e) == 0);
+    CHECK(n == 1 && strcmp(w[0], "camp") == 0);
+    CHECK(mc_q_words(" ,;- ", w, &n, &e) == HERR_INVALID);
+    CHECK_STR(e.field, "q");
+}
+
+static void
 run_store_tests(void)
 {
     test_roundtrip();
@@ -2852,6 +2879,7 @@ int
 main(void)
 {
     test_status_names();
+    test_q_words();
     test_csv();
     test_from_job();
     run_store_tests();
