@@ -218,8 +218,15 @@ async function main() {
 
     // ---- error answers ----
     expectFailedLoads = true;
-    await page.locator('form#search input[name=since]').fill('2026-03-02T10:00');
-    await page.locator('form#search input[name=until]').fill('2026-03-01T10:00');
+    // until a day before since, both derived from now (datetime-local
+    // values are the browser's local time, YYYY-MM-DDTHH:MM)
+    const localInput = (ms) => {
+      const d = new Date(ms);
+      const p2 = (n) => String(n).padStart(2, '0');
+      return `${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())}T${p2(d.getHours())}:${p2(d.getMinutes())}`;
+    };
+    await page.locator('form#search input[name=since]').fill(localInput(Date.now() - 86400000));
+    await page.locator('form#search input[name=until]').fill(localInput(Date.now() - 2 * 86400000));
     await page.locator('form#search input[name=until]').press('Enter');
     const untilError = page.locator('form#search [data-error-for="until"]');
     await page.waitForFunction(() => document.querySelector('#search [data-error-for="until"]').textContent !== '');

@@ -172,7 +172,11 @@ def test_bad_input_gets_a_clear_4xx_and_the_api_goes_on(t):
         ("/v1/messages?q=%20--%20", "q"), ("/v1/messages?frmo=x", "frmo"),
         ("/v1/messages?org=acme&org=globex", "org"), ("/v1/messages?format=xml", "format"),
         ("/v1/messages?org", "org"), ("/v1/messages?path=smtp", "path"),
-        ("/v1/messages?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "until"),
+        # until before since: both derived from now, a day apart
+        ("/v1/messages?since=%s&until=%s" % (
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 86400)),
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 2 * 86400))),
+         "until"),
     ]
     for path, field in cases:
         st, b = jcall(base, path, sup)
