@@ -2446,7 +2446,8 @@ test_pg_atomic(void)
 }
 
 /* A write the database refuses among deferred ones: the batch is lost,
- * every outcome says so, nothing of it stays; the next batch works. */
+ * every outcome says so, nothing of it stays; the next batch works. An
+ * update after the refused insert says the batch was rolled back. */
 static void
 test_pg_deferred_fail(void)
 {
@@ -2463,7 +2464,7 @@ test_pg_deferred_fail(void)
                  "CREATE TRIGGER boom BEFORE INSERT ON herald_message_content"
                  " FOR EACH ROW EXECUTE FUNCTION boom()") == 0);
     struct herr e = {0};
-    struct mc_result res[3];
+    struct mc_result res[4];
     CHECK(mc_batch_begin(m, &e) == 0);
     struct mc_record *r = full_record("pf-1");
     mc_insert_deferred(m, r, &res[0]);
@@ -2476,11 +2477,20 @@ test_pg_deferred_fail(void)
     r = full_record("pf-2");
     mc_insert_deferred(m, r, &res[2]);
     mc_record_free(r);
+    struct mc_update u;
+    mc_update_init(&u, "pf-1", MC_SENT); /* waits for its insert */
+    mc_update_deferred(m, &u, &res[3]);
     CHECK(mc_batch_sync(m, &e) == HERR_STORE);
     CHECK_MSG(strstr(e.msg, "injected content failure") != NULL, "%s", e.msg);
-    CHECK(res[1].rc == HERR_STORE && res[2].rc == HERR_STORE);
-    CHECK_MSG(strstr(res[2].err.msg, "rolled back") != NULL, "%s",
-              res[2].err.msg);
+    /* the three inserts went as one statement (S_INSERT_MANY): each
+     * says what refused it */
+    CHECK(res[0].rc == HERR_STORE && res[1].rc == HERR_STORE &&
+          res[2].rc == HERR_STORE);
+    CHECK_MSG(strstr(res[2].err.msg, "injected content failure") != NULL,
+              "%s", res[2].err.msg);
+    CHECK(res[3].rc == HERR_STORE);
+    CHECK_MSG(strstr(res[3].err.msg, "rolled back") != NULL, "%s",
+              res[3].err.msg);
     CHECK(mc_batch_commit(m, &e) == HERR_STORE);
     CHECK(!exists(m, "pf-1") && !exists(m, "pf-2"));
     CHECK(pg_int(dir, "SELECT count(*) FROM herald_message_ids") == 0);
