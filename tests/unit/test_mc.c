@@ -2486,8 +2486,8 @@ test_pg_deferred_fail(void)
      * says what refused it */
     CHECK(res[0].rc == HERR_STORE && res[1].rc == HERR_STORE &&
           res[2].rc == HERR_STORE);
-    CHECK_MSG(strstr(res[2].err.msg, "injected content failure") != NULL,
-              "%s", res[2].err.msg);
+    CHECK_MSG(strstr(res[2].err.msg, "injected content failure") != NULL, "%s",
+              res[2].err.msg);
     CHECK(res[3].rc == HERR_STORE);
     CHECK_MSG(strstr(res[3].err.msg, "rolled back") != NULL, "%s",
               res[3].err.msg);
