@@ -71,8 +71,9 @@
  *   trip, until the page is full; each day's key query names that day's
  *   partitions and is prepared on the connection with a generic plan
  *   without bitmap scans (planned once; an ordered index walk whatever
- *   the value's frequency); days cut by since/until/cursor, and the first
- *   two of a q search, are planned with their values.
+ *   the value's frequency); days cut by since/until/cursor, and every day
+ *   of a q search, are planned with their values. The list of attached
+ *   days is read again at most once a second (DAYS_TTL_MS).
  * - q: herald_message_content.subject_words holds the subject's words as
  *   mc_q_words defines them (computed here, not by a PostgreSQL parser,
  *   whose rules depend on the database's locale), space-separated;
@@ -101,9 +102,15 @@
 #define PG_MIN_SERVER 140000 /* DETACH PARTITION CONCURRENTLY */
 #define DAY_MS 86400000LL
 #define IDCACHE_SLOTS 16384 /* id -> created_at of recent writes */
-#define DAY_SLOTS 4         /* days with their own prepared statements */
-#define LSTMT_SLOTS 256     /* mc_list's statements prepared per connection */
-#define LEXEME_MAX 2046     /* PostgreSQL's limit on a tsvector lexeme */
+/* Days with their own prepared statements. A worker uses one or two; a
+ * reader's gets go to any day (a support search, an inbox): with 4, a
+ * one-record get of bench-api, spread over 30 days, prepared its
+ * statement (parse and plan, then DEALLOCATE another) nine times in ten,
+ * most of the server's work for it. A day's statements cost the server a
+ * few plans' memory, and only once used. */
+#define DAY_SLOTS 64
+#define LSTMT_SLOTS 256 /* mc_list's statements prepared per connection */
+#define LEXEME_MAX 2046 /* PostgreSQL's limit on a tsvector lexeme */
 #define PARAMS_MAX 40
 /* Advisory lock keys: (LOCK_NS, what). */
 #define LOCK_NS 1212501060 /* "HERD" */
@@ -471,6 +478,10 @@ struct pgs {
     int piped;          /* the connection is in pipeline mode */
     int pipe_unflushed; /* sent since the last PQflush */
     int reads_mode;     /* day_reads' settings in force (0: the usual) */
+    /* attached_days' last answer, and when (monotonic ms) */
+    int32_t *adays;
+    size_t nadays;
+    int64_t adays_ms;
 };
 
 static void pipe_settle(struct pgs *s);
@@ -877,6 +888,27 @@ days_remove(int32_t *v, size_t *n, int32_t day)
     (*n)--;
 }
 
+/* The handle's days changed: mc_list asks for the attached ones again. */
+static void
+days_known_add(struct pgs *s, int32_t day)
+{
+    size_t pos;
+    if (days_find(s->days, s->ndays, day, &pos))
+        return;
+    days_add(&s->days, &s->ndays, &s->capdays, day);
+    s->adays_ms = INT64_MIN / 2;
+}
+
+static void
+days_known_remove(struct pgs *s, int32_t day)
+{
+    size_t pos;
+    if (!days_find(s->days, s->ndays, day, &pos))
+        return;
+    days_remove(s->days, &s->ndays, day);
+    s->adays_ms = INT64_MIN / 2;
+}
+
 static int
 day_known(struct pgs *s, int32_t day)
 {
@@ -928,7 +960,7 @@ ensure_day(struct pgs *s, int32_t day, struct herr *e)
     if (s->in_batch)
         days_add(&s->pending, &s->npending, &s->cappending, day);
     else
-        days_add(&s->days, &s->ndays, &s->capdays, day);
+        days_known_add(s, day);
     return 0;
 }
 
@@ -1077,7 +1109,7 @@ day_fail(struct pgs *s, int32_t day, PGresult *res, struct herr *e,
     pg_fail(s, res, e, what);
     PQclear(res);
     if (*gone) {
-        days_remove(s->days, &s->ndays, day);
+        days_known_remove(s, day);
         for (int i = 0; i < DAY_SLOTS; i++)
             if (s->dayslots[i].used && s->dayslots[i].day == day)
                 dayslot_free(s, &s->dayslots[i]);
@@ -1242,6 +1274,7 @@ pg_close(void *state)
     for (size_t i = 0; i < IDCACHE_SLOTS; i++)
         free(s->ids[i].id);
     free(s->days);
+    free(s->adays);
     free(s->pending);
     free(s->where);
     free(s);
@@ -1410,7 +1443,7 @@ pg_commit(void *state, struct herr *e)
     PQclear(res);
     if (rc == 0)
         for (size_t i = 0; i < s->npending; i++)
-            days_add(&s->days, &s->ndays, &s->capdays, s->pending[i]);
+            days_known_add(s, s->pending[i]);
     batch_end(s);
     return rc;
 }
@@ -2734,25 +2767,54 @@ cmp_newest(const void *a, const void *b)
     return -strcmp(x->id, y->id);
 }
 
-/* The days whose partitions are attached (those of herald_messages),
- * ascending. */
+static int64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * The days whose partitions are attached (those of herald_messages),
+ * ascending: asked again when `fresh` or when the last answer is
+ * DAYS_TTL_MS old. The look-up was 10-20 % of the server's work for a
+ * list. A day dropped meanwhile fails its query, and mc_list asks again
+ * (fresh); a day attached meanwhile was attached ahead of its records
+ * (today's and tomorrow's exist from the first open and every batch on),
+ * but for an import or a clock ahead, whose records show a second later.
+ */
+#define DAYS_TTL_MS 1000
+
 static int
-attached_days(struct pgs *s, int32_t **out, size_t *n, struct herr *e)
+attached_days(struct pgs *s, int32_t **out, size_t *n, int fresh,
+              struct herr *e)
 {
     *out = NULL;
     *n = 0;
-    struct params none;
-    p_init(&none);
-    PGresult *res = query_prepared(s, S_DAYS, &none, e, "listing messages");
-    if (res == NULL)
-        return HERR_STORE;
-    size_t cap = 0;
-    for (int i = 0; i < PQntuples(res); i++) {
-        int32_t day;
-        if (day_parse(PQgetvalue(res, i, 0), "herald_messages", &day) == 0)
-            days_add(out, n, &cap, day);
+    int64_t now = mono_ms();
+    if (fresh || s->adays == NULL || now - s->adays_ms >= DAYS_TTL_MS) {
+        struct params none;
+        p_init(&none);
+        PGresult *res = query_prepared(s, S_DAYS, &none, e, "listing messages");
+        if (res == NULL)
+            return HERR_STORE;
+        int32_t *v = NULL;
+        size_t nv = 0, cap = 0;
+        for (int i = 0; i < PQntuples(res); i++) {
+            int32_t day;
+            if (day_parse(PQgetvalue(res, i, 0), "herald_messages", &day) == 0)
+                days_add(&v, &nv, &cap, day);
+        }
+        PQclear(res);
+        free(s->adays);
+        s->adays = v ? v : xcalloc(1, sizeof *v);
+        s->nadays = nv;
+        s->adays_ms = now;
     }
-    PQclear(res);
+    *out = xmalloc((s->nadays ? s->nadays : 1) * sizeof **out);
+    memcpy(*out, s->adays, s->nadays * sizeof **out);
+    *n = s->nadays;
     return 0;
 }
 
@@ -2846,7 +2908,7 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
     int32_t *days = NULL;
     size_t ndays = 0;
     struct keys k = {0};
-    rc = attached_days(s, &days, &ndays, e);
+    rc = attached_days(s, &days, &ndays, 0, e);
     size_t j = ndays; /* days[j - 1] is the next one to read */
     while (j > 0 && hi != INT64_MAX && (int64_t)days[j - 1] * DAY_MS >= hi)
         j--;
@@ -2942,7 +3004,7 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
                 free(k.id[x]);
             k.n = 0;
             free(days);
-            rc = attached_days(s, &days, &ndays, e);
+            rc = attached_days(s, &days, &ndays, 1, e);
             j = ndays;
             while (j > 0 && hi != INT64_MAX &&
                    (int64_t)days[j - 1] * DAY_MS >= hi)
@@ -3057,7 +3119,7 @@ drop_day(struct pgs *s, int32_t day, long long *rows, struct herr *e)
         if (rc)
             return rc;
     }
-    days_remove(s->days, &s->ndays, day);
+    days_known_remove(s, day);
     return 0;
 }
 
