@@ -19,22 +19,37 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void
+arm_flush(struct worker *w, uint64_t ms)
+{
+    w->flush_armed = 1;
+    w->flush_due = uv_now(w->loop) + ms;
+    uv_timer_start(&w->t_flush, on_flush, ms, 0);
+}
+
+/*
+ * Queues task t's next write. It goes with the next batch, MC_BATCH_MS
+ * from now at most (at once when MC_BATCH_MAX are waiting), but for a
+ * "sending" step, which waits MC_SENDING_MS for its outcome to replace
+ * it (on_flush leaves it queued until then). A step queued while the
+ * task's last is still queued replaces it.
+ */
 void
 mc_queue(struct task *t, enum mc_step step)
 {
     struct worker *w = t->w;
     t->step = step;
-    if (t->in_mcq)
-        return; /* an outcome superseding a "sending" not yet written */
-    t->in_mcq = 1;
-    tq_push(&w->mcq, t);
-    w->nmcq++;
-    if (!w->flush_armed) {
-        w->flush_armed = 1;
-        uv_timer_start(&w->t_flush, on_flush, MC_BATCH_MS, 0);
-    } else if (w->nmcq == MC_BATCH_MAX) {
-        uv_timer_start(&w->t_flush, on_flush, 0, 0);
+    if (!t->in_mcq) {
+        t->in_mcq = 1;
+        t->mcq_at = uv_now(w->loop);
+        tq_push(&w->mcq, t);
+        w->nmcq++;
     }
+    uint64_t ms = w->nmcq >= MC_BATCH_MAX ? 0
+                  : step == MCW_SENDING   ? MC_SENDING_MS
+                                          : MC_BATCH_MS;
+    if (!w->flush_armed || uv_now(w->loop) + ms < w->flush_due)
+        arm_flush(w, ms);
 }
 
 static int
@@ -260,13 +275,6 @@ flush_work(uv_work_t *req)
     w->fb_us = (uv_hrtime() - t0) / 1000;
 }
 
-static void
-arm_flush(struct worker *w, uint64_t ms)
-{
-    w->flush_armed = 1;
-    uv_timer_start(&w->t_flush, on_flush, ms, 0);
-}
-
 static struct finish_batch *
 batch_new(struct worker *w, struct task **tasks, size_t n)
 {
@@ -461,13 +469,31 @@ on_flush(uv_timer_t *timer)
     }
     struct task *t;
     w->fb_n = 0;
+    /* "sending" steps younger than MC_SENDING_MS wait (their outcome may
+     * replace them); the rest goes */
+    struct tq young = {0};
+    size_t nyoung = 0;
+    uint64_t now = uv_now(w->loop), due = UINT64_MAX;
     while ((t = tq_pop(&w->mcq)) != NULL) {
+        if (t->step == MCW_SENDING && !w->stopping &&
+            now - t->mcq_at < MC_SENDING_MS) {
+            tq_push(&young, t);
+            nyoung++;
+            if (t->mcq_at + MC_SENDING_MS - now < due)
+                due = t->mcq_at + MC_SENDING_MS - now;
+            continue;
+        }
         t->in_mcq = 0;
         w->fb_task[w->fb_n] = t;
         w->fb_step[w->fb_n] = t->step;
         w->fb_n++;
     }
-    w->nmcq = 0;
+    w->mcq = young;
+    w->nmcq = nyoung;
+    if (nyoung)
+        arm_flush(w, due);
+    if (w->fb_n == 0)
+        return;
     w->flushing = 1;
     w->flush_work.data = w;
     if (uv_queue_work(w->loop, &w->flush_work, flush_work, flush_done) != 0)

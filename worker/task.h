@@ -36,6 +36,11 @@
  * writes, one commit per batch a few per message. */
 #define MC_BATCH_MS 4
 #define MC_BATCH_MAX 256
+/* A "sending" step is written once its attempt has run this long: most
+ * transactions end sooner, and their outcome's write (which counts the
+ * attempt) replaces it, sparing the store a write per message. A record
+ * shows "sending" for a transaction that takes longer. */
+#define MC_SENDING_MS 500
 #define RETRY_CLAIM_MS 1000
 /* Templates are read from Redis at most this often per name, so an
  * update reaches every worker within that time. */
@@ -90,6 +95,7 @@ struct task {
     int dup_sent;         /* the record already said "sent" */
     int attempt_recorded; /* the record counts this attempt */
     int in_mcq;
+    uint64_t mcq_at;       /* uv_now() when it joined mcq */
     int rendered;          /* the template (if any) has been applied: the record
                               gets the rendered content with every write */
     int spf_known, spf_ok; /* the SPF verdict for the from domain */
@@ -164,6 +170,7 @@ struct worker {
     uint64_t win_n, win_max_us;
     uint64_t win_bucket[40];
     int flush_armed;
+    uint64_t flush_due; /* uv_now() when t_flush fires, if armed */
     int stopping, grace_over, closing, handback_done;
     int exit_code;
     int open_handles;

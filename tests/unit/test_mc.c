@@ -2842,6 +2842,125 @@ test_deferred(void)
     rmtree(dir);
 }
 
+/* The update variants of test_deferred_same: keep, clear and set each
+ * field, quotes and backslashes in values (array literals on
+ * PostgreSQL). */
+static void
+variant_update(struct mc_update *u, const char *id, int v)
+{
+    static const enum mc_status st[] = {MC_SENDING, MC_SENT, MC_DEFERRED,
+                                        MC_FAILED, MC_QUEUED};
+    mc_update_init(u, id, st[v % 5]);
+    switch (v % 7) {
+    case 0:
+        break; /* the status alone */
+    case 1:
+        u->path = "relay";
+        u->path_reason = "no SPF \"record\" \\ here";
+        u->sender = "";
+        u->reply_to = "org@acme.example";
+        u->attempts_add = 1;
+        break;
+    case 2:
+        u->sent_at = 1700000000123;
+        u->next_attempt_at = 0;
+        u->smtp_reply = "250 2.0.0 Ok: queued as {ABC,123}";
+        u->recipients_json = "[{\"email\":\"ann@example.com\","
+                             "\"status\":\"accepted\"}]";
+        break;
+    case 3:
+        u->next_attempt_at = 1700000999000;
+        u->last_error = "451 4.7.1 try \"later\", {please}";
+        u->attempts_add = 2;
+        break;
+    case 4:
+        u->last_error = "";
+        u->smtp_reply = "";
+        u->recipients_json = "";
+        u->path = "";
+        break;
+    case 5:
+        u->sent_at = 0;
+        u->path_reason = "NULL";
+        u->sender = "NULL";
+        break;
+    default:
+        u->attempts_add = 1;
+        u->last_error = "caf\xc3\xa9 \xe2\x80\x94 non-ASCII";
+        break;
+    }
+}
+
+/* The same record (an id of its own) as JSON, updated_at left out. */
+static char *
+json_as(struct mc *m, const char *id, const char *as)
+{
+    struct mc_record *r = NULL;
+    if (mc_get(m, id, &r, NULL) != 0 || r == NULL)
+        return xstrdup("(missing)");
+    free(r->id);
+    r->id = xstrdup(as);
+    r->updated_at = 0;
+    json_t *j = mc_record_json(r, 0);
+    char *out = json_dumps(j, JSON_SORT_KEYS);
+    json_decref(j);
+    mc_record_free(r);
+    return out;
+}
+
+/* Deferred updates in one batch (gathered into one statement per day on
+ * PostgreSQL) leave each record exactly as the same updates done one at
+ * a time: 70 records, two rounds of updates of every variant. */
+static void
+test_deferred_same(void)
+{
+    char *dir = tmpdir();
+    struct mc *m = open_store(dir);
+    if (m == NULL) {
+        rmtree(dir);
+        return;
+    }
+    struct herr e = {0};
+    enum { N = 70 };
+    char a[N][16], b[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(a[i], sizeof a[i], "ds-a%d", i);
+        snprintf(b[i], sizeof b[i], "ds-b%d", i);
+        insert_rec(m, full_record(a[i]));
+        insert_rec(m, full_record(b[i]));
+    }
+    struct mc_result *res = xcalloc(2 * N, sizeof *res);
+    for (int round = 0; round < 2; round++) {
+        CHECK(mc_batch_begin(m, &e) == 0);
+        for (int i = 0; i < N; i++) {
+            struct mc_update u;
+            variant_update(&u, b[i], i + round * 3);
+            mc_update_deferred(m, &u, &res[round * N + i]);
+        }
+        CHECK(mc_batch_commit(m, &e) == 0);
+        for (int i = 0; i < N; i++) {
+            struct mc_update u;
+            variant_update(&u, a[i], i + round * 3);
+            CHECK(mc_update(m, &u, &e) == 0);
+        }
+    }
+    int bad = 0;
+    for (int i = 0; i < 2 * N; i++)
+        bad += res[i].rc != 0;
+    CHECK_MSG(bad == 0, "%d deferred updates failed", bad);
+    for (int i = 0; i < N; i++) {
+        char *x = json_as(m, a[i], "same");
+        char *y = json_as(m, b[i], "same");
+        CHECK_MSG(strcmp(x, y) == 0,
+                  "record %d:\n  one at a time %s\n  deferred %s", i, x, y);
+        free(x);
+        free(y);
+    }
+    free(res);
+    mc_close(m);
+    rmtree(dir);
+}
+
 static void
 test_q_words(void)
 {
@@ -2880,6 +2999,7 @@ run_store_tests(void)
     test_purge();
     test_batch();
     test_deferred();
+    test_deferred_same();
     test_status_moves();
     test_to_json();
     test_multiprocess();
