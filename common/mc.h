@@ -194,10 +194,15 @@ int mc_update(struct mc *m, const struct mc_update *u, struct herr *e);
  * point of the batch: rc, *existing with HERR_EXISTS, the error -- is in
  * *res once mc_batch_sync() returned (or mc_batch_commit() or
  * mc_batch_rollback()); `res` must stay valid until then. The record and
- * update are copied: the caller may free them at once. Writes take
- * effect in the order they were made, as if each had waited. Outside a
- * batch, and on a store that does not defer (SQLite), the write is done
- * at once and *res is filled before the call returns.
+ * update are copied: the caller may free them at once. The writes of
+ * one record take effect in the order they were made, and every record
+ * ends as if each write had waited (the PostgreSQL store may send the
+ * writes of different records in another order, and gathers those of
+ * one day into one statement). A write the database refuses loses the
+ * batch: its outcome, and that of every write gathered with it, names
+ * the database's reason; later ones say the batch was rolled back.
+ * Outside a batch, and on a store that does not defer (SQLite), the
+ * write is done at once and *res is filled before the call returns.
  *
  * mc_batch_sync: waits for every deferred write of the batch and fills
  * their results. Returns 0, or HERR_STORE when the database refused a

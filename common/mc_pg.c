@@ -57,7 +57,9 @@
  * - Deferred writes (mc_insert_deferred, mc_update_deferred): inside a
  *   batch they are sent in libpq's pipeline mode and their results read
  *   at mc_batch_sync or the commit, so a batch costs a round trip or two,
- *   not one per write; the outcomes are those of the writes done one
+ *   not one per write; inserts of one day, and status updates of one
+ *   day, go as one statement each (S_INSERT_MANY, S_UPDATE_MANY: up to
+ *   GROUP_MAX writes); the outcomes are those of the writes done one
  *   after the other (see "deferred writes" below).
  * - Planning: a prepared statement on the partitioned tables is planned
  *   again at every run (its generic plan, costed over every partition,
