@@ -2846,7 +2846,7 @@ test_deferred(void)
  * field, quotes and backslashes in values (array literals on
  * PostgreSQL). */
 static void
-variant_update(struct mc_update *u, const char *id, int v)
+variant_update(struct mc_update *u, const char *id, int v, int64_t now)
 {
     static const enum mc_status st[] = {MC_SENDING, MC_SENT, MC_DEFERRED,
                                         MC_FAILED, MC_QUEUED};
@@ -2862,14 +2862,14 @@ variant_update(struct mc_update *u, const char *id, int v)
         u->attempts_add = 1;
         break;
     case 2:
-        u->sent_at = 1700000000123;
+        u->sent_at = now - 1234;
         u->next_attempt_at = 0;
         u->smtp_reply = "250 2.0.0 Ok: queued as {ABC,123}";
         u->recipients_json = "[{\"email\":\"ann@example.com\","
                              "\"status\":\"accepted\"}]";
         break;
     case 3:
-        u->next_attempt_at = 1700000999000;
+        u->next_attempt_at = now + 999000;
         u->last_error = "451 4.7.1 try \"later\", {please}";
         u->attempts_add = 2;
         break;
@@ -2930,17 +2930,18 @@ test_deferred_same(void)
         insert_rec(m, full_record(b[i]));
     }
     struct mc_result *res = xcalloc(2 * N, sizeof *res);
+    int64_t now = clock_now_ms(); /* the times the updates set */
     for (int round = 0; round < 2; round++) {
         CHECK(mc_batch_begin(m, &e) == 0);
         for (int i = 0; i < N; i++) {
             struct mc_update u;
-            variant_update(&u, b[i], i + round * 3);
+            variant_update(&u, b[i], i + round * 3, now);
             mc_update_deferred(m, &u, &res[round * N + i]);
         }
         CHECK(mc_batch_commit(m, &e) == 0);
         for (int i = 0; i < N; i++) {
             struct mc_update u;
-            variant_update(&u, a[i], i + round * 3);
+            variant_update(&u, a[i], i + round * 3, now);
             CHECK(mc_update(m, &u, &e) == 0);
         }
     }
