@@ -14,7 +14,7 @@
  * calls the store on libuv's thread pool). docs/mc-postgres.md has the
  * design and its measurements; in short:
  *
- * - Schema versions: table herald_schema holds the version (1). Opening
+ * - Schema versions: table herald_schema holds the version (2). Opening
  *   creates or upgrades it in one transaction under a transaction-level
  *   advisory lock, so processes starting together wait for the first;
  *   a newer version is refused.
@@ -24,9 +24,11 @@
  *   changes after the insert (org, account, type, from, subject words,
  *   addresses, subject, bodies, attachments, meta) with the indexes on
  *   those, which the worker's status updates (never HOT: status is
- *   indexed) therefore do not touch; herald_message_rcpt one row per
- *   distinct to/cc/bcc address. All three are range-partitioned by
+ *   indexed) therefore do not touch. Both are range-partitioned by
  *   created_at (ms), one partition per UTC day, named <table>_pYYYYMMDD.
+ *   herald_recipients holds one row per distinct to/cc/bcc address of a
+ *   record, in one table (not by day: an address's records are found
+ *   newest first in one index, whatever days they span).
  * - Partitions are created on demand: for today and tomorrow when the
  *   store opens and at each batch, and for any other day before an insert
  *   needs it. The handle remembers which days exist. Creation runs under
@@ -73,20 +75,23 @@
  *   trip, until the page is full; each day's key query names that day's
  *   partitions and is prepared on the connection with a generic plan
  *   without bitmap scans (planned once; an ordered index walk whatever
- *   the value's frequency); days cut by since/until/cursor, and every day
- *   of a q search, are planned with their values. The list of attached
- *   days is read again at most once a second (DAYS_TTL_MS).
+ *   the value's frequency); days cut by since/until/cursor are planned
+ *   with their values. A listing by recipient is one statement on
+ *   herald_recipients instead (list_rcpt). The list of attached days is
+ *   read again at most once a second (DAYS_TTL_MS).
  * - q: herald_message_content.subject_words holds the subject's words as
  *   mc_q_words defines them (computed here, not by a PostgreSQL parser,
  *   whose rules depend on the database's locale), space-separated;
  *   subject_tsv, stored, is array_to_tsvector(string_to_array(
  *   subject_words, ' ')), with a GIN index: it answers "every word of q
  *   is a prefix of a word" as a tsquery 'w1':* & 'w2':* built from the
- *   words as they are (no dictionary).
+ *   words as they are (no dictionary). A day's query reads the newest
+ *   records first and the GIN index only for rarer words (enum lq).
  * - Retention drops whole partitions (DETACH PARTITION CONCURRENTLY, then
  *   DROP TABLE: no lock that stops the fleet), deletes the rows of the
- *   partition that straddles the cutoff in chunks, and clears bodies in
- *   chunks through a partial index of the bodies not yet cleared.
+ *   partition that straddles the cutoff in chunks, then the recipients'
+ *   rows before the cutoff in chunks, and clears bodies in chunks through
+ *   a partial index of the bodies not yet cleared.
  */
 #include "mc.h"
 #include "clock.h"
@@ -100,7 +105,7 @@
 #include <string.h>
 #include <time.h>
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 #define PG_MIN_SERVER 140000 /* DETACH PARTITION CONCURRENTLY */
 #define DAY_MS 86400000LL
 #define IDCACHE_SLOTS 16384 /* id -> created_at of recent writes */
@@ -120,8 +125,8 @@
 #define LOCK_PARTITIONS 2
 #define LOCK_PURGE 3
 
-static const char *const part_tables[] = {
-    "herald_messages", "herald_message_content", "herald_message_rcpt"};
+static const char *const part_tables[] = {"herald_messages",
+                                          "herald_message_content"};
 #define NPART_TABLES (sizeof part_tables / sizeof part_tables[0])
 
 /* Version 1. Text keys compare as bytes (COLLATE "C"): the order of ids
@@ -201,10 +206,40 @@ static const char schema_v1_sql[] =
     " id text COLLATE \"C\" NOT NULL,"
     " PRIMARY KEY (email, created_at, id)) PARTITION BY RANGE (created_at);";
 
-/* The upgrades, migrations[v] taking version v to v + 1 (none yet past
- * the creation of version 1). */
+/*
+ * Version 2: the recipients' rows in one table, herald_recipients, no
+ * longer a partition per day. A query by recipient read each day's
+ * partition in turn (30 index descents and 30 statements' start for an
+ * address over 30 days: make bench-api's `to=` missed its target); one
+ * index over every day finds an address's records newest first in one.
+ * Its rows are removed by retention with their records (by created_at,
+ * in chunks), not with a day's partitions. The rows move over in the
+ * upgrade's transaction, the primary key built after them; any
+ * partition of the old table left detached by an interrupted purge goes
+ * too. Workers of version 1 must be stopped first: they write to the
+ * old table (and refuse a store of version 2 when they start).
+ */
+static const char schema_v2_sql[] =
+    "CREATE TABLE herald_recipients ("
+    " email text COLLATE \"C\" NOT NULL,"
+    " created_at bigint NOT NULL,"
+    " id text COLLATE \"C\" NOT NULL);"
+    "INSERT INTO herald_recipients (email, created_at, id)"
+    " SELECT email, created_at, id FROM herald_message_rcpt;"
+    "ALTER TABLE herald_recipients ADD PRIMARY KEY (email, created_at, id);"
+    "CREATE INDEX herald_recipients_created ON herald_recipients"
+    " (created_at);"
+    "DROP TABLE herald_message_rcpt;"
+    "DO $herald$ DECLARE t text; BEGIN FOR t IN SELECT relname FROM pg_class"
+    " WHERE relkind = 'r' AND relnamespace = current_schema()::regnamespace"
+    " AND relname ~ '^herald_message_rcpt_p[0-9]{8}$' LOOP"
+    " EXECUTE format('DROP TABLE %I', t); END LOOP; END $herald$;";
+
+/* The upgrades, migrations[v] taking version v to v + 1 (a new store
+ * goes through them all). */
 static const char *const migrations[PG_SCHEMA_VERSION] = {
     [0] = schema_v1_sql,
+    [1] = schema_v2_sql,
 };
 
 /* Column order of every full-record SELECT (row_record). */
@@ -293,7 +328,7 @@ static const struct {
          " $6::text, $7::text, $20::text, $21::text, $22::text,"
          " $23::text, $24::text, $25::text, $26::text, $27::text, $28::text,"
          " $29::text, $30::text, $31::boolean FROM reg),"
-         " r AS (INSERT INTO herald_message_rcpt (email, created_at, id)"
+         " r AS (INSERT INTO herald_recipients (email, created_at, id)"
          " SELECT e, $2::bigint, reg.id FROM reg, unnest($32::text[]) AS e"
          " ON CONFLICT DO NOTHING)"
          " SELECT count(*) FROM reg"},
@@ -336,7 +371,7 @@ static const struct {
          " subject_words, from_addr, from_name, to_json, cc_json, bcc_json,"
          " subject, text, html, attachments_json, meta_json, resend_of,"
          " body_expired FROM n),"
-         " r AS (INSERT INTO herald_message_rcpt (email, created_at, id)"
+         " r AS (INSERT INTO herald_recipients (email, created_at, id)"
          " SELECT e, n.created_at, n.id FROM n, unnest(n.rcpt::text[]) AS e"
          " ON CONFLICT DO NOTHING)"
          " SELECT id FROM reg"},
@@ -990,7 +1025,7 @@ list_days(struct pgs *s, int32_t **out, size_t *n, struct herr *e)
         s,
         "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace ="
         " current_schema()::regnamespace AND relname ~"
-        " '^herald_(messages|message_content|message_rcpt)_p[0-9]{8}$'",
+        " '^herald_(messages|message_content)_p[0-9]{8}$'",
         NULL, e, "listing partitions");
     if (res == NULL)
         return HERR_STORE;
@@ -1010,24 +1045,21 @@ list_days(struct pgs *s, int32_t **out, size_t *n, struct herr *e)
     return 0;
 }
 
-/* Statement `k` (S_INSERT … S_INSERT_MANY) with the day's
- * partitions in place of the partitioned tables, as its text for PQprepare
- * (new string). */
+/* `sql` with the partitioned tables (part_tables) replaced by the
+ * partitions of the day named `dn` (day_name); new string. */
 static char *
-day_sql(enum stmt k, const char *dn)
+sql_on_day(const char *sql, const char *dn)
 {
     struct buf b;
     buf_init(&b, 0);
-    for (const char *p = stmts[k].sql; *p;) {
-        static const char *const names[] = {
-            "herald_messages", "herald_message_content", "herald_message_rcpt"};
+    for (const char *p = sql; *p;) {
         size_t i;
-        for (i = 0; i < 3; i++)
-            if (strncmp(p, names[i], strlen(names[i])) == 0)
+        for (i = 0; i < NPART_TABLES; i++)
+            if (strncmp(p, part_tables[i], strlen(part_tables[i])) == 0)
                 break;
-        if (i < 3) {
-            buf_printf(&b, "%s_p%s", names[i], dn);
-            p += strlen(names[i]);
+        if (i < NPART_TABLES) {
+            buf_printf(&b, "%s_p%s", part_tables[i], dn);
+            p += strlen(part_tables[i]);
         } else {
             buf_append(&b, p, 1);
             p++;
@@ -1090,7 +1122,7 @@ day_prepare(struct pgs *s, struct dayslot *d, enum stmt k)
     char dn[16], name[64];
     day_name(d->day, dn);
     day_stmt_name(k, d->day, name);
-    char *sql = day_sql(k, dn);
+    char *sql = sql_on_day(stmts[k].sql, dn);
     PGresult *res = PQprepare(s->conn, name, sql, 0, NULL);
     free(sql);
     if (!ok_status(res))
@@ -2446,91 +2478,163 @@ struct keys {
     size_t n, cap;
 };
 
+/* The rows (created_at, id) of `res` appended to k, up to max keys. */
+static void
+keys_take(struct keys *k, const PGresult *res, size_t max)
+{
+    for (int r = 0; r < PQntuples(res) && k->n < max; r++) {
+        if (k->n == k->cap) {
+            k->cap = k->cap ? 2 * k->cap : 64;
+            k->at = xrealloc(k->at, k->cap * sizeof *k->at);
+            k->id = xrealloc(k->id, k->cap * sizeof *k->id);
+        }
+        k->at[k->n] = val_i64(res, r, 0);
+        k->id[k->n] = col_str(res, r, 1);
+        k->n++;
+    }
+}
+
+static void
+keys_free(struct keys *k)
+{
+    for (size_t i = 0; i < k->n; i++)
+        free(k->id[i]);
+    free(k->id);
+    free(k->at);
+    memset(k, 0, sizeof *k);
+}
+
+/*
+ * How a day's key query finds the records whose subject has q's words.
+ * PostgreSQL cannot estimate how many records a word prefix matches (it
+ * assumes 2 % of them, for any prefix: make bench-api, one day of 33,000
+ * records: 'zzzq':* estimated 667, matching none; 'receipt':* 667 for
+ * 19,888; 'receipt':* & 'invoice':* 13 for 7,204), so its choice between
+ * walking the day newest first and reading the GIN index is a guess: a
+ * walk for a word that is not there reads the whole day (16 ms), the
+ * index for a common word reads every match (6 ms). The shape of the
+ * statement decides instead, and its cost is bounded either way:
+ * - LQ_WALK_FIRST walks the newest Q_WALK records of the day; when they
+ *   hold a page, that is the page (a common word: ~0.5 µs a record);
+ *   when not, the word is rarer than 1 in Q_WALK / page, and the GIN
+ *   index gives the day's matches, sorted (~2.5 µs a match);
+ * - LQ_INDEX reads the GIN index only, for the days after a whole day
+ *   that did not fill the page (a rare word stays rare from day to day).
+ * Both are planned once (a generic plan: the ORDER BY on created_at + 0
+ * keeps the index read from turning into a walk).
+ */
+enum lq { LQ_WALK_FIRST = 0, LQ_INDEX };
+#define Q_WALK 3000
+
 /* The key query of mc_list for records in [lo, hi) matching the filter
- * (has_lo, has_hi 0: no bound, a whole day's partition), newest first,
- * at most `want` ($ last): its SQL on the partitioned tables into `b`,
- * its parameters into `p`. */
+ * (has_lo, has_hi 0: no bound; for a day's query, the whole day of its
+ * partitions), newest first, at most `want` ($ last): its SQL on the
+ * partitioned tables into `b`, its parameters into `p`. With `to`, the
+ * keys are those of herald_recipients (one table over every day), and
+ * the record's tables are joined only for the other filters. With q's
+ * words, `lq` says how (above). */
 static void
 list_sql(const struct mc_query *q, int has_lo, int64_t lo, int has_hi,
-         int64_t hi, int want, struct buf *b, struct params *p)
+         int64_t hi, int want, enum lq lq, struct buf *b, struct params *p)
 {
     const struct mc_filter *f = q->f;
     struct params *pp = p;
     p_init(pp);
     /* Status and path are in herald_messages, the other filters' columns
      * in herald_message_content (org in both); a table is read only when
-     * a filter needs it (c otherwise: every record has both rows). k is
-     * the table whose key orders the page. */
+     * a filter needs it (c when none does and there is no `to`: every
+     * record has both rows). k is the table whose key orders the page. */
     int need_m = f->has_status || f->path;
-    int need_c = f->account || f->type || q->from || q->nwords || !need_m;
-    const char *kt = need_c ? "c" : "m";
-    if (need_c)
-        buf_puts(b, "SELECT c.created_at, c.id FROM herald_message_content c");
-    else
-        buf_puts(b, "SELECT m.created_at, m.id FROM herald_messages m");
-    if (need_c && need_m)
-        buf_puts(b, " JOIN herald_messages m ON m.created_at = c.created_at"
-                    " AND m.id = c.id");
-    if (q->to)
-        buf_printf(b,
-                   " JOIN herald_message_rcpt r ON r.created_at ="
-                   " %s.created_at AND r.id = %s.id",
+    int need_c = f->account || f->type || q->from || q->nwords ||
+                 (!need_m && !q->to) || (f->org && !need_m) ||
+                 (f->nscope && !need_m);
+    const char *kt = q->to ? "r" : need_c ? "c" : "m";
+    const char *first = q->to    ? "herald_recipients r"
+                        : need_c ? "herald_message_content c"
+                                 : "herald_messages m";
+    struct buf w; /* FROM ... WHERE ..., without q's words */
+    buf_init(&w, 0);
+    buf_printf(&w, " FROM %s", first);
+    if (need_c && kt[0] != 'c')
+        buf_printf(&w,
+                   " JOIN herald_message_content c ON c.created_at ="
+                   " %s.created_at AND c.id = %s.id",
                    kt, kt);
-    buf_puts(b, " WHERE true");
+    if (need_m && kt[0] != 'm')
+        buf_printf(&w,
+                   " JOIN herald_messages m ON m.created_at = %s.created_at"
+                   " AND m.id = %s.id",
+                   kt, kt);
+    buf_puts(&w, " WHERE true");
     /* each table's time bounds, so each is pruned to the window */
     const char *tabs[3];
     size_t ntabs = 0;
+    if (q->to)
+        tabs[ntabs++] = "r";
     if (need_c)
         tabs[ntabs++] = "c";
     if (need_m)
         tabs[ntabs++] = "m";
-    if (q->to)
-        tabs[ntabs++] = "r";
     if (has_lo) {
         p_i64(pp, lo);
         for (size_t i = 0; i < ntabs; i++)
-            buf_printf(b, " AND %s.created_at >= $%d::bigint", tabs[i], pp->n);
+            buf_printf(&w, " AND %s.created_at >= $%d::bigint", tabs[i], pp->n);
     }
     if (has_hi) {
         p_i64(pp, hi);
         for (size_t i = 0; i < ntabs; i++)
-            buf_printf(b, " AND %s.created_at < $%d::bigint", tabs[i], pp->n);
+            buf_printf(&w, " AND %s.created_at < $%d::bigint", tabs[i], pp->n);
     }
     if (q->to) {
         p_str(pp, q->to);
-        buf_printf(b, " AND r.email = $%d", pp->n);
+        buf_printf(&w, " AND r.email = $%d", pp->n);
     }
     if (f->org) {
         p_str(pp, f->org);
         if (need_c)
-            buf_printf(b, " AND c.org = $%d", pp->n);
+            buf_printf(&w, " AND c.org = $%d", pp->n);
         if (need_m)
-            buf_printf(b, " AND m.org = $%d", pp->n);
+            buf_printf(&w, " AND m.org = $%d", pp->n);
     }
     if (f->account) {
         p_str(pp, f->account);
-        buf_printf(b, " AND c.account = $%d", pp->n);
+        buf_printf(&w, " AND c.account = $%d", pp->n);
     }
     if (f->has_status) {
         if (f->status == MC_SENT) {
-            buf_puts(b, " AND m.status = 'sent'");
+            buf_puts(&w, " AND m.status = 'sent'");
         } else {
             p_str(pp, mc_status_name(f->status));
-            buf_printf(b, " AND m.status = $%d AND m.status <> 'sent'", pp->n);
+            buf_printf(&w, " AND m.status = $%d AND m.status <> 'sent'", pp->n);
         }
     }
     if (f->type) {
         p_str(pp, f->type);
-        buf_printf(b, " AND c.type = $%d", pp->n);
+        buf_printf(&w, " AND c.type = $%d", pp->n);
     }
     if (f->path) {
         p_str(pp, f->path);
-        buf_printf(b, " AND m.path = $%d", pp->n);
+        buf_printf(&w, " AND m.path = $%d", pp->n);
     }
     if (q->from) {
         p_str(pp, q->from);
-        buf_printf(b, " AND c.from_lc = $%d", pp->n);
+        buf_printf(&w, " AND c.from_lc = $%d", pp->n);
     }
+    if (q->has_cursor) {
+        p_i64(pp, q->cursor_at);
+        p_str(pp, q->cursor_id);
+        for (size_t i = 0; i < ntabs; i++)
+            buf_printf(&w, " AND (%s.created_at, %s.id) < ($%d::bigint, $%d)",
+                       tabs[i], tabs[i], pp->n - 1, pp->n);
+    }
+    if (f->nscope) {
+        p_take(pp, text_array(f->scope, f->nscope));
+        if (need_c)
+            buf_printf(&w, " AND c.org = ANY($%d::text[])", pp->n);
+        if (need_m)
+            buf_printf(&w, " AND m.org = ANY($%d::text[])", pp->n);
+    }
+    int tsq = 0;
     if (q->nwords) {
         /* each word a prefix (mc_q_words' words hold no quote) */
         struct buf t;
@@ -2538,27 +2642,47 @@ list_sql(const struct mc_query *q, int has_lo, int64_t lo, int has_hi,
         for (size_t i = 0; i < q->nwords; i++)
             buf_printf(&t, "%s'%s':*", i ? " & " : "", q->words[i]);
         p_take(pp, buf_take(&t, NULL));
-        buf_printf(b, " AND c.subject_tsv @@ $%d::tsquery", pp->n);
-    }
-    if (q->has_cursor) {
-        p_i64(pp, q->cursor_at);
-        p_str(pp, q->cursor_id);
-        for (size_t i = 0; i < ntabs; i++)
-            if (tabs[i][0] != 'r')
-                buf_printf(b,
-                           " AND (%s.created_at, %s.id) < ($%d::bigint, $%d)",
-                           tabs[i], tabs[i], pp->n - 1, pp->n);
-    }
-    if (f->nscope) {
-        p_take(pp, text_array(f->scope, f->nscope));
-        if (need_c)
-            buf_printf(b, " AND c.org = ANY($%d::text[])", pp->n);
-        if (need_m)
-            buf_printf(b, " AND m.org = ANY($%d::text[])", pp->n);
+        tsq = pp->n;
     }
     p_i64(pp, want);
-    buf_printf(b, " ORDER BY %s.created_at DESC, %s.id DESC LIMIT $%d", kt, kt,
-               pp->n);
+    int lim = pp->n;
+    if (!q->nwords) {
+        buf_printf(b,
+                   "SELECT %s.created_at, %s.id%s ORDER BY %s.created_at"
+                   " DESC, %s.id DESC LIMIT $%d",
+                   kt, kt, w.p, kt, kt, lim);
+    } else if (lq == LQ_INDEX) {
+        buf_printf(b,
+                   "SELECT %s.created_at, %s.id%s AND c.subject_tsv @@"
+                   " $%d::tsquery ORDER BY %s.created_at + 0 DESC, %s.id DESC"
+                   " LIMIT $%d",
+                   kt, kt, w.p, tsq, kt, kt, lim);
+    } else {
+        /* the walk's matches when they fill the page or when the walk
+         * saw every record of the day (the other filters leave fewer
+         * than Q_WALK: n counts them, only then); the index's otherwise.
+         * The walk is a subquery, not a CTE, so that its order is known
+         * and it stops at the page's last match. */
+        buf_printf(b,
+                   "WITH a AS (SELECT created_at, id FROM (SELECT"
+                   " %s.created_at, %s.id, c.subject_tsv @@ $%d::tsquery"
+                   " AS hit%s ORDER BY %s.created_at DESC, %s.id DESC"
+                   " LIMIT %d) w WHERE hit ORDER BY created_at DESC, id DESC"
+                   " LIMIT $%d),"
+                   " n AS (SELECT count(*) AS walked FROM (SELECT 1%s"
+                   " LIMIT %d) x)"
+                   " SELECT created_at, id FROM a"
+                   " WHERE (SELECT count(*) FROM a) >= $%d"
+                   " OR (SELECT walked FROM n) < %d"
+                   " UNION ALL (SELECT %s.created_at, %s.id%s"
+                   " AND c.subject_tsv @@ $%d::tsquery"
+                   " AND (SELECT count(*) FROM a) < $%d"
+                   " AND (SELECT walked FROM n) >= %d"
+                   " ORDER BY %s.created_at + 0 DESC, %s.id DESC LIMIT $%d)",
+                   kt, kt, tsq, w.p, kt, kt, Q_WALK, lim, w.p, Q_WALK, lim,
+                   Q_WALK, kt, kt, w.p, tsq, lim, Q_WALK, kt, kt, lim);
+    }
+    buf_free(&w);
 }
 
 /* The statement cache of mc_list: statements naming one day's
@@ -2613,33 +2737,6 @@ lstmt_get(struct pgs *s, const char *sql, char name[32], int *gone,
     slot->hash = h;
     slot->used = ++s->uses;
     return 0;
-}
-
-/* `sql` with the partitioned tables replaced by `day`'s partitions; new
- * string. */
-static char *
-sql_on_day(const char *sql, int32_t day)
-{
-    static const char *const names[] = {
-        "herald_messages", "herald_message_content", "herald_message_rcpt"};
-    char dn[16];
-    day_name(day, dn);
-    struct buf b;
-    buf_init(&b, 0);
-    for (const char *p = sql; *p;) {
-        size_t i;
-        for (i = 0; i < 3; i++)
-            if (strncmp(p, names[i], strlen(names[i])) == 0)
-                break;
-        if (i < 3) {
-            buf_printf(&b, "%s_p%s", names[i], dn);
-            p += strlen(names[i]);
-        } else {
-            buf_append(&b, p, 1);
-            p++;
-        }
-    }
-    return buf_take(&b, NULL);
 }
 
 /*
@@ -2856,8 +2953,9 @@ fetch_keys(struct pgs *s, const struct keys *k, int no_bodies,
         p_init(&p[d]);
         p_take(&p[d], buf_take(&at, NULL));
         p_take(&p[d], text_array((const char *const *)k->id + i, j - i));
-        sql[d] = sql_on_day(no_bodies ? FETCH_SQL_NO_BODIES : FETCH_SQL,
-                            (int32_t)day);
+        char dn[16];
+        day_name((int32_t)day, dn);
+        sql[d] = sql_on_day(no_bodies ? FETCH_SQL_NO_BODIES : FETCH_SQL, dn);
         i = j;
     }
     int gone;
@@ -2879,6 +2977,79 @@ fetch_keys(struct pgs *s, const struct keys *k, int no_bodies,
     free(sql);
     free(p);
     return rc;
+}
+
+/*
+ * mc_list by recipient (`to`), records in [lo, hi): the key query is one
+ * statement on herald_recipients (and the record's tables for the other
+ * filters), prepared with a generic plan: planned once per connection, a
+ * backward walk of (email, created_at, id) whatever the address's
+ * frequency, one index descent for any number of days. A recipient's
+ * rows can outlive their record for a while (a purge deletes records
+ * first and their recipients' rows after, the last of them maybe in a
+ * later round), so the page is what the keys' records are: when some
+ * are gone, the keys after the last one are asked for until the page is
+ * full or there are no more.
+ */
+static int
+list_rcpt(struct pgs *s, const struct mc_query *q, int64_t lo, int64_t hi,
+          struct mc_record ***out, size_t *n, struct herr *e)
+{
+    struct mc_query qq = *q;
+    struct mc_record **v =
+        xcalloc(q->limit > 0 ? (size_t)q->limit : 1, sizeof *v);
+    size_t cnt = 0;
+    int rc = 0;
+    for (int again = 0; rc == 0 && (int)cnt < q->limit;) {
+        int want = q->limit - (int)cnt;
+        struct buf b;
+        struct params p;
+        buf_init(&b, 0);
+        list_sql(&qq, lo != INT64_MIN, lo, hi != INT64_MAX, hi, want,
+                 LQ_WALK_FIRST, &b, &p);
+        char *sql = buf_take(&b, NULL);
+        PGresult *res = NULL;
+        int gone;
+        rc = day_reads(s, 1, &sql, &p, NULL, 0, 0, &res, &gone, e);
+        free(sql);
+        p_free(&p);
+        if (rc && gone && !s->in_batch && !again) {
+            /* a day was dropped meanwhile (retention) */
+            again = 1;
+            rc = 0;
+            continue;
+        }
+        if (rc)
+            break;
+        struct keys k = {0};
+        keys_take(&k, res, (size_t)want);
+        PQclear(res);
+        size_t before = cnt;
+        if (k.n > 0)
+            rc = fetch_keys(s, &k, q->f->no_bodies, v, &cnt, e);
+        int more = rc == 0 && k.n == (size_t)want && cnt - before < k.n;
+        if (more) {
+            qq.has_cursor = 1;
+            qq.cursor_at = k.at[k.n - 1];
+            snprintf(qq.cursor_id, sizeof qq.cursor_id, "%s", k.id[k.n - 1]);
+        }
+        keys_free(&k);
+        if (!more)
+            break;
+    }
+    if (s->reads_mode) { /* no records to read, or a failure */
+        PQclear(PQexec(s->conn, "SET plan_cache_mode = auto;"
+                                " SET enable_bitmapscan = on"));
+        s->reads_mode = 0;
+    }
+    if (rc || cnt == 0) {
+        mc_records_free(v, cnt);
+        return rc;
+    }
+    qsort(v, cnt, sizeof *v, cmp_newest);
+    *out = v;
+    *n = cnt;
+    return 0;
 }
 
 /*
@@ -2907,6 +3078,8 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
         hi = f->until + 1;
     if (q->has_cursor && q->cursor_at + 1 < hi)
         hi = q->cursor_at + 1;
+    if (q->to)
+        return list_rcpt(s, q, lo, hi, out, n, e);
     int32_t *days = NULL;
     size_t ndays = 0;
     struct keys k = {0};
@@ -2915,13 +3088,15 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
     while (j > 0 && hi != INT64_MAX && (int64_t)days[j - 1] * DAY_MS >= hi)
         j--;
     size_t group = 1;
+    enum lq lq = LQ_WALK_FIRST;
+    int32_t today = (int32_t)day_of(clock_now_ms());
     for (int again = 0; rc == 0 && (int)k.n < q->limit && j > 0;) {
         if (lo != INT64_MIN && ((int64_t)days[j - 1] + 1) * DAY_MS <= lo)
             break;
         /* the group's days, newest first: a day cut by since, until or
-         * the cursor (and every day of a q search) is a statement of
-         * its own, planned with its values; a run of whole days is one
-         * statement, a UNION ALL of each day's query, generic */
+         * the cursor is a statement of its own, planned with its values;
+         * a run of whole days is one statement, a UNION ALL of each
+         * day's query, generic */
         size_t g = 0, nd = 0;
         char *sql[LIST_GROUP_MAX];
         int custom[LIST_GROUP_MAX];
@@ -2930,30 +3105,36 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
         size_t runlen[LIST_GROUP_MAX];
         PGresult *res[LIST_GROUP_MAX] = {0};
         int want = q->limit - (int)k.n;
-        for (; nd < group && j - nd > 0; nd++) {
+        int whole_past = 0; /* a whole day before today in the group */
+        /* days after today (empty but for a clock ahead) count as
+         * today: the first group is today's */
+        for (size_t counted = 0;
+             counted < group && nd < LIST_GROUP_MAX && j - nd > 0; nd++) {
             int32_t day = days[j - 1 - nd];
+            if (day <= today)
+                counted++;
             int64_t d0 = (int64_t)day * DAY_MS;
             if (lo != INT64_MIN && d0 + DAY_MS <= lo)
                 break;
             int64_t wlo = d0 > lo ? d0 : lo;
             int64_t whi = d0 + DAY_MS < hi ? d0 + DAY_MS : hi;
             /* a whole day: no bounds, and a generic plan (with bounds
-             * it would think the range holds next to nothing). A q search
-             * is planned with its words every day: a generic plan cannot
-             * know a word's frequency and walks the whole day newest
-             * first, which for a rare word is every row of every day
-             * (1.8 s over 30 days of 33,000 records); with the words the
-             * planner reads the GIN index for a rare one and walks for a
-             * common one (make bench-api, 1M records: q= p50 41 -> 17 ms,
-             * worst 1.7 s -> 0.14 s). */
-            int cut = wlo > d0 || whi < d0 + DAY_MS || q->nwords;
+             * it would think the range holds next to nothing). A q
+             * search's statement decides its plan by its shape (enum
+             * lq), generic too. */
+            int cut = wlo > d0 || whi < d0 + DAY_MS;
+            if (!cut && day < today)
+                whole_past = 1;
             /* joins the run before it (same parameters) */
             int join = !cut && g > 0 && !custom[g - 1];
             struct params dp, *pp = join ? &dp : &p[g];
             struct buf b;
             buf_init(&b, 0);
-            list_sql(q, wlo > d0, wlo, whi < d0 + DAY_MS, whi, want, &b, pp);
-            char *one = sql_on_day(b.p, day);
+            list_sql(q, wlo > d0, wlo, whi < d0 + DAY_MS, whi, want, lq, &b,
+                     pp);
+            char dn[16];
+            day_name(day, dn);
+            char *one = sql_on_day(b.p, dn);
             buf_free(&b);
             if (join) {
                 buf_printf(&run[g - 1], " UNION ALL (%s)", one);
@@ -2984,17 +3165,8 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
         int gone;
         rc = day_reads(s, g, sql, p, custom, q->nwords > 0, 0, res, &gone, e);
         for (size_t x = 0; x < g; x++) {
-            for (int r = 0;
-                 rc == 0 && r < PQntuples(res[x]) && (int)k.n < q->limit; r++) {
-                if (k.n == k.cap) {
-                    k.cap = k.cap ? 2 * k.cap : 64;
-                    k.at = xrealloc(k.at, k.cap * sizeof *k.at);
-                    k.id = xrealloc(k.id, k.cap * sizeof *k.id);
-                }
-                k.at[k.n] = val_i64(res[x], r, 0);
-                k.id[k.n] = col_str(res[x], r, 1);
-                k.n++;
-            }
+            if (rc == 0)
+                keys_take(&k, res[x], (size_t)q->limit);
             PQclear(res[x]);
             free(sql[x]);
             p_free(&p[x]);
@@ -3002,11 +3174,10 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
         if (rc && gone && !s->in_batch && !again) {
             /* a day was dropped meanwhile (retention): the days again */
             again = 1;
-            for (size_t x = 0; x < k.n; x++)
-                free(k.id[x]);
-            k.n = 0;
+            keys_free(&k);
             free(days);
             rc = attached_days(s, &days, &ndays, 1, e);
+            lq = LQ_WALK_FIRST;
             j = ndays;
             while (j > 0 && hi != INT64_MAX &&
                    (int64_t)days[j - 1] * DAY_MS >= hi)
@@ -3017,6 +3188,14 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
         j -= nd;
         if (group < LIST_GROUP_MAX)
             group *= 2;
+        /* a whole day that did not fill the page: q's words are rare
+         * (known only without other filters: with them, the walk may
+         * have seen the day's every record, few, and the words be
+         * common in the rest) */
+        if (q->nwords && whole_past && (int)k.n < q->limit && !f->org &&
+            !f->account && !f->has_status && !f->type && !f->path && !q->from &&
+            !f->nscope)
+            lq = LQ_INDEX;
     }
     free(days);
     if (rc == 0 && k.n > 0) {
@@ -3037,10 +3216,7 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
                                 " SET enable_bitmapscan = on"));
         s->reads_mode = 0;
     }
-    for (size_t i = 0; i < k.n; i++)
-        free(k.id[i]);
-    free(k.id);
-    free(k.at);
+    keys_free(&k);
     return rc;
 }
 
@@ -3160,9 +3336,7 @@ purge_records(struct pgs *s, int64_t before, long long max,
                         " FROM herald_message_ids WHERE created_at <"
                         " $1::bigint LIMIT 5000)",
                         bound, 0, 1, &n, e);
-    /* the rows of the day that straddles the cutoff, in chunks; their
-     * recipient rows stay until the whole day's partition is dropped (a
-     * query by recipient joins the record, which is gone) */
+    /* the rows of the day that straddles the cutoff, in chunks */
     n = 1;
     while (rc == 0 && n > 0 && ROOM) {
         rc = purge_stmt(
@@ -3182,6 +3356,22 @@ purge_records(struct pgs *s, int64_t before, long long max,
             before, 0, 1, &n, e);
         if (rc == 0) {
             out->records += n;
+            *last = n;
+        }
+    }
+    /* then the recipients' rows of every record gone (a query by
+     * recipient skips a row whose record is gone meanwhile), in chunks,
+     * at most `max` of them too */
+    long long rows = 0;
+    n = rc == 0 && ROOM ? 1 : 0;
+    while (rc == 0 && n > 0 && (max <= 0 || rows < max)) {
+        rc = purge_stmt(s,
+                        "DELETE FROM herald_recipients WHERE ctid = ANY(ARRAY("
+                        "SELECT ctid FROM herald_recipients"
+                        " WHERE created_at < $1::bigint LIMIT 5000))",
+                        before, 0, 1, &n, e);
+        if (rc == 0) {
+            rows += n;
             *last = n;
         }
     }

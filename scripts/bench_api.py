@@ -206,7 +206,7 @@ def load(pg, db, data):
             dn = day_name(day)
             lo, hi = day * DAY_MS, (day + 1) * DAY_MS
             rows = {"herald_messages": [], "herald_message_content": [],
-                    "herald_message_rcpt": [], "herald_message_ids": []}
+                    "herald_recipients": [], "herald_message_ids": []}
             while i < data.n:
                 at = int(data.start + i * per_ms) + data.rng.randint(0, max(0, int(per_ms) - 1))
                 if at >= hi:
@@ -218,12 +218,12 @@ def load(pg, db, data):
                 rows["herald_message_content"].append(
                     "\t".join(copy_escape(None if v is None else str(v)) for v in c))
                 for e in emails:
-                    rows["herald_message_rcpt"].append("%s\t%d\t%s" % (copy_escape(e), at, m[1]))
+                    rows["herald_recipients"].append("%s\t%d\t%s" % (copy_escape(e), at, m[1]))
                 rows["herald_message_ids"].append("%s\t%d" % (m[1], at))
                 i += 1
             with open(path, "w", encoding="utf-8") as f:
                 f.write("\\set ON_ERROR_STOP 1\nBEGIN;\n")
-                for t in ("herald_messages", "herald_message_content", "herald_message_rcpt"):
+                for t in ("herald_messages", "herald_message_content"):
                     part = "%s_p%s" % (t, dn)
                     new = part not in existing
                     if new:
@@ -235,9 +235,9 @@ def load(pg, db, data):
                     if new:
                         f.write("ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%d) TO (%d);\n"
                                 % (t, part, lo, hi))
-                if rows["herald_message_ids"]:
-                    f.write("COPY herald_message_ids FROM stdin;\n%s\n\\.\n"
-                            % "\n".join(rows["herald_message_ids"]))
+                for t in ("herald_message_ids", "herald_recipients"):
+                    if rows[t]:
+                        f.write("COPY %s FROM stdin;\n%s\n\\.\n" % (t, "\n".join(rows[t])))
                 f.write("COMMIT;\n")
             cp = subprocess.run([os.path.join(PG_BIN, "psql"), "-X", "-q", "-h", pg.sock, "-d", db,
                                  "-f", path], capture_output=True, text=True)
