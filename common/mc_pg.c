@@ -27,8 +27,9 @@
  *   indexed) therefore do not touch. Both are range-partitioned by
  *   created_at (ms), one partition per UTC day, named <table>_pYYYYMMDD.
  *   herald_recipients holds one row per distinct to/cc/bcc address of a
- *   record, in one table (not by day: an address's records are found
- *   newest first in one index, whatever days they span).
+ *   record, partitioned by periods of RCPT_DAYS days (named by their
+ *   first day): an address's records over a month are found newest first
+ *   in four or five index descents, not thirty.
  * - Partitions are created on demand: for today and tomorrow when the
  *   store opens and at each batch, and for any other day before an insert
  *   needs it. The handle remembers which days exist. Creation runs under
@@ -89,9 +90,9 @@
  *   records first and the GIN index only for rarer words (enum lq).
  * - Retention drops whole partitions (DETACH PARTITION CONCURRENTLY, then
  *   DROP TABLE: no lock that stops the fleet), deletes the rows of the
- *   partition that straddles the cutoff in chunks, then the recipients'
- *   rows before the cutoff in chunks, and clears bodies in chunks through
- *   a partial index of the bodies not yet cleared.
+ *   partition that straddles the cutoff in chunks, then drops the periods
+ *   of herald_recipients wholly before the cutoff, and clears bodies in
+ *   chunks through a partial index of the bodies not yet cleared.
  */
 #include "mc.h"
 #include "clock.h"
@@ -207,28 +208,35 @@ static const char schema_v1_sql[] =
     " PRIMARY KEY (email, created_at, id)) PARTITION BY RANGE (created_at);";
 
 /*
- * Version 2: the recipients' rows in one table, herald_recipients, no
- * longer a partition per day. A query by recipient read each day's
- * partition in turn (30 index descents and 30 statements' start for an
- * address over 30 days: make bench-api's `to=` missed its target); one
- * index over every day finds an address's records newest first in one.
- * Its rows are removed by retention with their records (by created_at,
- * in chunks), not with a day's partitions. The rows move over in the
- * upgrade's transaction, the primary key built after them; any
- * partition of the old table left detached by an interrupted purge goes
- * too. Workers of version 1 must be stopped first: they write to the
- * old table (and refuse a store of version 2 when they start).
+ * Version 2: the recipients' rows in herald_recipients, partitioned by
+ * periods of RCPT_DAYS days, not by day (herald_message_rcpt). A query by
+ * recipient read each day's partition in turn (30 index descents and 30
+ * statements' start for an address over 30 days: make bench-api's `to=`
+ * missed its target); one statement over four or five periods finds an
+ * address's records newest first. Retention drops a period when all of
+ * it is past the cutoff; until then the rows of records already purged
+ * stay (a listing skips them), at most RCPT_DAYS days' worth. The rows
+ * move over in the upgrade's transaction; any partition of the old table
+ * left detached by an interrupted purge goes too. Workers of version 1
+ * must be stopped first: they write to the old table (and refuse a
+ * store of version 2 when they start).
  */
+#define RCPT_DAYS 8
 static const char schema_v2_sql[] =
     "CREATE TABLE herald_recipients ("
     " email text COLLATE \"C\" NOT NULL,"
     " created_at bigint NOT NULL,"
-    " id text COLLATE \"C\" NOT NULL);"
+    " id text COLLATE \"C\" NOT NULL,"
+    " PRIMARY KEY (email, created_at, id)) PARTITION BY RANGE (created_at);"
+    "DO $herald$ DECLARE p bigint; ms bigint := 691200000; BEGIN"
+    " FOR p IN SELECT DISTINCT floor(created_at::numeric / ms)::bigint"
+    " FROM herald_message_rcpt LOOP"
+    " EXECUTE format('CREATE TABLE %I PARTITION OF herald_recipients"
+    " FOR VALUES FROM (%s) TO (%s)', 'herald_recipients_p' ||"
+    " to_char(to_timestamp(p * ms / 1000) AT TIME ZONE 'UTC', 'YYYYMMDD'),"
+    " p * ms, (p + 1) * ms); END LOOP; END $herald$;"
     "INSERT INTO herald_recipients (email, created_at, id)"
     " SELECT email, created_at, id FROM herald_message_rcpt;"
-    "ALTER TABLE herald_recipients ADD PRIMARY KEY (email, created_at, id);"
-    "CREATE INDEX herald_recipients_created ON herald_recipients"
-    " (created_at);"
     "DROP TABLE herald_message_rcpt;"
     "DO $herald$ DECLARE t text; BEGIN FOR t IN SELECT relname FROM pg_class"
     " WHERE relkind = 'r' AND relnamespace = current_schema()::regnamespace"
@@ -541,6 +549,14 @@ day_name(int32_t day, char out[16])
     gmtime_r(&t, &tm);
     snprintf(out, 16, "%04u%02u%02u", (unsigned)(tm.tm_year + 1900) % 10000u,
              (unsigned)(tm.tm_mon + 1) % 100u, (unsigned)tm.tm_mday % 100u);
+}
+
+/* The first day of the period of herald_recipients that holds `day`. */
+static int32_t
+rcpt_period(int32_t day)
+{
+    int32_t r = day % RCPT_DAYS;
+    return day - (r < 0 ? r + RCPT_DAYS : r);
 }
 
 /* The day of a partition's name, "<table>_pYYYYMMDD"; -1 if not one. */
@@ -955,9 +971,10 @@ day_known(struct pgs *s, int32_t day)
 }
 
 /*
- * Makes sure the three tables have their partition for `day`: one DO
- * block (one round trip) under the partition lock, so that processes
- * doing it at once do it once. CREATE TABLE ... LIKE + ATTACH PARTITION
+ * Makes sure the tables have their partition for `day` (and
+ * herald_recipients the one of its period): one DO block (one round trip)
+ * under the partition lock, so that processes doing it at once do it
+ * once. CREATE TABLE ... LIKE + ATTACH PARTITION
  * rather than CREATE TABLE ... PARTITION OF: attaching locks the parent
  * SHARE UPDATE EXCLUSIVE, which readers and writers do not wait for.
  * Inside a batch it is part of the batch's transaction (and its lock
@@ -989,6 +1006,20 @@ ensure_day(struct pgs *s, int32_t day, struct herr *e)
                    t, dn, t, dn, t, i == 0 ? " WITH (fillfactor = 90)" : "", t,
                    dn, t, t, dn, lo, hi);
     }
+    /* and the period of herald_recipients that holds the day */
+    int32_t period = rcpt_period(day);
+    char pn[16];
+    day_name(period, pn);
+    long long plo = (long long)period * DAY_MS, phi = plo + RCPT_DAYS * DAY_MS;
+    buf_printf(&b,
+               " IF to_regclass('herald_recipients_p%s') IS NULL THEN"
+               " CREATE TABLE herald_recipients_p%s (LIKE herald_recipients"
+               " INCLUDING DEFAULTS INCLUDING CONSTRAINTS); END IF;"
+               " IF NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid ="
+               " 'herald_recipients_p%s'::regclass) THEN ALTER TABLE"
+               " herald_recipients ATTACH PARTITION herald_recipients_p%s"
+               " FOR VALUES FROM (%lld) TO (%lld); END IF;",
+               pn, pn, pn, pn, plo, phi);
     buf_puts(&b, " END $herald$");
     int rc = run(s, b.p, e, "creating a day's partitions");
     buf_free(&b);
@@ -1045,11 +1076,15 @@ list_days(struct pgs *s, int32_t **out, size_t *n, struct herr *e)
     return 0;
 }
 
-/* `sql` with the partitioned tables (part_tables) replaced by the
- * partitions of the day named `dn` (day_name); new string. */
+/* `sql` with the partitioned tables replaced by the partitions that hold
+ * `day` (the day's own of part_tables, and the period's of
+ * herald_recipients); new string. */
 static char *
-sql_on_day(const char *sql, const char *dn)
+sql_on_day(const char *sql, int32_t day)
 {
+    char dn[16], pn[16];
+    day_name(day, dn);
+    day_name(rcpt_period(day), pn);
     struct buf b;
     buf_init(&b, 0);
     for (const char *p = sql; *p;) {
@@ -1060,6 +1095,9 @@ sql_on_day(const char *sql, const char *dn)
         if (i < NPART_TABLES) {
             buf_printf(&b, "%s_p%s", part_tables[i], dn);
             p += strlen(part_tables[i]);
+        } else if (strncmp(p, "herald_recipients", 17) == 0) {
+            buf_printf(&b, "herald_recipients_p%s", pn);
+            p += 17;
         } else {
             buf_append(&b, p, 1);
             p++;
@@ -1122,7 +1160,7 @@ day_prepare(struct pgs *s, struct dayslot *d, enum stmt k)
     char dn[16], name[64];
     day_name(d->day, dn);
     day_stmt_name(k, d->day, name);
-    char *sql = sql_on_day(stmts[k].sql, dn);
+    char *sql = sql_on_day(stmts[k].sql, d->day);
     PGresult *res = PQprepare(s->conn, name, sql, 0, NULL);
     free(sql);
     if (!ok_status(res))
@@ -2530,7 +2568,7 @@ enum lq { LQ_WALK_FIRST = 0, LQ_INDEX };
  * (has_lo, has_hi 0: no bound; for a day's query, the whole day of its
  * partitions), newest first, at most `want` ($ last): its SQL on the
  * partitioned tables into `b`, its parameters into `p`. With `to`, the
- * keys are those of herald_recipients (one table over every day), and
+ * keys are those of herald_recipients (by periods, not days), and
  * the record's tables are joined only for the other filters. With q's
  * words, `lq` says how (above). */
 static void
@@ -2953,9 +2991,8 @@ fetch_keys(struct pgs *s, const struct keys *k, int no_bodies,
         p_init(&p[d]);
         p_take(&p[d], buf_take(&at, NULL));
         p_take(&p[d], text_array((const char *const *)k->id + i, j - i));
-        char dn[16];
-        day_name((int32_t)day, dn);
-        sql[d] = sql_on_day(no_bodies ? FETCH_SQL_NO_BODIES : FETCH_SQL, dn);
+        sql[d] = sql_on_day(no_bodies ? FETCH_SQL_NO_BODIES : FETCH_SQL,
+                            (int32_t)day);
         i = j;
     }
     int gone;
@@ -2984,12 +3021,11 @@ fetch_keys(struct pgs *s, const struct keys *k, int no_bodies,
  * statement on herald_recipients (and the record's tables for the other
  * filters), prepared with a generic plan: planned once per connection, a
  * backward walk of (email, created_at, id) whatever the address's
- * frequency, one index descent for any number of days. A recipient's
- * rows can outlive their record for a while (a purge deletes records
- * first and their recipients' rows after, the last of them maybe in a
- * later round), so the page is what the keys' records are: when some
- * are gone, the keys after the last one are asked for until the page is
- * full or there are no more.
+ * frequency, one index descent per period of RCPT_DAYS days. A
+ * recipient's rows outlive their record until their whole period is
+ * past the retention cutoff, so the page is what the keys' records are:
+ * when some are gone, the keys after the last one are asked for until
+ * the page is full or there are no more.
  */
 static int
 list_rcpt(struct pgs *s, const struct mc_query *q, int64_t lo, int64_t hi,
@@ -3132,9 +3168,7 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
             buf_init(&b, 0);
             list_sql(q, wlo > d0, wlo, whi < d0 + DAY_MS, whi, want, lq, &b,
                      pp);
-            char dn[16];
-            day_name(day, dn);
-            char *one = sql_on_day(b.p, dn);
+            char *one = sql_on_day(b.p, day);
             buf_free(&b);
             if (join) {
                 buf_printf(&run[g - 1], " UNION ALL (%s)", one);
@@ -3244,8 +3278,37 @@ purge_stmt(struct pgs *s, const char *sql, int64_t a, int64_t b, int nparams,
     return 0;
 }
 
-/* Detaches (without stopping readers and writers) and drops the three
- * partitions of `day`; *rows: how many records it held. */
+/* Detaches (without stopping readers and writers) and drops partition
+ * <table>_p<dn>: attached, being detached (an interrupted earlier purge),
+ * or already detached. */
+static int
+drop_part(struct pgs *s, const char *t, const char *dn, struct herr *e)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT i.inhdetachpending FROM pg_inherits i WHERE"
+             " i.inhrelid = to_regclass('%s_p%s')",
+             t, dn);
+    PGresult *res = query(s, sql, NULL, e, "purging old records");
+    if (res == NULL)
+        return HERR_STORE;
+    int attached = PQntuples(res) == 1;
+    int pending = attached && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    int rc = 0;
+    if (attached) {
+        snprintf(sql, sizeof sql, "ALTER TABLE %s DETACH PARTITION %s_p%s %s",
+                 t, t, dn, pending ? "FINALIZE" : "CONCURRENTLY");
+        rc = run(s, sql, e, "detaching an old partition");
+    }
+    if (rc == 0) {
+        snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s_p%s", t, dn);
+        rc = run(s, sql, e, "dropping an old partition");
+    }
+    return rc;
+}
+
+/* Drops the partitions of `day`; *rows: how many records it held. */
 static int
 drop_day(struct pgs *s, int32_t day, long long *rows, struct herr *e)
 {
@@ -3270,30 +3333,7 @@ drop_day(struct pgs *s, int32_t day, long long *rows, struct herr *e)
         PQclear(res);
     }
     for (size_t i = 0; i < NPART_TABLES; i++) {
-        const char *t = part_tables[i];
-        /* attached, being detached (an interrupted earlier purge), or
-         * already detached */
-        snprintf(sql, sizeof sql,
-                 "SELECT i.inhdetachpending FROM pg_inherits i WHERE"
-                 " i.inhrelid = to_regclass('%s_p%s')",
-                 t, dn);
-        res = query(s, sql, NULL, e, "purging old records");
-        if (res == NULL)
-            return HERR_STORE;
-        int attached = PQntuples(res) == 1;
-        int pending = attached && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        PQclear(res);
-        int rc = 0;
-        if (attached) {
-            snprintf(sql, sizeof sql,
-                     "ALTER TABLE %s DETACH PARTITION %s_p%s %s", t, t, dn,
-                     pending ? "FINALIZE" : "CONCURRENTLY");
-            rc = run(s, sql, e, "detaching an old partition");
-        }
-        if (rc == 0) {
-            snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s_p%s", t, dn);
-            rc = run(s, sql, e, "dropping an old partition");
-        }
+        int rc = drop_part(s, part_tables[i], dn, e);
         if (rc)
             return rc;
     }
@@ -3359,22 +3399,28 @@ purge_records(struct pgs *s, int64_t before, long long max,
             *last = n;
         }
     }
-    /* then the recipients' rows of every record gone (a query by
-     * recipient skips a row whose record is gone meanwhile), in chunks,
-     * at most `max` of them too */
-    long long rows = 0;
-    n = rc == 0 && ROOM ? 1 : 0;
-    while (rc == 0 && n > 0 && (max <= 0 || rows < max)) {
-        rc = purge_stmt(s,
-                        "DELETE FROM herald_recipients WHERE ctid = ANY(ARRAY("
-                        "SELECT ctid FROM herald_recipients"
-                        " WHERE created_at < $1::bigint LIMIT 5000))",
-                        before, 0, 1, &n, e);
-        if (rc == 0) {
-            rows += n;
-            *last = n;
-        }
+    /* then the periods of herald_recipients wholly before the cutoff
+     * (after the records: a query by recipient skips a row whose record
+     * is gone), when the records are done */
+    PGresult *res = NULL;
+    if (rc == 0 && *last == 0)
+        res = query(s,
+                    "SELECT relname FROM pg_class WHERE relkind = 'r' AND"
+                    " relnamespace = current_schema()::regnamespace AND"
+                    " relname ~ '^herald_recipients_p[0-9]{8}$'",
+                    NULL, e, "listing partitions");
+    if (rc == 0 && *last == 0 && res == NULL)
+        rc = HERR_STORE;
+    for (int i = 0; rc == 0 && res && i < PQntuples(res); i++) {
+        int32_t day;
+        if (day_parse(PQgetvalue(res, i, 0), "herald_recipients", &day) != 0 ||
+            (int64_t)(day + RCPT_DAYS) * DAY_MS > before)
+            continue;
+        char dn[16];
+        day_name(day, dn);
+        rc = drop_part(s, "herald_recipients", dn, e);
     }
+    PQclear(res);
     return rc;
 #undef ROOM
 }

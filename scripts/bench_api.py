@@ -10,8 +10,9 @@
    COPY before they are attached. The records are what mc_pg.c would have
    written for them: the id registry, the record and content rows, one
    recipient row per distinct lowercased address, subject_words by the
-   rule of mc_q_words (common/mc.c). ~2,000 organisations with a skewed
-   (Zipf) share of the traffic, their accounts (skewed too), 1-3
+   rule of mc_q_words (common/mc.c); herald_recipients' partitions (a
+   period of 8 days each) as mc_pg.c makes them. ~2,000 organisations
+   with a skewed (Zipf) share of the traffic, their accounts (skewed too), 1-3
    recipients, mostly sent with some failed/deferred, subjects from a
    vocabulary, created_at over the 30 days ending now (the clock at run
    time). Then ANALYZE.
@@ -200,7 +201,8 @@ def load(pg, db, data):
     t0 = time.time()
     fd, path = tempfile.mkstemp(prefix="herald-bench-api-", suffix=".sql")
     os.close(fd)
-    existing = set(pg.psql(db, "SELECT relname FROM pg_class WHERE relname ~ '_p[0-9]{8}$'").split())
+    existing = set(pg.psql(db, "SELECT relname FROM pg_class WHERE relname ~ '_p[0-9]{8}$'"
+                           " AND relkind IN ('r', 'p')").split())
     try:
         for day in range(first_day, last_day + 2):
             dn = day_name(day)
@@ -235,6 +237,16 @@ def load(pg, db, data):
                     if new:
                         f.write("ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%d) TO (%d);\n"
                                 % (t, part, lo, hi))
+                # herald_recipients: a partition per period of 8 days
+                period = day - day % 8
+                part = "herald_recipients_p%s" % day_name(period)
+                if part not in existing:
+                    existing.add(part)
+                    f.write("CREATE TABLE %s (LIKE herald_recipients INCLUDING DEFAULTS"
+                            " INCLUDING CONSTRAINTS);\n"
+                            "ALTER TABLE herald_recipients ATTACH PARTITION %s FOR VALUES"
+                            " FROM (%d) TO (%d);\n"
+                            % (part, part, period * DAY_MS, (period + 8) * DAY_MS))
                 for t in ("herald_message_ids", "herald_recipients"):
                     if rows[t]:
                         f.write("COPY %s FROM stdin;\n%s\n\\.\n" % (t, "\n".join(rows[t])))
