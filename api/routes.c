@@ -1,5 +1,6 @@
 #include "routes.h"
 #include "console.h"
+#include "jfast.h"
 #include "job.h"
 #include "token.h"
 #include "util.h"
@@ -12,19 +13,17 @@
 
 #define JSON_TYPE "application/json"
 
+/* (jfast_dumpb: json_dumps' bytes, a third of the CPU of a page of
+ * records sooner) */
 static void
 answer_json(struct api_resp *rs, int status, json_t *o)
 {
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (s == NULL)
-        abort();
     rs->status = status;
     rs->content_type = JSON_TYPE;
     buf_reset(&rs->body);
-    buf_puts(&rs->body, s);
-    buf_puts(&rs->body, "\n");
-    free(s);
+    if (jfast_dumpb(o, &rs->body) != 0 || buf_puts(&rs->body, "\n") != 0)
+        abort(); /* the body has no maximum */
+    json_decref(o);
 }
 
 static void answer_error(struct api_resp *rs, int status, const char *field,

@@ -444,3 +444,127 @@ jfast_loadb(const char *buf, size_t len, json_error_t *err)
     buf_free(&j.tmp);
     return v;
 }
+
+/* ---- the dump ---- */
+
+/* The escape of each byte below 0x80 in a string: 0 none, 'u' \u00XX,
+ * else the letter after the backslash. */
+static const char dump_esc[128] = {
+    ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f', ['\r'] = 'r',
+    [0] = 'u',    [1] = 'u',    [2] = 'u',    [3] = 'u',    [4] = 'u',
+    [5] = 'u',    [6] = 'u',    [7] = 'u',    [11] = 'u',   [14] = 'u',
+    [15] = 'u',   [16] = 'u',   [17] = 'u',   [18] = 'u',   [19] = 'u',
+    [20] = 'u',   [21] = 'u',   [22] = 'u',   [23] = 'u',   [24] = 'u',
+    [25] = 'u',   [26] = 'u',   [27] = 'u',   [28] = 'u',   [29] = 'u',
+    [30] = 'u',   [31] = 'u',   ['"'] = '"',  ['\\'] = '\\'};
+
+static int
+dump_string(struct buf *b, const char *s, size_t n)
+{
+    int rc = buf_append(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char e = c < 128 ? dump_esc[c] : 0;
+        if (e == 0)
+            continue;
+        rc = buf_append(b, s + run, i - run);
+        run = i + 1;
+        if (rc == 0 && e == 'u')
+            rc = buf_printf(b, "\\u%04X", (unsigned)c);
+        else if (rc == 0) {
+            char seq[2] = {'\\', e};
+            rc = buf_append(b, seq, 2);
+        }
+    }
+    if (rc == 0)
+        rc = buf_append(b, s + run, n - run);
+    return rc ? rc : buf_append(b, "\"", 1);
+}
+
+/* A real as jansson writes it: %.17g, a ".0" when it would read back as
+ * an integer, the exponent without '+' or leading zeros. */
+static int
+dump_real(struct buf *b, double d)
+{
+    char s[64];
+    int len = snprintf(s, sizeof s, "%.17g", d);
+    if (len < 0 || (size_t)len >= sizeof s - 3)
+        return -1;
+    if (strchr(s, '.') == NULL && strchr(s, 'e') == NULL) {
+        memcpy(s + len, ".0", 3);
+        len += 2;
+    }
+    char *e = strchr(s, 'e');
+    if (e) {
+        char *start = e + 1, *end = start + 1;
+        if (*start == '-')
+            start++;
+        while (*end == '0')
+            end++;
+        if (end != start) {
+            memmove(start, end, (size_t)len - (size_t)(end - s) + 1);
+            len -= (int)(end - start);
+        }
+    }
+    return buf_append(b, s, (size_t)len);
+}
+
+static int
+dump_value(struct buf *b, const json_t *v, int depth)
+{
+    if (depth > JFAST_DEPTH_MAX * 4)
+        return -1;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        int rc = buf_append(b, "{", 1);
+        const char *key;
+        json_t *x;
+        int first = 1;
+        json_object_foreach((json_t *)v, key, x)
+        {
+            if (rc == 0 && !first)
+                rc = buf_append(b, ",", 1);
+            first = 0;
+            if (rc == 0)
+                rc = dump_string(b, key, strlen(key));
+            if (rc == 0)
+                rc = buf_append(b, ":", 1);
+            if (rc == 0)
+                rc = dump_value(b, x, depth + 1);
+            if (rc)
+                return rc;
+        }
+        return rc ? rc : buf_append(b, "}", 1);
+    }
+    case JSON_ARRAY: {
+        int rc = buf_append(b, "[", 1);
+        for (size_t i = 0; rc == 0 && i < json_array_size(v); i++) {
+            if (i)
+                rc = buf_append(b, ",", 1);
+            if (rc == 0)
+                rc = dump_value(b, json_array_get(v, i), depth + 1);
+        }
+        return rc ? rc : buf_append(b, "]", 1);
+    }
+    case JSON_STRING:
+        return dump_string(b, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        return buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    case JSON_REAL:
+        return dump_real(b, json_real_value(v));
+    case JSON_TRUE:
+        return buf_append(b, "true", 4);
+    case JSON_FALSE:
+        return buf_append(b, "false", 5);
+    case JSON_NULL:
+        return buf_append(b, "null", 4);
+    }
+    return -1;
+}
+
+int
+jfast_dumpb(const json_t *v, struct buf *b)
+{
+    return v ? dump_value(b, v, 0) : -1;
+}

@@ -32,8 +32,8 @@ mkdir -p "$WORK/obj" "$WORK/bin" "$WORK/corpus" "$WORK/artifacts" "$WORK/log"
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $SAN \
- -Icommon $(pkg-config --cflags jansson openssl sqlite3)"
-LIBS="$(pkg-config --libs jansson openssl sqlite3) -lresolv -lm"
+ -Icommon $(pkg-config --cflags jansson openssl sqlite3 libpq)"
+LIBS="$(pkg-config --libs jansson openssl sqlite3 libpq) -lresolv -lm"
 
 # common/*.c get coverage instrumentation without libFuzzer's main()
 build_fail=0

@@ -1,14 +1,14 @@
 /*
  * fuzz_jfast — jfast_loadb() against jansson's json_loadb() (with
- * JSON_REJECT_DUPLICATES | JSON_DECODE_ANY): the same verdict, and equal
- * trees on accept. Inputs that are not UTF-8 are skipped (jfast's callers
- * check that first). The one documented difference: jfast refuses nesting
- * deeper than JFAST_DEPTH_MAX, where jansson's own limit is higher, and
- * more than JFAST_VALUES_MAX values, where jansson has no limit.
- * A raw NUL byte is never JSON (not whitespace, not allowed in a string),
- * so jfast must refuse any input holding one; jansson is not asked, as it
- * skips a NUL after a number ("[12\0]" loads as [12], akheron/jansson
- * issue 331, JSONTestSuite n_multidigit_number_then_00).
+ * JSON_REJECT_DUPLICATES | JSON_DECODE_ANY): the same verdict, equal
+ * trees on accept, and jfast_dumpb's bytes those of json_dumps. Inputs that are
+ * not UTF-8 are skipped (jfast's callers check that first). The one documented
+ * difference: jfast refuses nesting deeper than JFAST_DEPTH_MAX, where
+ * jansson's own limit is higher, and more than JFAST_VALUES_MAX values, where
+ * jansson has no limit. A raw NUL byte is never JSON (not whitespace, not
+ * allowed in a string), so jfast must refuse any input holding one; jansson is
+ * not asked, as it skips a NUL after a number ("[12\0]" loads as [12],
+ * akheron/jansson issue 331, JSONTestSuite n_multidigit_number_then_00).
  */
 #include "../../common/jfast.h"
 #include "../../common/util.h"
@@ -91,6 +91,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     b ? "" : e2.text);
         FUZZ_ASSERT(a == NULL || json_equal(a, b),
                     "both accept, different values");
+        if (a != NULL) {
+            /* and jfast_dumpb writes what json_dumps writes */
+            char *want = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
+            struct buf d;
+            buf_init(&d, 0);
+            FUZZ_ASSERT(jfast_dumpb(b, &d) == 0 && want != NULL &&
+                            strcmp(d.p, want) == 0,
+                        "dumps differ: %.80s / %.80s", want ? want : "-",
+                        d.p ? d.p : "-");
+            free(want);
+            buf_free(&d);
+        }
     }
     if (b == NULL) {
         FUZZ_ASSERT(e2.text[0] != '\0', "refusal without a message");

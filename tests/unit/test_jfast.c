@@ -21,6 +21,23 @@ utf8_valid(const unsigned char *s, size_t n)
 
 static int disagreements;
 
+/* jfast_dumpb writes what json_dumps(JSON_COMPACT) writes. */
+static void
+same_dump(const json_t *v, const char *what)
+{
+    char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    struct buf b;
+    buf_init(&b, 0);
+    int rc = jfast_dumpb(v, &b);
+    int same = want && rc == 0 && strcmp(b.p, want) == 0;
+    if (!same && disagreements++ < 5)
+        fprintf(stderr, "%s: json_dumps %.120s, jfast_dumpb %.120s\n", what,
+                want ? want : "(null)", b.p ? b.p : "(null)");
+    CHECK(same);
+    free(want);
+    buf_free(&b);
+}
+
 /* Both parsers on the same bytes: same verdict, same value. */
 static void
 compare(const char *buf, size_t len, const char *what)
@@ -38,6 +55,8 @@ compare(const char *buf, size_t len, const char *what)
                 b ? "accepts" : "refuses", b ? "" : e2.text,
                 (int)(len > 120 ? 120 : len), buf);
     CHECK(same);
+    if (a && b)
+        same_dump(b, what);
     json_decref(a);
     json_decref(b);
 }
@@ -218,9 +237,54 @@ cases(void)
     CHECK(jfast_loadb("{\"type\":", 8, &e) == NULL && e.column == 8);
 }
 
+/* The dump of values no parse gives: strings with NUL and every control
+ * character, reals at the edges, a limited buffer. */
+static void
+dump_cases(void)
+{
+    char ctl[40];
+    for (int i = 0; i < 32; i++)
+        ctl[i] = (char)i;
+    memcpy(ctl + 32, "\"\\/\x7f\xc3\xa9z", 8);
+    json_t *o = json_object();
+    json_object_set_new(o, "ctl", json_stringn(ctl, 40));
+    json_object_set_new(o, "k\"\n", json_string("v"));
+    static const double reals[] = {0.0,
+                                   -0.0,
+                                   1.0,
+                                   0.1,
+                                   1e20,
+                                   1e21,
+                                   1e-5,
+                                   1e-7,
+                                   -2.5e-300,
+                                   1.7976931348623157e308,
+                                   123456789012.5,
+                                   3.0e100,
+                                   5e-324};
+    json_t *a = json_array();
+    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
+        json_array_append_new(a, json_real(reals[i]));
+    json_array_append_new(a, json_integer(INT64_MIN));
+    json_array_append_new(a, json_integer(INT64_MAX));
+    json_array_append_new(a, json_object());
+    json_array_append_new(a, json_array());
+    json_object_set_new(o, "a", a);
+    same_dump(o, "dump_cases");
+    json_t *empty = json_string("");
+    same_dump(empty, "empty string");
+    json_decref(empty);
+    struct buf b;
+    buf_init(&b, 16);
+    CHECK(jfast_dumpb(o, &b) != 0);
+    buf_free(&b);
+    json_decref(o);
+}
+
 int
 main(void)
 {
+    dump_cases();
     const char *root = getenv("HERALD_CORPUS");
     char dir[1024];
     cases();
