@@ -1182,18 +1182,38 @@ day_fail(struct pgs *s, int32_t day, PGresult *res, struct herr *e,
     PQclear(res);
     if (*gone) {
         days_known_remove(s, day);
+        s->adays_ms = INT64_MIN / 2; /* the attached days: asked again */
         for (int i = 0; i < DAY_SLOTS; i++)
             if (s->dayslots[i].used && s->dayslots[i].day == day)
                 dayslot_free(s, &s->dayslots[i]);
     }
 }
 
+static int attached_days(struct pgs *s, int32_t **out, size_t *n, int fresh,
+                         struct herr *e);
+
+/* 1 when `day`'s partitions are attached, by the list of attached days
+ * (read at most once a second). */
+static int
+day_attached(struct pgs *s, int32_t day)
+{
+    int32_t *v = NULL;
+    size_t n = 0, pos;
+    struct herr e = {0};
+    int r = attached_days(s, &v, &n, 0, &e) == 0 && days_find(v, n, day, &pos);
+    free(v);
+    return r;
+}
+
 /*
  * Runs statement `k` on the record's day. A day whose partitions this
- * handle knows of gets its own prepared statements naming them: planned
- * once, where a statement on the partitioned tables would be planned at
- * every run (its generic plan, costed over every partition, always loses
- * to a custom one). Other days go through the partitioned tables. Returns
+ * handle knows of (it made sure of them), or outside a batch one that is
+ * attached (a reader's gets of any day), gets its own prepared
+ * statements naming them: planned once, where a statement on the
+ * partitioned tables is planned at every run (its generic plan, costed
+ * over every partition, always loses to a custom one; planning over a
+ * month of days was most of a get's cost for herald-api). Other days go
+ * through the partitioned tables. Returns
  * the result, or NULL with `e` filled; *gone is set when the day's
  * partitions were dropped meanwhile (retention elsewhere): outside a
  * batch the caller may run it again (through the partitioned tables
@@ -1205,7 +1225,8 @@ day_exec(struct pgs *s, enum stmt k, int32_t day, const struct params *p,
 {
     *gone = 0;
     size_t pos;
-    if (!days_find(s->days, s->ndays, day, &pos))
+    if (!days_find(s->days, s->ndays, day, &pos) &&
+        (s->in_batch || !day_attached(s, day)))
         return query(s, stmts[k].sql, p, e, what);
     struct dayslot *d = day_slot(s, day);
     PGresult *res = day_prepare(s, d, k);
