@@ -554,6 +554,40 @@ check_ids(struct mc *m, const struct mc_filter *f, const char *const *want,
     mc_records_free(v, n);
 }
 
+/* Pages the listing of `f` (limit `limit`) to its end into ids (new
+ * strings, *n of them): the ids newest first, as the pages gave them. */
+static void
+list_all(struct mc *m, struct mc_filter f, int limit, char ***ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    size_t cap = 0;
+    char *cursor = NULL;
+    f.limit = limit;
+    for (int pages = 0; pages < 1000; pages++) {
+        struct mc_record **v = NULL;
+        size_t k = 0;
+        char *next = NULL;
+        struct herr e = {0};
+        f.cursor = cursor;
+        int rc = mc_list(m, &f, &v, &k, &next, &e);
+        CHECK_MSG(rc == 0, "list: %s", e.msg);
+        for (size_t i = 0; i < k; i++) {
+            if (*n == cap) {
+                cap = cap ? 2 * cap : 64;
+                *ids = xrealloc(*ids, cap * sizeof **ids);
+            }
+            (*ids)[(*n)++] = xstrdup(v[i]->id);
+        }
+        mc_records_free(v, k);
+        free(cursor);
+        cursor = next;
+        if (rc || cursor == NULL)
+            break;
+    }
+    free(cursor);
+}
+
 #define IDS(...)                                                               \
     (const char *const[])                                                      \
     {                                                                          \
@@ -2766,33 +2800,19 @@ test_pg_windows(void)
                                "w@example.com"));
     CHECK(mc_batch_commit(m, &e) == 0);
     struct mc_filter f = {0};
-    f.limit = 3;
-    char *cursor = NULL;
+    char **ids = NULL;
     size_t seen = 0;
-    int order = 1;
-    char last[32] = "";
-    for (int pages = 0; pages < 10; pages++) {
-        struct mc_record **v = NULL;
-        size_t n = 0;
-        char *next = NULL;
-        f.cursor = cursor;
-        CHECK(mc_list(m, &f, &v, &n, &next, &e) == 0);
-        for (size_t i = 0; i < n; i++) {
-            /* w-fut first, then w-00, w-01 ... (older as i grows) */
-            if (seen == 0)
-                order &= strcmp(v[i]->id, "w-fut") == 0;
-            else
-                order &= strcmp(v[i]->id, last) > 0 || seen == 1;
-            snprintf(last, sizeof last, "%s", v[i]->id);
-            seen++;
-        }
-        mc_records_free(v, n);
-        free(cursor);
-        cursor = next;
-        if (cursor == NULL)
-            break;
+    list_all(m, f, 3, &ids, &seen);
+    /* w-fut first, then w-00, w-01 ... (older as the number grows) */
+    int order = seen > 0 && strcmp(ids[0], "w-fut") == 0;
+    for (size_t i = 1; i < seen; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "w-%02zu", i - 1);
+        order &= strcmp(ids[i], want) == 0;
     }
-    free(cursor);
+    for (size_t i = 0; i < seen; i++)
+        free(ids[i]);
+    free(ids);
     CHECK_MSG(seen == nago + 1 && order, "seen %zu order %d", seen, order);
     memset(&f, 0, sizeof f);
     f.org = "acme";
@@ -3074,40 +3094,6 @@ test_q_words(void)
     CHECK(n == 1 && strcmp(w[0], "camp") == 0);
     CHECK(mc_q_words(" ,;- ", w, &n, &e) == HERR_INVALID);
     CHECK_STR(e.field, "q");
-}
-
-/* Pages the listing of `f` (limit `limit`) to its end into ids (new
- * strings, *n of them): the ids newest first, as the pages gave them. */
-static void
-list_all(struct mc *m, struct mc_filter f, int limit, char ***ids, size_t *n)
-{
-    *ids = NULL;
-    *n = 0;
-    size_t cap = 0;
-    char *cursor = NULL;
-    f.limit = limit;
-    for (int pages = 0; pages < 1000; pages++) {
-        struct mc_record **v = NULL;
-        size_t k = 0;
-        char *next = NULL;
-        struct herr e = {0};
-        f.cursor = cursor;
-        int rc = mc_list(m, &f, &v, &k, &next, &e);
-        CHECK_MSG(rc == 0, "list: %s", e.msg);
-        for (size_t i = 0; i < k; i++) {
-            if (*n == cap) {
-                cap = cap ? 2 * cap : 64;
-                *ids = xrealloc(*ids, cap * sizeof **ids);
-            }
-            (*ids)[(*n)++] = xstrdup(v[i]->id);
-        }
-        mc_records_free(v, k);
-        free(cursor);
-        cursor = next;
-        if (rc || cursor == NULL)
-            break;
-    }
-    free(cursor);
 }
 
 /*
