@@ -222,6 +222,9 @@ static const char schema_v1_sql[] =
  * store of version 2 when they start).
  */
 #define RCPT_DAYS 8
+#define RCPT_TABLE "herald_recipients"
+/* the migration below spells RCPT_DAYS days in ms: 691200000 */
+_Static_assert(RCPT_DAYS * 86400000LL == 691200000LL, "RCPT_DAYS");
 static const char schema_v2_sql[] =
     "CREATE TABLE herald_recipients ("
     " email text COLLATE \"C\" NOT NULL,"
@@ -970,6 +973,23 @@ day_known(struct pgs *s, int32_t day)
            (s->in_batch && days_find(s->pending, s->npending, day, &pos));
 }
 
+/* Appends to a DO block: table t's partition <t>_p<dn> for [lo, hi),
+ * created (LIKE t, `with` its storage options) and attached unless it
+ * is. */
+static void
+part_sql(struct buf *b, const char *t, const char *dn, const char *with,
+         long long lo, long long hi)
+{
+    buf_printf(b,
+               " IF to_regclass('%s_p%s') IS NULL THEN"
+               " CREATE TABLE %s_p%s (LIKE %s INCLUDING DEFAULTS"
+               " INCLUDING CONSTRAINTS INCLUDING GENERATED)%s; END IF;"
+               " IF NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid ="
+               " '%s_p%s'::regclass) THEN ALTER TABLE %s ATTACH PARTITION"
+               " %s_p%s FOR VALUES FROM (%lld) TO (%lld); END IF;",
+               t, dn, t, dn, t, with, t, dn, t, t, dn, lo, hi);
+}
+
 /*
  * Makes sure the tables have their partition for `day` (and
  * herald_recipients the one of its period): one DO block (one round trip)
@@ -994,32 +1014,15 @@ ensure_day(struct pgs *s, int32_t day, struct herr *e)
                "DO $herald$ BEGIN PERFORM pg_advisory_xact_lock(%d, %d);"
                " SET LOCAL lock_timeout = '30s';",
                LOCK_NS, LOCK_PARTITIONS);
-    for (size_t i = 0; i < NPART_TABLES; i++) {
-        const char *t = part_tables[i];
-        buf_printf(&b,
-                   " IF to_regclass('%s_p%s') IS NULL THEN"
-                   " CREATE TABLE %s_p%s (LIKE %s INCLUDING DEFAULTS"
-                   " INCLUDING CONSTRAINTS INCLUDING GENERATED)%s; END IF;"
-                   " IF NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid ="
-                   " '%s_p%s'::regclass) THEN ALTER TABLE %s ATTACH PARTITION"
-                   " %s_p%s FOR VALUES FROM (%lld) TO (%lld); END IF;",
-                   t, dn, t, dn, t, i == 0 ? " WITH (fillfactor = 90)" : "", t,
-                   dn, t, t, dn, lo, hi);
-    }
+    for (size_t i = 0; i < NPART_TABLES; i++)
+        part_sql(&b, part_tables[i], dn,
+                 i == 0 ? " WITH (fillfactor = 90)" : "", lo, hi);
     /* and the period of herald_recipients that holds the day */
     int32_t period = rcpt_period(day);
     char pn[16];
     day_name(period, pn);
-    long long plo = (long long)period * DAY_MS, phi = plo + RCPT_DAYS * DAY_MS;
-    buf_printf(&b,
-               " IF to_regclass('herald_recipients_p%s') IS NULL THEN"
-               " CREATE TABLE herald_recipients_p%s (LIKE herald_recipients"
-               " INCLUDING DEFAULTS INCLUDING CONSTRAINTS); END IF;"
-               " IF NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid ="
-               " 'herald_recipients_p%s'::regclass) THEN ALTER TABLE"
-               " herald_recipients ATTACH PARTITION herald_recipients_p%s"
-               " FOR VALUES FROM (%lld) TO (%lld); END IF;",
-               pn, pn, pn, pn, plo, phi);
+    long long plo = (long long)period * DAY_MS;
+    part_sql(&b, RCPT_TABLE, pn, "", plo, plo + RCPT_DAYS * DAY_MS);
     buf_puts(&b, " END $herald$");
     int rc = run(s, b.p, e, "creating a day's partitions");
     buf_free(&b);
@@ -1095,9 +1098,9 @@ sql_on_day(const char *sql, int32_t day)
         if (i < NPART_TABLES) {
             buf_printf(&b, "%s_p%s", part_tables[i], dn);
             p += strlen(part_tables[i]);
-        } else if (strncmp(p, "herald_recipients", 17) == 0) {
-            buf_printf(&b, "herald_recipients_p%s", pn);
-            p += 17;
+        } else if (strncmp(p, RCPT_TABLE, sizeof RCPT_TABLE - 1) == 0) {
+            buf_printf(&b, "%s_p%s", RCPT_TABLE, pn);
+            p += sizeof RCPT_TABLE - 1;
         } else {
             buf_append(&b, p, 1);
             p++;
@@ -1189,21 +1192,7 @@ day_fail(struct pgs *s, int32_t day, PGresult *res, struct herr *e,
     }
 }
 
-static int attached_days(struct pgs *s, int32_t **out, size_t *n, int fresh,
-                         struct herr *e);
-
-/* 1 when `day`'s partitions are attached, by the list of attached days
- * (read at most once a second). */
-static int
-day_attached(struct pgs *s, int32_t day)
-{
-    int32_t *v = NULL;
-    size_t n = 0, pos;
-    struct herr e = {0};
-    int r = attached_days(s, &v, &n, 0, &e) == 0 && days_find(v, n, day, &pos);
-    free(v);
-    return r;
-}
+static int day_attached(struct pgs *s, int32_t day);
 
 /*
  * Runs statement `k` on the record's day. A day whose partitions this
@@ -2605,8 +2594,7 @@ list_sql(const struct mc_query *q, int has_lo, int64_t lo, int has_hi,
      * record has both rows). k is the table whose key orders the page. */
     int need_m = f->has_status || f->path;
     int need_c = f->account || f->type || q->from || q->nwords ||
-                 (!need_m && !q->to) || (f->org && !need_m) ||
-                 (f->nscope && !need_m);
+                 (!need_m && (!q->to || f->org || f->nscope));
     const char *kt = q->to ? "r" : need_c ? "c" : "m";
     const char *first = q->to    ? "herald_recipients r"
                         : need_c ? "herald_message_content c"
@@ -2798,6 +2786,16 @@ lstmt_get(struct pgs *s, const char *sql, char name[32], int *gone,
     return 0;
 }
 
+/* The session's planner settings back to the usual ones (day_reads
+ * changes them for its statements). */
+static void
+reads_reset(struct pgs *s)
+{
+    PQclear(PQexec(s->conn, "SET plan_cache_mode = auto;"
+                            " SET enable_bitmapscan = on"));
+    s->reads_mode = 0;
+}
+
 /*
  * Runs n statements on single days at once (pipeline mode: one round
  * trip), each prepared and run with a generic plan (planned once per
@@ -2910,8 +2908,7 @@ day_reads(struct pgs *s, size_t n, char *const *sql, struct params *p,
     rc = pg_fail(s, fail, e, "listing messages");
     PQclear(fail);
     if (!s->in_batch) /* the SET after the failure was skipped */
-        PQclear(PQexec(s->conn, "SET plan_cache_mode = auto;"
-                                " SET enable_bitmapscan = on"));
+        reads_reset(s);
     return rc;
 }
 
@@ -2944,32 +2941,55 @@ mono_ms(void)
  */
 #define DAYS_TTL_MS 1000
 
+/* s->adays, read again when `fresh` or DAYS_TTL_MS old. */
+static int
+adays_refresh(struct pgs *s, int fresh, struct herr *e)
+{
+    int64_t now = mono_ms();
+    if (!fresh && s->adays != NULL && now - s->adays_ms < DAYS_TTL_MS)
+        return 0;
+    struct params none;
+    p_init(&none);
+    PGresult *res = query_prepared(s, S_DAYS, &none, e, "listing messages");
+    if (res == NULL)
+        return HERR_STORE;
+    int32_t *v = NULL;
+    size_t nv = 0, cap = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        int32_t day;
+        if (day_parse(PQgetvalue(res, i, 0), "herald_messages", &day) == 0)
+            days_add(&v, &nv, &cap, day);
+    }
+    PQclear(res);
+    free(s->adays);
+    s->adays = v ? v : xcalloc(1, sizeof *v);
+    s->nadays = nv;
+    s->adays_ms = now;
+    return 0;
+}
+
+/* 1 when `day`'s partitions are attached, by the list of attached days
+ * (read at most once a second). */
+static int
+day_attached(struct pgs *s, int32_t day)
+{
+    size_t pos;
+    struct herr e = {0};
+    return adays_refresh(s, 0, &e) == 0 &&
+           days_find(s->adays, s->nadays, day, &pos);
+}
+
+/* A copy of the attached days (mc_list walks it while a retry may read
+ * them again). */
 static int
 attached_days(struct pgs *s, int32_t **out, size_t *n, int fresh,
               struct herr *e)
 {
     *out = NULL;
     *n = 0;
-    int64_t now = mono_ms();
-    if (fresh || s->adays == NULL || now - s->adays_ms >= DAYS_TTL_MS) {
-        struct params none;
-        p_init(&none);
-        PGresult *res = query_prepared(s, S_DAYS, &none, e, "listing messages");
-        if (res == NULL)
-            return HERR_STORE;
-        int32_t *v = NULL;
-        size_t nv = 0, cap = 0;
-        for (int i = 0; i < PQntuples(res); i++) {
-            int32_t day;
-            if (day_parse(PQgetvalue(res, i, 0), "herald_messages", &day) == 0)
-                days_add(&v, &nv, &cap, day);
-        }
-        PQclear(res);
-        free(s->adays);
-        s->adays = v ? v : xcalloc(1, sizeof *v);
-        s->nadays = nv;
-        s->adays_ms = now;
-    }
+    int rc = adays_refresh(s, fresh, e);
+    if (rc)
+        return rc;
     *out = xmalloc((s->nadays ? s->nadays : 1) * sizeof **out);
     memcpy(*out, s->adays, s->nadays * sizeof **out);
     *n = s->nadays;
@@ -3094,11 +3114,8 @@ list_rcpt(struct pgs *s, const struct mc_query *q, int64_t lo, int64_t hi,
         if (!more)
             break;
     }
-    if (s->reads_mode) { /* no records to read, or a failure */
-        PQclear(PQexec(s->conn, "SET plan_cache_mode = auto;"
-                                " SET enable_bitmapscan = on"));
-        s->reads_mode = 0;
-    }
+    if (s->reads_mode) /* no records to read, or a failure */
+        reads_reset(s);
     if (rc || cnt == 0) {
         mc_records_free(v, cnt);
         return rc;
@@ -3266,11 +3283,8 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
             *n = cnt;
         }
     }
-    if (s->reads_mode) { /* no page to read, or a failure */
-        PQclear(PQexec(s->conn, "SET plan_cache_mode = auto;"
-                                " SET enable_bitmapscan = on"));
-        s->reads_mode = 0;
-    }
+    if (s->reads_mode) /* no page to read, or a failure */
+        reads_reset(s);
     keys_free(&k);
     return rc;
 }
