@@ -13,7 +13,8 @@
  *   GET  /, /console.js, /console.css               the console (console.h)
  *
  * Every /v1 request needs "Authorization: Bearer <token>" (401 without a
- * valid one, checked in Redis each time: a revoked token stops at once).
+ * valid one, checked in Redis at most every half second per thread: a
+ * revoked token stops within a second; herald_token_check).
  * A message outside the token's organisations answers 404 exactly like an
  * unknown id; a resend without the right, 403. Bad parameters or bodies:
  * 400 {"error", "field"}; a known path with another method: 405 (Allow);

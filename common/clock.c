@@ -25,6 +25,14 @@ clock_set_fixed(int64_t ms)
     fixed_ms = ms;
 }
 
+int64_t
+clock_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void
 split(int64_t ms, struct tm *tm, int *millis)
 {

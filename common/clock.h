@@ -18,6 +18,10 @@ int64_t clock_now_ms(void);
 /* Pins clock_now_ms() to `ms`; a negative value returns to the real clock. */
 void clock_set_fixed(int64_t ms);
 
+/* Milliseconds of CLOCK_MONOTONIC: for timeouts and ages only (never
+ * pinned, never a date). */
+int64_t clock_mono_ms(void);
+
 /*
  * Writes `ms` as RFC 3339 UTC with millisecond precision,
  * "2026-11-26T14:58:07.123Z", into out (CLOCK_RFC3339_LEN bytes).

@@ -2922,14 +2922,6 @@ cmp_newest(const void *a, const void *b)
     return -strcmp(x->id, y->id);
 }
 
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * The days whose partitions are attached (those of herald_messages),
  * ascending: asked again when `fresh` or when the last answer is
@@ -2945,7 +2937,7 @@ mono_ms(void)
 static int
 adays_refresh(struct pgs *s, int fresh, struct herr *e)
 {
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     if (!fresh && s->adays != NULL && now - s->adays_ms < DAYS_TTL_MS)
         return 0;
     struct params none;

@@ -23,6 +23,7 @@
  * (libherald) both open it here. An existing file or directory keeps its
  * mode.
  */
+#include "clock.h"
 #include "mc.h"
 #include "util.h"
 
@@ -585,15 +586,6 @@ fail:
     return HERR_STORE;
 }
 
-/* A clock for timeouts only: clock_now_ms() may be pinned by tests. */
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int
 sq_open(const char *rest, void **state, struct herr *e)
 {
@@ -666,7 +658,7 @@ sq_open(const char *rest, void **state, struct herr *e)
     /* Switching to WAL needs the file to itself, and SQLite reports
      * SQLITE_BUSY for that at once, without its busy handler: processes
      * that open the store together retry here, within the same timeout. */
-    int64_t deadline = mono_ms() + busy_ms;
+    int64_t deadline = clock_mono_ms() + busy_ms;
     for (unsigned n = 0;; n++) {
         s->busy_hit = 0;
         rc = pragma(s, "PRAGMA journal_mode = WAL",
@@ -675,7 +667,7 @@ sq_open(const char *rest, void **state, struct herr *e)
             rc = ensure_schema(s, e);
         if (rc == 0)
             break;
-        if (!s->busy_hit || mono_ms() >= deadline)
+        if (!s->busy_hit || clock_mono_ms() >= deadline)
             goto fail;
         struct timespec ts = {0, (long)(1 + (n % 10)) * 1000000L};
         nanosleep(&ts, NULL);

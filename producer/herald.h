@@ -580,7 +580,9 @@ void herald_tokens_free(struct token_rec *v, size_t n);
 int herald_token_revoke(struct herald *h, const char *name, struct herr *e);
 
 /* What `token` may do (*out; token_rec_clear it), or HERR_NOTFOUND for
- * an unknown, revoked or malformed token. */
+ * an unknown, revoked or malformed token. A token found is answered from
+ * the handle's memory for half a second after (SPEC §9: a revoked token
+ * stops working within a second); an unknown one is asked every time. */
 int herald_token_check(struct herald *h, const char *token,
                        struct token_rec *out, struct herr *e);
 

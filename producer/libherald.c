@@ -17,12 +17,29 @@
  * so a batch of large jobs does not hold gigabytes in hiredis' buffer. */
 #define HERALD_PIPELINE_BYTES (16u * 1024 * 1024)
 
+/* herald_token_check's memory: the last tokens found, by hash, each
+ * answered from here for TOKEN_SEEN_MS after Redis gave it. SPEC §9 lets
+ * a revoked token work for up to a second; herald-api checks a token per
+ * request, and the Redis round trip was a tenth of a get's CPU. Unknown
+ * tokens are not kept (garbage must not evict the real ones). */
+#define TOKEN_SEEN_N 8
+#define TOKEN_SEEN_MS 500
+
+struct token_seen {
+    char hash[TOKEN_HASH_LEN + 1];
+    char *rec; /* the record's JSON as Redis has it; NULL: empty slot */
+    size_t len;
+    int64_t at; /* clock_mono_ms() of the HGET */
+};
+
 struct herald {
     const struct settings *s;
     struct redis_target target;
     char url[512]; /* redacted */
     redisContext *c;
     struct mc *mc;
+    struct token_seen seen[TOKEN_SEEN_N];
+    unsigned seen_next; /* the slot the next token takes */
 };
 
 /* Moves a dead entry to its lane only if it is still in the dead list,
@@ -236,6 +253,8 @@ herald_close(struct herald *h)
     drop_redis(h);
     if (h->mc)
         mc_close(h->mc);
+    for (size_t i = 0; i < TOKEN_SEEN_N; i++)
+        free(h->seen[i].rec);
     memset(h->target.password, 0, sizeof h->target.password);
     free(h);
 }
@@ -2357,6 +2376,38 @@ herald_token_revoke(struct herald *h, const char *name, struct herr *e)
     return 0;
 }
 
+/* The slot holding `hash` (fresh or not), or NULL. */
+static struct token_seen *
+token_seen_find(struct herald *h, const char *hash)
+{
+    for (size_t i = 0; i < TOKEN_SEEN_N; i++)
+        if (h->seen[i].rec != NULL && strcmp(h->seen[i].hash, hash) == 0)
+            return &h->seen[i];
+    return NULL;
+}
+
+/* Remembers Redis' answer for `hash` (a copy); on no memory, nothing. */
+static void
+token_seen_keep(struct herald *h, const char *hash, const char *rec, size_t len,
+                int64_t at)
+{
+    struct token_seen *t = token_seen_find(h, hash);
+    if (t == NULL) {
+        t = &h->seen[h->seen_next];
+        h->seen_next = (h->seen_next + 1) % TOKEN_SEEN_N;
+    }
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return;
+    memcpy(copy, rec, len);
+    copy[len] = '\0';
+    free(t->rec);
+    memcpy(t->hash, hash, sizeof t->hash);
+    t->rec = copy;
+    t->len = len;
+    t->at = at;
+}
+
 int
 herald_token_check(struct herald *h, const char *token, struct token_rec *out,
                    struct herr *e)
@@ -2365,10 +2416,15 @@ herald_token_check(struct herald *h, const char *token, struct token_rec *out,
     if (!token_well_formed(token))
         return herr_set(e, HERR_NOTFOUND, NULL, "not a token");
     char key[KEYS_MAX], hash[TOKEN_HASH_LEN + 1];
+    token_hash(token, hash);
+    int64_t now = clock_mono_ms();
+    struct token_seen *t = token_seen_find(h, hash);
+    if (t != NULL && now - t->at < TOKEN_SEEN_MS &&
+        token_rec_parse(t->rec, t->len, out) == 0)
+        return 0;
     int rc = tokens_key(h, key, sizeof key, e);
     if (rc)
         return rc;
-    token_hash(token, hash);
     redisReply *r = command(h, e, "HGET %s %s", key, hash);
     if (r == NULL)
         return HERR_REDIS;
@@ -2376,6 +2432,12 @@ herald_token_check(struct herald *h, const char *token, struct token_rec *out,
                  token_rec_parse(r->str, r->len, out) == 0
              ? 0
              : herr_set(e, HERR_NOTFOUND, NULL, "unknown or revoked token");
+    if (rc == 0) {
+        token_seen_keep(h, hash, r->str, r->len, now);
+    } else if (t != NULL) { /* revoked since: forgotten */
+        free(t->rec);
+        t->rec = NULL;
+    }
     freeReplyObject(r);
     return rc;
 }
