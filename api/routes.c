@@ -15,14 +15,15 @@
 
 /* (jfast_dumpb: json_dumps' bytes, a third of the CPU of a page of
  * records sooner). A value it cannot write (nested deeper than any
- * parser of ours makes) is a 500 saying so, not an abort. */
+ * parser of ours makes), or none (o NULL: an answer written elsewhere
+ * that failed), is a 500 saying so, not an abort. */
 static void
 answer_json(struct api_resp *rs, int status, json_t *o)
 {
     rs->status = status;
     rs->content_type = JSON_TYPE;
     buf_reset(&rs->body);
-    int rc = jfast_dumpb(o, &rs->body);
+    int rc = o ? jfast_dumpb(o, &rs->body) : -1;
     json_decref(o);
     if (rc == 0 && buf_puts(&rs->body, "\n") == 0)
         return;
@@ -79,13 +80,37 @@ answer_herr(struct api_resp *rs, int rc, const struct herr *e)
 
 /* ---- records as the API shows them ---- */
 
-/* The record without its bodies (a list row), and for an account's inbox
- * without its bcc (the recipients' list too). */
-static json_t *
-record_json(const struct mc_record *r, int bodies, int inbox)
+/* A page of records ({"messages": [...], "next_cursor"}), or with `one`
+ * a record alone, written straight into the answer (mc_record_write):
+ * list rows without their bodies, an account's inbox without its bcc
+ * (the recipients' list too). */
+static void
+answer_records(struct api_resp *rs, struct mc_record *const *v, size_t n,
+               const char *next, int one, int inbox)
 {
-    return mc_record_json(r, (bodies ? 0 : MC_JSON_NO_BODIES) |
-                                 (inbox ? MC_JSON_NO_BCC : 0));
+    unsigned flags =
+        (one ? 0 : MC_JSON_NO_BODIES) | (inbox ? MC_JSON_NO_BCC : 0);
+    rs->status = 200;
+    rs->content_type = JSON_TYPE;
+    buf_reset(&rs->body);
+    int rc = one ? 0 : buf_puts(&rs->body, "{\"messages\":[");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (i)
+            rc = buf_append(&rs->body, ",", 1);
+        if (rc == 0)
+            rc = mc_record_write(&rs->body, v[i], flags);
+    }
+    if (rc == 0 && !one) {
+        rc = buf_puts(&rs->body, "],\"next_cursor\":");
+        if (rc == 0)
+            rc = next ? jfast_dump_string(&rs->body, next, strlen(next))
+                      : buf_puts(&rs->body, "null");
+        if (rc == 0)
+            rc = buf_puts(&rs->body, "}");
+    }
+    if (rc == 0 && buf_puts(&rs->body, "\n") == 0)
+        return;
+    answer_json(rs, 500, NULL);
 }
 
 /* ---- authentication ---- */
@@ -153,14 +178,7 @@ list(struct herald *h, const struct api_req *rq, const struct token_rec *t,
         for (size_t i = 0; i < n; i++)
             mc_csv_row(&rs->body, v[i]);
     } else {
-        json_t *a = json_array();
-        for (size_t i = 0; i < n; i++)
-            json_array_append_new(a, record_json(v[i], 0, account != NULL));
-        json_t *o = json_object();
-        json_object_set_new(o, "messages", a);
-        json_object_set_new(o, "next_cursor",
-                            next ? json_string(next) : json_null());
-        answer_json(rs, 200, o);
+        answer_records(rs, v, n, next, 0, account != NULL);
     }
     free(next);
     mc_records_free(v, n);
@@ -405,7 +423,7 @@ api_handle(struct herald *h, const struct api_req *rq, struct api_resp *rs,
         } else {
             struct mc_record *r = readable(h, id, &t, rs);
             if (r) {
-                answer_json(rs, 200, record_json(r, 1, 0));
+                answer_records(rs, &r, 1, NULL, 1, 0);
                 mc_record_free(r);
             }
         }

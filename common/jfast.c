@@ -458,8 +458,8 @@ static const char dump_esc[128] = {
     [25] = 'u',   [26] = 'u',   [27] = 'u',   [28] = 'u',   [29] = 'u',
     [30] = 'u',   [31] = 'u',   ['"'] = '"',  ['\\'] = '\\'};
 
-static int
-dump_string(struct buf *b, const char *s, size_t n)
+int
+jfast_dump_string(struct buf *b, const char *s, size_t n)
 {
     int rc = buf_append(b, "\"", 1);
     size_t run = 0;
@@ -527,7 +527,7 @@ dump_value(struct buf *b, const json_t *v, int depth)
                 rc = buf_append(b, ",", 1);
             first = 0;
             if (rc == 0)
-                rc = dump_string(b, key, strlen(key));
+                rc = jfast_dump_string(b, key, strlen(key));
             if (rc == 0)
                 rc = buf_append(b, ":", 1);
             if (rc == 0)
@@ -548,7 +548,8 @@ dump_value(struct buf *b, const json_t *v, int depth)
         return rc ? rc : buf_append(b, "]", 1);
     }
     case JSON_STRING:
-        return dump_string(b, json_string_value(v), json_string_length(v));
+        return jfast_dump_string(b, json_string_value(v),
+                                 json_string_length(v));
     case JSON_INTEGER:
         return buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
     case JSON_REAL:

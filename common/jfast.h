@@ -45,4 +45,8 @@ struct buf;
  */
 int jfast_dumpb(const json_t *v, struct buf *b);
 
+/* Appends the n bytes at s (valid UTF-8) as a JSON string, escaped as
+ * jansson escapes it; 0 or nonzero as jfast_dumpb. */
+int jfast_dump_string(struct buf *b, const char *s, size_t n);
+
 #endif

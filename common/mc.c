@@ -804,16 +804,6 @@ mc_record_from_job(const struct job *j)
     return r;
 }
 
-static json_t *
-time_or_null(int64_t ms)
-{
-    if (ms <= 0)
-        return json_null();
-    char buf[CLOCK_RFC3339_LEN];
-    clock_rfc3339(ms, buf);
-    return json_string(buf);
-}
-
 /* Embeds stored JSON text as JSON; text that does not parse (it never
  * should) is kept as a string so nothing is hidden from support staff.
  * jfast first (a listing embeds six fields per record: jansson's own
@@ -832,59 +822,156 @@ embed(const char *s)
     return v ? v : str_or_null(s);
 }
 
-json_t *
-mc_record_json(const struct mc_record *r, unsigned flags)
+/* ---- a record as JSON: written, not built ---- */
+
+/* `s` as a JSON string (each byte that is not UTF-8 shown as U+FFFD, as
+ * str_or_null does), or null. */
+static int
+w_str(struct buf *b, const char *s)
 {
-    json_t *o = json_object();
-    json_object_set_new(o, "id", str_or_null(r->id));
-    json_object_set_new(o, "org", str_or_null(r->org));
-    json_object_set_new(o, "account", str_or_null(r->account));
-    json_object_set_new(o, "type", str_or_null(r->type));
-    json_object_set_new(o, "status", json_string(mc_status_name(r->status)));
-    json_object_set_new(o, "path", str_or_null(r->path));
-    json_object_set_new(o, "path_reason", str_or_null(r->path_reason));
-    json_object_set_new(o, "from", str_or_null(r->from));
-    json_object_set_new(o, "from_name", str_or_null(r->from_name));
-    json_object_set_new(o, "sender", str_or_null(r->sender));
-    json_object_set_new(o, "reply_to", str_or_null(r->reply_to));
-    json_object_set_new(o, "to", embed(r->to_json));
-    json_object_set_new(o, "cc", embed(r->cc_json));
-    if (!(flags & MC_JSON_NO_BCC))
-        json_object_set_new(o, "bcc", embed(r->bcc_json));
-    json_object_set_new(o, "subject", str_or_null(r->subject));
-    if (!(flags & MC_JSON_NO_BODIES)) {
-        json_object_set_new(o, "text", str_or_null(r->text));
-        json_object_set_new(o, "html", str_or_null(r->html));
-    }
-    json_object_set_new(o, "attachments", embed(r->attachments_json));
-    json_object_set_new(o, "meta", embed(r->meta_json));
-    json_t *rc = embed(r->recipients_json);
-    if ((flags & MC_JSON_NO_BCC) && json_is_array(rc)) {
+    if (s == NULL)
+        return buf_append(b, "null", 4);
+    size_t n = strlen(s);
+    if (utf8_check((const unsigned char *)s, n) == n)
+        return jfast_dump_string(b, s, n);
+    json_t *v = str_or_null(s);
+    int rc = jfast_dumpb(v, b);
+    json_decref(v);
+    return rc;
+}
+
+static int
+w_time(struct buf *b, int64_t ms)
+{
+    if (ms <= 0)
+        return buf_append(b, "null", 4);
+    char t[CLOCK_RFC3339_LEN];
+    clock_rfc3339(ms, t);
+    return jfast_dump_string(b, t, strlen(t));
+}
+
+/* Stored JSON text embedded as embed() makes it; without the entries of
+ * kind "bcc" when drop_bcc (the recipients of an inbox row). The usual
+ * empty values are copied as they are. */
+static int
+w_embed(struct buf *b, const char *s, int drop_bcc)
+{
+    if (s == NULL)
+        return buf_append(b, "null", 4);
+    if (!drop_bcc && (strcmp(s, "[]") == 0 || strcmp(s, "{}") == 0 ||
+                      strcmp(s, "null") == 0))
+        return buf_puts(b, s);
+    json_t *v = embed(s);
+    if (drop_bcc && json_is_array(v)) {
         size_t k = 0;
-        while (k < json_array_size(rc)) {
+        while (k < json_array_size(v)) {
             const char *kind = json_string_value(
-                json_object_get(json_array_get(rc, k), "kind"));
+                json_object_get(json_array_get(v, k), "kind"));
             if (kind && strcmp(kind, "bcc") == 0)
-                json_array_remove(rc, k);
+                json_array_remove(v, k);
             else
                 k++;
         }
     }
-    json_object_set_new(o, "recipients", rc);
-    json_object_set_new(o, "created_at", time_or_null(r->created_at));
-    json_object_set_new(o, "updated_at", time_or_null(r->updated_at));
-    json_object_set_new(o, "sent_at", time_or_null(r->sent_at));
-    json_object_set_new(o, "attempts", json_integer(r->attempts));
-    json_object_set_new(o, "next_attempt_at", time_or_null(r->next_attempt_at));
-    json_object_set_new(o, "last_error", str_or_null(r->last_error));
-    json_object_set_new(o, "smtp_reply", str_or_null(r->smtp_reply));
-    json_object_set_new(o, "resend_of", str_or_null(r->resend_of));
-    json_object_set_new(o, "body_expired", json_boolean(r->body_expired));
-    return o;
+    int rc = jfast_dumpb(v, b);
+    json_decref(v);
+    return rc;
+}
+
+int
+mc_record_write(struct buf *b, const struct mc_record *r, unsigned flags)
+{
+    int nobcc = (flags & MC_JSON_NO_BCC) != 0;
+    int rc = buf_puts(b, "{\"id\":");
+#define W_KEY(k) (rc == 0 && (rc = buf_puts(b, ",\"" k "\":")) == 0)
+    if (rc == 0)
+        rc = w_str(b, r->id);
+    if (W_KEY("org"))
+        rc = w_str(b, r->org);
+    if (W_KEY("account"))
+        rc = w_str(b, r->account);
+    if (W_KEY("type"))
+        rc = w_str(b, r->type);
+    if (W_KEY("status"))
+        rc = w_str(b, mc_status_name(r->status));
+    if (W_KEY("path"))
+        rc = w_str(b, r->path);
+    if (W_KEY("path_reason"))
+        rc = w_str(b, r->path_reason);
+    if (W_KEY("from"))
+        rc = w_str(b, r->from);
+    if (W_KEY("from_name"))
+        rc = w_str(b, r->from_name);
+    if (W_KEY("sender"))
+        rc = w_str(b, r->sender);
+    if (W_KEY("reply_to"))
+        rc = w_str(b, r->reply_to);
+    if (W_KEY("to"))
+        rc = w_embed(b, r->to_json, 0);
+    if (W_KEY("cc"))
+        rc = w_embed(b, r->cc_json, 0);
+    if (!nobcc && W_KEY("bcc"))
+        rc = w_embed(b, r->bcc_json, 0);
+    if (W_KEY("subject"))
+        rc = w_str(b, r->subject);
+    if (!(flags & MC_JSON_NO_BODIES)) {
+        if (W_KEY("text"))
+            rc = w_str(b, r->text);
+        if (W_KEY("html"))
+            rc = w_str(b, r->html);
+    }
+    if (W_KEY("attachments"))
+        rc = w_embed(b, r->attachments_json, 0);
+    if (W_KEY("meta"))
+        rc = w_embed(b, r->meta_json, 0);
+    if (W_KEY("recipients"))
+        rc = w_embed(b, r->recipients_json, nobcc);
+    if (W_KEY("created_at"))
+        rc = w_time(b, r->created_at);
+    if (W_KEY("updated_at"))
+        rc = w_time(b, r->updated_at);
+    if (W_KEY("sent_at"))
+        rc = w_time(b, r->sent_at);
+    if (W_KEY("attempts"))
+        rc = buf_printf(b, "%d", r->attempts);
+    if (W_KEY("next_attempt_at"))
+        rc = w_time(b, r->next_attempt_at);
+    if (W_KEY("last_error"))
+        rc = w_str(b, r->last_error);
+    if (W_KEY("smtp_reply"))
+        rc = w_str(b, r->smtp_reply);
+    if (W_KEY("resend_of"))
+        rc = w_str(b, r->resend_of);
+    if (W_KEY("body_expired"))
+        rc = buf_puts(b, r->body_expired ? "true" : "false");
+#undef W_KEY
+    return rc ? rc : buf_append(b, "}", 1);
+}
+
+json_t *
+mc_record_json(const struct mc_record *r, unsigned flags)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    json_t *v = NULL;
+    if (mc_record_write(&b, r, flags) == 0)
+        v = jfast_loadb(b.p, b.len, NULL);
+    buf_free(&b);
+    if (v == NULL)
+        abort(); /* no memory, or a writer that writes what it cannot read */
+    return v;
 }
 
 char *
 mc_record_to_json(const struct mc_record *r)
 {
-    return dump_take(mc_record_json(r, 0));
+    struct buf b;
+    buf_init(&b, 0);
+    if (mc_record_write(&b, r, 0) != 0)
+        abort(); /* no maximum: only out of memory */
+    size_t len;
+    char *s = buf_take(&b, &len);
+    if (s == NULL)
+        abort();
+    return s;
 }

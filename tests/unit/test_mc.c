@@ -1570,6 +1570,117 @@ sample_job(void)
     return &j;
 }
 
+/* One record's JSON from mc_record_write, checked: json_dumps'
+ * compact form of its own parse (so the bytes are those of the jansson
+ * tree it replaced), and shaped by flags. */
+static void
+check_written(const struct mc_record *r, unsigned flags)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    CHECK(mc_record_write(&b, r, flags) == 0);
+    json_error_t jerr;
+    json_t *o = json_loadb(b.p, b.len, 0, &jerr);
+    CHECK_MSG(o && json_is_object(o), "%.*s: %s", (int)b.len, b.p, jerr.text);
+    if (o == NULL) {
+        buf_free(&b);
+        return;
+    }
+    char *canon = json_dumps(o, JSON_COMPACT);
+    CHECK_MSG(canon && strlen(canon) == b.len && memcmp(canon, b.p, b.len) == 0,
+              "written %.*s\n  jansson %s", (int)b.len, b.p, canon);
+    free(canon);
+    int bodies = !(flags & MC_JSON_NO_BODIES), bcc = !(flags & MC_JSON_NO_BCC);
+    CHECK(json_object_size(o) == 29u - (bodies ? 0 : 2) - (bcc ? 0 : 1));
+    CHECK((json_object_get(o, "text") != NULL) == bodies);
+    CHECK((json_object_get(o, "html") != NULL) == bodies);
+    CHECK((json_object_get(o, "bcc") != NULL) == bcc);
+    CHECK_STR(json_string_value(json_object_get(o, "id")), r->id);
+    CHECK_STR(json_string_value(json_object_get(o, "status")),
+              mc_status_name(r->status));
+    CHECK(json_integer_value(json_object_get(o, "attempts")) == r->attempts);
+    size_t i;
+    json_t *x;
+    int nbcc = 0;
+    json_array_foreach(json_object_get(o, "recipients"), i, x)
+    {
+        const char *kind = json_string_value(json_object_get(x, "kind"));
+        nbcc += kind && strcmp(kind, "bcc") == 0;
+    }
+    if (!bcc)
+        CHECK(nbcc == 0);
+    if (flags == 0) {
+        char *whole = mc_record_to_json(r);
+        CHECK(strlen(whole) == b.len && memcmp(whole, b.p, b.len) == 0);
+        free(whole);
+    }
+    json_decref(o);
+    buf_free(&b);
+}
+
+/* mc_record_write over records plain and odd: every string escaped as
+ * jansson would, bytes that are not UTF-8 as U+FFFD, stored JSON with
+ * spaces, escapes and reals re-written compact, text that is not JSON
+ * kept as a string, empty and missing values, a buffer that is full. */
+static void
+test_record_write(void)
+{
+    clock_set_fixed(1764169087123LL);
+    struct mc_record *r = mc_record_from_job(sample_job());
+    clock_set_fixed(-1);
+    CHECK(r != NULL);
+    if (r == NULL)
+        return;
+    for (unsigned f = 0; f < 4; f++)
+        check_written(r, f);
+    CHECK(strstr(r->recipients_json, "\"bcc\"") != NULL);
+
+    free(r->subject);
+    r->subject = xstrdup("quote \" back \\ tab \t nl \n ctl \x01 del \x7f "
+                         "\xe2\x80\xa8 caf\xc3\xa9 <img src=x>");
+    r->smtp_reply = xstrdup("250 ok \xff\xfe raw \xc3");
+    r->last_error = xstrdup("\xed\xa0\x80 surrogate, \xc0\xaf overlong");
+    free(r->meta_json);
+    r->meta_json = xstrdup(" { \"k\" : [ 1 , 2.50 , 1e3, -0.0, "
+                           "\"\\u00e9\\/\\ud83d\\ude00\" ] } ");
+    free(r->attachments_json);
+    r->attachments_json = xstrdup("not json");
+    free(r->cc_json);
+    r->cc_json = xstrdup("{\"a\":1,\"a\":2}");
+    r->status = MC_FAILED;
+    r->attempts = 2147483647;
+    r->sent_at = -5;
+    r->next_attempt_at = 1764169099000LL;
+    for (unsigned f = 0; f < 4; f++)
+        check_written(r, f);
+    struct buf b;
+    buf_init(&b, 0);
+    CHECK(mc_record_write(&b, r, 0) == 0);
+    json_t *o = json_loadb(b.p, b.len, 0, NULL);
+    const char *reply = json_string_value(json_object_get(o, "smtp_reply"));
+    CHECK(reply && strstr(reply, "\xef\xbf\xbd") != NULL);
+    CHECK_STR(json_string_value(json_object_get(o, "attachments")), "not json");
+    CHECK(json_is_object(json_object_get(o, "meta")));
+    CHECK(json_is_null(json_object_get(o, "sent_at")));
+    json_decref(o);
+    size_t whole = b.len;
+    buf_free(&b);
+
+    /* nothing but nulls */
+    struct mc_record empty;
+    memset(&empty, 0, sizeof empty);
+    empty.id = "e-1";
+    for (unsigned f = 0; f < 4; f++)
+        check_written(&empty, f);
+
+    /* a buffer with a maximum: refused, never past it */
+    buf_init(&b, whole / 2);
+    CHECK(mc_record_write(&b, r, 0) != 0);
+    CHECK(b.len <= whole / 2);
+    buf_free(&b);
+    mc_record_free(r);
+}
+
 static void
 test_from_job(void)
 {
@@ -1706,6 +1817,17 @@ test_to_json(void)
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             CHECK_MSG(json_object_get(o, keys[i]) != NULL, "key %s", keys[i]);
         CHECK(json_object_size(o) == sizeof keys / sizeof keys[0]);
+        /* and in this order (SPEC §6's), as mc show and the API print it */
+        const char *key;
+        json_t *kv;
+        size_t at = 0;
+        json_object_foreach(o, key, kv)
+        {
+            CHECK_MSG(at < sizeof keys / sizeof keys[0] &&
+                          strcmp(key, keys[at]) == 0,
+                      "key %zu is %s", at, key);
+            at++;
+        }
         CHECK_STR(jstr(o, "id"), "job-42");
         CHECK_STR(jstr(o, "org"), "acme");
         CHECK_STR(jstr(o, "account"), "acct-7");
@@ -3244,6 +3366,7 @@ main(void)
     test_q_words();
     test_csv();
     test_from_job();
+    test_record_write();
     run_store_tests();
     /* SQLite only: files, modes, locks, its own migrations */
     test_urls();
