@@ -5,12 +5,16 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #ifndef HERALD_VERSION
 #define HERALD_VERSION "dev"
@@ -43,6 +47,7 @@ static int valid_level(const char *env, const char *v, struct herr *e);
 static int valid_dns(const char *env, const char *v, struct herr *e);
 static int valid_ips(const char *env, const char *v, struct herr *e);
 static int valid_listen(const char *env, const char *v, struct herr *e);
+static int valid_helo(const char *env, const char *v, struct herr *e);
 
 #define OFF(f) offsetof(struct settings, f)
 
@@ -121,6 +126,10 @@ static const struct sdef table[] = {
      36500, 0, 0, NULL,
      "after this, a record's text and html are removed (0: as long as the "
      "record)"},
+    {"HERALD_HELO_NAME", "--helo-name", S_STR, OFF(helo_name), NULL, 0, 0, 0, 0,
+     valid_helo,
+     "the name given in EHLO (default: the host's fully qualified name, "
+     "else the connection's address literal)"},
     {"HERALD_MAX_INFLIGHT_BYTES", "--max-inflight-bytes", S_LONG,
      OFF(max_inflight_bytes), "16777216", 1048576, 68719476736L, 0, 0, NULL,
      "bytes of jobs a worker holds at once (taking waits above it; one job "
@@ -521,6 +530,88 @@ settings_parse_listen(const char *v, struct sockaddr_storage *ss,
     a->sin_port = htons((uint16_t)port);
     *len = sizeof *a;
     return 0;
+}
+
+/* An EHLO name: a domain (labels of letters, digits and inner hyphens,
+ * at most 253 bytes) or an address literal ("[192.0.2.1]",
+ * "[IPv6:2001:db8::1]"), RFC 5321 §4.1.2. */
+static int
+valid_helo(const char *env, const char *v, struct herr *e)
+{
+    size_t n = strlen(v);
+    if (n >= 2 && v[0] == '[' && v[n - 1] == ']') {
+        char a[64];
+        unsigned char bin[16];
+        if (n - 2 < sizeof a) {
+            memcpy(a, v + 1, n - 2);
+            a[n - 2] = '\0';
+            if (inet_pton(AF_INET, a, bin) == 1 ||
+                (strncmp(a, "IPv6:", 5) == 0 &&
+                 inet_pton(AF_INET6, a + 5, bin) == 1))
+                return 0;
+        }
+        return herr_set(e, HERR_INVALID, env,
+                        "'%.80s': not an address literal ([192.0.2.1] or "
+                        "[IPv6:2001:db8::1])",
+                        v);
+    }
+    size_t label = 0;
+    int ok = n > 0 && n <= 253;
+    for (size_t i = 0; ok && i <= n; i++) {
+        char c = v[i];
+        if (c == '.' || c == '\0') {
+            ok = label > 0 && label <= 63 && v[i - 1] != '-';
+            label = 0;
+        } else if (isalnum((unsigned char)c) || (c == '-' && label > 0)) {
+            label++;
+        } else {
+            ok = 0;
+        }
+    }
+    return ok ? 0
+              : herr_set(e, HERR_INVALID, env,
+                         "'%.80s': not a host name (letters, digits and "
+                         "hyphens in dot-separated labels) or an address "
+                         "literal",
+                         v);
+}
+
+/* A name that says nothing of the host: "localhost", "localhost.…". */
+static int
+helo_usable(const char *name)
+{
+    return strchr(name, '.') != NULL &&
+           strncasecmp(name, "localhost", 9) != 0 &&
+           valid_helo("", name, NULL) == 0;
+}
+
+int
+settings_helo_name(const struct settings *s, char *out, size_t n)
+{
+    if (n == 0)
+        return 0;
+    out[0] = '\0';
+    if (s->helo_name && *s->helo_name) {
+        snprintf(out, n, "%s", s->helo_name);
+        return 1;
+    }
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+        return 0;
+    if (helo_usable(host)) {
+        snprintf(out, n, "%s", host);
+        return 1;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_flags = AI_CANONNAME;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) == 0 && res) {
+        if (res->ai_canonname && helo_usable(res->ai_canonname))
+            snprintf(out, n, "%s", res->ai_canonname);
+        freeaddrinfo(res);
+    }
+    return out[0] != '\0';
 }
 
 static int

@@ -45,6 +45,7 @@ struct settings {
     char *api_listen;        /* herald-api: host:port */
     long mc_retention_days;  /* 0: forever */
     long mc_body_days;       /* 0: as long as the record */
+    char *helo_name;         /* EHLO name; NULL: settings_helo_name finds */
 };
 
 /* Fills every field with its embedded default (strings are owned). */
@@ -97,6 +98,17 @@ int settings_main(struct settings *s, const char *prog, int argc, char **argv,
 
 /* A host:port (IPv4, "localhost", or [IPv6]) as a socket address: 0 or
  * HERR_INVALID. */
+/*
+ * The name to give in EHLO (SPEC §2): HERALD_HELO_NAME when set, else the
+ * host's fully qualified name (gethostname, and getaddrinfo's canonical
+ * name when that has no dot; names of localhost do not count). Returns 1
+ * with the name in out, or 0 with out empty when there is none: RFC 5321
+ * §4.1.4 then wants the connection's address literal ("[192.0.2.1]"),
+ * which only the caller knows. Blocking (a resolver look-up): call once,
+ * at start.
+ */
+int settings_helo_name(const struct settings *s, char *out, size_t n);
+
 int settings_parse_listen(const char *v, struct sockaddr_storage *ss,
                           socklen_t *len);
 

@@ -32,11 +32,14 @@
 #include "mime.h"
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <curl/curl.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define REPLY_MAX 512 /* bytes of a step's reply kept for printing */
@@ -565,15 +568,42 @@ probe_init(struct probe *p, struct test *t, int imap, enum scheme_tls tls)
     p->fresh = 1;
 }
 
-/* The EHLO name: this host's name when it is one, else "localhost". */
+/* The EHLO name the worker would give (settings_helo_name), or without
+ * one the address literal of the address this host would connect to
+ * `host` from (a UDP socket's connect sends nothing), as the worker uses
+ * the connection's own; "localhost" if even that is not to be had. */
 static void
-helo_name(char *out, size_t n)
+helo_name(const struct settings *s, const char *host, int port, char *out,
+          size_t n)
 {
-    char host[256] = {0};
-    if (gethostname(host, sizeof host - 1) != 0 || !scheme_valid_host(host) ||
-        strchr(host, ':'))
-        snprintf(host, sizeof host, "localhost");
-    snprintf(out, n, "%s", host);
+    if (settings_helo_name(s, out, n))
+        return;
+    snprintf(out, n, "localhost");
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_DGRAM;
+    char svc[16];
+    snprintf(svc, sizeof svc, "%d", port);
+    if (getaddrinfo(host, svc, &hints, &res) != 0 || res == NULL)
+        return;
+    int fd = socket(res->ai_family, SOCK_DGRAM, 0);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char a[INET6_ADDRSTRLEN];
+    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+        getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET &&
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, a,
+                      sizeof a))
+            snprintf(out, n, "[%s]", a);
+        else if (ss.ss_family == AF_INET6 &&
+                 inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr,
+                           a, sizeof a))
+            snprintf(out, n, "[IPv6:%s]", a);
+    }
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
 }
 
 static char *
@@ -622,7 +652,7 @@ run_smtp(struct test *t, const struct scheme *sc, const char *password,
     struct probe p;
     probe_init(&p, t, 0, sc->tls);
     char helo[256], errbuf[CURL_ERROR_SIZE] = {0};
-    helo_name(helo, sizeof helo);
+    helo_name(s, sc->smtp_host, sc->smtp_port, helo, sizeof helo);
     char *url = url_of(sc->tls == SCHEME_TLS_SSL ? "smtps" : "smtp",
                        sc->smtp_host, sc->smtp_port, helo);
     CURL *c = curl_easy_init();

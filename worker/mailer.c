@@ -14,6 +14,7 @@
 
 #define LINE_MAX_BYTES 4096 /* an SMTP reply line longer than this is bad */
 #define IDLE_CLOSE_MS 30000 /* an idle pooled connection is closed after */
+#define QUIT_WAIT_MS 1000   /* QUIT's reply is awaited this long at most */
 #define READ_CHUNK 65536
 
 /* What each reply we wait for answers. */
@@ -45,6 +46,7 @@ enum cstate {
     C_HANDSHAKE, /* TLS */
     C_SETUP,     /* greeting, EHLO, STARTTLS, AUTH */
     C_IDLE,
+    C_QUIT, /* QUIT said, its reply awaited */
     C_BUSY, /* a transaction */
     C_RESET,
     C_CLOSING,
@@ -124,6 +126,7 @@ static void conn_fail(struct sconn *c, const char *why);
 static void pool_dispatch(struct mailer *m, struct pool *p);
 static void conn_send(struct sconn *c, const char *data, size_t len);
 static void arm_timer(struct sconn *c, long ms);
+static void on_timeout(uv_timer_t *t);
 
 /* ---- finishing a transaction ---- */
 
@@ -401,21 +404,39 @@ conn_fail(struct sconn *c, const char *why)
 }
 
 static void
+arm_timer(struct sconn *c, long ms)
+{
+    uv_timer_start(&c->timer, on_timeout, (uint64_t)ms, 0);
+}
+
+/* Ends a session: an idle, sound one with QUIT (RFC 5321 §4.1.1.10),
+ * closed on its reply or after QUIT_WAIT_MS; any other at once. */
+static void
+conn_quit(struct sconn *c)
+{
+    if (c->st != C_IDLE || c->broken || c->exp_n > 0) {
+        conn_close(c);
+        return;
+    }
+    c->st = C_QUIT;
+    arm_timer(c, QUIT_WAIT_MS);
+    expect_push(c, X_QUIT);
+    conn_send(c, "QUIT\r\n", 6);
+}
+
+static void
 on_timeout(uv_timer_t *t)
 {
     struct sconn *c = t->data;
     if (c->st == C_IDLE) {
-        /* idle too long: say goodbye */
-        conn_close(c);
+        conn_quit(c); /* idle too long: say goodbye */
+        return;
+    }
+    if (c->st == C_QUIT) {
+        conn_close(c); /* no answer to QUIT: closed all the same */
         return;
     }
     conn_fail(c, "timed out waiting for the server");
-}
-
-static void
-arm_timer(struct sconn *c, long ms)
-{
-    uv_timer_start(&c->timer, on_timeout, (uint64_t)ms, 0);
 }
 
 /* ---- transactions ---- */
@@ -508,7 +529,7 @@ conn_idle(struct sconn *c)
     c->st = C_IDLE;
     arm_timer(c, IDLE_CLOSE_MS);
     if (m->closing)
-        conn_close(c);
+        conn_quit(c);
     else
         pool_dispatch(m, c->pool);
 }
@@ -654,11 +675,46 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
 
 /* ---- session set-up ---- */
 
+/* The name for EHLO/HELO into out: the mailer's, or without one the
+ * connection's own address as a literal (RFC 5321 §4.1.4). */
 static void
-send_ehlo(struct sconn *c)
+helo_of(struct sconn *c, char *out, size_t n)
 {
-    conn_sendf(c, "EHLO %s\r\n", the_mailer_of(c)->helo);
-    expect_push(c, X_EHLO);
+    struct mailer *m = the_mailer_of(c);
+    if (m->helo) {
+        snprintf(out, n, "%s", m->helo);
+        return;
+    }
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char a[INET6_ADDRSTRLEN] = "127.0.0.1"; /* a socket without a name */
+    const char *v6 = "";
+    memset(&ss, 0, sizeof ss);
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, a,
+                      sizeof a);
+        } else if (ss.ss_family == AF_INET6) {
+            const struct in6_addr *a6 =
+                &((struct sockaddr_in6 *)&ss)->sin6_addr;
+            if (IN6_IS_ADDR_V4MAPPED(a6)) {
+                inet_ntop(AF_INET, &a6->s6_addr[12], a, sizeof a);
+            } else {
+                inet_ntop(AF_INET6, a6, a, sizeof a);
+                v6 = "IPv6:";
+            }
+        }
+    }
+    snprintf(out, n, "[%s%s]", v6, a);
+}
+
+static void
+send_ehlo(struct sconn *c, const char *verb)
+{
+    char name[300];
+    helo_of(c, name, sizeof name);
+    conn_sendf(c, "%s %s\r\n", verb, name);
+    expect_push(c, verb[0] == 'E' ? X_EHLO : X_HELO);
 }
 
 static int
@@ -818,13 +874,12 @@ on_setup_reply(struct sconn *c, enum expect e, int code, const char *line)
             setup_fail(c, code, line, code >= 500 ? MAIL_PERM : MAIL_TEMP);
             return;
         }
-        send_ehlo(c);
+        send_ehlo(c, "EHLO");
         return;
     case X_EHLO:
         if (code / 100 != 2) {
             /* an old server: HELO, without extensions */
-            conn_sendf(c, "HELO %s\r\n", the_mailer_of(c)->helo);
-            expect_push(c, X_HELO);
+            send_ehlo(c, "HELO");
             return;
         }
         /* fall through */
@@ -998,7 +1053,7 @@ tls_progress(struct sconn *c)
                 /* forget what was said in clear text (RFC 3207) */
                 c->caps_pipelining = c->caps_starttls = 0;
                 c->caps_auth_plain = c->caps_auth_login = c->caps_size = 0;
-                send_ehlo(c);
+                send_ehlo(c, "EHLO");
             }
         } else {
             int err = SSL_get_error(c->ssl, rc);
@@ -1061,7 +1116,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (nread == 0 || c->st == C_CLOSING)
         return;
     if (nread < 0) {
-        if (c->st == C_IDLE)
+        if (c->st == C_IDLE || c->st == C_QUIT)
             conn_close(c); /* the server closed an idle session */
         else
             conn_fail(c, nread == UV_EOF ? "the server closed the connection"
@@ -1261,7 +1316,7 @@ mailer_new(uv_loop_t *loop, const struct mailer_opts *o, struct mailer **out)
     m->o = *o;
     if (m->o.max_conns <= 0)
         m->o.max_conns = 32;
-    m->helo = xstrdup(o->helo ? o->helo : "localhost");
+    m->helo = o->helo && *o->helo ? xstrdup(o->helo) : NULL;
     m->tls = SSL_CTX_new(TLS_client_method());
     if (m->tls == NULL)
         goto fail;
@@ -1363,8 +1418,10 @@ mailer_close(struct mailer *m, void (*cb)(void *ud), void *ud)
     m->close_ud = ud;
     m->open_handles++; /* held until the pools are walked */
     for (struct pool *p = m->pools; p; p = p->next)
-        while (p->conns)
-            conn_close(p->conns);
+        for (struct sconn *c = p->conns, *next; c; c = next) {
+            next = c->next;
+            conn_quit(c); /* idle ones say QUIT; the rest close */
+        }
     /* release our own hold: frees now if nothing else is open */
     if (--m->open_handles == 0)
         mailer_free(m);

@@ -1016,13 +1016,19 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
         return rc;
     }
     w->resolver = resolver_new(s, w->schemes);
-    char host[256] = "localhost";
-    gethostname(host, sizeof host - 1);
+    char helo[256];
+    if (settings_helo_name(s, helo, sizeof helo))
+        log_msg(LOG_INFO, "EHLO name", "name", helo, NULL);
+    else
+        log_msg(LOG_INFO,
+                "EHLO name: each connection's address literal (this host's "
+                "name is not fully qualified; HERALD_HELO_NAME sets one)",
+                NULL);
     struct mailer_opts mo = {
         .connect_timeout_s = s->connect_timeout_s,
         .step_timeout_s = s->smtp_timeout_s,
         .ca_file = s->ca_file,
-        .helo = host,
+        .helo = helo,
         .max_conns = s->concurrency,
     };
     if (mailer_new(loop, &mo, &w->mailer) != 0) {

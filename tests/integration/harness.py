@@ -152,6 +152,24 @@ class RedisError(Exception):
     """An error reply from Redis (its text is the message)."""
 
 
+def default_helo_name():
+    """What SPEC §2 says Herald gives in EHLO without HERALD_HELO_NAME,
+    worked out here on its own: the host's fully qualified name, else the
+    connection's address literal (the tests connect from 127.0.0.1)."""
+    def usable(n):
+        return n and "." in n and not n.lower().startswith("localhost")
+
+    host = socket.gethostname()
+    if usable(host):
+        return host
+    try:
+        canon = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM, 0,
+                                   socket.AI_CANONNAME)[0][3]
+    except OSError:
+        canon = ""
+    return canon if usable(canon) else "[127.0.0.1]"
+
+
 def check(cond, message):
     if not cond:
         raise AssertionError(message)

@@ -9,7 +9,9 @@ and D/<n>.json (written last, atomically) holding the envelope:
 "rcpt_options", "at"}. n counts from 1. Every event (connect, accepted,
 rcpt_rejected, data_rejected, data_tempfail, data_delayed) is appended to
 D/events.jsonl as one JSON object per line; DATA events carry the
-message's "message_id" and "herald_id" (X-Herald-Id) header values.
+message's "message_id" and "herald_id" (X-Herald-Id) header values. Each
+session's EHLO or HELO name is an "ehlo" event ({"name", "verb"}) and its
+QUIT a "quit" event, both with the client's "peer".
 
 Options:
   --reject-rcpt REGEX    550 5.1.1 for every RCPT whose address matches
@@ -79,6 +81,20 @@ class Recorder:
         fields["event"] = kind
         fields["at"] = time.time()
         self.events.write(json.dumps(fields) + "\n")
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        self.event("ehlo", verb="EHLO", name=hostname, peer=list(session.peer[:2]))
+        return responses
+
+    async def handle_HELO(self, server, session, envelope, hostname):
+        session.host_name = hostname
+        self.event("ehlo", verb="HELO", name=hostname, peer=list(session.peer[:2]))
+        return f"250 {server.hostname}"
+
+    async def handle_QUIT(self, server, session, envelope):
+        self.event("quit", peer=list(session.peer[:2]))
+        return "221 2.0.0 Bye"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.reject_rcpt and self.reject_rcpt.search(address):

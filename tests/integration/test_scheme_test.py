@@ -246,6 +246,8 @@ def test_every_step_passes_starttls_imap_and_send(t):
         meta, raw = msgs[0]
         check(meta["tls"] is True and meta["auth_user"] == USER, meta)
         check(meta["mail_from"] == EMAIL and meta["rcpt_tos"] == ["Ops@Example.test"], meta)
+        # the EHLO name the worker would give (SPEC §2 HERALD_HELO_NAME)
+        check(meta["helo"] == harness.default_helo_name(), meta)
         m = harness.parse_message(raw)
         check(m["Subject"] == SUBJECT, m["Subject"])
         check(m["From"] == "<%s>" % EMAIL or m["From"] == EMAIL, m["From"])

@@ -193,6 +193,9 @@ def test_bad_settings_exit_2(t):
         ({"HERALD_DNS": "dns.example"}, "'dns.example'"),
         ({"HERALD_DNS": "127.0.0.1:0"}, "HERALD_DNS"),
         ({"HERALD_SENDER_IPS": "192.0.2.1, nope"}, "'nope'"),
+        ({"HERALD_HELO_NAME": "mail host.example"}, "HERALD_HELO_NAME"),
+        ({"HERALD_HELO_NAME": "[300.1.2.3]"}, "HERALD_HELO_NAME"),
+        ({"HERALD_HELO_NAME": "-mail.example"}, "HERALD_HELO_NAME"),
     ]
     for over, name in cases:
         e = t.env(r, s, **over)
@@ -982,6 +985,41 @@ def test_sigterm_idle_exits_zero(t):
     for d in logs:
         for k in ("ts", "level", "msg"):
             check(k in d, f"log line without {k}: {d}")
+
+
+def test_ehlo_name_and_quit(t):
+    """EHLO gives HERALD_HELO_NAME, or the host's fully qualified name, or
+    the connection's address literal (RFC 5321 §4.1.4: never a bare short
+    name, which strict servers refuse); every session the worker ends, it
+    ends with QUIT (§4.1.1.10), here at SIGTERM."""
+    r, s, e, w = setup(t, HERALD_CONCURRENCY=4)
+    push_many(r, t.prefix, bulk_jobs(8, "helo"))
+    wait_until(lambda: s.count() >= 8, 30, f"8 deliveries (have {s.count()})")
+    stop_ok(w)
+    want = harness.default_helo_name()
+    ev = s.events()
+    # the worker's sessions: those that said EHLO (the harness' readiness
+    # probe connects too, and says nothing)
+    ehlo = [x for x in ev if x["event"] == "ehlo"]
+    sessions = {tuple(x["peer"]) for x in ehlo}
+    quits = {tuple(x["peer"]) for x in ev if x["event"] == "quit"}
+    check(len(sessions) == len(ehlo) >= 1, f"EHLO twice in a session: {ehlo}")
+    check(all(x["verb"] == "EHLO" and x["name"] == want for x in ehlo),
+          f"EHLO names {[x['name'] for x in ehlo]}, want {want!r}")
+    check(sessions <= quits, f"sessions ended without QUIT: {sorted(sessions - quits)}")
+    check(any(d.get("msg", "").startswith("EHLO name") for d in w.logs()),
+          "the worker does not log its EHLO name at start")
+
+    n0 = len(ev)
+    w = t.worker(dict(e, HERALD_HELO_NAME="mail.platform.test"))
+    push(r, t.prefix, make_job(id="helo-named"))
+    one_message(s, "helo-named")
+    stop_ok(w)
+    ev = s.events()[n0:]
+    names = [x["name"] for x in ev if x["event"] == "ehlo"]
+    check(names and all(n == "mail.platform.test" for n in names), names)
+    check({tuple(x["peer"]) for x in ev if x["event"] == "ehlo"} <=
+          {tuple(x["peer"]) for x in ev if x["event"] == "quit"}, ev)
 
 
 # ------------------------------------------------------------- deploy

@@ -9,7 +9,8 @@ STARTTLS is offered (and required before MAIL) unless --implicit, which
 makes it an SMTPS server (TLS from the first byte). With --auth, AUTH PLAIN
 and LOGIN are offered after TLS and required before MAIL; a wrong password
 gets 535 5.7.8. Every accepted message is saved as D/<n>.eml with
-D/<n>.json {"mail_from", "rcpt_tos", "tls", "auth_user"}; every AUTH
+D/<n>.json {"mail_from", "rcpt_tos", "tls", "auth_user", "helo"} (helo:
+the session's EHLO or HELO name); every AUTH
 attempt is appended to D/auth.jsonl.
 
 --plain offers neither STARTTLS nor TLS, and AUTH without TLS (a server on
@@ -49,7 +50,8 @@ class Keep:
         meta = {"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
                 "tls": server.transport.get_extra_info("ssl_object") is not None,
                 "auth_user": (session.auth_data.login.decode()
-                              if isinstance(session.auth_data, LoginPassword) else None)}
+                              if isinstance(session.auth_data, LoginPassword) else None),
+                "helo": session.host_name}
         tmp = os.path.join(self.dir, ".%d.json" % self.n)
         with open(tmp, "w") as f:
             json.dump(meta, f)

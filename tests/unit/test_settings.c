@@ -106,6 +106,51 @@ test_bad_values(void)
     settings_free(&s);
 }
 
+/* HERALD_HELO_NAME: host names and address literals, nothing else; set,
+ * it is the EHLO name (settings_helo_name) */
+static void
+test_helo_name(void)
+{
+    struct settings s;
+    struct herr e;
+    settings_defaults(&s);
+    CHECK(s.helo_name == NULL);
+    const char *good[] = {"mail.example.com",   "a",
+                          "m-1.x9.example",     "[192.0.2.1]",
+                          "[IPv6:2001:db8::1]", "MAIL.Example.ORG"};
+    const char *bad[] = {
+        "mail example.com",  "-mail.example.com",   "mail-.example.com",
+        "mail..example.com", "mail.example.com.",   "under_score.example",
+        "[300.1.2.3]",       "[2001:db8::1]",       "[IPv6:zz::1]",
+        "[192.0.2.1",        "caf\xc3\xa9.example", "a\r\nMAIL FROM:<x@y>"};
+    char name[300];
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        CHECK_MSG(settings_set(&s, "HERALD_HELO_NAME", good[i], &e) == 0, "%s",
+                  good[i]);
+        CHECK(settings_helo_name(&s, name, sizeof name) == 1);
+        CHECK_STR(name, good[i]);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_MSG(settings_set(&s, "HERALD_HELO_NAME", bad[i], &e) ==
+                      HERR_INVALID,
+                  "%s", bad[i]);
+        CHECK_STR(e.field, "HERALD_HELO_NAME");
+    }
+    char label64[80];
+    memset(label64, 'a', 64);
+    label64[64] = '\0';
+    CHECK(settings_set(&s, "--helo-name", label64, &e) == HERR_INVALID);
+    label64[63] = '\0';
+    CHECK(settings_set(&s, "--helo-name", label64, &e) == 0);
+    settings_free(&s);
+    /* unset: the host's name when fully qualified, else none (the caller
+     * then uses the connection's address literal) */
+    settings_defaults(&s);
+    int found = settings_helo_name(&s, name, sizeof name);
+    CHECK(found ? strchr(name, '.') != NULL : name[0] == '\0');
+    settings_free(&s);
+}
+
 static void
 test_scrub_secrets(void)
 {
@@ -186,6 +231,7 @@ main(void)
     test_defaults();
     test_env_and_flags();
     test_bad_values();
+    test_helo_name();
     test_redis_url();
     test_scrub_secrets();
     test_print_hides_secrets();
