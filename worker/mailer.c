@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -93,6 +94,14 @@ struct xfer {
     struct mail_result res;
     int decided;
     int stage; /* enum smtpc_stage of the reply being handled */
+    /* This transaction's recipients (indexes into req->rcpt): all of them
+     * at first; then those a server refused as too many for one message,
+     * sent again at once in the next transaction of the same session
+     * (RFC 5321 §4.5.3.1.10), as long as each takes some. */
+    size_t *round;
+    size_t nround;
+    int delivered; /* an earlier transaction of this request was accepted */
+    int last_ok;   /* the last transaction ended accepted: no RSET needed */
 };
 
 struct pool {
@@ -153,6 +162,7 @@ xfer_done(struct xfer *x)
     req->priv_ = NULL;
     req->done(req, &x->res); /* the result lives until done() returns */
     free(x->res.rcpt);
+    free(x->round);
     free(x);
 }
 
@@ -169,16 +179,73 @@ set_reply(struct mail_result *r, int code, const char *s, size_t n)
     r->code = code;
 }
 
+/* The transaction failed (cls, code, why). After an accepted earlier
+ * transaction the request as a whole is not failed — that would send the
+ * message again to those who have it — but each recipient of this one
+ * that has no refusal of its own gets the failure (a code of 0, a
+ * transport failure, counts as 451): the message was accepted for some
+ * recipients and not for these. */
 static void
 fail_xfer(struct xfer *x, enum mail_class cls, int code, const char *why)
 {
     if (x->decided)
         return;
     x->decided = 1;
+    if (x->delivered) {
+        struct mail_result tmp;
+        set_reply(&tmp, code ? code : 451, why ? why : "",
+                  why ? strlen(why) : 0);
+        for (size_t i = 0; i < x->nround; i++) {
+            struct mail_rcpt_result *rr = &x->res.rcpt[x->round[i]];
+            if (rr->code >= 400)
+                continue;
+            rr->code = tmp.code;
+            snprintf(rr->reply, sizeof rr->reply, "%s", tmp.reply);
+        }
+        x->res.cls = MAIL_OK;
+        return;
+    }
     x->res.cls = cls;
     x->res.stage = x->stage;
     if (why)
         set_reply(&x->res, code, why, strlen(why));
+}
+
+/* A refusal at RCPT that means "not so many in one message" (RFC 5321
+ * §4.5.3.1.10): 452 without an enhanced code or with 4.5.3; 552 5.5.3
+ * from older servers. 452 4.2.2 (mailbox full) and the like are not. */
+static int
+too_many_rcpt(int code, const char *reply)
+{
+    if (code != 452 && code != 552)
+        return 0;
+    const char *p = reply + (strlen(reply) >= 3 ? 3 : strlen(reply));
+    while (*p == ' ' || *p == '-')
+        p++;
+    int esc = (p[0] == '4' || p[0] == '5') && p[1] == '.' &&
+              isdigit((unsigned char)p[2]);
+    if (!esc)
+        return code == 452;
+    return strncmp(p + 1, ".5.3", 4) == 0 && (p[5] == ' ' || p[5] == '\0');
+}
+
+/* After an accepted transaction: keeps in x->round the recipients it
+ * refused as too many, when it took some (else the server's refusal
+ * stands). Returns how many are left for the next transaction. */
+static size_t
+next_round(struct xfer *x, size_t accepted)
+{
+    size_t n = 0;
+    if (accepted == 0)
+        return 0;
+    for (size_t i = 0; i < x->nround; i++) {
+        const struct mail_rcpt_result *rr = &x->res.rcpt[x->round[i]];
+        if (too_many_rcpt(rr->code, rr->reply))
+            x->round[n++] = x->round[i];
+    }
+    if (n)
+        x->nround = n;
+    return n;
 }
 
 /* ---- connections: I/O ---- */
@@ -458,9 +525,11 @@ start_transaction(struct sconn *c)
     else
         buf_printf(&b, "MAIL FROM:<%s>\r\n", req->mail_from);
     expect_push(c, X_MAIL);
+    x->res.transactions++;
+    x->last_ok = 0;
     if (c->caps_pipelining) {
-        for (size_t i = 0; i < req->nrcpt; i++) {
-            buf_printf(&b, "RCPT TO:<%s>\r\n", req->rcpt[i]);
+        for (size_t i = 0; i < x->nround; i++) {
+            buf_printf(&b, "RCPT TO:<%s>\r\n", req->rcpt[x->round[i]]);
             expect_push(c, X_RCPT);
         }
         buf_puts(&b, "DATA\r\n");
@@ -543,7 +612,7 @@ finish_transaction(struct sconn *c, int reusable)
     x->c = NULL;
     if (!reusable)
         conn_close(c);
-    else if (x->res.cls == MAIL_OK)
+    else if (x->last_ok)
         conn_idle(c);
     else
         reset_conn(c);
@@ -553,6 +622,11 @@ finish_transaction(struct sconn *c, int reusable)
 static void
 classify_no_rcpt(struct xfer *x)
 {
+    if (x->delivered) { /* each keeps its own refusal (fail_xfer) */
+        x->decided = 1;
+        x->res.cls = MAIL_OK;
+        return;
+    }
     /* every recipient refused: temporary if any refusal was */
     enum mail_class cls = MAIL_PERM;
     const struct mail_rcpt_result *worst = NULL;
@@ -596,7 +670,7 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
             fail_xfer(x, code >= 500 ? MAIL_PERM : MAIL_TEMP, code, line);
         if (!c->caps_pipelining) {
             if (code / 100 == 2) {
-                conn_sendf(c, "RCPT TO:<%s>\r\n", req->rcpt[0]);
+                conn_sendf(c, "RCPT TO:<%s>\r\n", req->rcpt[x->round[0]]);
                 expect_push(c, X_RCPT);
             } else {
                 finish_transaction(c, !c->broken);
@@ -606,17 +680,18 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
         break;
     case X_RCPT: {
         size_t i = c->rcpt_seen++;
-        if (x && i < x->res.nrcpt) {
-            x->res.rcpt[i].code = code;
+        if (x && i < x->nround) {
+            struct mail_rcpt_result *rr = &x->res.rcpt[x->round[i]];
+            rr->code = code;
             set_reply(&x->res, code, line, n); /* keeps last for errors */
-            snprintf(x->res.rcpt[i].reply, sizeof x->res.rcpt[i].reply, "%s",
-                     x->res.reply);
+            snprintf(rr->reply, sizeof rr->reply, "%s", x->res.reply);
         }
         if (code / 100 == 2)
             c->rcpt_ok++;
         if (!c->caps_pipelining) {
-            if (c->rcpt_seen < req->nrcpt) {
-                conn_sendf(c, "RCPT TO:<%s>\r\n", req->rcpt[c->rcpt_seen]);
+            if (c->rcpt_seen < x->nround) {
+                conn_sendf(c, "RCPT TO:<%s>\r\n",
+                           req->rcpt[x->round[c->rcpt_seen]]);
                 expect_push(c, X_RCPT);
             } else if (c->rcpt_ok == 0) {
                 classify_no_rcpt(x);
@@ -653,13 +728,24 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
         finish_transaction(c, !c->broken);
         return;
     case X_BODY:
-        if (x && !x->decided) {
-            x->decided = 1;
+        if (x && !x->decided && code / 100 == 2) {
             x->res.stage = SMTPC_END;
             set_reply(&x->res, code, line, n);
-            x->res.cls = code / 100 == 2 ? MAIL_OK
-                         : code >= 500   ? MAIL_PERM
-                                         : MAIL_TEMP;
+            x->res.cls = MAIL_OK;
+            x->last_ok = 1;
+            if (!c->broken && next_round(x, c->rcpt_ok) > 0) {
+                /* the rest at once, in the same session */
+                x->delivered = 1;
+                for (size_t i = 0; i < x->nround; i++) {
+                    x->res.rcpt[x->round[i]].code = 0;
+                    x->res.rcpt[x->round[i]].reply[0] = '\0';
+                }
+                start_transaction(c);
+                return;
+            }
+            x->decided = 1;
+        } else if (x && !x->decided) {
+            fail_xfer(x, code >= 500 ? MAIL_PERM : MAIL_TEMP, code, line);
         }
         finish_transaction(c, !c->broken);
         return;
@@ -1357,6 +1443,10 @@ mailer_send(struct mailer *m, struct mail_req *req)
     x->pool = p;
     x->res.nrcpt = req->nrcpt;
     x->res.rcpt = xcalloc(req->nrcpt, sizeof *x->res.rcpt);
+    x->round = xcalloc(req->nrcpt, sizeof *x->round);
+    x->nround = req->nrcpt;
+    for (size_t i = 0; i < req->nrcpt; i++)
+        x->round[i] = i;
     x->next = m->active;
     if (m->active)
         m->active->prev = x;

@@ -17,6 +17,14 @@
  * for the server is bounded: `connect_timeout_s` for connecting, the TLS
  * handshake and the greeting, `step_timeout_s` for each reply.
  *
+ * A server that takes only so many recipients per message (452 4.5.3 at
+ * RCPT, RFC 5321 §4.5.3.1.10) gets the rest in further transactions of
+ * the same session at once, as long as each takes some; the request still
+ * has one result and one done(). Once a transaction was accepted, a later
+ * one that fails does not fail the request (that would send the message
+ * again to those who have it): the result is MAIL_OK, and each recipient
+ * not accepted carries the refusal or failure that stopped it.
+ *
  * (libcurl was the first implementation. Its SMTP "done" phase waits for
  * the reply to the end of the message in a blocking poll — one stalled
  * server froze the whole worker, and every message cost the loop a round
@@ -52,9 +60,11 @@ struct mail_result {
     char reply[MAILER_REPLY_MAX];  /* final server reply, or what failed */
     struct mail_rcpt_result *rcpt; /* nrcpt results, in envelope order */
     size_t nrcpt;
-    int reused;      /* 1 when an existing connection carried it */
-    int auth_failed; /* the server refused the credentials (cls TEMP) */
-    int auth_ok;     /* this transaction logged in (235) */
+    int reused;       /* 1 when an existing connection carried it */
+    int transactions; /* MAIL commands it took: more than one when the
+                         server took only so many recipients per message */
+    int auth_failed;  /* the server refused the credentials (cls TEMP) */
+    int auth_ok;      /* this transaction logged in (235) */
 };
 
 /* TLS for smtp:// URLs (smtps:// is always TLS from the first byte). */

@@ -355,6 +355,14 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
             log_job(LOG_WARN, tid(t), torg(t), t->attempt,
                     "delivered; some recipients refused", "smtp_reply",
                     r->reply, "refused", t->error, NULL);
+        } else if (log_enabled(LOG_INFO) && r->transactions > 1) {
+            char n[16];
+            snprintf(n, sizeof n, "%d", r->transactions);
+            log_job(LOG_INFO, tid(t), torg(t), t->attempt,
+                    "delivered (the server takes fewer recipients per "
+                    "message: sent as several, one attempt)",
+                    "path", t->route.path_name, "transactions", n, "smtp_reply",
+                    r->reply, NULL);
         } else if (log_enabled(LOG_INFO)) {
             log_job(LOG_INFO, tid(t), torg(t), t->attempt, "delivered", "path",
                     t->route.path_name, "smtp_reply", r->reply, NULL);

@@ -654,6 +654,9 @@ class Smtp(_Port):
         "tempfail_rcpt": "--tempfail-rcpt",
         "delay_data": "--delay-data",
         "delay_times": "--delay-times",
+        "tempfail_skip": "--tempfail-skip",
+        "max_rcpt": "--max-rcpt",
+        "pipelining": "--pipelining",  # a flag: True
     }
 
     def __init__(self, port=None):
@@ -682,7 +685,9 @@ class Smtp(_Port):
         self.opts = opts
         argv = [PY, os.path.join(HERE, "smtpd.py"), "--port", str(self._port), "--dir", self.dir]
         for k, v in opts.items():
-            if v is not None:
+            if v is True:
+                argv.append(self.OPTS[k])
+            elif v is not None and v is not False:
                 argv += [self.OPTS[k], str(v)]
         log = open(os.path.join(self.dir, "server.log"), "ab")
         try:

@@ -18,6 +18,7 @@ Options:
   --reject-data REGEX    554 5.6.0 at the end of DATA if the message matches
   --tempfail-data REGEX  451 4.3.0 at the end of DATA if the message matches
   --tempfail-times N     only the first N matching messages get the 451
+  --tempfail-skip K      ... after the first K matching messages, which pass
   --tempfail-reply TEXT  the reply for those instead ("CODE TEXT", e.g. a
                          provider's throttle: "451 4.7.1 Rate limited, try
                          again in 3 seconds")
@@ -25,6 +26,11 @@ Options:
                          (while --tempfail-times lasts, shared with DATA)
   --delay-data SECONDS   stall this long before answering the end of DATA
   --delay-times N        only the first N messages are stalled
+  --max-rcpt N           a transaction takes N recipients; each RCPT after
+                         them gets "452 4.5.3 Error: too many recipients"
+                         (Postfix's smtpd_recipient_limit)
+  --pipelining           EHLO offers PIPELINING (aiosmtpd reads pipelined
+                         commands in order either way)
   --host HOST            listen address (default 127.0.0.1)
 
 Regexes are searched (Python re, MULTILINE) in the address, or in the raw
@@ -68,6 +74,9 @@ class Recorder:
         self.tempfail_left = args.tempfail_times
         self.tempfail_reply = args.tempfail_reply or "451 4.3.0 Temporary failure, try again later"
         self.tempfail_rcpt = re.compile(args.tempfail_rcpt) if args.tempfail_rcpt else None
+        self.tempfail_skip = args.tempfail_skip or 0
+        self.max_rcpt = args.max_rcpt
+        self.pipelining = args.pipelining
         self.delay = args.delay_data
         self.delay_left = args.delay_times
         # continue numbering after what a previous server left in the dir
@@ -85,6 +94,8 @@ class Recorder:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         self.event("ehlo", verb="EHLO", name=hostname, peer=list(session.peer[:2]))
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
         return responses
 
     async def handle_HELO(self, server, session, envelope, hostname):
@@ -97,6 +108,9 @@ class Recorder:
         return "221 2.0.0 Bye"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.max_rcpt is not None and len(envelope.rcpt_tos) >= self.max_rcpt:
+            self.event("rcpt_too_many", rcpt=address, peer=list(session.peer[:2]))
+            return "452 4.5.3 Error: too many recipients"
         if self.reject_rcpt and self.reject_rcpt.search(address):
             self.event("rcpt_rejected", rcpt=address, peer=list(session.peer[:2]))
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
@@ -133,7 +147,9 @@ class Recorder:
             self.event("data_rejected", mail_from=envelope.mail_from,
                        rcpt_tos=list(envelope.rcpt_tos), peer=peer, **ids)
             return "554 5.6.0 Message rejected by test policy"
-        if self.tempfail_data and self.tempfail_data.search(text):
+        if self.tempfail_data and self.tempfail_data.search(text) and self.tempfail_skip > 0:
+            self.tempfail_skip -= 1
+        elif self.tempfail_data and self.tempfail_data.search(text):
             if self.tempfail_left is None or self.tempfail_left > 0:
                 if self.tempfail_left is not None:
                     self.tempfail_left -= 1
@@ -185,6 +201,9 @@ def main():
     ap.add_argument("--tempfail-rcpt")
     ap.add_argument("--delay-data", type=float, default=0.0)
     ap.add_argument("--delay-times", type=int)
+    ap.add_argument("--tempfail-skip", type=int)
+    ap.add_argument("--max-rcpt", type=int)
+    ap.add_argument("--pipelining", action="store_true")
     args = ap.parse_args()
 
     recorder = Recorder(args)

@@ -752,6 +752,77 @@ def test_partial_4xx_retries_only_the_deferred_recipients(t):
     stop_ok(w)
 
 
+def too_many_case(t, pipelining):
+    """A server that takes 10 recipients per message (452 4.5.3 after
+    them, as Postfix's smtpd_recipient_limit) gets a 100-recipient job as
+    10 transactions back to back in one session: one attempt, every
+    recipient once, one Message-ID (RFC 5321 §4.5.3.1.10)."""
+    r, s, e, w = setup(t, smtp_opts={"max_rcpt": 10, "pipelining": pipelining},
+                       HERALD_RETRY_BASE_S=3600)
+    rcpts = ["kid%03d@example.test" % i for i in range(100)]
+    jid = "many-%d" % pipelining
+    push(r, t.prefix, make_job(id=jid, to=rcpts[:50], cc=rcpts[50:90], bcc=rcpts[90:]))
+    rec = wait_status(e, jid, ("sent", "deferred", "failed"), 30)
+    check(rec["status"] == "sent" and rec["attempts"] == 1,
+          "status %s after %s attempts: %s" % (rec["status"], rec["attempts"],
+                                              rec.get("last_error")))
+    msgs = s.messages()
+    check(len(msgs) == 10, "%d messages, want 10" % len(msgs))
+    got = [a for env, _ in msgs for a in env["rcpt_tos"]]
+    check(sorted(got) == rcpts, "recipients delivered: %d, %d distinct"
+          % (len(got), len(set(got))))
+    check(all(len(env["rcpt_tos"]) == 10 for env, _ in msgs),
+          [len(env["rcpt_tos"]) for env, _ in msgs])
+    check(len({harness.parse_message(raw)["Message-ID"] for _, raw in msgs}) == 1,
+          "not one message")
+    check(len({tuple(env["peer"]) for env, _ in msgs}) == 1, "not one session")
+    check(all(x["status"] in RCPT_OK for x in rec["recipients"]),
+          [x for x in rec["recipients"] if x["status"] not in RCPT_OK][:3])
+    check(any(d.get("transactions") == "10" for d in w.logs()),
+          "no log line says it took 10 transactions")
+    ev = s.events()
+    if pipelining:
+        check(any(x["event"] == "rcpt_too_many" for x in ev), "no 452 was given")
+    stop_ok(w)
+
+
+@harness.timeout(60)
+def test_too_many_recipients_go_in_further_transactions(t):
+    too_many_case(t, False)
+
+
+@harness.timeout(60)
+def test_too_many_recipients_go_in_further_transactions_pipelined(t):
+    too_many_case(t, True)
+
+
+@harness.timeout(60)
+def test_a_later_transaction_failing_sends_nobody_twice(t):
+    """The third of three transactions gets 451 at the end of DATA: the
+    first two were accepted, so the job is not failed or sent again to
+    their recipients; the third's recipients are deferred and retried
+    alone, in one message."""
+    r, s, e, w = setup(t, smtp_opts={"max_rcpt": 10, "tempfail_data": r"^Subject: Split",
+                                     "tempfail_skip": 2, "tempfail_times": 1},
+                       HERALD_RETRY_BASE_S=1)
+    rcpts = ["p%02d@example.test" % i for i in range(30)]
+    push(r, t.prefix, make_job(id="split-1", subject="Split run", to=rcpts))
+    rec = wait_status(e, "split-1", ("deferred", "sent", "failed"), 20)
+    check(rec["status"] == "deferred", "status %s" % rec["status"])
+    st = {x["email"]: x["status"] for x in rec["recipients"]}
+    check(sorted(a for a, v in st.items() if v == "accepted") == rcpts[:20], st)
+    check(sorted(a for a, v in st.items() if v == "deferred") == rcpts[20:], st)
+    rec = wait_status(e, "split-1", ("sent", "failed"), 30)
+    check(rec["status"] == "sent" and rec["attempts"] == 2, (rec["status"], rec["attempts"]))
+    msgs = s.messages()
+    got = [a for env, _ in msgs for a in env["rcpt_tos"]]
+    check(sorted(got) == rcpts, "delivered %d recipient copies, %d distinct"
+          % (len(got), len(set(got))))
+    check([sorted(env["rcpt_tos"]) for env, _ in msgs] ==
+          [rcpts[:10], rcpts[10:20], rcpts[20:]], [env["rcpt_tos"] for env, _ in msgs])
+    stop_ok(w)
+
+
 @harness.timeout(60)
 def test_tempfail_is_retried_with_same_message_id(t):
     r, s, e, w = setup(t, smtp_opts={"tempfail_data": r"^Subject: Later"})
