@@ -48,17 +48,19 @@
  * - temp_store MEMORY: every insert inside a batch runs in a savepoint,
  *   whose journal otherwise spills to a temporary file (-40 KB written
  *   per message, about a fifth of the time).
- * - a 4 MiB page cache (default 2 MiB) keeps the interior pages of the
- *   id and recipient indexes. 16 MiB read 4x less at 100,000 messages but
- *   nearly doubled a worker's resident memory (17 -> 30 MB) for no
- *   throughput we could measure; the worker's budget is 32 MB.
+ * - a 2 MiB page cache (SQLite's default). 4 MiB, used until 2026-12-05,
+ *   kept more interior pages of the id and recipient indexes, but in
+ *   `make bench` (50,000 messages) it cost 2.1 MB of a worker's peak RSS
+ *   (26.6 vs 24.5 MB) for no throughput the runs could tell apart; 16 MiB
+ *   read 4x less at 100,000 messages and nearly doubled the resident
+ *   memory (17 -> 30 MB). The worker's budget is 24 MB (issue 10).
  * - a checkpoint every 4000 WAL pages (16 MiB; default 1000): pages that
  *   change in several batches (index tails, recent rows) are copied into
  *   the database once instead of several times, and fsync runs a quarter
  *   as often. journal_size_limit trims a WAL that a long reader made grow
  *   back to 64 MiB once it is reset.
  */
-#define CACHE_KIB 4096
+#define CACHE_KIB 2048
 #define WAL_CHECKPOINT_PAGES 4000
 #define WAL_KEEP_BYTES 67108864
 #define STR_(x) #x
