@@ -20,7 +20,7 @@ import socket
 import subprocess
 
 import harness
-from harness import check, run, wait_until
+from harness import check, make_job, mc_show, push, run, wait_until
 from test_tls import TlsSmtp, make_ca
 
 PASSWORD = "Sm7p-test-pw-5d1c0a"
@@ -286,6 +286,36 @@ def test_wrong_password_fails_at_auth_once_and_sends_nothing(t):
     check(s.messages() == [], "nothing was sent")
     # a failing test marks nothing and does not touch the stored scheme
     check(_stored(r, t)["state"] == "ok", _stored(r, t))
+
+
+@harness.timeout(90)
+def test_cram_md5_only_server_fails_the_test_as_it_fails_the_worker(t):
+    """A server that offers only CRAM-MD5: the worker cannot log in (it
+    speaks PLAIN and LOGIN), so the test must not pass either (libcurl
+    alone would have logged in with CRAM-MD5 and said "every step
+    passed"); the worker, given a job for the scheme, says why it cannot."""
+    ca, crt, key = make_ca(t)
+    s = TlsSmtp(t, crt, key, auth="%s:%s" % (USER, PASSWORD), cram_md5_only=True)
+    r, env = _setup(t, ca)
+    _add(env, s.port, "starttls")
+    cp = _test(env, "--send-to", "ops@example.test")
+    check(cp.returncode == 1, "exit %d: %s %s" % (cp.returncode, cp.stdout, cp.stderr))
+    st = _steps(cp.stdout)
+    check(st["connect"][0] == "ok" and st["tls"][0] == "ok", st)
+    check(st["auth"][0] == "FAILED" and "PLAIN or LOGIN" in st["auth"][1], st.get("auth"))
+    check(s.auth_attempts() == [], "the test tried a login: %r" % s.auth_attempts())
+    check(s.messages() == [], "the test sent a message")
+    # the worker, on the same scheme
+    relay = t.smtp()
+    we = dict(env, HERALD_RELAY="smtp://127.0.0.1:%d" % relay.port, HERALD_RETRY_BASE_S="3600")
+    w = t.worker(we)
+    push(r, t.prefix, make_job(id="cram-1", org=ORG))  # from billing@acme.test
+    rec = wait_until(lambda: (lambda x: x if x and x.get("last_error") else None)(
+        mc_show(we, "cram-1")), 20, "the job's first attempt")
+    check("no AUTH mechanism Herald speaks (PLAIN, LOGIN)" in rec["last_error"], rec)
+    check(s.messages() == [] and relay.count() == 0, "the job went out")
+    check(s.auth_attempts() == [], "the worker tried a login: %r" % s.auth_attempts())
+    check(w.stop() == 0, "worker exit")
 
 
 @harness.timeout(60)

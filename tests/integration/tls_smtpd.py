@@ -13,6 +13,9 @@ D/<n>.json {"mail_from", "rcpt_tos", "tls", "auth_user", "helo"} (helo:
 the session's EHLO or HELO name); every AUTH
 attempt is appended to D/auth.jsonl.
 
+--cram-md5-only (with --auth) offers AUTH CRAM-MD5 alone (RFC 2195), not
+PLAIN or LOGIN: a server Herald cannot log in to.
+
 --plain offers neither STARTTLS nor TLS, and AUTH without TLS (a server on
 loopback, as `scheme add --tls none` allows). --after-starttls TEXT writes
 TEXT (Python escapes such as \\r\\n are decoded) in clear text right after
@@ -21,9 +24,11 @@ the "220" to STARTTLS, before the handshake: bytes a client must discard
 """
 import argparse
 import asyncio
+import hmac
 import json
 import os
 import signal
+import time
 import ssl
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -42,6 +47,26 @@ class Keep:
     def __init__(self, d):
         self.dir = d
         self.n = 0
+        self.cram = None  # (user, password) when CRAM-MD5 is offered
+
+    async def auth_CRAM__MD5(self, server, args):
+        """RFC 2195: a challenge, then "user hex(HMAC-MD5(password, it))"."""
+        if self.cram is None:
+            return AuthResult(success=False, handled=False)
+        challenge = ("<%d.%d@smtp.test>" % (os.getpid(), time.time_ns())).encode()
+        answer = await server.challenge_auth(challenge)
+        ok = False
+        if isinstance(answer, bytes):
+            try:
+                login, digest = answer.decode().rsplit(" ", 1)  # already decoded
+                want = hmac.new(self.cram[1].encode(), challenge, "md5").hexdigest()
+                ok = login == self.cram[0] and hmac.compare_digest(digest, want)
+            except (ValueError, UnicodeDecodeError):
+                ok = False
+        with open(os.path.join(self.dir, "auth.jsonl"), "a") as f:
+            f.write(json.dumps({"mechanism": "CRAM-MD5", "ok": ok}) + "\n")
+        return AuthResult(success=ok, handled=False,
+                          auth_data=LoginPassword(self.cram[0].encode(), b"") if ok else None)
 
     async def handle_DATA(self, server, session, envelope):
         self.n += 1
@@ -69,6 +94,7 @@ def main():
     ap.add_argument("--plain", action="store_true")
     ap.add_argument("--auth")
     ap.add_argument("--after-starttls")
+    ap.add_argument("--cram-md5-only", action="store_true")
     a = ap.parse_args()
     if a.after_starttls:
         Smtp.after_starttls = a.after_starttls.encode().decode("unicode_escape").encode("latin-1")
@@ -77,6 +103,8 @@ def main():
     ctx.load_cert_chain(a.cert, a.key)
     handler = Keep(a.dir)
     user, pw = (a.auth.split(":", 1) if a.auth else (None, None))
+    if a.cram_md5_only and user:
+        handler.cram = (user, pw)
 
     def authenticator(server, session, envelope, mechanism, auth_data):
         ok = isinstance(auth_data, LoginPassword) and \
@@ -92,7 +120,9 @@ def main():
                   # aiosmtpd counts only STARTTLS as TLS: an SMTPS session
                   # is TLS from the first byte. Without --auth, keep it on:
                   # then an SMTPS server offers no AUTH at all.
-                  auth_require_tls=not ((a.implicit or a.plain) and user))
+                  auth_require_tls=not ((a.implicit or a.plain) and user),
+                  auth_exclude_mechanism=(["PLAIN", "LOGIN"] if a.cram_md5_only
+                                          else ["CRAM-MD5"]))
         if not a.implicit and not a.plain:
             kw.update(tls_context=ctx, require_starttls=True)
         return Smtp(handler, **kw)
