@@ -64,7 +64,13 @@ $(BIN)/libherald.a: $(LIB_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BIN)/herald-worker: $(call obj,$(WORKER_SRC)) $(B)/libcommon.a
+# The worker's modules but main.c, as a library: the program links it,
+# and so do the unit tests of worker/ (tests/unit/test_w_*.c).
+$(B)/libworker.a: $(call obj,$(filter-out worker/main.c,$(WORKER_SRC)))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/herald-worker: $(B)/worker/main.o $(B)/libworker.a $(B)/libcommon.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
 
@@ -89,6 +95,10 @@ $(BIN)/herald-api: $(call obj,$(API_SRC)) $(BIN)/libherald.a
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS) $(API_LIBS)
 
 $(BIN)/test_%: $(B)/tests/unit/test_%.o $(BIN)/libherald.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+
+$(BIN)/test_w_%: $(B)/tests/unit/test_w_%.o $(B)/libworker.a $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
 

@@ -5,6 +5,7 @@
  */
 #include "smtpclass.h"
 
+#include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -517,4 +518,23 @@ smtp_verdict_name(enum smtp_verdict v)
         return "perm_message";
     }
     return "unknown";
+}
+
+int
+smtp_too_many_rcpt(int code, const char *reply)
+{
+    if (code != 452 && code != 552)
+        return 0;
+    const char *p = reply ? reply : "";
+    if (strncmp(p, code == 452 ? "452" : "552", 3) == 0)
+        p += 3;
+    while (*p == ' ' || *p == '-')
+        p++;
+    int esc = (p[0] == '4' || p[0] == '5') && p[1] == '.' &&
+              isdigit((unsigned char)p[2]);
+    if (!esc)
+        return code == 452;
+    return p[0] == (code == 452 ? '4' : '5') &&
+           strncmp(p + 1, ".5.3", 4) == 0 &&
+           (p[5] == ' ' || p[5] == '\0' || p[5] == '\n' || p[5] == '\r');
 }

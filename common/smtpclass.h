@@ -84,4 +84,12 @@ void smtp_classify(int stage, int code, const char *reply, int64_t now_ms,
 /* "ok", "retry", "pause_sender", "perm_rcpt", "perm_message". */
 const char *smtp_verdict_name(enum smtp_verdict v);
 
+/* 1 when a reply to RCPT means "not so many recipients in one message"
+ * (RFC 5321 §4.5.3.1.10): 452 without an enhanced status code or with
+ * 4.5.3, and 552 5.5.3 from older servers; not 452 4.2.2 (mailbox full),
+ * 452 4.3.1 (system storage) or any other. `reply` as for smtp_classify
+ * (the code may lead it); NULL is taken as "". The mailer sends such
+ * recipients in the next transaction at once. */
+int smtp_too_many_rcpt(int code, const char *reply);
+
 #endif

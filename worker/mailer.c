@@ -211,24 +211,6 @@ fail_xfer(struct xfer *x, enum mail_class cls, int code, const char *why)
         set_reply(&x->res, code, why, strlen(why));
 }
 
-/* A refusal at RCPT that means "not so many in one message" (RFC 5321
- * §4.5.3.1.10): 452 without an enhanced code or with 4.5.3; 552 5.5.3
- * from older servers. 452 4.2.2 (mailbox full) and the like are not. */
-static int
-too_many_rcpt(int code, const char *reply)
-{
-    if (code != 452 && code != 552)
-        return 0;
-    const char *p = reply + (strlen(reply) >= 3 ? 3 : strlen(reply));
-    while (*p == ' ' || *p == '-')
-        p++;
-    int esc = (p[0] == '4' || p[0] == '5') && p[1] == '.' &&
-              isdigit((unsigned char)p[2]);
-    if (!esc)
-        return code == 452;
-    return strncmp(p + 1, ".5.3", 4) == 0 && (p[5] == ' ' || p[5] == '\0');
-}
-
 /* After an accepted transaction: keeps in x->round the recipients it
  * refused as too many, when it took some (else the server's refusal
  * stands). Returns how many are left for the next transaction. */
@@ -240,7 +222,7 @@ next_round(struct xfer *x, size_t accepted)
         return 0;
     for (size_t i = 0; i < x->nround; i++) {
         const struct mail_rcpt_result *rr = &x->res.rcpt[x->round[i]];
-        if (too_many_rcpt(rr->code, rr->reply))
+        if (smtp_too_many_rcpt(rr->code, rr->reply))
             x->round[n++] = x->round[i];
     }
     if (n)

@@ -84,20 +84,24 @@ rcpt_json(const struct task *t, const struct mail_result *r)
     return out;
 }
 
-static int64_t
-backoff_ms(const struct settings *s, int attempt)
+int64_t
+outcome_backoff_ms(long base_s, long cap_s, int attempt, uint32_t r)
 {
-    double cap = (double)s->retry_cap_s * 1000.0;
-    double d = (double)s->retry_base_s * 1000.0;
+    double cap = (double)cap_s * 1000.0;
+    double d = (double)base_s * 1000.0;
     for (int i = 1; i < attempt && d < cap; i++)
         d *= 2;
     if (d > cap)
         d = cap;
-    uint32_t r;
-    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
-        r = (uint32_t)rand();
     int64_t ms = (int64_t)(d * ((double)r / 4294967296.0)); /* full jitter */
     return ms < 1000 ? 1000 : ms;
+}
+
+static int64_t
+backoff_ms(const struct settings *s, int attempt)
+{
+    return outcome_backoff_ms(s->retry_base_s, s->retry_cap_s, attempt,
+                              rand32());
 }
 
 void

@@ -264,6 +264,11 @@ void to_dead(struct task *t);
 void wait_for_sender(struct task *t, int64_t due_ms, const char *error,
                      const char *sender, int attempted);
 uint32_t rand32(void);
+/* The delay before retry `attempt` (1 = after the first): base_s doubled
+ * per attempt up to cap_s, times r / 2^32 ("full jitter": r uniform makes
+ * the delay uniform below that bound), at least one second. Pure: the
+ * caller draws r (rand32), tests choose it. */
+int64_t outcome_backoff_ms(long base_s, long cap_s, int attempt, uint32_t r);
 /* Transient failure: retry later, or fail ("expired") when out of
  * attempts or age. */
 void defer_or_expire(struct task *t, const char *error);

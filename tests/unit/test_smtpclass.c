@@ -463,9 +463,43 @@ test_names(void)
     CHECK_STR(smtp_verdict_name(SMTPV_PERM_MESSAGE), "perm_message");
 }
 
+/* smtp_too_many_rcpt: which RCPT refusals mean "fewer per message" */
+static void
+test_too_many_rcpt(void)
+{
+    struct {
+        int code;
+        const char *reply;
+        int want;
+    } cases[] = {
+        {452, "452 4.5.3 Error: too many recipients", 1},     /* Postfix */
+        {452, "452 too many recipients", 1},                  /* no ESC */
+        {452, "452-4.5.3 Too many\n452 4.5.3 recipients", 1}, /* multi-line */
+        {452, "4.5.3 Too many recipients", 1},                /* no code */
+        {452, "", 1},
+        {452, NULL, 1},
+        {552, "552 5.5.3 Too many recipients", 1}, /* RFC 5321 4.5.3.1.10 */
+        {452, "452 4.2.2 Mailbox full", 0},
+        {452, "452 4.3.1 Insufficient system storage", 0},
+        {452, "452 4.5.30 odd", 0},
+        {452, "452 5.5.3 wrong class", 0},
+        {552, "552 5.2.2 Mailbox full", 0},
+        {552, "552 too many recipients", 0}, /* 552 alone: a 5xx stands */
+        {451, "451 4.5.3 Too many recipients", 0},
+        {450, "450 too many recipients", 0},
+        {250, "250 2.1.5 Ok", 0},
+        {0, NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_MSG(
+            smtp_too_many_rcpt(cases[i].code, cases[i].reply) == cases[i].want,
+            "%d %s", cases[i].code, cases[i].reply ? cases[i].reply : "(null)");
+}
+
 int
 main(void)
 {
+    test_too_many_rcpt();
     test_table();
     test_window();
     test_unknown_codes();
