@@ -50,6 +50,14 @@
  *   <p>:big:<worker>:entry             dead in pieces (its copy, and the
  *                                      dead entry being built), an hour
  *                                      at most (worker/bigjob.h)
+ *   <p>:spf:<domain>            string the fleet's SPF verdict for a domain
+ *                                      ("1|reason" authorised, "0|reason"
+ *                                      not), expiring with the records'
+ *                                      TTL (worker/spfcache.h)
+ *   <p>:scheme_login:<field>    string the fleet-wide login lease of one
+ *                                      scheme's credentials: one worker
+ *                                      tries them while the others wait
+ *                                      (worker/logingate.h)
  *   <p>:schemes:version         string integer INCR'd by the same script as
  *                                      every change of <p>:schemes; workers
  *                                      poll it and reload the hash when it
@@ -103,6 +111,20 @@ keys_big(char *out, size_t n, const char *prefix, const char *worker,
          const char *part)
 {
     int r = snprintf(out, n, "%s:big:%s:%s", prefix, worker, part);
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+static inline int
+keys_spf(char *out, size_t n, const char *prefix, const char *domain)
+{
+    int r = snprintf(out, n, "%s:spf:%s", prefix, domain);
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+static inline int
+keys_scheme_login(char *out, size_t n, const char *prefix, const char *field)
+{
+    int r = snprintf(out, n, "%s:scheme_login:%s", prefix, field);
     return r < 0 || (size_t)r >= n ? -1 : r;
 }
 

@@ -128,7 +128,7 @@ wake_one(struct gate *x, void *ud)
 static void
 key_of(struct gate *x, char *out, size_t n)
 {
-    snprintf(out, n, "%s:scheme_login:%s", queue_prefix(x->g->q), x->field);
+    keys_scheme_login(out, n, queue_prefix(x->g->q), x->field);
 }
 
 static void ask(struct gate *x);

@@ -261,7 +261,7 @@ eval_done(uv_work_t *req, int status)
         /* share with the fleet: "1|reason" or "0|reason" */
         char key[KEYS_MAX + SPF_NAME_MAX + 8], px[32];
         char *val = xasprintf("%d|%s", en->authorised, why);
-        snprintf(key, sizeof key, "%s:spf:%s", queue_prefix(c->q), en->domain);
+        keys_spf(key, sizeof key, queue_prefix(c->q), en->domain);
         snprintf(px, sizeof px, "%d", ttl * 1000);
         const char *argv[5] = {"SET", key, val, "PX", px};
         size_t lens[5];
@@ -330,7 +330,7 @@ spfcache_check(struct spfcache *c, const char *domain, spfcache_fn *cb,
     free(en->why); /* the evaluation writes a new one */
     en->why = NULL;
     char key[KEYS_MAX + SPF_NAME_MAX + 8];
-    snprintf(key, sizeof key, "%s:spf:%s", queue_prefix(c->q), d);
+    keys_spf(key, sizeof key, queue_prefix(c->q), d);
     const char *argv[2] = {"GET", key};
     size_t lens[2] = {3, strlen(key)};
     queue_command(c->q, 2, argv, lens, on_cached, en);
