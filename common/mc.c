@@ -873,8 +873,13 @@ w_embed(struct buf *b, const char *s, int drop_bcc)
                 k++;
         }
     }
+    size_t mark = b->len;
     int rc = jfast_dumpb(v, b);
     json_decref(v);
+    if (rc == -1) { /* nested past what jfast writes: shown as text */
+        b->len = mark;
+        rc = w_str(b, s);
+    }
     return rc;
 }
 
@@ -954,11 +959,14 @@ mc_record_json(const struct mc_record *r, unsigned flags)
     struct buf b;
     buf_init(&b, 0);
     json_t *v = NULL;
-    if (mc_record_write(&b, r, flags) == 0)
-        v = jfast_loadb(b.p, b.len, NULL);
+    if (mc_record_write(&b, r, flags) == 0) {
+        v = jfast_loadb(b.p, b.len, NULL); /* over its value cap: jansson */
+        if (v == NULL)
+            v = json_loadb(b.p, b.len, 0, NULL);
+    }
     buf_free(&b);
     if (v == NULL)
-        abort(); /* no memory, or a writer that writes what it cannot read */
+        abort(); /* no memory */
     return v;
 }
 

@@ -614,6 +614,30 @@ settings_helo_name(const struct settings *s, char *out, size_t n)
     return out[0] != '\0';
 }
 
+int
+settings_addr_literal(const struct sockaddr *sa, char *out, size_t n)
+{
+    char a[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET &&
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, a,
+                  sizeof a)) {
+        snprintf(out, n, "[%s]", a);
+        return 0;
+    }
+    if (sa->sa_family != AF_INET6)
+        return -1;
+    const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a6) &&
+        inet_ntop(AF_INET, &a6->s6_addr[12], a, sizeof a)) {
+        snprintf(out, n, "[%s]", a);
+        return 0;
+    }
+    if (inet_ntop(AF_INET6, a6, a, sizeof a) == NULL)
+        return -1;
+    snprintf(out, n, "[IPv6:%s]", a);
+    return 0;
+}
+
 static int
 valid_listen(const char *env, const char *v, struct herr *e)
 {

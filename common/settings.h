@@ -109,6 +109,10 @@ int settings_main(struct settings *s, const char *prog, int argc, char **argv,
  */
 int settings_helo_name(const struct settings *s, char *out, size_t n);
 
+/* The address literal of `sa` for EHLO: "[192.0.2.1]", "[IPv6:2001:db8::1]"
+ * (an IPv4-mapped IPv6 address as IPv4). 0, or -1 for another family. */
+int settings_addr_literal(const struct sockaddr *sa, char *out, size_t n);
+
 int settings_parse_listen(const char *v, struct sockaddr_storage *ss,
                           socklen_t *len);
 

@@ -32,7 +32,6 @@
 #include "mime.h"
 #include "util.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <curl/curl.h>
 #include <openssl/rand.h>
@@ -590,18 +589,11 @@ helo_name(const struct settings *s, const char *host, int port, char *out,
     int fd = socket(res->ai_family, SOCK_DGRAM, 0);
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    char a[INET6_ADDRSTRLEN];
+    char lit[80];
     if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
-        getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET &&
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, a,
-                      sizeof a))
-            snprintf(out, n, "[%s]", a);
-        else if (ss.ss_family == AF_INET6 &&
-                 inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr,
-                           a, sizeof a))
-            snprintf(out, n, "[IPv6:%s]", a);
-    }
+        getsockname(fd, (struct sockaddr *)&ss, &len) == 0 &&
+        settings_addr_literal((struct sockaddr *)&ss, lit, sizeof lit) == 0)
+        snprintf(out, n, "%s", lit);
     if (fd >= 0)
         close(fd);
     freeaddrinfo(res);

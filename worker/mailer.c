@@ -1,11 +1,11 @@
 #include "mailer.h"
 #include "scheme.h"
+#include "settings.h"
 #include "err.h"
 #include "log.h"
 #include "util.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -749,31 +749,13 @@ static void
 helo_of(struct sconn *c, char *out, size_t n)
 {
     struct mailer *m = the_mailer_of(c);
-    if (m->helo) {
-        snprintf(out, n, "%s", m->helo);
-        return;
-    }
     struct sockaddr_storage ss;
     int len = sizeof ss;
-    char a[INET6_ADDRSTRLEN] = "127.0.0.1"; /* a socket without a name */
-    const char *v6 = "";
-    memset(&ss, 0, sizeof ss);
-    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, a,
-                      sizeof a);
-        } else if (ss.ss_family == AF_INET6) {
-            const struct in6_addr *a6 =
-                &((struct sockaddr_in6 *)&ss)->sin6_addr;
-            if (IN6_IS_ADDR_V4MAPPED(a6)) {
-                inet_ntop(AF_INET, &a6->s6_addr[12], a, sizeof a);
-            } else {
-                inet_ntop(AF_INET6, a6, a, sizeof a);
-                v6 = "IPv6:";
-            }
-        }
-    }
-    snprintf(out, n, "[%s%s]", v6, a);
+    if (m->helo)
+        snprintf(out, n, "%s", m->helo);
+    else if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) != 0 ||
+             settings_addr_literal((struct sockaddr *)&ss, out, n) != 0)
+        snprintf(out, n, "[127.0.0.1]"); /* a socket without a name */
 }
 
 static void
