@@ -114,34 +114,68 @@ def stop_workers(ws):
 # call on a kept connection. The drains wait on this, not on counting the
 # store, so that their polling costs the store nothing (a count of sent
 # records every half second was a sequential scan of the PostgreSQL
-# table: ~12 % of the server's CPU in the drain it was measuring).
-PENDING_LUA = ("local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':queue:*')) do "
-               "if redis.call('TYPE', k).ok == 'list' then n = n + redis.call('LLEN', k) end end "
-               "for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':processing:*')) do "
-               "n = n + redis.call('LLEN', k) end return n")
+# table: ~12 % of the server's CPU in the drain it was measuring). Nor
+# does it cost Redis much: KEYS walks the whole keyspace (a ledger entry
+# per job), which at 10 polls a second was ~9 % of the machine's CPU
+# samples in a drain; the lists are found with KEYS once a second and
+# when they look empty, and polled with LLEN in between.
+FIND_LUA = ("local r = {} for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':queue:*')) do "
+            "if redis.call('TYPE', k).ok == 'list' then r[#r + 1] = k end end "
+            "for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':processing:*')) do "
+            "r[#r + 1] = k end return r")
+LEN_LUA = ("local n = 0 for _, k in ipairs(KEYS) do n = n + redis.call('LLEN', k) end "
+           "return n")
 
 
-def redis_pending(port, prefix):
-    s = socket.create_connection(("127.0.0.1", port))
-    try:
-        s.sendall(resp("EVAL", PENDING_LUA, 0, prefix))
-        buf = b""
-        while not buf.endswith(b"\r\n"):
-            chunk = s.recv(256)
-            if not chunk:
-                break
-            buf += chunk
-    finally:
-        s.close()
-    if not buf.startswith(b":"):
-        raise RuntimeError("redis: %r" % buf)
-    return int(buf[1:].strip())
+class RedisConn:
+    """One kept connection: a command, its reply parsed (integers, bulk
+    strings, arrays; an error reply raises)."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.f = self.sock.makefile("rb")
+
+    def call(self, *args):
+        self.sock.sendall(resp(*args))
+        return self._reply()
+
+    def _reply(self):
+        line = self.f.readline()
+        if not line.endswith(b"\r\n"):
+            raise RuntimeError("redis: connection closed")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self.f.read(n + 2)[:-2].decode()
+        if kind == b"*":
+            return [self._reply() for _ in range(max(int(rest), 0))]
+        raise RuntimeError("redis: %r" % line)
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
 
 
 def wait_idle(port, prefix, timeout):
     end = time.time() + timeout
-    while time.time() < end and redis_pending(port, prefix) > 0:
-        time.sleep(0.1)
+    r = RedisConn(port)
+    try:
+        keys, found_at = [], 0.0
+        while time.time() < end:
+            fresh = time.time() - found_at >= 1.0
+            if fresh:
+                keys, found_at = r.call("EVAL", FIND_LUA, 0, prefix), time.time()
+            n = r.call("EVAL", LEN_LUA, len(keys), *keys) if keys else 0
+            if n == 0 and not fresh:
+                found_at = 0.0  # empty by the lists known: look for new ones
+                continue
+            if n == 0:
+                return
+            time.sleep(0.1)
+    finally:
+        r.close()
 
 
 def wait_sent(db, n, timeout=600, port=None, prefix=None):
@@ -278,9 +312,11 @@ def wait_sent_pg(pg, db, n, timeout=600, port=None, prefix=None):
     raise RuntimeError("only %d of %d sent" % (k, n))
 
 
-def drain_pg(pg, rport, sport, results, tmp):
-    """N jobs, one worker, the Message Center on PostgreSQL."""
-    prefix, db = "benchpg", "benchpg"
+def drain_pg(pg, rport, sport, results, tmp, run=0):
+    """N jobs, one worker, the Message Center on PostgreSQL: its rate. Run
+    0 prints the figures; later runs (their own prefix and database) only
+    give the rate for a pair."""
+    prefix = db = "benchpg%s" % (run or "")
     pg.psql("postgres", "CREATE DATABASE %s" % db)
     url = pg.url(db)
     subprocess.run([os.path.join(BIN, "heraldctl"), "--mc", url, "mc", "migrate"], check=True,
@@ -305,6 +341,8 @@ def drain_pg(pg, rport, sport, results, tmp):
     first, last = (int(x) for x in
                    pg.psql(db, "select min(created_at), max(sent_at) from herald_messages").split("|"))
     rate = N / ((last - first) / 1000.0)
+    if run:
+        return rate
     hwm, cpu, user, sys_, faults = stats[0]
     sq = results.get(1)
     print("herald    1 worker, PostgreSQL:  %8.0f msg/s  (%s of SQLite)  peak RSS %.1f MB  "
@@ -315,6 +353,36 @@ def drain_pg(pg, rport, sport, results, tmp):
           % (ins / N, upd / N, 100.0 * hot / upd if upd else 0, xacts / N))
     print("          (PostgreSQL 15, same machine, unix socket; %s)" % ", ".join(pg.settings))
     results["pg"] = rate
+    return rate
+
+
+def drain_sqlite(k, rport, sport, tmp, run=0):
+    """N jobs, k workers, the Message Center on SQLite: (rate, each
+    worker's stats)."""
+    prefix = "bench%d%s" % (k, "r%d" % run if run else "")
+    db = os.path.join(tmp, "mc%d%s.db" % (k, "r%d" % run if run else ""))
+    env = dict(os.environ, HERALD_REDIS="redis://127.0.0.1:%d/0" % rport,
+               HERALD_RELAY="smtp://127.0.0.1:%d" % sport, HERALD_PREFIX=prefix,
+               HERALD_MC="sqlite://" + db, HERALD_CONCURRENCY=str(CONC),
+               HERALD_DNS="127.0.0.1:%d" % free_port(),  # SPF: temperror at once
+               HERALD_LOG_LEVEL=os.environ.get("HERALD_LOG_LEVEL", "info"))
+    enqueue(rport, prefix, N)
+    ws = start_workers(k, env, tmp)
+    wait_sent(db, N, port=rport, prefix=prefix)
+    stats = stop_workers(ws)
+    c = sqlite3.connect(db)
+    first, last = c.execute("select min(created_at), max(sent_at) from messages").fetchone()
+    c.close()
+    return N / ((last - first) / 1000.0), stats
+
+
+# The PostgreSQL/SQLite ratio: this VM's speed drifts by half within
+# minutes (a fixed loop of Python arithmetic took 0.43 s of CPU, then
+# 0.67 s, then 0.44 s), so one SQLite run and one PostgreSQL run a minute
+# apart measure the drift as much as the stores. Each further pair runs
+# the two back to back, alternating which goes first; the figure is the
+# median of the pairs' ratios (the first pair included).
+PG_PAIRS = int(os.environ.get("BENCH_PG_PAIRS", "5"))
 
 
 def pct(v, p):
@@ -353,21 +421,7 @@ def main():
         results = {}
         pg = None
         for k in ((1,) if quick else (1, 2)):
-            prefix = "bench%d" % k
-            db = os.path.join(tmp, "mc%d.db" % k)
-            env = dict(os.environ, HERALD_REDIS="redis://127.0.0.1:%d/0" % rport,
-                       HERALD_RELAY="smtp://127.0.0.1:%d" % sport, HERALD_PREFIX=prefix,
-                       HERALD_MC="sqlite://" + db, HERALD_CONCURRENCY=str(CONC),
-                       HERALD_DNS="127.0.0.1:%d" % free_port(),  # SPF: temperror at once
-                       HERALD_LOG_LEVEL=os.environ.get("HERALD_LOG_LEVEL", "info"))
-            enqueue(rport, prefix, N)
-            ws = start_workers(k, env, tmp)
-            wait_sent(db, N, port=rport, prefix=prefix)
-            stats = stop_workers(ws)
-            c = sqlite3.connect(db)
-            first, last = c.execute("select min(created_at), max(sent_at) from messages").fetchone()
-            c.close()
-            rate = N / ((last - first) / 1000.0)
+            rate, stats = drain_sqlite(k, rport, sport, tmp)
             cpu = sum(s[1] for s in stats)
             user = sum(s[2] for s in stats)
             sys_ = sum(s[3] for s in stats)
@@ -393,7 +447,21 @@ def main():
             if k == 1 and os.environ.get("BENCH_PG", "1") != "0":
                 pg = PgCluster().start()
                 try:
-                    drain_pg(pg, rport, sport, results, tmp)
+                    ratios = [drain_pg(pg, rport, sport, results, tmp) / rate]
+                    for run in range(1, PG_PAIRS):
+                        if run % 2:
+                            p_rate = drain_pg(pg, rport, sport, results, tmp, run)
+                            s_rate = drain_sqlite(1, rport, sport, tmp, run)[0]
+                        else:
+                            s_rate = drain_sqlite(1, rport, sport, tmp, run)[0]
+                            p_rate = drain_pg(pg, rport, sport, results, tmp, run)
+                        ratios.append(p_rate / s_rate)
+                        print("          pair %d: PostgreSQL %.0f msg/s, SQLite %.0f msg/s (%.0f%%)"
+                              % (run + 1, p_rate, s_rate, 100 * p_rate / s_rate))
+                    if len(ratios) > 1:
+                        print("          PostgreSQL / SQLite, median of %d pairs run back to back: %.0f%%"
+                              " (pairs: %s)" % (len(ratios), 100 * sorted(ratios)[len(ratios) // 2],
+                                                ", ".join("%.0f%%" % (100 * r) for r in ratios)))
                 finally:
                     pg.stop()
 
