@@ -91,6 +91,7 @@ struct xfer {
     struct xfer *next, *prev; /* in mailer->active */
     struct xfer *wnext;       /* in pool's wait queue */
     struct sconn *c;
+    int busy; /* given a connection: counts in mailer->nbusy */
     struct mail_result res;
     int decided;
     int stage; /* enum smtpc_stage of the reply being handled */
@@ -113,6 +114,8 @@ struct pool {
     struct sconn *conns;
     int nconns;
     struct xfer *wait_head, *wait_tail;
+    struct pool *rnext; /* in the mailer's ring of pools with waiters */
+    int in_ring;
 };
 
 struct mailer {
@@ -123,7 +126,15 @@ struct mailer {
     struct pool *pools;
     struct xfer *active;
     size_t nactive;
-    int closing;
+    size_t nbusy; /* transactions given a connection (o.max_busy) */
+    /* Pools with waiting requests, served round-robin, one request a
+     * turn; a pool at its connection limit leaves the ring until one of
+     * its connections is free again (pool_wake). */
+    struct pool *ring_head, *ring_tail;
+    /* Requests their may_start withdrew: done() from t_withdrawn. */
+    struct xfer *withdrawn;
+    uv_timer_t t_withdrawn;
+    int closing, aborting;
     int open_handles;
     void (*close_cb)(void *);
     void *close_ud;
@@ -132,7 +143,8 @@ struct mailer {
 
 static void conn_close(struct sconn *c);
 static void conn_fail(struct sconn *c, const char *why);
-static void pool_dispatch(struct mailer *m, struct pool *p);
+static void pool_wake(struct mailer *m, struct pool *p);
+static void mailer_dispatch(struct mailer *m);
 static void conn_send(struct sconn *c, const char *data, size_t len);
 static void arm_timer(struct sconn *c, long ms);
 static void on_timeout(uv_timer_t *t);
@@ -158,12 +170,15 @@ xfer_done(struct xfer *x)
 {
     struct mailer *m = x->m;
     xfer_unlink(m, x);
+    if (x->busy)
+        m->nbusy--;
     struct mail_req *req = x->req;
     req->priv_ = NULL;
     req->done(req, &x->res); /* the result lives until done() returns */
     free(x->res.rcpt);
     free(x->round);
     free(x);
+    mailer_dispatch(m); /* its place is free */
 }
 
 static void
@@ -408,8 +423,8 @@ conn_close(struct sconn *c)
         uv_close((uv_handle_t *)&c->tcp, conn_free_when_closed);
         uv_close((uv_handle_t *)&c->timer, conn_free_when_closed);
     }
-    if (p && m && !m->closing)
-        pool_dispatch(m, p); /* a slot is free: start a waiting request */
+    if (p && m)
+        pool_wake(m, p); /* a connection is free: start a waiting request */
 }
 
 static void
@@ -582,7 +597,7 @@ conn_idle(struct sconn *c)
     if (m->closing)
         conn_quit(c);
     else
-        pool_dispatch(m, c->pool);
+        pool_wake(m, c->pool);
 }
 
 /* The transaction has its outcome (x->decided); give it back. */
@@ -1327,33 +1342,122 @@ conn_open(struct mailer *m, struct pool *p, struct xfer *x)
         conn_fail(c, uv_strerror(rc));
 }
 
-/* Gives waiting requests an idle connection, or a new one if allowed. */
+/*
+ * Scheduling, as Postfix's qmgr does it: each server (pool) has its own
+ * queue of waiting requests and its own connection limit; the mailer
+ * serves the pools round-robin, one request each turn, while fewer than
+ * o.max_busy transactions have a connection. A request holds one of those
+ * places only from the moment it gets a connection: one slow server's
+ * backlog waits in its own queue and delays nobody else's.
+ */
+/* The requests may_start withdrew get their done(). */
 static void
-pool_dispatch(struct mailer *m, struct pool *p)
+finish_withdrawn(struct mailer *m)
 {
-    while (p->wait_head && !m->closing) {
-        struct sconn *idle = NULL;
-        for (struct sconn *c = p->conns; c; c = c->next)
-            if (c->st == C_IDLE && c->x == NULL) {
-                idle = c;
-                break;
-            }
-        long max = p->max_conns > 0 ? p->max_conns : m->o.max_conns;
-        if (idle == NULL && p->nconns >= max)
-            return;
-        struct xfer *x = p->wait_head;
-        p->wait_head = x->wnext;
-        if (p->wait_head == NULL)
-            p->wait_tail = NULL;
+    while (m->withdrawn) {
+        struct xfer *x = m->withdrawn;
+        m->withdrawn = x->wnext;
         x->wnext = NULL;
-        if (idle) {
-            idle->x = x;
-            x->c = idle;
-            start_transaction(idle);
-        } else {
-            conn_open(m, p, x);
-        }
+        x->res.withdrawn = 1;
+        fail_xfer(x, MAIL_TEMP, 0, "not started: withdrawn by its sender");
+        xfer_done(x);
     }
+}
+
+static void
+on_withdrawn(uv_timer_t *t)
+{
+    finish_withdrawn(t->data);
+}
+
+static void
+ring_add(struct mailer *m, struct pool *p)
+{
+    if (p->in_ring || p->wait_head == NULL)
+        return;
+    p->in_ring = 1;
+    p->rnext = NULL;
+    if (m->ring_tail)
+        m->ring_tail->rnext = p;
+    else
+        m->ring_head = p;
+    m->ring_tail = p;
+}
+
+static struct pool *
+ring_pop(struct mailer *m)
+{
+    struct pool *p = m->ring_head;
+    if (p == NULL)
+        return NULL;
+    m->ring_head = p->rnext;
+    if (m->ring_head == NULL)
+        m->ring_tail = NULL;
+    p->rnext = NULL;
+    p->in_ring = 0;
+    return p;
+}
+
+/* Starts p's first waiting request on an idle connection, or a new one
+ * within its limit; 0 when it is at its limit. */
+static int
+pool_start_one(struct mailer *m, struct pool *p)
+{
+    struct sconn *idle = NULL;
+    for (struct sconn *c = p->conns; c; c = c->next)
+        if (c->st == C_IDLE && c->x == NULL) {
+            idle = c;
+            break;
+        }
+    long max = p->max_conns > 0 ? p->max_conns : m->o.max_conns;
+    if (idle == NULL && p->nconns >= max)
+        return 0;
+    struct xfer *x = p->wait_head;
+    p->wait_head = x->wnext;
+    if (p->wait_head == NULL)
+        p->wait_tail = NULL;
+    x->wnext = NULL;
+    if (x->req->may_start && x->req->may_start(x->req) != 0) {
+        x->wnext = m->withdrawn; /* done() from the loop, not from here */
+        m->withdrawn = x;
+        uv_timer_start(&m->t_withdrawn, on_withdrawn, 0, 0);
+        if (p->wait_head)
+            ring_add(m, p);
+        return 1;
+    }
+    x->busy = 1;
+    m->nbusy++;
+    if (p->wait_head)
+        ring_add(m, p); /* back of the line: the next pool's turn first */
+    if (idle) {
+        idle->x = x;
+        x->c = idle;
+        start_transaction(idle);
+    } else {
+        conn_open(m, p, x);
+    }
+    return 1;
+}
+
+static void
+mailer_dispatch(struct mailer *m)
+{
+    while (!m->closing && !m->aborting &&
+           (m->o.max_busy <= 0 || m->nbusy < (size_t)m->o.max_busy)) {
+        struct pool *p = ring_pop(m);
+        if (p == NULL)
+            return;
+        if (p->wait_head)               /* (an abort may have emptied it) */
+            (void)pool_start_one(m, p); /* at its limit: out of the ring */
+    }
+}
+
+/* One of p's connections is free (idle or closed): p's waiters may go. */
+static void
+pool_wake(struct mailer *m, struct pool *p)
+{
+    ring_add(m, p);
+    mailer_dispatch(m);
 }
 
 /* ---- public ---- */
@@ -1380,6 +1484,8 @@ mailer_new(uv_loop_t *loop, const struct mailer_opts *o, struct mailer **out)
                 NULL);
         goto fail;
     }
+    uv_timer_init(loop, &m->t_withdrawn);
+    m->t_withdrawn.data = m;
     *out = m;
     return 0;
 fail:
@@ -1422,7 +1528,7 @@ mailer_send(struct mailer *m, struct mail_req *req)
     else
         p->wait_head = x;
     p->wait_tail = x;
-    pool_dispatch(m, p);
+    pool_wake(m, p);
     return 0;
 }
 
@@ -1435,6 +1541,8 @@ mailer_active(const struct mailer *m)
 void
 mailer_abort_all(struct mailer *m)
 {
+    m->aborting = 1; /* nothing waiting starts while the rest is aborted */
+    finish_withdrawn(m);
     while (m->active) {
         struct xfer *x = m->active;
         struct pool *p = x->pool;
@@ -1461,6 +1569,15 @@ mailer_abort_all(struct mailer *m)
         fail_xfer(x, MAIL_TEMP, 0, "aborted at shutdown");
         xfer_done(x);
     }
+    m->aborting = 0;
+}
+
+static void
+on_timer_closed(uv_handle_t *h)
+{
+    struct mailer *m = h->data;
+    if (--m->open_handles == 0 && m->closing)
+        mailer_free(m);
 }
 
 void
@@ -1471,6 +1588,8 @@ mailer_close(struct mailer *m, void (*cb)(void *ud), void *ud)
     m->close_cb = cb;
     m->close_ud = ud;
     m->open_handles++; /* held until the pools are walked */
+    m->open_handles++; /* the withdrawal timer */
+    uv_close((uv_handle_t *)&m->t_withdrawn, on_timer_closed);
     for (struct pool *p = m->pools; p; p = p->next)
         for (struct sconn *c = p->conns, *next; c; c = next) {
             next = c->next;

@@ -6,7 +6,11 @@
  * has an outcome; mailer_send never calls it synchronously.
  *
  * Connections are pooled per server (URL + user) — at most
- * `max_conns` each — and reused across transactions; a transaction that
+ * `max_conns` each — and reused across transactions. Requests wait in
+ * their server's own queue; the servers are served round-robin, one
+ * request a turn, while fewer than `max_busy` transactions have a
+ * connection (Postfix's qmgr: one slow server's backlog delays nobody
+ * else's, and a waiting request holds no place). A transaction that
  * failed part-way is closed with RSET before reuse, or the connection is
  * dropped. STARTTLS is used whenever the server offers it (smtp://),
  * implicit TLS for smtps://; certificates are always verified (system
@@ -65,6 +69,7 @@ struct mail_result {
                          server took only so many recipients per message */
     int auth_failed;  /* the server refused the credentials (cls TEMP) */
     int auth_ok;      /* this transaction logged in (235) */
+    int withdrawn;    /* req->may_start said no: nothing was sent */
 };
 
 /* TLS for smtp:// URLs (smtps:// is always TLS from the first byte). */
@@ -93,6 +98,11 @@ struct mail_req {
     size_t len;
     mail_done_fn *done;
     void *ud;
+    /* Optional: asked just before the request gets a connection (it may
+     * have waited for one a long time). Nonzero: it does not start; it
+     * leaves the mailer, and done() runs later, from the loop, with
+     * MAIL_TEMP and `withdrawn` set. */
+    int (*may_start)(struct mail_req *req);
     /* private to the mailer */
     void *priv_;
 };
@@ -103,6 +113,8 @@ struct mailer_opts {
     const char *ca_file; /* extra CA bundle, or NULL */
     const char *helo;    /* name for EHLO */
     long max_conns;      /* per host */
+    long max_busy;       /* transactions with a connection at once, across
+                            all servers (0: no limit) */
 };
 
 struct mailer;

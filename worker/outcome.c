@@ -312,6 +312,17 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
 {
     struct task *t = req->ud;
     struct worker *w = t->w;
+    if (r->withdrawn) {
+        /* task_may_start said no: nothing was sent, the record still
+         * says "queued". Its claim is checked before it goes again. */
+        if (w->stopping) {
+            task_release_slot(t);
+            defer_or_expire(t, "not started: the worker is stopping");
+            return;
+        }
+        task_check_claim(t);
+        return;
+    }
     if (t->route.path == ROUTE_SCHEME) {
         /* A refused login marks the scheme first, then the gate wakes
          * the jobs that waited on these credentials: they route again
@@ -438,6 +449,24 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
     pump(t->w);
 }
 
+/* Just before the transaction gets its connection (it may have waited
+ * for one while this worker's heartbeat lapsed and another worker
+ * re-took the job): it goes when the heartbeat is fresh or the claim was
+ * just checked (on_fence); otherwise it comes back withdrawn and its
+ * claim is checked. Going, the record says "sending" (its write waits
+ * MC_SENDING_MS for the outcome to replace it): a job waiting for a
+ * connection to its server stays "queued". */
+static int
+task_may_start(struct mail_req *req)
+{
+    struct task *t = req->ud;
+    int go = t->fence_checked || !t->fence || queue_lease_fresh(t->w->q);
+    t->fence_checked = 0;
+    if (go)
+        mc_queue(t, MCW_SENDING);
+    return go ? 0 : 1;
+}
+
 void
 start_send(struct task *t)
 {
@@ -455,6 +484,7 @@ start_send(struct task *t)
     t->req.len = t->msglen;
     t->req.done = on_mail_done;
     t->req.ud = t;
+    t->req.may_start = task_may_start;
     if (mailer_send(w->mailer, &t->req) != 0)
         defer_or_expire(t, "could not start an SMTP transaction");
 }

@@ -112,7 +112,8 @@ struct task {
     int quota_keep;  /* of those, accepted: kept when settled */
     int uncount;     /* deferred without an attempt: the ledger takes it back */
     long long fence; /* the ledger claim's token */
-    char **prev_acc; /* recipients that accepted in an earlier attempt */
+    int fence_checked; /* Redis just said the claim is current */
+    char **prev_acc;   /* recipients that accepted in an earlier attempt */
     size_t nprev_acc;
     int preclaimed;         /* the take claimed the id already */
     struct queue_claim pre; /* what that claim said */
@@ -141,7 +142,7 @@ struct worker {
     size_t held_bytes;  /* raw bytes of every task: HERALD_MAX_INFLIGHT_BYTES */
     struct bigjob *big; /* jobs over the size limit, moved to dead */
     struct purge *purge; /* the Message Center's retention */
-    int slots;           /* tasks holding an SMTP slot */
+    int slots; /* tasks in the mailer: waiting for or in a transaction */
     struct tq ready, mcq, retry;
     size_t nmcq;
     /* The batch being written on libuv's thread pool. Its tasks are
@@ -230,8 +231,10 @@ void prepare(struct task *t);
 /* The id the ledger should hear about for this task: its id when this
  * worker claimed it, else NULL (never touch another worker's claim). */
 const char *task_ledger_id(const struct task *t);
-/* Starts ready tasks while slots are free. */
+/* Hands the ready tasks to the mailer (worker.c). */
 void pump(struct worker *w);
+/* Asks Redis whether t's claim is still current, then sends or drops. */
+void task_check_claim(struct task *t);
 /* Continues a task after its Message Center write of `step` committed. */
 void after_mc(struct task *t, enum mc_step step);
 void close_all(struct worker *w);

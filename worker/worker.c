@@ -514,7 +514,7 @@ on_fence(void *ud, redisReply *r)
         return;
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
-        mc_queue(t, MCW_SENDING);
+        t->fence_checked = 1; /* task_may_start lets it go */
         start_send(t);
         return;
     }
@@ -530,21 +530,31 @@ on_fence(void *ud, redisReply *r)
     finish(t);
 }
 
-/* Starts ready tasks while slots are free. */
+/* Our heartbeat lapsed: another worker may have re-taken t's job. Redis
+ * says whether the claim is still ours before the transaction starts
+ * (on_fence). */
+void
+task_check_claim(struct task *t)
+{
+    queue_fence_check(t->w->q, t->job->id, t->fence, on_fence, t);
+}
+
+/* Hands every ready task to the mailer, which gives each a connection
+ * to its server when one is free there and fewer than HERALD_CONCURRENCY
+ * transactions run (mailer.h): a task waits in its server's queue, not
+ * in front of everyone else's. `slots` counts the tasks in the mailer. */
 void
 pump(struct worker *w)
 {
-    while (!w->stopping && w->slots < w->s->concurrency && w->ready.head) {
+    while (!w->stopping && w->ready.head) {
         struct task *t = tq_pop(&w->ready);
         t->has_slot = 1;
         t->has_slot_ever = 1;
         w->slots++;
         if (t->fence && !queue_lease_fresh(w->q)) {
-            /* our heartbeat lapsed: another worker may have re-taken it */
-            queue_fence_check(w->q, t->job->id, t->fence, on_fence, t);
+            task_check_claim(t);
             continue;
         }
-        mc_queue(t, MCW_SENDING);
         start_send(t);
     }
 }
@@ -1030,6 +1040,7 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
         .ca_file = s->ca_file,
         .helo = helo,
         .max_conns = s->concurrency,
+        .max_busy = s->concurrency,
     };
     if (mailer_new(loop, &mo, &w->mailer) != 0) {
         mc_close(w->mc);

@@ -97,6 +97,38 @@ def test_scheme_path_end_to_end(t):
           "the password appeared in the worker's log")
 
 
+def test_slow_scheme_server_delays_no_other_organisation(t):
+    """SPEC §8 fairness: with HERALD_CONCURRENCY=4, twelve jobs for an
+    organisation's own server that answers each message in 3 s (two
+    connections: HERALD_SCHEME_CONNECTIONS) wait in that server's queue,
+    holding no place; another organisation's receipt for the relay,
+    pushed after them, goes out at once. (It waited ~15 s for eight of
+    them when a job held its place while waiting for a connection.)
+    Judged by the two servers' own clocks."""
+    ca, crt, key = make_ca(t)
+    org = TlsSmtp(t, crt, key, auth="orguser:right-pw", delay_data=3)
+    r = t.redis()
+    relay = t.smtp()
+    e = t.env(r, relay, HERALD_CA_FILE=ca, HERALD_SECRET_KEY_FILE=keyfile(t),
+              HERALD_CONCURRENCY="4", HERALD_SMTP_TIMEOUT_S="10")
+    add_scheme(e, org.port, "right-pw")
+    w = t.worker(e)
+    # the scheme's first login done (until then its jobs wait for it)
+    push(r, t, job("first"))
+    wait_until(lambda: len(org.messages()) == 1, 20, "the first message")
+    for i in range(12):
+        push(r, t, job("slow%d" % i))
+    push(r, t, job("other", frm="office@beta.test", org="beta"))
+    relay.wait_count(1, 30)
+    at = relay.messages()[0][0]["at"]
+    before = [m for m, _ in org.messages()[1:] if m["at"] <= at]
+    check(len(before) <= 2,
+          "the other organisation's receipt waited for %d of the slow "
+          "server's messages" % len(before))
+    wait_until(lambda: len(org.messages()) == 13, 60, "the slow server's twelve")
+    check(w.stop() == 0, "exit code")
+
+
 def test_refused_login_marks_scheme_and_falls_back(t):
     r, relay, org, e, w = setup(t, password="wrong-pw")
     push(r, t, job("f1"))

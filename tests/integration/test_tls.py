@@ -37,7 +37,7 @@ def make_ca(t, cn_ip="127.0.0.1", dns=None):
 
 class TlsSmtp:
     def __init__(self, t, cert, key, implicit=False, auth=None, plain=False,
-                 after_starttls=None, cram_md5_only=False):
+                 after_starttls=None, cram_md5_only=False, delay_data=0):
         self.port = harness.free_port()
         self.dir = t.path("tls-smtp-%d" % self.port)
         args = [sys.executable if sys.executable.startswith("/usr/bin") else "/usr/bin/python3",
@@ -53,6 +53,8 @@ class TlsSmtp:
             args += ["--after-starttls", after_starttls]
         if cram_md5_only:
             args.append("--cram-md5-only")
+        if delay_data:
+            args += ["--delay-data", str(delay_data)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                      stderr=open(t.path("tls-smtpd.log"), "a"))
         t.register(self.proc)

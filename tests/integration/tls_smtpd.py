@@ -47,6 +47,7 @@ class Keep:
     def __init__(self, d):
         self.dir = d
         self.n = 0
+        self.delay = 0.0  # --delay-data
         self.cram = None  # (user, password) when CRAM-MD5 is offered
 
     async def auth_CRAM__MD5(self, server, args):
@@ -69,6 +70,8 @@ class Keep:
                           auth_data=LoginPassword(self.cram[0].encode(), b"") if ok else None)
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.n += 1
         with open(os.path.join(self.dir, "%d.eml" % self.n), "wb") as f:
             f.write(envelope.original_content)
@@ -76,7 +79,7 @@ class Keep:
                 "tls": server.transport.get_extra_info("ssl_object") is not None,
                 "auth_user": (session.auth_data.login.decode()
                               if isinstance(session.auth_data, LoginPassword) else None),
-                "helo": session.host_name}
+                "helo": session.host_name, "at": time.time()}
         tmp = os.path.join(self.dir, ".%d.json" % self.n)
         with open(tmp, "w") as f:
             json.dump(meta, f)
@@ -95,6 +98,8 @@ def main():
     ap.add_argument("--auth")
     ap.add_argument("--after-starttls")
     ap.add_argument("--cram-md5-only", action="store_true")
+    ap.add_argument("--delay-data", type=float, default=0.0,
+                    help="seconds before answering each message's end")
     a = ap.parse_args()
     if a.after_starttls:
         Smtp.after_starttls = a.after_starttls.encode().decode("unicode_escape").encode("latin-1")
@@ -102,6 +107,7 @@ def main():
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(a.cert, a.key)
     handler = Keep(a.dir)
+    handler.delay = a.delay_data
     user, pw = (a.auth.split(":", 1) if a.auth else (None, None))
     if a.cram_md5_only and user:
         handler.cram = (user, pw)
