@@ -1342,14 +1342,6 @@ conn_open(struct mailer *m, struct pool *p, struct xfer *x)
         conn_fail(c, uv_strerror(rc));
 }
 
-/*
- * Scheduling, as Postfix's qmgr does it: each server (pool) has its own
- * queue of waiting requests and its own connection limit; the mailer
- * serves the pools round-robin, one request each turn, while fewer than
- * o.max_busy transactions have a connection. A request holds one of those
- * places only from the moment it gets a connection: one slow server's
- * backlog waits in its own queue and delays nobody else's.
- */
 /* The requests may_start withdrew get their done(). */
 static void
 finish_withdrawn(struct mailer *m)
@@ -1370,6 +1362,14 @@ on_withdrawn(uv_timer_t *t)
     finish_withdrawn(t->data);
 }
 
+/*
+ * Scheduling, as Postfix's qmgr does it: each server (pool) has its own
+ * queue of waiting requests and its own connection limit; the mailer
+ * serves the pools round-robin, one request each turn, while fewer than
+ * o.max_busy transactions have a connection. A request holds one of those
+ * places only from the moment it gets a connection: one slow server's
+ * backlog waits in its own queue and delays nobody else's.
+ */
 static void
 ring_add(struct mailer *m, struct pool *p)
 {

@@ -316,8 +316,9 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
         /* task_may_start said no: nothing was sent, the record still
          * says "queued". Its claim is checked before it goes again. */
         if (w->stopping) {
-            task_release_slot(t);
-            defer_or_expire(t, "not started: the worker is stopping");
+            /* not started: it stays in the processing list and is
+             * handed back, like the ready tasks at worker_stop */
+            task_free(t);
             return;
         }
         task_check_claim(t);
@@ -451,7 +452,8 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
 
 /* Just before the transaction gets its connection (it may have waited
  * for one while this worker's heartbeat lapsed and another worker
- * re-took the job): it goes when the heartbeat is fresh or the claim was
+ * re-took the job, or while the worker began to stop: then it is handed
+ * back): it goes when the heartbeat is fresh or the claim was
  * just checked (on_fence); otherwise it comes back withdrawn and its
  * claim is checked. Going, the record says "sending" (its write waits
  * MC_SENDING_MS for the outcome to replace it): a job waiting for a
@@ -460,6 +462,8 @@ static int
 task_may_start(struct mail_req *req)
 {
     struct task *t = req->ud;
+    if (t->w->stopping)
+        return 1; /* handed back, not started (on_mail_done) */
     int go = t->fence_checked || !t->fence || queue_lease_fresh(t->w->q);
     t->fence_checked = 0;
     if (go)
