@@ -3,7 +3,19 @@
  * Every key starts with the configured prefix (HERALD_PREFIX, "herald").
  *
  *   <p>:queue:high|normal|low   list   producers LPUSH raw job JSON; workers
- *                                      take from the right (FIFO)
+ *                                      take from the right (FIFO) into the
+ *                                      lane's staging below
+ *   <p>:queue:<lane>:org:<org>  list   a lane's staged jobs of one
+ *                                      organisation (raw, as pushed; take
+ *                                      end on the right): at most
+ *                                      HERALD_FAIR_WINDOW per lane, taken
+ *                                      round-robin over the organisations
+ *                                      (worker/queue.h, "Fairness")
+ *   <p>:fair:<lane>             list   the lane's ring: the organisations
+ *                                      with staged jobs, next at the left
+ *   <p>:fair:<lane>:staged      string how many jobs the lane has staged
+ *                                      (absent: none); a lane's length is
+ *                                      LLEN <p>:queue:<lane> plus this
  *   <p>:processing:<worker>     list   jobs a worker has taken and not yet
  *                                      finished (crash-safe take)
  *   <p>:workers                 hash   worker id -> last heartbeat (ms); a
@@ -82,6 +94,16 @@ static inline int
 keys_queue(char *out, size_t n, const char *prefix, enum job_priority p)
 {
     int r = snprintf(out, n, "%s:queue:%s", prefix, job_priority_name(p));
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+/* The lane's ring (`part` NULL) or its "staged" count. */
+static inline int
+keys_fair(char *out, size_t n, const char *prefix, enum job_priority p,
+          const char *part)
+{
+    int r = snprintf(out, n, "%s:fair:%s%s%s", prefix, job_priority_name(p),
+                     part ? ":" : "", part ? part : "");
     return r < 0 || (size_t)r >= n ? -1 : r;
 }
 

@@ -134,6 +134,10 @@ static const struct sdef table[] = {
      OFF(max_inflight_bytes), "16777216", 1048576, 68719476736L, 0, 0, NULL,
      "bytes of jobs a worker holds at once (taking waits above it; one job "
      "is always allowed)"},
+    {"HERALD_FAIR_WINDOW", "--fair-window", S_LONG, OFF(fair_window), "20000",
+     0, 1000000, 0, 0, NULL,
+     "jobs per lane staged by organisation and taken round-robin (0: first "
+     "in, first out)"},
 };
 
 #define NTABLE (sizeof table / sizeof table[0])

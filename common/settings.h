@@ -42,6 +42,7 @@ struct settings {
     long scheme_connections;
     long ledger_days;        /* delivered ids are remembered this long */
     long max_inflight_bytes; /* raw job bytes a worker holds at once */
+    long fair_window;        /* jobs staged per lane by organisation */
     char *api_listen;        /* herald-api: host:port */
     long mc_retention_days;  /* 0: forever */
     long mc_body_days;       /* 0: as long as the record */

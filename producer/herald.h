@@ -232,7 +232,8 @@ struct herald_stats {
 };
 
 /*
- * Fills *out with the lengths of the three lanes, <prefix>:scheduled
+ * Fills *out with the lengths of the three lanes (each the list and the
+ * jobs a take staged by organisation: keys.h), <prefix>:scheduled
  * (ZCARD) and <prefix>:dead, and one row per worker: every entry of
  * <prefix>:workers, plus every <prefix>:processing:<id> list found by
  * SCAN that has no workers entry (registered = 0).

@@ -671,9 +671,11 @@ int
 herald_queue_stats(struct herald *h, struct herald_stats *out, struct herr *e)
 {
     memset(out, 0, sizeof *out);
-    char k[6][KEYS_MAX];
+    char k[6][KEYS_MAX], staged[JOB_PRIO_COUNT][KEYS_MAX];
     for (int p = 0; p < JOB_PRIO_COUNT; p++)
-        if (lane_key(h, (enum job_priority)p, k[p], sizeof k[p], e))
+        if (lane_key(h, (enum job_priority)p, k[p], sizeof k[p], e) ||
+            keys_fair(staged[p], KEYS_MAX, h->s->prefix, (enum job_priority)p,
+                      "staged") < 0)
             return HERR_INVALID;
     if (keys_simple(k[3], KEYS_MAX, h->s->prefix, "scheduled") < 0 ||
         keys_simple(k[4], KEYS_MAX, h->s->prefix, "dead") < 0 ||
@@ -687,13 +689,20 @@ herald_queue_stats(struct herald *h, struct herald_stats *out, struct herr *e)
     redisAppendCommand(h->c, "ZCARD %s", k[3]);
     redisAppendCommand(h->c, "LLEN %s", k[4]);
     redisAppendCommand(h->c, "HGETALL %s", k[5]);
-    redisReply *r[6] = {0};
-    rc = read_replies(h, 6, r, e);
+    for (int p = 0; p < JOB_PRIO_COUNT; p++)
+        redisAppendCommand(h->c, "GET %s", staged[p]);
+    redisReply *r[6 + JOB_PRIO_COUNT] = {0};
+    rc = read_replies(h, 6 + JOB_PRIO_COUNT, r, e);
     if (rc)
         return rc;
     out->now_ms = clock_now_ms();
-    for (int p = 0; p < JOB_PRIO_COUNT; p++)
+    /* a lane: its list and the jobs a take staged by organisation */
+    for (int p = 0; p < JOB_PRIO_COUNT; p++) {
+        const redisReply *st = r[6 + p];
         out->queue[p] = reply_int(r[p]);
+        if (st->type == REDIS_REPLY_STRING)
+            out->queue[p] += strtoll(st->str, NULL, 10);
+    }
     out->scheduled = reply_int(r[3]);
     out->dead = reply_int(r[4]);
     size_t cap = 0;
@@ -717,7 +726,7 @@ herald_queue_stats(struct herald *h, struct herald_stats *out, struct herr *e)
             }
         }
     }
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 6 + JOB_PRIO_COUNT; i++)
         freeReplyObject(r[i]);
     rc = scan_processing(h, out, &cap, e);
     if (rc) {

@@ -89,9 +89,11 @@ struct xfer {
     struct mail_req *req;
     struct pool *pool;
     struct xfer *next, *prev; /* in mailer->active */
-    struct xfer *wnext;       /* in pool's wait queue */
+    struct xfer *wnext;       /* in its flow's wait queue */
+    struct flow *flow;        /* while waiting */
     struct sconn *c;
-    int busy; /* given a connection: counts in mailer->nbusy */
+    int busy;   /* given a connection: counts in mailer->nbusy */
+    int narrow; /* waiting at a narrow server: counts in mailer->nnarrow */
     struct mail_result res;
     int decided;
     int stage; /* enum smtpc_stage of the reply being handled */
@@ -105,6 +107,16 @@ struct xfer {
     int last_ok;   /* the last transaction ended accepted: no RSET needed */
 };
 
+#define FLOW_BUCKETS 64
+
+/* One flow's requests waiting at one server. */
+struct flow {
+    char *name;
+    struct flow *hnext; /* in its pool's bucket */
+    struct flow *rnext; /* in its pool's ring */
+    struct xfer *head, *tail;
+};
+
 struct pool {
     struct pool *next;
     char *url, *user, *host, *tag;
@@ -113,7 +125,11 @@ struct pool {
     long max_conns;
     struct sconn *conns;
     int nconns;
-    struct xfer *wait_head, *wait_tail;
+    /* The waiting requests, a queue per flow (mail_req.flow), the flows
+     * with waiting requests served round-robin, one request a turn. */
+    size_t nwait;
+    struct flow *flows[FLOW_BUCKETS]; /* by name */
+    struct flow *fring_head, *fring_tail;
     struct pool *rnext; /* in the mailer's ring of pools with waiters */
     int in_ring;
 };
@@ -127,6 +143,9 @@ struct mailer {
     struct xfer *active;
     size_t nactive;
     size_t nbusy; /* transactions given a connection (o.max_busy) */
+    /* Requests waiting at a server whose connection limit is below
+     * o.max_busy (mailer_waiting). */
+    size_t nnarrow;
     /* Pools with waiting requests, served round-robin, one request a
      * turn; a pool at its connection limit leaves the ring until one of
      * its connections is free again (pool_wake). */
@@ -172,6 +191,8 @@ xfer_done(struct xfer *x)
     xfer_unlink(m, x);
     if (x->busy)
         m->nbusy--;
+    if (x->narrow)
+        m->nnarrow--;
     struct mail_req *req = x->req;
     req->priv_ = NULL;
     req->done(req, &x->res); /* the result lives until done() returns */
@@ -1362,6 +1383,106 @@ on_withdrawn(uv_timer_t *t)
     finish_withdrawn(t->data);
 }
 
+/* ---- a server's waiting requests, round-robin over flows ---- */
+
+static struct flow **
+flow_slot(struct pool *p, const char *name)
+{
+    struct flow **fp = &p->flows[util_hash(name) % FLOW_BUCKETS];
+    while (*fp && strcmp((*fp)->name, name) != 0)
+        fp = &(*fp)->hnext;
+    return fp;
+}
+
+static void
+wait_push(struct pool *p, struct xfer *x, const char *name)
+{
+    if (name == NULL)
+        name = "";
+    struct flow **fp = flow_slot(p, name), *f = *fp;
+    if (f == NULL) {
+        f = xcalloc(1, sizeof *f);
+        f->name = xstrdup(name);
+        *fp = f;
+        if (p->fring_tail)
+            p->fring_tail->rnext = f;
+        else
+            p->fring_head = f;
+        p->fring_tail = f;
+    }
+    x->wnext = NULL;
+    if (f->tail)
+        f->tail->wnext = x;
+    else
+        f->head = x;
+    f->tail = x;
+    x->flow = f;
+    p->nwait++;
+}
+
+/* Flow f (empty now) leaves p: out of its bucket and the ring. */
+static void
+flow_drop(struct pool *p, struct flow *f)
+{
+    struct flow **fp = flow_slot(p, f->name);
+    *fp = f->hnext;
+    struct flow *prev = NULL;
+    for (struct flow *r = p->fring_head; r && r != f; r = r->rnext)
+        prev = r;
+    if (prev)
+        prev->rnext = f->rnext;
+    else
+        p->fring_head = f->rnext;
+    if (p->fring_tail == f)
+        p->fring_tail = prev;
+    free(f->name);
+    free(f);
+}
+
+/* The next request: the first of the flow whose turn it is (that flow
+ * goes to the back of the ring). p->nwait > 0. */
+static struct xfer *
+wait_pop(struct pool *p)
+{
+    struct flow *f = p->fring_head;
+    struct xfer *x = f->head;
+    f->head = x->wnext;
+    x->wnext = NULL;
+    x->flow = NULL;
+    p->nwait--;
+    if (f->head == NULL) {
+        f->tail = NULL;
+        flow_drop(p, f); /* at the ring's head: no walk */
+    } else if (f->rnext) {
+        p->fring_head = f->rnext;
+        f->rnext = NULL;
+        p->fring_tail->rnext = f;
+        p->fring_tail = f;
+    }
+    return x;
+}
+
+/* x leaves the queue it waits in (an abort). */
+static void
+wait_remove(struct pool *p, struct xfer *x)
+{
+    struct flow *f = x->flow;
+    struct xfer *prev = NULL;
+    for (struct xfer *w = f->head; w && w != x; w = w->wnext)
+        prev = w;
+    if (prev)
+        prev->wnext = x->wnext;
+    else
+        f->head = x->wnext;
+    if (f->tail == x)
+        f->tail = prev;
+    x->wnext = NULL;
+    x->flow = NULL;
+    p->nwait--;
+    if (f->head == NULL)
+        flow_drop(p, f);
+}
+
 /*
  * Scheduling, as Postfix's qmgr does it: each server (pool) has its own
  * queue of waiting requests and its own connection limit; the mailer
@@ -1373,7 +1494,7 @@ on_withdrawn(uv_timer_t *t)
 static void
 ring_add(struct mailer *m, struct pool *p)
 {
-    if (p->in_ring || p->wait_head == NULL)
+    if (p->in_ring || p->nwait == 0)
         return;
     p->in_ring = 1;
     p->rnext = NULL;
@@ -1412,22 +1533,22 @@ pool_start_one(struct mailer *m, struct pool *p)
     long max = p->max_conns > 0 ? p->max_conns : m->o.max_conns;
     if (idle == NULL && p->nconns >= max)
         return 0;
-    struct xfer *x = p->wait_head;
-    p->wait_head = x->wnext;
-    if (p->wait_head == NULL)
-        p->wait_tail = NULL;
-    x->wnext = NULL;
+    struct xfer *x = wait_pop(p);
+    if (x->narrow) {
+        x->narrow = 0;
+        m->nnarrow--;
+    }
     if (x->req->may_start && x->req->may_start(x->req) != 0) {
         x->wnext = m->withdrawn; /* done() from the loop, not from here */
         m->withdrawn = x;
         uv_timer_start(&m->t_withdrawn, on_withdrawn, 0, 0);
-        if (p->wait_head)
+        if (p->nwait)
             ring_add(m, p);
         return 1;
     }
     x->busy = 1;
     m->nbusy++;
-    if (p->wait_head)
+    if (p->nwait)
         ring_add(m, p); /* back of the line: the next pool's turn first */
     if (idle) {
         idle->x = x;
@@ -1447,7 +1568,7 @@ mailer_dispatch(struct mailer *m)
         struct pool *p = ring_pop(m);
         if (p == NULL)
             return;
-        if (p->wait_head)               /* (an abort may have emptied it) */
+        if (p->nwait)                   /* (an abort may have emptied it) */
             (void)pool_start_one(m, p); /* at its limit: out of the ring */
     }
 }
@@ -1523,11 +1644,12 @@ mailer_send(struct mailer *m, struct mail_req *req)
     m->active = x;
     m->nactive++;
     req->priv_ = x;
-    if (p->wait_tail)
-        p->wait_tail->wnext = x;
-    else
-        p->wait_head = x;
-    p->wait_tail = x;
+    wait_push(p, x, req->flow);
+    long max = p->max_conns > 0 ? p->max_conns : m->o.max_conns;
+    if (m->o.max_busy > 0 && max < m->o.max_busy) {
+        x->narrow = 1;
+        m->nnarrow++;
+    }
     pool_wake(m, p);
     return 0;
 }
@@ -1538,6 +1660,12 @@ mailer_active(const struct mailer *m)
     return m->nactive;
 }
 
+size_t
+mailer_waiting(const struct mailer *m)
+{
+    return m->nnarrow;
+}
+
 void
 mailer_abort_all(struct mailer *m)
 {
@@ -1546,18 +1674,8 @@ mailer_abort_all(struct mailer *m)
     while (m->active) {
         struct xfer *x = m->active;
         struct pool *p = x->pool;
-        /* out of the wait queue, if there */
-        struct xfer **pp = &p->wait_head;
-        while (*pp && *pp != x)
-            pp = &(*pp)->wnext;
-        if (*pp) {
-            *pp = x->wnext;
-            if (p->wait_tail == x) {
-                p->wait_tail = NULL;
-                for (struct xfer *w = p->wait_head; w; w = w->wnext)
-                    p->wait_tail = w;
-            }
-        }
+        if (x->flow)
+            wait_remove(p, x); /* out of the wait queue */
         if (x->c) {
             struct sconn *c = x->c;
             c->x = NULL;

@@ -10,11 +10,13 @@
  * their server's own queue; the servers are served round-robin, one
  * request a turn, while fewer than `max_busy` transactions have a
  * connection (Postfix's qmgr: one slow server's backlog delays nobody
- * else's, and a waiting request holds no place). A transaction that
- * failed part-way is closed with RSET before reuse, or the connection is
- * dropped. STARTTLS is used whenever the server offers it (smtp://),
- * implicit TLS for smtps://; certificates are always verified (system
- * bundle plus `ca_file`), host names checked. PIPELINING (RFC 2920) is
+ * else's, and a waiting request holds no place). Within a server's queue
+ * the flows (mail_req.flow: the organisation) take turns too, so one
+ * organisation's burst to the relay does not hold up another's receipt. A
+ * transaction that failed part-way is closed with RSET before reuse, or the
+ * connection is dropped. STARTTLS is used whenever the server offers it
+ * (smtp://), implicit TLS for smtps://; certificates are always verified
+ * (system bundle plus `ca_file`), host names checked. PIPELINING (RFC 2920) is
  * used when offered: MAIL, RCPT and DATA go in one write, the dot-stuffed
  * body and its end in another. AUTH PLAIN or LOGIN when a user is given,
  * never over an unencrypted connection to a non-loopback host. Every wait
@@ -89,6 +91,9 @@ struct mail_req {
     long max_conns;       /* connections to this server; 0: the default */
     const char *tag;      /* connections are shared only between equal tags
                              (NULL: none); e.g. a credentials fingerprint */
+    const char *flow;     /* fairness key: a server's waiting requests are
+                             served round-robin by flow (the organisation);
+                             NULL: "" */
     const char *user;     /* NULL: no AUTH */
     const char *password; /* never logged */
     const char *mail_from;
@@ -129,6 +134,12 @@ int mailer_send(struct mailer *m, struct mail_req *req);
 
 /* Transactions in flight. */
 size_t mailer_active(const struct mailer *m);
+
+/* Of those, the ones waiting in the queue of a server whose connection
+ * limit is below max_busy (an organisation's own server): they may wait
+ * there long while other servers could use the slots. (A request that
+ * waits for the relay, whose limit is the slots, waits for a slot.) */
+size_t mailer_waiting(const struct mailer *m);
 
 /* Aborts every transaction in flight: each done() runs with MAIL_TEMP and
  * "aborted at shutdown". */

@@ -479,6 +479,7 @@ start_send(struct task *t)
     t->req.tls = t->route.tls;
     t->req.max_conns = t->route.max_conns;
     t->req.tag = t->route.scheme_fp;
+    t->req.flow = t->job->org;
     t->req.user = t->route.user;
     t->req.password = t->route.password;
     t->req.mail_from = t->route.envelope_from;

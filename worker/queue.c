@@ -111,46 +111,140 @@ enum {
     "end\n"
 
 static const char *script_src[S_COUNT] = {
-    /* TAKE: KEYS high normal low processing workers; ARGV max me now
-     * heartbeat_ms ttl_ms prefix max_bytes max_job. Moves up to max jobs
-     * (and, past the first, up to max_bytes of them), lanes in priority
-     * order, and claims each whose id it can read (and that has no
-     * send_at: the worker decides those): a flat array of
-     * {job, status, attempts, first_at, id, fence, partial}, status "-"
-     * (and id "") when not claimed. A job over max_job bytes is moved
-     * too, but only its length comes back (OVERSIZE_MARK). */
+    /* TAKE: KEYS high normal low processing workers ring_high ring_normal
+     * ring_low staged_high staged_normal staged_low; ARGV max me now
+     * heartbeat_ms ttl_ms prefix max_bytes max_job window. Lane by lane in
+     * priority order: stages jobs from the lane's right into a list per
+     * organisation (up to `window` staged, at most max(512, 4 x max) now;
+     * the org read by a pattern, not a parse: a nested "org" only files a
+     * job under another name), then moves up to max jobs (and, past the
+     * first, up to max_bytes of them) round-robin over the ring of
+     * organisations (one alone in the ring gives all it has). When nothing
+     * is staged and the whole lane fits in this take, or with window 0,
+     * jobs move straight from the lane, in order: taken at once, their
+     * order hardly matters, and this is the take of a worker that keeps
+     * up (two commands a job instead of seven). Each
+     * job whose id it can read (and that has no send_at: the worker
+     * decides those) is claimed: a flat array of {job, status, attempts,
+     * first_at, id, fence, partial}, status "-" (and id "") when not
+     * claimed. A job over max_job bytes is moved too, but only its length
+     * comes back (OVERSIZE_MARK). */
     LUA_CLAIM
     "local out, n, taken, bytes = {}, tonumber(ARGV[1]), 0, 0\n"
     "local now, hb = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "local maxb, maxjob = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
-    "for i = 1, 3 do\n"
-    "  while taken < n and bytes < maxb do\n"
-    "    local v = redis.call('LMOVE', KEYS[i], KEYS[4], 'RIGHT', 'LEFT')\n"
-    "    if not v then break end\n"
-    "    taken = taken + 1\n"
-    "    local c, id = {'-', 0, 0, 0, 0}, ''\n"
-    "    if #v > maxjob then\n"
-    "      v = {ok = '" OVERSIZE_MARK "' .. #v}\n"
-    "    else\n"
-    "      bytes = bytes + #v\n"
-    "      local ok, j = pcall(cjson.decode, v)\n"
-    "      if ok and type(j) == 'table' and type(j.id) == 'string' and\n"
-    "         #j.id <= 128 and string.find(j.id, '^[%w%._:%-]+$') and\n"
-    "         j.send_at == nil then\n"
-    "        id = j.id\n"
-    "        c = claim(ARGV[6] .. ':job:' .. id, KEYS[5], ARGV[2], now, hb,\n"
-    "                  ARGV[5])\n"
-    "      end\n"
+    "local window = tonumber(ARGV[9])\n"
+    "local moved = {}\n"
+    "local function push_all(k, vs)\n"
+    "  local len = 0\n"
+    "  for c = 1, #vs, 1000 do\n"
+    "    len = redis.call('LPUSH', k, unpack(vs, c, math.min(c + 999, #vs)))\n"
+    "  end\n"
+    "  return len\n"
+    "end\n"
+    "local function give(v)\n"
+    "  moved[#moved + 1] = v\n"
+    "  taken = taken + 1\n"
+    "  local c, id = {'-', 0, 0, 0, 0}, ''\n"
+    "  if #v > maxjob then\n"
+    "    v = {ok = '" OVERSIZE_MARK "' .. #v}\n"
+    "  else\n"
+    "    bytes = bytes + #v\n"
+    "    local ok, j = pcall(cjson.decode, v)\n"
+    "    if ok and type(j) == 'table' and type(j.id) == 'string' and\n"
+    "       #j.id <= 128 and string.find(j.id, '^[%w%._:%-]+$') and\n"
+    "       j.send_at == nil then\n"
+    "      id = j.id\n"
+    "      c = claim(ARGV[6] .. ':job:' .. id, KEYS[5], ARGV[2], now, hb,\n"
+    "                ARGV[5])\n"
     "    end\n"
-    "    out[#out + 1] = v\n"
-    "    out[#out + 1] = c[1]\n"
-    "    out[#out + 1] = c[2]\n"
-    "    out[#out + 1] = c[3]\n"
-    "    out[#out + 1] = id\n"
-    "    out[#out + 1] = c[4]\n"
-    "    out[#out + 1] = c[5]\n"
+    "  end\n"
+    "  out[#out + 1] = v\n"
+    "  out[#out + 1] = c[1]\n"
+    "  out[#out + 1] = c[2]\n"
+    "  out[#out + 1] = c[3]\n"
+    "  out[#out + 1] = id\n"
+    "  out[#out + 1] = c[4]\n"
+    "  out[#out + 1] = c[5]\n"
+    "end\n"
+    "local function room() return taken < n and bytes < maxb end\n"
+    "for i = 1, 3 do\n"
+    "  local ring, sk = KEYS[5 + i], KEYS[8 + i]\n"
+    "  local staged = tonumber(redis.call('GET', sk) or '0') or 0\n"
+    "  local want = math.min(window - staged, math.max(512, 4 * n))\n"
+    "  if staged == 0 and redis.call('LLEN', KEYS[i]) <= n - taken then\n"
+    "    want = 0\n"
+    "  end\n"
+    "  local vs = want > 0 and redis.call('RPOP', KEYS[i], want)\n"
+    "  if vs then\n"
+    "    local groups, order = {}, {}\n"
+    "    for _, v in ipairs(vs) do\n"
+    "      local o = ''\n"
+    "      if #v <= maxjob then\n"
+    "        o = string.match(v, '\"org\"%s*:%s*\"([^\"\\\\]*)\"') or ''\n"
+    "        if #o > 128 then o = '' end\n"
+    "      end\n"
+    "      local g = groups[o]\n"
+    "      if not g then\n"
+    "        g = {}\n"
+    "        groups[o] = g\n"
+    "        order[#order + 1] = o\n"
+    "      end\n"
+    "      g[#g + 1] = v\n"
+    "    end\n"
+    "    for _, o in ipairs(order) do\n"
+    "      local g = groups[o]\n"
+    "      if push_all(KEYS[i] .. ':org:' .. o, g) == #g then\n"
+    "        redis.call('RPUSH', ring, o)\n"
+    "      end\n"
+    "      staged = staged + #g\n"
+    "    end\n"
+    "  end\n"
+    "  while room() do\n"
+    "    local nr = redis.call('LLEN', ring)\n"
+    "    if nr == 0 then break end\n"
+    "    if nr == 1 then\n"
+    "      local k = KEYS[i] .. ':org:' .. redis.call('LINDEX', ring, 0)\n"
+    "      local got = redis.call('RPOP', k, n - taken) or {}\n"
+    "      local j = 1\n"
+    "      while j <= #got and room() do\n"
+    "        give(got[j])\n"
+    "        j = j + 1\n"
+    "      end\n"
+    "      staged = staged - (j - 1)\n"
+    "      for b = #got, j, -1 do redis.call('RPUSH', k, got[b]) end\n"
+    "      if redis.call('LLEN', k) == 0 then redis.call('DEL', ring) end\n"
+    "      break\n"
+    "    end\n"
+    "    local last = math.min(nr, n - taken) - 1\n"
+    "    local orgs = redis.call('LRANGE', ring, 0, last)\n"
+    "    local keep = {}\n"
+    "    for _, o in ipairs(orgs) do\n"
+    "      local k = KEYS[i] .. ':org:' .. o\n"
+    "      if room() then\n"
+    "        local v = redis.call('RPOP', k)\n"
+    "        if v then\n"
+    "          staged = staged - 1\n"
+    "          give(v)\n"
+    "        end\n"
+    "      end\n"
+    "      if redis.call('LLEN', k) > 0 then keep[#keep + 1] = o end\n"
+    "    end\n"
+    "    redis.call('LTRIM', ring, #orgs, -1)\n"
+    "    if #keep > 0 then redis.call('RPUSH', ring, unpack(keep)) end\n"
+    "  end\n"
+    "  while (window == 0 or staged == 0) and room() do\n"
+    "    local v = redis.call('RPOP', KEYS[i])\n"
+    "    if not v then break end\n"
+    "    give(v)\n"
+    "  end\n"
+    "  if staged > 0 and redis.call('LLEN', ring) > 0 then\n"
+    "    redis.call('SET', sk, staged)\n"
+    "  else\n"
+    "    redis.call('DEL', sk)\n"
     "  end\n"
     "end\n"
+    "if #moved > 0 then push_all(KEYS[4], moved) end\n"
     "return out\n",
     /* CLAIM: KEYS ledger workers; ARGV me now heartbeat_ms ttl_ms */
     LUA_CLAIM "return claim(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), "
@@ -337,6 +431,8 @@ struct queue {
     struct redis_target target;
     char *prefix, *me;
     char k_lane[JOB_PRIO_COUNT][KEYS_MAX];
+    char k_ring[JOB_PRIO_COUNT][KEYS_MAX], k_staged[JOB_PRIO_COUNT][KEYS_MAX];
+    char fair_window[24];
     char k_proc[KEYS_MAX], k_dead[KEYS_MAX], k_sched[KEYS_MAX],
         k_workers[KEYS_MAX], k_stats[KEYS_MAX];
     char k_big_job[KEYS_MAX], k_big_entry[KEYS_MAX]; /* queue_big_* */
@@ -506,9 +602,9 @@ static void
 eval(struct queue *q, int script, int nkeys, const char **keys, int nargs,
      const char **args, const size_t *arglens, queue_reply_fn *cb, void *ud)
 {
-    const char *argv[16];
-    size_t lens[16];
-    if (3 + nkeys + nargs > 16)
+    const char *argv[24];
+    size_t lens[24];
+    if (3 + nkeys + nargs > 24)
         abort(); /* a bug: scripts with many arguments use their own path */
     char nk[16];
     int argc = 0;
@@ -932,8 +1028,9 @@ on_block_reply(redisAsyncContext *ac, void *reply, void *priv)
         q_fail(q, r->str);
         return;
     }
-    /* timed out: wait again */
-    arm_blocking(q);
+    /* Timed out: take (which blocks again when there is nothing), so
+     * jobs another worker staged meanwhile do not wait for it alone. */
+    q_take(q);
 }
 
 static void
@@ -1010,13 +1107,16 @@ q_take(struct queue *q)
     snprintf(hb, sizeof hb, "%ld", q->heartbeat_ms);
     snprintf(maxb, sizeof maxb, "%zu", bytes);
     snprintf(maxjob, sizeof maxjob, "%u", JOB_MAX_BYTES);
-    const char *keys[5] = {q->k_lane[0], q->k_lane[1], q->k_lane[2], q->k_proc,
-                           q->k_workers};
-    const char *args[8] = {n,         q->me, now,   hb, q->ledger_ttl_ms,
-                           q->prefix, maxb,  maxjob};
+    const char *keys[11] = {q->k_lane[0],   q->k_lane[1],  q->k_lane[2],
+                            q->k_proc,      q->k_workers,  q->k_ring[0],
+                            q->k_ring[1],   q->k_ring[2],  q->k_staged[0],
+                            q->k_staged[1], q->k_staged[2]};
+    const char *args[9] = {
+        n,    q->me,  now,           hb, q->ledger_ttl_ms, q->prefix,
+        maxb, maxjob, q->fair_window};
     uv_timer_stop(&q->t_take_retry);
     q->take_out = 1;
-    eval(q, S_TAKE, 5, keys, 8, args, NULL, on_take, q);
+    eval(q, S_TAKE, 11, keys, 9, args, NULL, on_take, q);
 }
 
 void
@@ -1130,8 +1230,14 @@ queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
     snprintf(q->ledger_ttl_ms, sizeof q->ledger_ttl_ms, "%lld",
              (long long)s->ledger_days * 86400000LL);
     q->backoff_ms = BACKOFF_MIN_MS;
-    for (int p = 0; p < JOB_PRIO_COUNT; p++)
+    for (int p = 0; p < JOB_PRIO_COUNT; p++) {
         keys_queue(q->k_lane[p], KEYS_MAX, q->prefix, (enum job_priority)p);
+        keys_fair(q->k_ring[p], KEYS_MAX, q->prefix, (enum job_priority)p,
+                  NULL);
+        keys_fair(q->k_staged[p], KEYS_MAX, q->prefix, (enum job_priority)p,
+                  "staged");
+    }
+    snprintf(q->fair_window, sizeof q->fair_window, "%ld", s->fair_window);
     keys_processing(q->k_proc, KEYS_MAX, q->prefix, q->me);
     keys_simple(q->k_dead, KEYS_MAX, q->prefix, "dead");
     keys_simple(q->k_sched, KEYS_MAX, q->prefix, "scheduled");

@@ -9,11 +9,11 @@
  * takes are batched by a Lua script that honours priority (high, normal,
  * low).
  *
- * Every job taken moves atomically from <p>:queue:<lane> to this worker's
- * <p>:processing:<id> and leaves it only through one of the queue_finish_*
- * calls. Every operation queued here survives a lost connection: the queue
- * reconnects with backoff, re-adopts jobs in its processing list that it
- * does not know (a take whose reply was lost), then re-sends operations
+ * Every job taken moves atomically from <p>:queue:<lane> (or its staging)
+ * to this worker's <p>:processing:<id> and leaves it only through one of the
+ * queue_finish_* calls. Every operation queued here survives a lost connection:
+ * the queue reconnects with backoff, re-adopts jobs in its processing list that
+ * it does not know (a take whose reply was lost), then re-sends operations
  * still unanswered. An error reply that means "not now" (BUSY, LOADING,
  * OOM, TRYAGAIN, MASTERDOWN, CLUSTERDOWN: the command did not run) is
  * treated the same way: the operation waits and is re-sent. Reply
@@ -21,6 +21,21 @@
  * possibly after a reconnect; an error reply they see is one that
  * re-sending would not cure. Finishing scripts are idempotent (they act
  * only if the job is still in the processing list).
+ *
+ * Fairness (SPEC §8): a take first stages jobs from the right of each lane
+ * into a list per organisation (<p>:queue:<lane>:org:<org>, by the job's
+ * "org"; a job whose org cannot be read is staged under the empty name),
+ * up to HERALD_FAIR_WINDOW staged per lane and at most max(512, 4 x the
+ * take) per take, then takes round-robin over the lane's organisations
+ * (the ring <p>:fair:<lane>). So a burst of one organisation, up to the
+ * window, does not hold up another's jobs pushed after it: the window is
+ * Postfix's active queue (qmgr_message_active_limit), and the backlog past
+ * it stays in the lane, where producers, KEDA and `queue stats` see it.
+ * Staged jobs belong to no worker: a worker that dies leaves them for the
+ * others. An idle worker blocks on the lane (BLMOVE, one job, no staging)
+ * and takes again when the block times out, so jobs another worker staged
+ * are never left waiting for that worker alone. HERALD_FAIR_WINDOW=0 takes
+ * first-in first-out (what was staged before goes first).
  *
  * Memory: a take stops at the worker's byte room (after one job), and a
  * job over JOB_MAX_BYTES never reaches the worker as bytes — neither from

@@ -139,6 +139,7 @@ struct worker {
     struct mc *mc;
     struct task *tasks;
     size_t ntasks;
+    size_t ngated;      /* tasks with `gated` set */
     size_t held_bytes;  /* raw bytes of every task: HERALD_MAX_INFLIGHT_BYTES */
     struct bigjob *big; /* jobs over the size limit, moved to dead */
     struct purge *purge; /* the Message Center's retention */

@@ -79,6 +79,8 @@ task_free(struct task *t)
     task_release_slot(t);
     quota_drop(t);
     logingate_forget(w->gate, t);
+    if (t->gated)
+        w->ngated--;
     if (t->prev)
         t->prev->next = t->next;
     else
@@ -140,6 +142,7 @@ on_gate_wake(void *ud)
 {
     struct task *t = ud;
     t->gated = 0;
+    t->w->ngated--;
     quota_drop(t);
     route_clear(&t->route);
     t->routed = 0;
@@ -317,6 +320,8 @@ prepare(struct task *t)
         !logingate_enter(w->gate, t->route.scheme_field, t->route.scheme_fp,
                          on_gate_wake, t)) {
         t->gated = 1; /* another transaction tries these credentials */
+        w->ngated++;
+        queue_kick(w->q); /* it holds no place meanwhile: take more */
         return;
     }
     struct mime_opts o = {
@@ -557,6 +562,8 @@ pump(struct worker *w)
         }
         start_send(t);
     }
+    if (w->mailer && mailer_waiting(w->mailer) > 0)
+        queue_kick(w->q); /* those waiting hold no place: take more */
 }
 
 /* ---- taking ---- */
@@ -777,8 +784,17 @@ room(void *ud, size_t *bytes)
     /* Eight times the SMTP slots: jobs being claimed and recorded ahead
      * of a free slot, and jobs whose outcome is being recorded (a batch
      * commit, then leaving the processing list), must not starve the
-     * SMTP connections. A task is a few KB. */
-    long r = 8 * w->s->concurrency - (long)w->ntasks;
+     * SMTP connections. A job waiting in the queue of a server with
+     * fewer connections than slots (an organisation's own, maybe slow),
+     * or for its scheme's first login, holds no place there (SPEC §8: it
+     * must not hold up other servers' jobs); all tasks together stay
+     * under 64 times the slots. A task is a few KB. */
+    long working = (long)w->ntasks - (long)w->ngated -
+                   (long)(w->mailer ? mailer_waiting(w->mailer) : 0);
+    long r = 8 * w->s->concurrency - working;
+    long all = 64 * w->s->concurrency - (long)w->ntasks;
+    if (all < r)
+        r = all;
     /* And the bytes they hold, HERALD_MAX_INFLIGHT_BYTES: a take stops
      * there after its first job (one job always fits), so a worker holds
      * at most the budget plus one job of raw text (a task holds a few

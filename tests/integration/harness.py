@@ -88,7 +88,8 @@ API (all stable)
   push(redis, prefix, job, priority="normal")
                                        LPUSH raw: dict -> JSON, str/bytes as is
   queue_key(prefix, priority), processing_key(prefix, worker_id),
-  dead_key(prefix)
+  dead_key(prefix), lane_keys(redis, prefix, priority) -> [the lane and
+  its staged lists]
   dead(redis, prefix) -> [dict]        the dead-letter list, oldest first
   parse_message(raw) -> email.message.EmailMessage (policy strict)
   tool_path(name) -> absolute path of a Herald binary
@@ -967,6 +968,13 @@ def mc_show(env, id):
 
 def queue_key(prefix, priority="normal"):
     return f"{prefix}:queue:{priority}"
+
+
+def lane_keys(redis, prefix, priority="normal"):
+    """A lane's list and its staged lists (<lane>:org:<org>, where a take
+    files jobs by organisation before taking them round-robin)."""
+    lane = queue_key(prefix, priority)
+    return [lane] + sorted(k.decode() for k in redis.cmd("KEYS", lane + ":org:*") or [])
 
 
 def processing_key(prefix, worker_id="w1"):

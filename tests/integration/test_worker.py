@@ -80,7 +80,8 @@ def one_message(smtp, id, timeout=15):
 def lists_len(r, prefix, worker_ids=("w1",)):
     n = 0
     for lane in LANES:
-        n += r.cmd("LLEN", harness.queue_key(prefix, lane))
+        for k in harness.lane_keys(r, prefix, lane):
+            n += r.cmd("LLEN", k)
     for w in worker_ids:
         n += r.cmd("LLEN", harness.processing_key(prefix, w))
     return n
@@ -90,7 +91,8 @@ def pending_ids(r, prefix, worker_ids=("w1",)):
     """Job ids held in the lanes, the processing lists and the schedule."""
     raws = []
     for lane in LANES:
-        raws += r.cmd("LRANGE", harness.queue_key(prefix, lane), 0, -1)
+        for k in harness.lane_keys(r, prefix, lane):
+            raws += r.cmd("LRANGE", k, 0, -1)
     for w in worker_ids:
         raws += r.cmd("LRANGE", harness.processing_key(prefix, w), 0, -1)
     raws += r.cmd("ZRANGE", f"{prefix}:scheduled", 0, -1)
