@@ -49,7 +49,7 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 PROGS := $(BIN)/herald-worker $(BIN)/herald-enqueue $(BIN)/heraldctl \
          $(BIN)/herald-api $(BIN)/libherald.a
 
-.PHONY: all san units check test deps bench bench-mc demo fuzz fault fmt fmt-check clean
+.PHONY: all san units check test deps bench bench-fair bench-mc demo fuzz fault fmt fmt-check clean
 all: $(PROGS) $(UNIT_BINS) $(BIN)/bench_mc
 
 $(B)/%.o: %.c
@@ -140,6 +140,10 @@ bench-api:
 	@scripts/deps.sh
 	$(MAKE) all
 	@/usr/bin/python3 scripts/bench_api.py
+bench-fair:
+	@scripts/deps.sh
+	$(MAKE) all
+	@/usr/bin/python3 scripts/bench_fair.py
 
 # libFuzzer targets (clang), FUZZ_SECONDS each (default 20); not part of
 # `make check`. See docs/fuzz.md.

@@ -100,6 +100,27 @@ def start_workers(k, env, tmp):
     return ws
 
 
+def stop_procs(procs):
+    """SIGTERM each helper process, then wait (SIGKILL after 10 s)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def finish(procs, tmp):
+    """The end of a bench: its helpers stopped, its directory removed
+    (kept with BENCH_KEEP=1)."""
+    stop_procs(procs)
+    if not os.environ.get("BENCH_KEEP"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print("kept: %s" % tmp)
+
+
 def stop_workers(ws):
     stats = []
     for w in ws:
@@ -137,6 +158,10 @@ class RedisConn:
 
     def call(self, *args):
         self.sock.sendall(resp(*args))
+        return self._reply()
+
+    def read_reply(self):
+        """The next reply of commands written straight to .sock."""
         return self._reply()
 
     def _reply(self):
@@ -479,7 +504,7 @@ def main():
         # one job every 1/rate s, written on a kept connection in small
         # groups (one per millisecond), so the offered load is smooth
         total = min(N, int(rate * 5))
-        sock = socket.create_connection(("127.0.0.1", rport))
+        r = RedisConn(rport)
         t0 = time.time()
         i = 0
         while i < total:
@@ -491,20 +516,14 @@ def main():
             buf = bytearray()
             for k in range(i, i + n):
                 buf += resp("LPUSH", prefix + ":queue:normal", json.dumps(make_job(k, True)))
-            sock.sendall(bytes(buf))
+            r.sock.sendall(bytes(buf))
             i += n
-        # read every reply before closing: closing with replies unread
+        # read every reply (a real reply reader: one split across two
+        # reads is still one) before closing: closing with replies unread
         # resets the connection, and Redis may drop the last commands
-        got, held = 0, b""
-        while got < total:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise RuntimeError("redis closed the connection after %d of %d pushes" % (got, total))
-            # a reply's CRLF may be split between two reads
-            data = held + chunk
-            got += data.count(b"\r\n")
-            held = b"\r" if data.endswith(b"\r") else b""
-        sock.close()
+        for _ in range(total):
+            r.read_reply()
+        r.close()
         wait_sent(db, total)
         stop_workers(ws)
         c = sqlite3.connect(db)
@@ -514,17 +533,7 @@ def main():
         print("latency   enqueue -> SMTP 250 at %.0f msg/s offered: p50 %d ms, p99 %d ms"
               % (rate, pct(lat, 50), pct(lat, 99)))
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            print("kept: %s" % tmp)
+        finish(procs, tmp)
 
 
 if __name__ == "__main__":

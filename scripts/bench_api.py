@@ -28,7 +28,7 @@ Targets: p99 <= 50 ms for each list query, <= 10 ms for one record.
 import json, os, random, re, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import BIN, PG_BIN, PgCluster, free_port, wait_port, pct  # noqa: E402
+from bench import BIN, PG_BIN, PgCluster, free_port, wait_port, pct, stop_procs  # noqa: E402
 
 RECORDS = int(os.environ.get("BENCH_API_RECORDS", "1000000"))
 REQUESTS = int(os.environ.get("BENCH_API_REQUESTS", "4000"))  # per kind
@@ -465,13 +465,7 @@ def main():
 
         drive(pg, url, data, now, tmp, procs)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_procs(procs)
         pg.stop()
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)
