@@ -16,6 +16,9 @@
  *   <p>:fair:<lane>:staged      string how many jobs the lane has staged
  *                                      (absent: none); a lane's length is
  *                                      LLEN <p>:queue:<lane> plus this
+ *   <p>:fair:tick               string the takes' slots so far (integer):
+ *                                      of every eight, 4 go to high, 3 to
+ *                                      normal, 1 to low first
  *   <p>:processing:<worker>     list   jobs a worker has taken and not yet
  *                                      finished (crash-safe take)
  *   <p>:workers                 hash   worker id -> last heartbeat (ms); a

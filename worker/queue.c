@@ -112,11 +112,14 @@ enum {
 
 static const char *script_src[S_COUNT] = {
     /* TAKE: KEYS high normal low processing workers ring_high ring_normal
-     * ring_low staged_high staged_normal staged_low; ARGV max me now
-     * heartbeat_ms ttl_ms prefix max_bytes max_job window. Lane by lane in
-     * priority order: stages jobs from the lane's right into a list per
-     * organisation (up to `window` staged, at most max(512, 4 x max) now;
-     * the org read by a pattern, not a parse: a nested "org" only files a
+     * ring_low staged_high staged_normal staged_low tick; ARGV max me now
+     * heartbeat_ms ttl_ms prefix max_bytes max_job window. Lanes by
+     * priority, none starved: the take's slots are numbered fleet-wide (the
+     * counter `tick`) and, of every eight, four go to high, three to normal
+     * and one to low first; what a lane cannot fill goes to the lanes in
+     * priority order. From each lane it stages jobs from the lane's right into
+     * a list per organisation (up to `window` staged, at most max(512, 4 x max)
+     * now; the org read by a pattern, not a parse: a nested "org" only files a
      * job under another name), then moves up to max jobs (and, past the
      * first, up to max_bytes of them) round-robin over the ring of
      * organisations (one alone in the ring gives all it has). When nothing
@@ -167,12 +170,13 @@ static const char *script_src[S_COUNT] = {
     "  out[#out + 1] = c[4]\n"
     "  out[#out + 1] = c[5]\n"
     "end\n"
-    "local function room() return taken < n and bytes < maxb end\n"
-    "for i = 1, 3 do\n"
+    "local stop = n\n"
+    "local function room() return taken < stop and bytes < maxb end\n"
+    "local function lane_take(i)\n"
     "  local ring, sk = KEYS[5 + i], KEYS[8 + i]\n"
     "  local staged = tonumber(redis.call('GET', sk) or '0') or 0\n"
     "  local want = math.min(window - staged, math.max(512, 4 * n))\n"
-    "  if staged == 0 and redis.call('LLEN', KEYS[i]) <= n - taken then\n"
+    "  if staged == 0 and redis.call('LLEN', KEYS[i]) <= stop - taken then\n"
     "    want = 0\n"
     "  end\n"
     "  local vs = want > 0 and redis.call('RPOP', KEYS[i], want)\n"
@@ -205,7 +209,7 @@ static const char *script_src[S_COUNT] = {
     "    if nr == 0 then break end\n"
     "    if nr == 1 then\n"
     "      local k = KEYS[i] .. ':org:' .. redis.call('LINDEX', ring, 0)\n"
-    "      local got = redis.call('RPOP', k, n - taken) or {}\n"
+    "      local got = redis.call('RPOP', k, stop - taken) or {}\n"
     "      local j = 1\n"
     "      while j <= #got and room() do\n"
     "        give(got[j])\n"
@@ -216,7 +220,7 @@ static const char *script_src[S_COUNT] = {
     "      if redis.call('LLEN', k) == 0 then redis.call('DEL', ring) end\n"
     "      break\n"
     "    end\n"
-    "    local last = math.min(nr, n - taken) - 1\n"
+    "    local last = math.min(nr, stop - taken) - 1\n"
     "    local orgs = redis.call('LRANGE', ring, 0, last)\n"
     "    local keep = {}\n"
     "    for _, o in ipairs(orgs) do\n"
@@ -244,6 +248,18 @@ static const char *script_src[S_COUNT] = {
     "    redis.call('DEL', sk)\n"
     "  end\n"
     "end\n"
+    "local tick = redis.call('INCRBY', KEYS[12], n) - n\n"
+    "local slots, share = {1, 2, 1, 2, 1, 2, 1, 3}, {0, 0, 0}\n"
+    "for k = 0, n - 1 do\n"
+    "  local l = slots[(tick + k) % 8 + 1]\n"
+    "  share[l] = share[l] + 1\n"
+    "end\n"
+    "for i = 1, 3 do\n"
+    "  stop = math.min(n, taken + share[i])\n"
+    "  lane_take(i)\n"
+    "end\n"
+    "stop = n\n"
+    "for i = 1, 3 do lane_take(i) end\n"
     "if #moved > 0 then push_all(KEYS[4], moved) end\n"
     "return out\n",
     /* CLAIM: KEYS ledger workers; ARGV me now heartbeat_ms ttl_ms */
@@ -432,6 +448,7 @@ struct queue {
     char *prefix, *me;
     char k_lane[JOB_PRIO_COUNT][KEYS_MAX];
     char k_ring[JOB_PRIO_COUNT][KEYS_MAX], k_staged[JOB_PRIO_COUNT][KEYS_MAX];
+    char k_tick[KEYS_MAX];
     char fair_window[24];
     char k_proc[KEYS_MAX], k_dead[KEYS_MAX], k_sched[KEYS_MAX],
         k_workers[KEYS_MAX], k_stats[KEYS_MAX];
@@ -1107,16 +1124,16 @@ q_take(struct queue *q)
     snprintf(hb, sizeof hb, "%ld", q->heartbeat_ms);
     snprintf(maxb, sizeof maxb, "%zu", bytes);
     snprintf(maxjob, sizeof maxjob, "%u", JOB_MAX_BYTES);
-    const char *keys[11] = {q->k_lane[0],   q->k_lane[1],  q->k_lane[2],
-                            q->k_proc,      q->k_workers,  q->k_ring[0],
-                            q->k_ring[1],   q->k_ring[2],  q->k_staged[0],
-                            q->k_staged[1], q->k_staged[2]};
+    const char *keys[12] = {q->k_lane[0],   q->k_lane[1],   q->k_lane[2],
+                            q->k_proc,      q->k_workers,   q->k_ring[0],
+                            q->k_ring[1],   q->k_ring[2],   q->k_staged[0],
+                            q->k_staged[1], q->k_staged[2], q->k_tick};
     const char *args[9] = {
         n,    q->me,  now,           hb, q->ledger_ttl_ms, q->prefix,
         maxb, maxjob, q->fair_window};
     uv_timer_stop(&q->t_take_retry);
     q->take_out = 1;
-    eval(q, S_TAKE, 11, keys, 9, args, NULL, on_take, q);
+    eval(q, S_TAKE, 12, keys, 9, args, NULL, on_take, q);
 }
 
 void
@@ -1238,6 +1255,7 @@ queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
                   "staged");
     }
     snprintf(q->fair_window, sizeof q->fair_window, "%ld", s->fair_window);
+    keys_simple(q->k_tick, KEYS_MAX, q->prefix, "fair:tick");
     keys_processing(q->k_proc, KEYS_MAX, q->prefix, q->me);
     keys_simple(q->k_dead, KEYS_MAX, q->prefix, "dead");
     keys_simple(q->k_sched, KEYS_MAX, q->prefix, "scheduled");

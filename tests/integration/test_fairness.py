@@ -122,3 +122,28 @@ def test_within_a_server_queue_organisations_take_turns(t):
     check(sorted(got) == sorted(ids + ["beta-q"]), "every job once: %r" % got)
     check(got.index("beta-q") <= 5, "the receipt went out %dth" % (got.index("beta-q") + 1))
     check(w.stop() == 0, "exit code")
+
+
+def test_a_busy_high_lane_does_not_starve_the_low_lane(t):
+    """Priority lanes without starvation: of every eight jobs taken, four
+    go to high, three to normal and one to low first (what a lane cannot
+    fill goes by priority). 200 high jobs and 5 low ones waiting, one
+    transaction at a time: the low ones go out among the first 60, not
+    after the 200 (strict priority: 201st to 205th), and high still
+    leads."""
+    r = t.redis(aof=False)
+    relay = t.smtp()
+    e = t.env(r, relay, HERALD_CONCURRENCY="1")
+    r.pipeline([("LPUSH", t.prefix + ":queue:high", json.dumps(make_job(id="high-%03d" % i)))
+                for i in range(200)])
+    r.pipeline([("LPUSH", t.prefix + ":queue:low", json.dumps(make_job(id="low-%d" % i)))
+                for i in range(5)])
+    w = t.worker(e)
+    relay.wait_count(205, 60)
+    check(w.stop() == 0, "exit code")
+    got = relay.ids()
+    low = [i for i, x in enumerate(got) if x.startswith("low-")]
+    check(len(got) == 205 and len(low) == 5, "every job once: %d" % len(got))
+    check(max(low) < 60, "the low jobs went out at %r" % low)
+    check(got[0].startswith("high-") and sum(1 for x in got[:60] if x.startswith("high-")) >= 50,
+          "high first: %r" % got[:10])
