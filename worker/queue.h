@@ -6,8 +6,10 @@
  * Connections: one for commands, one per priority lane for blocking takes
  * (BLMOVE), so a blocking take never stalls other traffic and an idle
  * worker wakes at once for a job in any lane. When the lanes have work,
- * takes are batched by a Lua script that honours priority (high, normal,
- * low).
+ * takes are batched by a Lua script that honours priority without
+ * starving a lane: of every eight jobs the fleet takes (<p>:fair:tick),
+ * four are high, three normal and one low first, and what a lane cannot
+ * fill goes to the others in priority order.
  *
  * Every job taken moves atomically from <p>:queue:<lane> (or its staging)
  * to this worker's <p>:processing:<id> and leaves it only through one of the
