@@ -92,8 +92,7 @@ struct xfer {
     struct xfer *wnext;       /* in its flow's wait queue */
     struct flow *flow;        /* while waiting */
     struct sconn *c;
-    int busy;   /* given a connection: counts in mailer->nbusy */
-    int narrow; /* waiting at a narrow server: counts in mailer->nnarrow */
+    int busy; /* given a connection: counts in mailer->nbusy */
     struct mail_result res;
     int decided;
     int stage; /* enum smtpc_stage of the reply being handled */
@@ -122,7 +121,8 @@ struct pool {
     char *url, *user, *host, *tag;
     int port, implicit_tls, loopback;
     enum mail_tls tls;
-    long max_conns;
+    long max_conns; /* its connection limit (the mailer's when 0 given) */
+    int narrow;     /* max_conns < o.max_busy: its waiters in nnarrow */
     struct sconn *conns;
     int nconns;
     /* The waiting requests, a queue per flow (mail_req.flow), the flows
@@ -191,8 +191,6 @@ xfer_done(struct xfer *x)
     xfer_unlink(m, x);
     if (x->busy)
         m->nbusy--;
-    if (x->narrow)
-        m->nnarrow--;
     struct mail_req *req = x->req;
     req->priv_ = NULL;
     req->done(req, &x->res); /* the result lives until done() returns */
@@ -1323,7 +1321,8 @@ pool_get(struct mailer *m, const char *url, const char *user, enum mail_tls tls,
     p->url = xstrdup(url);
     p->user = user ? xstrdup(user) : NULL;
     p->tls = tls;
-    p->max_conns = max_conns;
+    p->max_conns = max_conns > 0 ? max_conns : m->o.max_conns;
+    p->narrow = m->o.max_busy > 0 && p->max_conns < m->o.max_busy;
     p->tag = tag ? xstrdup(tag) : NULL;
     /* the same rule as `scheme add --tls none`: one definition */
     p->loopback = scheme_host_is_loopback(p->host);
@@ -1395,7 +1394,7 @@ flow_slot(struct pool *p, const char *name)
 }
 
 static void
-wait_push(struct pool *p, struct xfer *x, const char *name)
+wait_push(struct mailer *m, struct pool *p, struct xfer *x, const char *name)
 {
     if (name == NULL)
         name = "";
@@ -1418,6 +1417,7 @@ wait_push(struct pool *p, struct xfer *x, const char *name)
     f->tail = x;
     x->flow = f;
     p->nwait++;
+    m->nnarrow += p->narrow;
 }
 
 /* Flow f (empty now) leaves p: out of its bucket and the ring. */
@@ -1442,7 +1442,7 @@ flow_drop(struct pool *p, struct flow *f)
 /* The next request: the first of the flow whose turn it is (that flow
  * goes to the back of the ring). p->nwait > 0. */
 static struct xfer *
-wait_pop(struct pool *p)
+wait_pop(struct mailer *m, struct pool *p)
 {
     struct flow *f = p->fring_head;
     struct xfer *x = f->head;
@@ -1450,6 +1450,7 @@ wait_pop(struct pool *p)
     x->wnext = NULL;
     x->flow = NULL;
     p->nwait--;
+    m->nnarrow -= p->narrow;
     if (f->head == NULL) {
         f->tail = NULL;
         flow_drop(p, f); /* at the ring's head: no walk */
@@ -1464,7 +1465,7 @@ wait_pop(struct pool *p)
 
 /* x leaves the queue it waits in (an abort). */
 static void
-wait_remove(struct pool *p, struct xfer *x)
+wait_remove(struct mailer *m, struct pool *p, struct xfer *x)
 {
     struct flow *f = x->flow;
     struct xfer *prev = NULL;
@@ -1479,6 +1480,7 @@ wait_remove(struct pool *p, struct xfer *x)
     x->wnext = NULL;
     x->flow = NULL;
     p->nwait--;
+    m->nnarrow -= p->narrow;
     if (f->head == NULL)
         flow_drop(p, f);
 }
@@ -1530,14 +1532,9 @@ pool_start_one(struct mailer *m, struct pool *p)
             idle = c;
             break;
         }
-    long max = p->max_conns > 0 ? p->max_conns : m->o.max_conns;
-    if (idle == NULL && p->nconns >= max)
+    if (idle == NULL && p->nconns >= p->max_conns)
         return 0;
-    struct xfer *x = wait_pop(p);
-    if (x->narrow) {
-        x->narrow = 0;
-        m->nnarrow--;
-    }
+    struct xfer *x = wait_pop(m, p);
     if (x->req->may_start && x->req->may_start(x->req) != 0) {
         x->wnext = m->withdrawn; /* done() from the loop, not from here */
         m->withdrawn = x;
@@ -1644,12 +1641,7 @@ mailer_send(struct mailer *m, struct mail_req *req)
     m->active = x;
     m->nactive++;
     req->priv_ = x;
-    wait_push(p, x, req->flow);
-    long max = p->max_conns > 0 ? p->max_conns : m->o.max_conns;
-    if (m->o.max_busy > 0 && max < m->o.max_busy) {
-        x->narrow = 1;
-        m->nnarrow++;
-    }
+    wait_push(m, p, x, req->flow);
     pool_wake(m, p);
     return 0;
 }
@@ -1675,7 +1667,7 @@ mailer_abort_all(struct mailer *m)
         struct xfer *x = m->active;
         struct pool *p = x->pool;
         if (x->flow)
-            wait_remove(p, x); /* out of the wait queue */
+            wait_remove(m, p, x); /* out of the wait queue */
         if (x->c) {
             struct sconn *c = x->c;
             c->x = NULL;
