@@ -12,7 +12,7 @@ OPT     ?= -O2 -g
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEPLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lm
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(WERROR) -MMD -MP \
-             -Icommon -Iproducer $(DEPCFLAGS) $(CFLAGS)
+             -Icommon -Iproducer -I$(B)/gen $(DEPCFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(LDFLAGS)
 
 ifeq ($(SAN),1)
@@ -42,7 +42,13 @@ UNIT_SRC     := $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(B)/%.o,$(1))
 
-COMMON_OBJ := $(call obj,$(COMMON_SRC))
+# Redis scripts: redis/*.lua (redis/lib/ taken in by "--! include")
+# become $(B)/gen/rscript_table.c and rscript_ids.h (common/rscript.h),
+# and the expanded texts the tests load, $(B)/gen/redis/*.lua.
+LUA_SRC := $(wildcard redis/*.lua)
+GEN     := $(B)/gen
+
+COMMON_OBJ := $(call obj,$(COMMON_SRC)) $(GEN)/rscript_table.o
 LIB_OBJ    := $(call obj,$(LIB_SRC))
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 
@@ -52,8 +58,14 @@ PROGS := $(BIN)/herald-worker $(BIN)/herald-enqueue $(BIN)/heraldctl \
 .PHONY: all san units check test deps bench bench-fair bench-mc demo fuzz fault fmt fmt-check clean
 all: $(PROGS) $(UNIT_BINS) $(BIN)/bench_mc
 
-$(B)/%.o: %.c
+$(B)/%.o: %.c | $(GEN)/rscript_ids.h
 	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(GEN)/rscript_ids.h $(GEN)/rscript_table.c &: $(LUA_SRC) $(wildcard redis/lib/*.lua) scripts/embed_lua.sh
+	sh scripts/embed_lua.sh $(GEN) $(LUA_SRC)
+
+$(GEN)/rscript_table.o: $(GEN)/rscript_table.c
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
 $(B)/libcommon.a: $(COMMON_OBJ)
@@ -82,7 +94,7 @@ $(BIN)/heraldctl: $(call obj,$(CTL_SRC)) $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
 
-$(B)/api/%.o: api/%.c
+$(B)/api/%.o: api/%.c | $(GEN)/rscript_ids.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Iapi $(API_CFLAGS) -c $< -o $@
 

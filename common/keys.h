@@ -46,8 +46,14 @@
  *                                      (possible duplicates)
  *   <p>:orgs, <p>:orgs:version  hash / organisations' settings (common/org.h)
  *                               string
- *   <p>:quota:…, <p>:pauses     quota counters, waiting sets and sender
- *                                      pauses (common/quota.h)
+ *   <p>:quota:<sender>:min|day:<window start ms>
+ *                               string a sender's quota counter
+ *                                      (common/quota.h); with
+ *   <p>:quota:…:<ms>:jobs       hash   attempt ("<id>:<fence>") -> how many
+ *                                      recipients it holds in the counter
+ *   <p>:quota:wait:<sender>     zset   job ids waiting for the sender
+ *   <p>:pauses                  hash   sender -> "<until ms> <reason>"
+ *   <p>:pause_probes            hash   sender -> "<step ms> <set at ms>"
  *   <p>:templates               hash   template name -> compact JSON
  *                                      {"subject","text","html"} (layout
  *                                      and syntax: tmpl.h); written by
@@ -59,13 +65,12 @@
  *                                      rules and the sealed "password":
  *                                      common/scheme.h); written by
  *                                      heraldctl / libherald with the
- *                                      compare-and-set SCHEME_CAS_LUA only
- *                                      (workers too, to mark auth_failed)
- *   <p>:big:<worker>:job,       string a job over JOB_MAX_BYTES being moved to
- *   <p>:big:<worker>:entry             dead in pieces (its copy, and the
- *                                      dead entry being built), an hour
- *                                      at most (worker/bigjob.h)
- *   <p>:spf:<domain>            string the fleet's SPF verdict for a domain
+ *                                      compare-and-set redis/scheme_cas.lua
+ * only (workers too, to mark auth_failed) <p>:big:<worker>:job,       string a
+ * job over JOB_MAX_BYTES being moved to <p>:big:<worker>:entry             dead
+ * in pieces (its copy, and the dead entry being built), an hour at most
+ * (worker/bigjob.h) <p>:spf:<domain>            string the fleet's SPF verdict
+ * for a domain
  *                                      ("1|reason" authorised, "0|reason"
  *                                      not), expiring with the records'
  *                                      TTL (worker/spfcache.h)
@@ -79,7 +84,10 @@
  *                                      moves (missing = 0)
  *
  * Helpers build key names into a caller buffer and return its length, or
- * -1 when it does not fit.
+ * -1 when it does not fit. Nothing else makes key names: the Redis
+ * scripts (common/rscript.h) are given theirs, or a stem built here for
+ * keys named after data the script reads (keys_*_stem: the key is the
+ * stem followed by a job id, an organisation or a worker id).
  */
 #ifndef HERALD_KEYS_H
 #define HERALD_KEYS_H
@@ -129,6 +137,67 @@ keys_ledger(char *out, size_t n, const char *prefix, const char *id)
 {
     int r = snprintf(out, n, "%s:job:%s", prefix, id);
     return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+/* Stems: the key of a ledger entry, of a lane's staged jobs of one
+ * organisation, of a worker's processing list, but for the id, the
+ * organisation or the worker at the end. */
+static inline int
+keys_ledger_stem(char *out, size_t n, const char *prefix)
+{
+    return keys_ledger(out, n, prefix, "");
+}
+
+static inline int
+keys_staged_stem(char *out, size_t n, const char *prefix, enum job_priority p)
+{
+    int r = snprintf(out, n, "%s:queue:%s:org:", prefix, job_priority_name(p));
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+static inline int
+keys_processing_stem(char *out, size_t n, const char *prefix)
+{
+    return keys_processing(out, n, prefix, "");
+}
+
+/* Quotas (common/quota.h): a sender's counter of the window starting at
+ * start_ms (per_minute: a minute window, else a day), the hash of what
+ * each attempt holds in a counter, the sender's waiting set, the pauses
+ * and the pause probes. */
+static inline int
+keys_quota_counter(char *out, size_t n, const char *prefix, const char *sender,
+                   int per_minute, long long start_ms)
+{
+    int r = snprintf(out, n, "%s:quota:%s:%s:%lld", prefix, sender,
+                     per_minute ? "min" : "day", start_ms);
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+static inline int
+keys_quota_jobs(char *out, size_t n, const char *counter)
+{
+    int r = snprintf(out, n, "%s:jobs", counter);
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+static inline int
+keys_quota_wait(char *out, size_t n, const char *prefix, const char *sender)
+{
+    int r = snprintf(out, n, "%s:quota:wait:%s", prefix, sender);
+    return r < 0 || (size_t)r >= n ? -1 : r;
+}
+
+static inline int
+keys_pauses(char *out, size_t n, const char *prefix)
+{
+    return keys_simple(out, n, prefix, "pauses");
+}
+
+static inline int
+keys_pause_probes(char *out, size_t n, const char *prefix)
+{
+    return keys_simple(out, n, prefix, "pause_probes");
 }
 
 static inline int

@@ -9,7 +9,7 @@
  *   <prefix>:orgs          hash   field <org> -> compact JSON below
  *   <prefix>:orgs:version  string integer INCR'd in the same atomic step
  *                                 as every change of the hash (writers use
- *                                 the compare-and-set SCHEME_CAS_LUA of
+ *                                 the compare-and-set redis/scheme_cas.lua of
  *                                 common/scheme.h); workers poll it and
  *                                 reload the hash when it moved (missing
  *                                 = 0)

@@ -62,34 +62,6 @@ quota_sender_org(char *out, size_t n, const char *org)
 }
 
 int
-quota_key_counter(char *out, size_t n, const char *prefix, const char *sender,
-                  enum quota_kind kind, int64_t start_ms)
-{
-    return fit(snprintf(out, n, "%s:quota:%s:%s:%lld", prefix, sender,
-                        kind == QUOTA_MINUTE ? "min" : "day",
-                        (long long)start_ms),
-               n);
-}
-
-int
-quota_key_wait(char *out, size_t n, const char *prefix, const char *sender)
-{
-    return fit(snprintf(out, n, "%s:quota:wait:%s", prefix, sender), n);
-}
-
-int
-quota_key_pauses(char *out, size_t n, const char *prefix)
-{
-    return fit(snprintf(out, n, "%s:pauses", prefix), n);
-}
-
-int
-quota_key_probes(char *out, size_t n, const char *prefix)
-{
-    return fit(snprintf(out, n, "%s:pause_probes", prefix), n);
-}
-
-int
 quota_valid_sender(const char *s)
 {
     if (s == NULL)

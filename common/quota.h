@@ -1,8 +1,8 @@
 /*
  * quota — sending quotas and sender pauses (SPEC §5, issue 4): fixed
- * windows, the Redis keys that count them, and the Lua that takes and
- * gives back, atomically across the fleet. Window arithmetic is pure;
- * the scripts run in Redis.
+ * windows and the Redis keys that count them (named by keys.h), taken
+ * and given back atomically across the fleet by redis/quota_*.lua.
+ * Window arithmetic is pure; the scripts run in Redis.
  *
  * SENDERS (the thing a limit or a pause applies to)
  *   "scheme:<org>/<email lowercased>"  an Email Sending Scheme (its
@@ -76,14 +76,6 @@ int quota_sender_org(char *out, size_t n, const char *org);
 #define QUOTA_KEY_MAX (64 + 7 + QUOTA_SENDER_MAX + 5 + 20 + 5 + 1)
 _Static_assert(QUOTA_KEY_MAX <= KEYS_MAX, "KEYS_MAX cannot hold a quota key");
 
-/* Key names (see above); the length, or -1 if it does not fit. */
-int quota_key_counter(char *out, size_t n, const char *prefix,
-                      const char *sender, enum quota_kind kind,
-                      int64_t start_ms);
-int quota_key_wait(char *out, size_t n, const char *prefix, const char *sender);
-int quota_key_pauses(char *out, size_t n, const char *prefix);
-int quota_key_probes(char *out, size_t n, const char *prefix);
-
 /* 1 when `s` is a sender name of the forms above ("relay",
  * "org:<org>", "scheme:<org>/<email>"). */
 int quota_valid_sender(const char *s);
@@ -95,172 +87,16 @@ int quota_valid_sender(const char *s);
 int quota_parse_pause(const char *s, int64_t *until_ms, const char **reason);
 
 /*
- * Every counter key K has a companion hash K:jobs holding, per job attempt
- * ("<job id>:<claim fence>"), how many recipients that attempt holds in
- * it. It makes both scripts safe to run twice (the worker re-sends an
- * operation whose reply a lost connection swallowed): a second TAKE of
- * the same attempt adds nothing, a second SETTLE gives nothing back.
- *
- * TAKE — one decision, atomic (EVALSHA with 2+k keys):
- *   KEYS[1] = <p>:pauses   KEYS[2] = <p>:quota:wait:<sender>
- *   KEYS[3..2+k] = the sender's counters (k = 0, 1 or 2)
- *   ARGV[1] = sender   ARGV[2] = job id   ARGV[3] = now ms
- *   ARGV[4] = n (recipients)   ARGV[5] = the attempt ("<id>:<fence>")
- *   then per counter i: ARGV[4+2i] = limit, ARGV[5+2i] = expire-at ms
- * Returns {0, 0}: taken (every counter += what this attempt does not hold
- * yet, the job leaves the waiting set); {-1, until}: the sender is paused
- * until `until`; {i, 0}: counter i (1-based) has no room for n (nothing
- * changed). The caller then adds the job to the waiting set with
- * QUOTA_WAIT_LUA's due time.
+ * The scripts that change quotas and pauses are redis/quota_*.lua
+ * (common/rscript.h): TAKE counts an attempt's recipients in the sender's
+ * counters or says which one is full (or that the sender is paused),
+ * SETTLE gives back what an attempt did not use, WAIT puts a job in the
+ * sender's waiting set, PAUSE and PROBE pause a sender, RESUME lifts a
+ * pause and lets its waiting jobs go. Every counter has a companion hash
+ * (keys_quota_jobs) of what each attempt holds in it, which makes TAKE
+ * and SETTLE safe to run twice. The key names are keys.h's.
  */
-#define QUOTA_TAKE_LUA                                                         \
-    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n"                         \
-    "local now, n = tonumber(ARGV[3]), tonumber(ARGV[4])\n"                    \
-    "if p then\n"                                                              \
-    "  local u = tonumber(string.match(p, '^(%d+)'))\n"                        \
-    "  if u and u > now then return {-1, u} end\n"                             \
-    "end\n"                                                                    \
-    "local need = {}\n"                                                        \
-    "for i = 3, #KEYS do\n"                                                    \
-    "  local lim = tonumber(ARGV[4 + 2 * (i - 2)])\n"                          \
-    "  local held = tonumber(redis.call('HGET', KEYS[i] .. ':jobs', "          \
-    "ARGV[5]) or '0')\n"                                                       \
-    "  need[i] = math.max(0, n - held)\n"                                      \
-    "  local used = tonumber(redis.call('GET', KEYS[i]) or '0')\n"             \
-    "  if used + need[i] > lim then return {i - 2, 0} end\n"                   \
-    "end\n"                                                                    \
-    "for i = 3, #KEYS do\n"                                                    \
-    "  local at = ARGV[5 + 2 * (i - 2)]\n"                                     \
-    "  if need[i] > 0 then\n"                                                  \
-    "    redis.call('INCRBY', KEYS[i], need[i])\n"                             \
-    "    redis.call('HINCRBY', KEYS[i] .. ':jobs', ARGV[5], need[i])\n"        \
-    "  end\n"                                                                  \
-    "  redis.call('PEXPIREAT', KEYS[i], at)\n"                                 \
-    "  redis.call('PEXPIREAT', KEYS[i] .. ':jobs', at)\n"                      \
-    "end\n"                                                                    \
-    "redis.call('ZREM', KEYS[2], ARGV[2])\n"                                   \
-    "return {0, 0}\n"
-
-/*
- * WAIT — the job waits for its sender (EVALSHA, 1 key):
- *   KEYS[1] = <p>:quota:wait:<sender>  ARGV[1] = job id  ARGV[2] = due ms
- *   ARGV[3] = now ms
- * Entries due more than a day ago are dropped (their job went elsewhere).
- */
-#define QUOTA_WAIT_LUA                                                         \
-    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[3]) - "     \
-    "86400000)\n"                                                              \
-    "redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])\n"                          \
-    "return 1\n"
-
-/*
- * SETTLE — attempt ARGV[2] ("<id>:<fence>") keeps ARGV[1] recipients (the
- * accepted ones; 0 when the message was not accepted) in each counter
- * (EVALSHA, k keys: the counters the take counted in) and gives back the
- * rest of what it holds. Stating what is kept, not what is given, makes a
- * replay harmless; a counter never goes below 0, and one that expired
- * meanwhile is left alone.
- */
-#define QUOTA_SETTLE_LUA                                                       \
-    "for i = 1, #KEYS do\n"                                                    \
-    "  local h = KEYS[i] .. ':jobs'\n"                                         \
-    "  local held = tonumber(redis.call('HGET', h, ARGV[2]) or '0')\n"         \
-    "  local keep = math.min(held, tonumber(ARGV[1]))\n"                       \
-    "  local used = tonumber(redis.call('GET', KEYS[i]) or '0')\n"             \
-    "  local d = math.min(held - keep, used)\n"                                \
-    "  if d > 0 then\n"                                                        \
-    "    redis.call('DECRBY', KEYS[i], d)\n"                                   \
-    "  end\n"                                                                  \
-    "  if keep <= 0 then\n"                                                    \
-    "    redis.call('HDEL', h, ARGV[2])\n"                                     \
-    "  elseif keep < held then\n"                                              \
-    "    redis.call('HSET', h, ARGV[2], keep)\n"                               \
-    "  end\n"                                                                  \
-    "end\n"                                                                    \
-    "return 1\n"
-
-/*
- * PAUSE — pause a sender (EVALSHA, 1 key): KEYS[1] = <p>:pauses,
- * ARGV[1] = sender, ARGV[2] = until ms, ARGV[3] = reason. A later pause
- * already there wins.
- */
-#define QUOTA_PAUSE_LUA                                                        \
-    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n"                         \
-    "if p then\n"                                                              \
-    "  local u = tonumber(string.match(p, '^(%d+)'))\n"                        \
-    "  if u and u >= tonumber(ARGV[2]) then return 0 end\n"                    \
-    "end\n"                                                                    \
-    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])\n"        \
-    "return 1\n"
-
-/*
- * PROBE — pause a sender whose refusal names no end (a greeting that
- * refuses us, "rate limited" without a time, a provider blocking the
- * sender): it is tried again soon, and each time it still refuses, twice
- * as late, up to a cap — instead of waiting for the next daily window
- * (EVALSHA, 2 keys): KEYS[1] = <p>:pauses, KEYS[2] = <p>:pause_probes;
- * ARGV[1] = sender, ARGV[2] = now ms, ARGV[3] = reason, ARGV[4] = first
- * step ms, ARGV[5] = the cap ms. A pause still running is left as it is
- * (the jobs of one probe that fail together double it once); otherwise
- * the step doubles when the last probe pause was set no longer ago than
- * twice its step and a minute (this failure is its probe failing), and
- * starts again from ARGV[4] after a quiet spell. Returns the pause's end.
- */
-#define QUOTA_PROBE_LUA                                                        \
-    "local now = tonumber(ARGV[2])\n"                                          \
-    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n"                         \
-    "if p then\n"                                                              \
-    "  local u = tonumber(string.match(p, '^(%d+)'))\n"                        \
-    "  if u and u > now then return u end\n"                                   \
-    "end\n"                                                                    \
-    "local step = tonumber(ARGV[4])\n"                                         \
-    "local last = redis.call('HGET', KEYS[2], ARGV[1])\n"                      \
-    "if last then\n"                                                           \
-    "  local s, at = string.match(last, '^(%d+) (%d+)$')\n"                    \
-    "  s, at = tonumber(s), tonumber(at)\n"                                    \
-    "  if s and at and now - at <= 2 * s + 60000 then\n"                       \
-    "    step = math.min(2 * s, tonumber(ARGV[5]))\n"                          \
-    "  end\n"                                                                  \
-    "end\n"                                                                    \
-    "local u = now + step\n"                                                   \
-    "redis.call('HSET', KEYS[1], ARGV[1], u .. ' ' .. ARGV[3])\n"              \
-    "redis.call('HSET', KEYS[2], ARGV[1], step .. ' ' .. now)\n"               \
-    "return u\n"
 #define QUOTA_PROBE_FIRST_MS 60000LL /* then 2, 4, 8 ... minutes */
 #define QUOTA_PROBE_MAX_MS 3600000LL /* at most an hour */
-
-/*
- * RESUME — an operator lifts a sender's pause and lets the jobs waiting
- * for it go (EVALSHA, 3 keys): KEYS[1] = <p>:pauses, KEYS[2] =
- * <p>:quota:wait:<sender>, KEYS[3] = <p>:scheduled; ARGV[1] = sender,
- * ARGV[2] = the new due time (ms). Every scheduled job whose id waits for
- * the sender is due then (ids found by one pass over the schedule); the
- * waiting set is emptied (jobs still over a quota come back to it).
- * Returns {1 if a pause was lifted, jobs moved}.
- */
-#define QUOTA_RESUME_LUA                                                       \
-    "local lifted = redis.call('HDEL', KEYS[1], ARGV[1])\n"                    \
-    "local ids = redis.call('ZRANGE', KEYS[2], 0, -1)\n"                       \
-    "local want, moved = {}, 0\n"                                              \
-    "for _, id in ipairs(ids) do want[id] = true end\n"                        \
-    "if #ids > 0 then\n"                                                       \
-    "  local cursor = '0'\n"                                                   \
-    "  repeat\n"                                                               \
-    "    local r = redis.call('ZSCAN', KEYS[3], cursor, 'COUNT', 1000)\n"      \
-    "    cursor = r[1]\n"                                                      \
-    "    for i = 1, #r[2], 2 do\n"                                             \
-    "      local m = r[2][i]\n"                                                \
-    "      local ok, j = pcall(cjson.decode, m)\n"                             \
-    "      if ok and type(j) == 'table' and type(j.id) == 'string' and\n"      \
-    "         want[j.id] then\n"                                               \
-    "        redis.call('ZADD', KEYS[3], ARGV[2], m)\n"                        \
-    "        want[j.id] = nil\n"                                               \
-    "        moved = moved + 1\n"                                              \
-    "      end\n"                                                              \
-    "    end\n"                                                                \
-    "  until cursor == '0'\n"                                                  \
-    "  redis.call('DEL', KEYS[2])\n"                                           \
-    "end\n"                                                                    \
-    "return {lifted, moved}\n"
 
 #endif

@@ -63,7 +63,7 @@
  * Writers change a value only by compare-and-set: a Lua script that
  * replaces the field only if it still holds the exact JSON the writer read
  * (or is absent, for an add), then INCRs the version, in one step
- * (SCHEME_CAS_LUA below). A worker marking a scheme
+ * (redis/scheme_cas.lua). A worker marking a scheme
  * auth_failed must do the same: read the value, set state = "auth_failed",
  * state_reason, state_at (scheme_mark_failed), and CAS it in; on a
  * mismatch the scheme was updated meanwhile and the mark is dropped (new
@@ -231,23 +231,9 @@ int scheme_apply(struct scheme *s, const struct scheme_patch *p, int64_t now_ms,
  */
 void scheme_mark_failed(struct scheme *s, const char *reason, int64_t now_ms);
 
-/*
- * The compare-and-set every writer of <prefix>:schemes uses (EVAL with 2
- * keys):
- *   KEYS[1] = <prefix>:schemes   KEYS[2] = <prefix>:schemes:version
- *   ARGV[1] = the field          ARGV[2] = the exact value read ("" = the
- *                                field must be absent)
- *   ARGV[3] = the new value ("" = delete the field)
- * Returns the new version (>= 1) when the change was made, 0 when the
- * field did not hold ARGV[2] (nothing changed: re-read and decide again).
- */
-#define SCHEME_CAS_LUA                                                         \
-    "local cur = redis.call('HGET', KEYS[1], ARGV[1]) "                        \
-    "if ARGV[2] == '' then if cur then return 0 end "                          \
-    "elseif cur ~= ARGV[2] then return 0 end "                                 \
-    "if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) "              \
-    "else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end "                  \
-    "return redis.call('INCR', KEYS[2])"
+/* Every writer of <prefix>:schemes changes it by the compare-and-set
+ * redis/scheme_cas.lua (common/rscript.h), which also moves
+ * <prefix>:schemes:version. */
 
 /* scheme_to_json flags */
 #define SCHEME_JSON_PUBLIC 0x1 /* leave the password out (scheme list) */

@@ -256,7 +256,7 @@ void herald_stats_free(struct herald_stats *s);
 /*
  * An operator lifts `sender`'s pause ("relay", "org:<org>",
  * "scheme:<org>/<email>"; common/quota.h) and makes every job waiting
- * for it due at due_ms (QUOTA_RESUME_LUA). *lifted: a pause was there;
+ * for it due at due_ms (redis/quota_resume.lua). *lifted: a pause was there;
  * *moved: jobs made due. HERR_INVALID (field "SENDER") for a malformed
  * name, HERR_REDIS on failure.
  */
@@ -380,7 +380,7 @@ int herald_template_remove(struct herald *h, const char *name, struct herr *e);
  * Schemes live in <prefix>:schemes with a change counter in
  * <prefix>:schemes:version; the layout, the sealing context and the
  * compare-and-set script are in common/scheme.h. Every change below is one
- * SCHEME_CAS_LUA call (the field and the version change together); when
+ * redis/scheme_cas.lua call (the field and the version change together); when
  * another writer changed the scheme in between, the call re-reads and
  * tries again (at most HERALD_SCHEME_RETRIES times, then HERR_TEMP).
  *
@@ -506,7 +506,7 @@ int herald_key_rotate(struct herald *h, const struct seal_key *old_key,
  * Organisations live in <prefix>:orgs with a change counter in
  * <prefix>:orgs:version (layout: common/org.h). A change reads the org's
  * value, applies the patch and writes it back with the compare-and-set
- * schemes use (SCHEME_CAS_LUA); when the org changed meanwhile the patch
+ * schemes use (redis/scheme_cas.lua); when the org changed meanwhile the patch
  * is applied again on top of the new value (at most HERALD_ORG_RETRIES
  * times, then HERR_TEMP).
  */

@@ -1,6 +1,7 @@
 #include "herald.h"
 #include "clock.h"
 #include "keys.h"
+#include "rscript.h"
 #include "tmpl.h"
 #include "util.h"
 
@@ -158,6 +159,53 @@ command(struct herald *h, struct herr *e, const char *fmt, ...)
     }
     if (r->type == REDIS_REPLY_ERROR) {
         herr_set(e, HERR_REDIS, NULL, "%s: %s", h->url, r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+/*
+ * Runs Redis script `id` (common/rscript.h) by EVALSHA, and by EVAL
+ * (which caches it for the next time) when Redis does not have it
+ * (NOSCRIPT). argv holds its nkeys keys, then its arguments (lens NULL:
+ * strlen). The reply, or NULL as with command().
+ */
+static redisReply *
+script(struct herald *h, struct herr *e, enum rscript_id id, int nkeys,
+       int argc, const char **argv, const size_t *lens)
+{
+    if (need_redis(h, e))
+        return NULL;
+    const char **av = xcalloc((size_t)argc + 3, sizeof *av);
+    size_t *al = xcalloc((size_t)argc + 3, sizeof *al);
+    char nk[16];
+    rscript_command(id, nkeys, argc, argv, lens, nk, av, al);
+    redisReply *r = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) { /* NOSCRIPT: the same with the text */
+            av[0] = "EVAL";
+            al[0] = 4;
+            av[1] = rscripts[id].src;
+            al[1] = rscripts[id].len;
+        }
+        r = redisCommandArgv(h->c, argc + 3, av, al);
+        if (r == NULL || r->type != REDIS_REPLY_ERROR ||
+            strncmp(r->str, "NOSCRIPT", 8) != 0)
+            break;
+        freeReplyObject(r);
+        r = NULL;
+    }
+    free(av);
+    free(al);
+    if (r == NULL) {
+        herr_set(e, HERR_REDIS, "HERALD_REDIS", "%s: %s", h->url, h->c->errstr);
+        drop_redis(h);
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        herr_set(e, HERR_REDIS, NULL, "%s: script %s: %s", h->url,
+                 rscripts[id].name, r->str);
         freeReplyObject(r);
         return NULL;
     }
@@ -639,18 +687,19 @@ herald_sender_resume(struct herald *h, const char *sender, int64_t due_ms,
         for (char *c = strchr(name, '/'); *c; c++)
             *c = (char)tolower((unsigned char)*c);
     char pauses[KEYS_MAX], wait[KEYS_MAX], sched[KEYS_MAX];
-    if (quota_key_pauses(pauses, sizeof pauses, h->s->prefix) < 0 ||
+    if (keys_pauses(pauses, sizeof pauses, h->s->prefix) < 0 ||
         keys_simple(sched, sizeof sched, h->s->prefix, "scheduled") < 0) {
         free(name);
         return herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
     }
-    if (quota_key_wait(wait, sizeof wait, h->s->prefix, name) < 0) {
+    if (keys_quota_wait(wait, sizeof wait, h->s->prefix, name) < 0) {
         free(name);
         return herr_set(e, HERR_TOOBIG, "SENDER", "too long for a key name");
     }
-    redisReply *r =
-        command(h, e, "EVAL %s 3 %s %s %s %s %lld", QUOTA_RESUME_LUA, pauses,
-                wait, sched, name, (long long)due_ms);
+    char due[24];
+    snprintf(due, sizeof due, "%lld", (long long)due_ms);
+    const char *argv[5] = {pauses, wait, sched, name, due};
+    redisReply *r = script(h, e, RS_QUOTA_RESUME, 3, 5, argv, NULL);
     free(name);
     if (r == NULL)
         return HERR_REDIS;
@@ -1194,17 +1243,19 @@ hash_read(struct herald *h, const char *hash, const char *field, char **raw,
     return 0;
 }
 
-/* The compare-and-set of a versioned hash (SCHEME_CAS_LUA: schemes and
- * organisations): 1 done, 0 the field changed meanwhile, or HERR_REDIS.
+/* The compare-and-set of a versioned hash (redis/scheme_cas.lua: schemes
+ * and organisations): 1 done, 0 the field changed meanwhile, or HERR_REDIS.
  * `old` / `neu` NULL stand for "absent" / "delete". */
 static int
 hash_cas(struct herald *h, const char *hash, const char *version,
          const char *field, const char *old, size_t oldlen, const char *neu,
          struct herr *e)
 {
-    redisReply *r =
-        command(h, e, "EVAL %s 2 %s %s %s %b %s", SCHEME_CAS_LUA, hash, version,
-                field, old ? old : "", old ? oldlen : 0, neu ? neu : "");
+    const char *argv[5] = {hash, version, field, old ? old : "",
+                           neu ? neu : ""};
+    size_t lens[5] = {strlen(hash), strlen(version), strlen(field),
+                      old ? oldlen : 0, strlen(argv[4])};
+    redisReply *r = script(h, e, RS_SCHEME_CAS, 2, 5, argv, lens);
     if (r == NULL)
         return HERR_REDIS;
     int done = reply_int(r) > 0;
@@ -2168,12 +2219,13 @@ sender_counts(struct herald *h, struct herald_stats *out, struct herr *e)
             size_t kn = strlen(prefix) + strlen(x->sender) + 64;
             char *key = xmalloc(kn);
             for (size_t w = 0; w < x->nwindows; w++) {
-                quota_key_counter(key, kn, prefix, x->sender,
-                                  x->windows[w].kind, x->windows[w].start_ms);
+                keys_quota_counter(key, kn, prefix, x->sender,
+                                   x->windows[w].kind == QUOTA_MINUTE,
+                                   x->windows[w].start_ms);
                 redisAppendCommand(h->c, "GET %s", key);
                 ncmd++;
             }
-            quota_key_wait(key, kn, prefix, x->sender);
+            keys_quota_wait(key, kn, prefix, x->sender);
             redisAppendCommand(h->c, "ZCARD %s", key);
             ncmd++;
             free(key);
@@ -2204,7 +2256,7 @@ sender_stats(struct herald *h, struct herald_stats *out, struct herr *e)
     int rc = scheme_keys(h, sk, sv, e);
     if (rc == 0)
         rc = org_keys(h, ok, ov, e);
-    if (rc == 0 && quota_key_pauses(pk, sizeof pk, h->s->prefix) < 0)
+    if (rc == 0 && keys_pauses(pk, sizeof pk, h->s->prefix) < 0)
         rc = herr_set(e, HERR_INVALID, "HERALD_PREFIX", "prefix too long");
     if (rc == 0)
         rc = need_redis(h, e);
@@ -2233,26 +2285,7 @@ sender_stats(struct herald *h, struct herald_stats *out, struct herr *e)
 
 /* ---- API tokens ---- */
 
-/* Creates a token record unless its name is taken: KEYS[1] tokens,
- * ARGV hash name record. 1 stored, 0 the name exists. */
-#define TOKEN_CREATE_LUA                                                       \
-    "for _, v in ipairs(redis.call('HVALS', KEYS[1])) do\n"                    \
-    "  local ok, r = pcall(cjson.decode, v)\n"                                 \
-    "  if ok and type(r) == 'table' and r.name == ARGV[2] then return 0 end\n" \
-    "end\n"                                                                    \
-    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])\n"                          \
-    "return 1\n"
-
-/* Deletes the tokens named ARGV[1]: how many. */
-#define TOKEN_REVOKE_LUA                                                       \
-    "local n, all = 0, redis.call('HGETALL', KEYS[1])\n"                       \
-    "for i = 1, #all, 2 do\n"                                                  \
-    "  local ok, r = pcall(cjson.decode, all[i + 1])\n"                        \
-    "  if ok and type(r) == 'table' and r.name == ARGV[1] then\n"              \
-    "    n = n + redis.call('HDEL', KEYS[1], all[i])\n"                        \
-    "  end\n"                                                                  \
-    "end\n"                                                                    \
-    "return n\n"
+/* Token records: redis/token_create.lua and token_revoke.lua. */
 
 static int
 tokens_key(struct herald *h, char *out, size_t n, struct herr *e)
@@ -2302,8 +2335,8 @@ herald_token_create(struct herald *h, const char *name, enum token_role role,
     char tok[TOKEN_LEN + 1], hash[TOKEN_HASH_LEN + 1];
     token_new(tok);
     token_hash(tok, hash);
-    redisReply *r = command(h, e, "EVAL %s 1 %s %s %s %s", TOKEN_CREATE_LUA,
-                            key, hash, name, rec);
+    const char *argv[4] = {key, hash, name, rec};
+    redisReply *r = script(h, e, RS_TOKEN_CREATE, 1, 4, argv, NULL);
     free(rec);
     if (r == NULL) {
         OPENSSL_cleanse(tok, sizeof tok);
@@ -2374,8 +2407,8 @@ herald_token_revoke(struct herald *h, const char *name, struct herr *e)
     int rc = tokens_key(h, key, sizeof key, e);
     if (rc)
         return rc;
-    redisReply *r =
-        command(h, e, "EVAL %s 1 %s %s", TOKEN_REVOKE_LUA, key, name);
+    const char *argv[2] = {key, name};
+    redisReply *r = script(h, e, RS_TOKEN_REVOKE, 1, 2, argv, NULL);
     if (r == NULL)
         return HERR_REDIS;
     long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;

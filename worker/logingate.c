@@ -31,17 +31,6 @@ struct logingate {
     struct gate *gates;
 };
 
-static const char *lease_lua =
-    "local v = redis.call('GET', KEYS[1]) "
-    "if v == 'ok:' .. ARGV[1] then return 'ok' end "
-    "local mine = 'try:' .. ARGV[1] .. ':' .. ARGV[2] "
-    "if v == mine then redis.call('PEXPIRE', KEYS[1], ARGV[3]) "
-    "return 'lease' end "
-    "if v and string.sub(v, 1, 5 + #ARGV[1]) == 'try:' .. ARGV[1] .. ':' "
-    "then return 'busy' end "
-    "redis.call('SET', KEYS[1], mine, 'PX', ARGV[3]) "
-    "return 'lease'";
-
 struct logingate *
 logingate_new(struct queue *q, const char *worker, int64_t lease_ms)
 {
@@ -170,11 +159,8 @@ ask(struct gate *x)
     char key[KEYS_MAX + 330], ms[32];
     key_of(x, key, sizeof key);
     snprintf(ms, sizeof ms, "%lld", (long long)x->g->lease_ms);
-    const char *argv[7] = {"EVAL", lease_lua, "1", key, x->fp, x->g->me, ms};
-    size_t lens[7];
-    for (int i = 0; i < 7; i++)
-        lens[i] = strlen(argv[i]);
-    queue_command(x->g->q, 7, argv, lens, on_lease, x);
+    const char *argv[4] = {key, x->fp, x->g->me, ms};
+    queue_script(x->g->q, RS_LOGIN_LEASE, 1, 4, argv, NULL, on_lease, x);
 }
 
 int

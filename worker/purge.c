@@ -11,13 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Deletes the lease only when it is still ours. */
-#define RELEASE_LUA                                                            \
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"                          \
-    "  return redis.call('DEL', KEYS[1])\n"                                    \
-    "end\n"                                                                    \
-    "return 0\n"
-
 struct purge {
     uv_loop_t *loop;
     const struct settings *s;
@@ -96,11 +89,8 @@ purge_new(uv_loop_t *loop, const struct settings *s, struct queue *q,
 static void
 release(struct purge *p)
 {
-    const char *argv[6] = {"EVAL", RELEASE_LUA, "1", p->key, p->me, NULL};
-    size_t lens[5];
-    for (int i = 0; i < 5; i++)
-        lens[i] = strlen(argv[i]);
-    queue_command(p->q, 5, argv, lens, NULL, NULL);
+    const char *argv[2] = {p->key, p->me};
+    queue_script(p->q, RS_PURGE_RELEASE, 1, 2, argv, NULL, NULL, NULL);
 }
 
 /* On the thread pool: a store handle of its own (the worker's is the

@@ -5,10 +5,10 @@
 #include "keys.h"
 #include "log.h"
 #include "redis_uv.h"
+#include "rscript.h"
 #include "util.h"
 
 #include <hiredis/async.h>
-#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,397 +25,9 @@
  * status reply ("herald:oversize <length>") in its place. */
 #define OVERSIZE_MARK "herald:oversize "
 
-/* ---- Lua scripts (loaded at every connect; run with EVALSHA) ---- */
-
-enum {
-    S_TAKE,
-    S_CLAIM,
-    S_SENT,
-    S_DEAD,
-    S_SCHED,
-    S_REPLACE,
-    S_DUE,
-    S_HANDBACK,
-    S_RECLAIM,
-    S_FINISH_MANY,
-    S_PARTIAL,
-    S_FENCE,
-    S_BIG_STAGE,
-    S_BIG_FINISH,
-    S_COUNT
-};
-
-/* Lane of a job by its "priority" (default normal). KEYS[a..a+2] are the
- * high, normal and low lanes. */
-#define LUA_LANE                                                               \
-    "local function lane(m, a)\n"                                              \
-    "  local ok, j = pcall(cjson.decode, m)\n"                                 \
-    "  if ok and type(j) == 'table' then\n"                                    \
-    "    if j.priority == 'high' then return KEYS[a] end\n"                    \
-    "    if j.priority == 'low' then return KEYS[a+2] end\n"                   \
-    "  end\n"                                                                  \
-    "  return KEYS[a+1]\n"                                                     \
-    "end\n"
-
-/*
- * A job handed back to its lane by (or for) worker `owner` is nobody's:
- * its ledger entry forgets the owner, so a claim by any worker — also a
- * restart under the same id, whose heartbeat is alive — gets it.
- */
-#define LUA_RELEASE                                                            \
-    "local function release(m, owner, prefix)\n"                               \
-    "  local ok, j = pcall(cjson.decode, m)\n"                                 \
-    "  if ok and type(j) == 'table' and type(j.id) == 'string' then\n"         \
-    "    local k = prefix .. ':job:' .. j.id\n"                                \
-    "    if redis.call('HGET', k, 'owner') == owner then\n"                    \
-    "      redis.call('HDEL', k, 'owner')\n"                                   \
-    "    end\n"                                                                \
-    "  end\n"                                                                  \
-    "end\n"
-
-/*
- * Claims job id `key` (the ledger hash) for worker `me`: {status,
- * attempts, first_at, fence, partial}. "sent": delivered already; "busy":
- * another worker with a live heartbeat holds it; "ok": ours, attempts
- * counts this one, fence is this claim's token (every claim gets a new,
- * larger one) and partial is 1 when some recipients accepted the message
- * in an earlier attempt (field "accepted"). A "failed" id starts afresh
- * (a replay, or the same id pushed again).
- */
-#define LUA_CLAIM                                                              \
-    "local function claim(key, workers, me, now, hb, ttl)\n"                   \
-    "  local st = redis.call('HGET', key, 'state')\n"                          \
-    "  if st == 'sent' then\n"                                                 \
-    "    return {'sent', tonumber(redis.call('HGET', key, 'attempts') or "     \
-    "'0'), 0, 0, 0}\n"                                                         \
-    "  end\n"                                                                  \
-    "  if st == 'inflight' then\n"                                             \
-    "    local owner = redis.call('HGET', key, 'owner')\n"                     \
-    "    if owner and owner ~= me then\n"                                      \
-    "      local beat = redis.call('HGET', workers, owner)\n"                  \
-    "      if beat and tonumber(beat) + hb > now then\n"                       \
-    "        return {'busy', 0, 0, 0, 0}\n"                                    \
-    "      end\n"                                                              \
-    "    end\n"                                                                \
-    "  end\n"                                                                  \
-    "  if st == 'failed' then\n"                                               \
-    "    redis.call('HDEL', key, 'attempts', 'first_at')\n"                    \
-    "  end\n"                                                                  \
-    "  local a = redis.call('HINCRBY', key, 'attempts', 1)\n"                  \
-    "  redis.call('HSETNX', key, 'first_at', now)\n"                           \
-    "  local f = redis.call('HINCRBY', key, 'fence', 1)\n"                     \
-    "  redis.call('HSET', key, 'state', 'inflight', 'owner', me)\n"            \
-    "  redis.call('PEXPIRE', key, ttl)\n"                                      \
-    "  return {'ok', a, tonumber(redis.call('HGET', key, 'first_at')), f,\n"   \
-    "          redis.call('HEXISTS', key, 'accepted')}\n"                      \
-    "end\n"
-
-static const char *script_src[S_COUNT] = {
-    /* TAKE: KEYS high normal low processing workers ring_high ring_normal
-     * ring_low staged_high staged_normal staged_low tick; ARGV max me now
-     * heartbeat_ms ttl_ms prefix max_bytes max_job window. Lanes by
-     * priority, none starved: the take's slots are numbered fleet-wide (the
-     * counter `tick`) and, of every eight, four go to high, three to normal
-     * and one to low first; what a lane cannot fill goes to the lanes in
-     * priority order. From each lane it stages jobs from the lane's right into
-     * a list per organisation (up to `window` staged, at most max(512, 4 x max)
-     * now; the org read by a pattern, not a parse: a nested "org" only files a
-     * job under another name), then moves up to max jobs (and, past the
-     * first, up to max_bytes of them) round-robin over the ring of
-     * organisations (one alone in the ring gives all it has). When nothing
-     * is staged and the whole lane fits in this take, or with window 0,
-     * jobs move straight from the lane, in order: taken at once, their
-     * order hardly matters, and this is the take of a worker that keeps
-     * up (two commands a job instead of seven). Each
-     * job whose id it can read (and that has no send_at: the worker
-     * decides those) is claimed: a flat array of {job, status, attempts,
-     * first_at, id, fence, partial}, status "-" (and id "") when not
-     * claimed. A job over max_job bytes is moved too, but only its length
-     * comes back (OVERSIZE_MARK). */
-    LUA_CLAIM
-    "local out, n, taken, bytes = {}, tonumber(ARGV[1]), 0, 0\n"
-    "local now, hb = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
-    "local maxb, maxjob = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
-    "local window = tonumber(ARGV[9])\n"
-    "local moved = {}\n"
-    "local function push_all(k, vs)\n"
-    "  local len = 0\n"
-    "  for c = 1, #vs, 1000 do\n"
-    "    len = redis.call('LPUSH', k, unpack(vs, c, math.min(c + 999, #vs)))\n"
-    "  end\n"
-    "  return len\n"
-    "end\n"
-    "local function give(v)\n"
-    "  moved[#moved + 1] = v\n"
-    "  taken = taken + 1\n"
-    "  local c, id = {'-', 0, 0, 0, 0}, ''\n"
-    "  if #v > maxjob then\n"
-    "    v = {ok = '" OVERSIZE_MARK "' .. #v}\n"
-    "  else\n"
-    "    bytes = bytes + #v\n"
-    "    local ok, j = pcall(cjson.decode, v)\n"
-    "    if ok and type(j) == 'table' and type(j.id) == 'string' and\n"
-    "       #j.id <= 128 and string.find(j.id, '^[%w%._:%-]+$') and\n"
-    "       j.send_at == nil then\n"
-    "      id = j.id\n"
-    "      c = claim(ARGV[6] .. ':job:' .. id, KEYS[5], ARGV[2], now, hb,\n"
-    "                ARGV[5])\n"
-    "    end\n"
-    "  end\n"
-    "  out[#out + 1] = v\n"
-    "  out[#out + 1] = c[1]\n"
-    "  out[#out + 1] = c[2]\n"
-    "  out[#out + 1] = c[3]\n"
-    "  out[#out + 1] = id\n"
-    "  out[#out + 1] = c[4]\n"
-    "  out[#out + 1] = c[5]\n"
-    "end\n"
-    "local stop = n\n"
-    "local function room() return taken < stop and bytes < maxb end\n"
-    "local function lane_take(i)\n"
-    "  local ring, sk = KEYS[5 + i], KEYS[8 + i]\n"
-    "  local staged = tonumber(redis.call('GET', sk) or '0') or 0\n"
-    "  local want = math.min(window - staged, math.max(512, 4 * n))\n"
-    "  if staged == 0 and redis.call('LLEN', KEYS[i]) <= stop - taken then\n"
-    "    want = 0\n"
-    "  end\n"
-    "  local vs = want > 0 and redis.call('RPOP', KEYS[i], want)\n"
-    "  if vs then\n"
-    "    local groups, order = {}, {}\n"
-    "    for _, v in ipairs(vs) do\n"
-    "      local o = ''\n"
-    "      if #v <= maxjob then\n"
-    "        o = string.match(v, '\"org\"%s*:%s*\"([^\"\\\\]*)\"') or ''\n"
-    "        if #o > 128 then o = '' end\n"
-    "      end\n"
-    "      local g = groups[o]\n"
-    "      if not g then\n"
-    "        g = {}\n"
-    "        groups[o] = g\n"
-    "        order[#order + 1] = o\n"
-    "      end\n"
-    "      g[#g + 1] = v\n"
-    "    end\n"
-    "    for _, o in ipairs(order) do\n"
-    "      local g = groups[o]\n"
-    "      if push_all(KEYS[i] .. ':org:' .. o, g) == #g then\n"
-    "        redis.call('RPUSH', ring, o)\n"
-    "      end\n"
-    "      staged = staged + #g\n"
-    "    end\n"
-    "  end\n"
-    "  while room() do\n"
-    "    local nr = redis.call('LLEN', ring)\n"
-    "    if nr == 0 then break end\n"
-    "    if nr == 1 then\n"
-    "      local k = KEYS[i] .. ':org:' .. redis.call('LINDEX', ring, 0)\n"
-    "      local got = redis.call('RPOP', k, stop - taken) or {}\n"
-    "      local j = 1\n"
-    "      while j <= #got and room() do\n"
-    "        give(got[j])\n"
-    "        j = j + 1\n"
-    "      end\n"
-    "      staged = staged - (j - 1)\n"
-    "      for b = #got, j, -1 do redis.call('RPUSH', k, got[b]) end\n"
-    "      if redis.call('LLEN', k) == 0 then redis.call('DEL', ring) end\n"
-    "      break\n"
-    "    end\n"
-    "    local last = math.min(nr, stop - taken) - 1\n"
-    "    local orgs = redis.call('LRANGE', ring, 0, last)\n"
-    "    local keep = {}\n"
-    "    for _, o in ipairs(orgs) do\n"
-    "      local k = KEYS[i] .. ':org:' .. o\n"
-    "      if room() then\n"
-    "        local v = redis.call('RPOP', k)\n"
-    "        if v then\n"
-    "          staged = staged - 1\n"
-    "          give(v)\n"
-    "        end\n"
-    "      end\n"
-    "      if redis.call('LLEN', k) > 0 then keep[#keep + 1] = o end\n"
-    "    end\n"
-    "    redis.call('LTRIM', ring, #orgs, -1)\n"
-    "    if #keep > 0 then redis.call('RPUSH', ring, unpack(keep)) end\n"
-    "  end\n"
-    "  while (window == 0 or staged == 0) and room() do\n"
-    "    local v = redis.call('RPOP', KEYS[i])\n"
-    "    if not v then break end\n"
-    "    give(v)\n"
-    "  end\n"
-    "  if staged > 0 and redis.call('LLEN', ring) > 0 then\n"
-    "    redis.call('SET', sk, staged)\n"
-    "  else\n"
-    "    redis.call('DEL', sk)\n"
-    "  end\n"
-    "end\n"
-    "local tick = redis.call('INCRBY', KEYS[12], n) - n\n"
-    "local slots, share = {1, 2, 1, 2, 1, 2, 1, 3}, {0, 0, 0}\n"
-    "for k = 0, n - 1 do\n"
-    "  local l = slots[(tick + k) % 8 + 1]\n"
-    "  share[l] = share[l] + 1\n"
-    "end\n"
-    "for i = 1, 3 do\n"
-    "  stop = math.min(n, taken + share[i])\n"
-    "  lane_take(i)\n"
-    "end\n"
-    "stop = n\n"
-    "for i = 1, 3 do lane_take(i) end\n"
-    "if #moved > 0 then push_all(KEYS[4], moved) end\n"
-    "return out\n",
-    /* CLAIM: KEYS ledger workers; ARGV me now heartbeat_ms ttl_ms */
-    LUA_CLAIM "return claim(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), "
-              "tonumber(ARGV[3]), ARGV[4])\n",
-    /* SENT: KEYS ledgers stats; ARGV now ttl_ms fence... Every id here
-     * was accepted by an SMTP server: never send it again. Returns the
-     * (1-based) positions whose fence was stale: a later claim exists, so
-     * another worker may have sent the same job (a duplicate, counted in
-     * stats field "stale_accepts"). */
-    "local stale = {}\n"
-    "for i = 1, #KEYS - 1 do\n"
-    "  local k = KEYS[i]\n"
-    "  local f = redis.call('HGET', k, 'fence')\n"
-    "  if f and ARGV[2 + i] ~= '0' and f ~= ARGV[2 + i] then\n"
-    "    stale[#stale + 1] = i\n"
-    "    redis.call('HINCRBY', KEYS[#KEYS], 'stale_accepts', 1)\n"
-    "  end\n"
-    "  redis.call('HSET', k, 'state', 'sent', 'sent_at', ARGV[1])\n"
-    "  redis.call('HDEL', k, 'owner')\n"
-    "  redis.call('PEXPIRE', k, ARGV[2])\n"
-    "end\n"
-    "return stale\n",
-    /* DEAD: KEYS processing dead ledger|''; ARGV raw entry */
-    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then\n"
-    "  redis.call('LPUSH', KEYS[2], ARGV[2])\n"
-    "  if KEYS[3] ~= '' then\n"
-    "    redis.call('HSET', KEYS[3], 'state', 'failed')\n"
-    "    redis.call('HDEL', KEYS[3], 'owner')\n"
-    "  end\n"
-    "  return 1\n"
-    "end\n"
-    "return 0\n",
-    /* SCHED: KEYS processing scheduled ledger|''; ARGV raw member due
-     * uncount ("1": no delivery attempt was made; the claim's count is
-     * taken back) */
-    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then\n"
-    "  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])\n"
-    "  if KEYS[3] ~= '' then\n"
-    "    redis.call('HSET', KEYS[3], 'state', 'deferred')\n"
-    "    redis.call('HDEL', KEYS[3], 'owner')\n"
-    "    if ARGV[4] == '1' and tonumber(redis.call('HGET', KEYS[3], "
-    "'attempts') or '0') > 0 then\n"
-    "      redis.call('HINCRBY', KEYS[3], 'attempts', -1)\n"
-    "    end\n"
-    "  end\n"
-    "  return 1\n"
-    "end\n"
-    "return 0\n",
-    /* REPLACE: KEYS processing; ARGV raw new */
-    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then\n"
-    "  redis.call('LPUSH', KEYS[1], ARGV[2])\n"
-    "  return 1\n"
-    "end\n"
-    "return 0\n",
-    /* DUE: KEYS scheduled high normal low; ARGV now limit. Due jobs go to
-     * the take end of their lane: they have waited already. */
-    LUA_LANE "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', "
-             "ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))\n"
-             "for _, m in ipairs(due) do\n"
-             "  redis.call('RPUSH', lane(m, 2), m)\n"
-             "  redis.call('ZREM', KEYS[1], m)\n"
-             "end\n"
-             "return #due\n",
-    /* HANDBACK: KEYS processing high normal low workers; ARGV
-     * heartbeat-to-remove ("-": keep it) me prefix. Newest first, each to
-     * the take end: the oldest is taken first; their ledger entries are
-     * released. */
-    LUA_LANE LUA_RELEASE "local n = 0\n"
-                         "while true do\n"
-                         "  local m = redis.call('LPOP', KEYS[1])\n"
-                         "  if not m then break end\n"
-                         "  redis.call('RPUSH', lane(m, 2), m)\n"
-                         "  release(m, ARGV[2], ARGV[3])\n"
-                         "  n = n + 1\n"
-                         "end\n"
-                         "redis.call('HDEL', KEYS[5], ARGV[1])\n"
-                         "return n\n",
-    /* RECLAIM: KEYS workers high normal low; ARGV now heartbeat_ms prefix
-     * me. A worker whose heartbeat is older than heartbeat_ms died without
-     * handing back: its processing list goes back to the lanes, once
-     * (the script is atomic and removes the worker's entry). */
-    LUA_LANE LUA_RELEASE
-    "local n, all = 0, redis.call('HGETALL', KEYS[1])\n"
-    "for i = 1, #all, 2 do\n"
-    "  local id, hb = all[i], tonumber(all[i + 1])\n"
-    "  if id ~= ARGV[4] and (not hb or hb + tonumber(ARGV[2]) < "
-    "tonumber(ARGV[1])) then\n"
-    "    local proc = ARGV[3] .. ':processing:' .. id\n"
-    "    while true do\n"
-    "      local m = redis.call('LPOP', proc)\n"
-    "      if not m then break end\n"
-    "      redis.call('RPUSH', lane(m, 2), m)\n"
-    "      release(m, id, ARGV[3])\n"
-    "      n = n + 1\n"
-    "    end\n"
-    "    redis.call('HDEL', KEYS[1], id)\n"
-    "  end\n"
-    "end\n"
-    "return n\n",
-    /* FINISH_MANY: KEYS processing; ARGV entries. Removes each once,
-     * from the old end; returns how many were there. */
-    "local n = 0\n"
-    "for _, v in ipairs(ARGV) do\n"
-    "  n = n + redis.call('LREM', KEYS[1], -1, v)\n"
-    "end\n"
-    "return n\n",
-    /* PARTIAL: KEYS ledger; ARGV addresses ("\n"-separated) ttl_ms. Some
-     * recipients accepted the message: never send it to them again. */
-    "local a = redis.call('HGET', KEYS[1], 'accepted')\n"
-    "if a and a ~= '' then a = a .. '\\n' .. ARGV[1] else a = ARGV[1] end\n"
-    "redis.call('HSET', KEYS[1], 'accepted', a)\n"
-    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "return 1\n",
-    /* FENCE: KEYS ledger; ARGV me fence. 1 when the claim `fence` of
-     * worker `me` still holds the job (or the ledger entry is gone: nobody
-     * else claimed it), else 0 (re-taken, or delivered meanwhile). */
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end\n"
-    "if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] and\n"
-    "   redis.call('HGET', KEYS[1], 'fence') == ARGV[2] and\n"
-    "   redis.call('HGET', KEYS[1], 'state') == 'inflight' then\n"
-    "  return 1\n"
-    "end\n"
-    "return 0\n",
-    /* BIG_STAGE: KEYS processing stage entry; ARGV length ttl_ms. Copies
-     * the oldest processing entry of that length to the stage key (kept
-     * ttl_ms: a worker that dies leaves nothing for long), so the worker
-     * can read it in pieces without holding it; empties the entry key
-     * (queue_big_write creates it with the same life).
-     * Returns {1, id} (id "" unless the job starts with a readable "id"),
-     * or {0, ""} when no entry has that length. */
-    "local n = tonumber(ARGV[1])\n"
-    "local all = redis.call('LRANGE', KEYS[1], 0, -1)\n"
-    "for i = #all, 1, -1 do\n"
-    "  local m = all[i]\n"
-    "  if #m == n then\n"
-    "    redis.call('SET', KEYS[2], m, 'PX', ARGV[2])\n"
-    "    redis.call('DEL', KEYS[3])\n"
-    "    local id = string.match(string.sub(m, 1, 300),\n"
-    "      '^%s*{%s*\"id\"%s*:%s*\"([%w%._:%-]+)\"')\n"
-    "    if id and #id > 128 then id = nil end\n"
-    "    return {1, id or ''}\n"
-    "  end\n"
-    "end\n"
-    "return {0, ''}\n",
-    /* BIG_FINISH: KEYS processing dead stage entry. The staged job leaves
-     * the processing list for dead as the entry built: 1; 0 when it is no
-     * longer in the processing list; -1 when the stage is gone (expired,
-     * a Redis restart without it): stage again. Idempotent. */
-    "local v, e = redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])\n"
-    "if not v or not e then return -1 end\n"
-    "local n = redis.call('LREM', KEYS[1], -1, v)\n"
-    "if n == 1 then redis.call('LPUSH', KEYS[2], e) end\n"
-    "redis.call('DEL', KEYS[3], KEYS[4])\n"
-    "return n\n",
-};
+/* ---- Lua scripts: redis/queue_*.lua and big_*.lua (common/rscript.h);
+ * every script of the table is loaded at each connect and run with
+ * EVALSHA ---- */
 
 /* ---- state ---- */
 
@@ -449,13 +61,16 @@ struct queue {
     char k_lane[JOB_PRIO_COUNT][KEYS_MAX];
     char k_ring[JOB_PRIO_COUNT][KEYS_MAX], k_staged[JOB_PRIO_COUNT][KEYS_MAX];
     char k_tick[KEYS_MAX];
+    /* stems the scripts complete (keys.h): ledger + id, staged + org,
+     * processing + worker */
+    char k_ledger_stem[KEYS_MAX], k_org_stem[JOB_PRIO_COUNT][KEYS_MAX],
+        k_proc_stem[KEYS_MAX];
     char fair_window[24];
     char k_proc[KEYS_MAX], k_dead[KEYS_MAX], k_sched[KEYS_MAX],
         k_workers[KEYS_MAX], k_stats[KEYS_MAX];
     char k_big_job[KEYS_MAX], k_big_entry[KEYS_MAX]; /* queue_big_* */
     int64_t beat_ok_ms; /* the heartbeat Redis last confirmed (its time) */
     int64_t beat_sent_ms;
-    char sha[S_COUNT][41];
     long heartbeat_ms;
     char ledger_ttl_ms[24]; /* HERALD_LEDGER_DAYS: a ledger entry's life */
     struct queue_events ev;
@@ -615,32 +230,45 @@ op_add(struct queue *q, int argc, const char **argv, const size_t *lens,
         op_send(q, op);
 }
 
-static void
-eval(struct queue *q, int script, int nkeys, const char **keys, int nargs,
-     const char **args, const size_t *arglens, queue_reply_fn *cb, void *ud)
+void
+queue_script(struct queue *q, enum rscript_id id, int nkeys, int argc,
+             const char **argv, const size_t *lens, queue_reply_fn *cb,
+             void *ud)
 {
-    const char *argv[24];
-    size_t lens[24];
-    if (3 + nkeys + nargs > 24)
-        abort(); /* a bug: scripts with many arguments use their own path */
+    const char *small[40], **av = small;
+    size_t smalll[40], *al = smalll;
+    if (3 + argc > 40) {
+        av = xcalloc((size_t)argc + 3, sizeof *av);
+        al = xcalloc((size_t)argc + 3, sizeof *al);
+    }
     char nk[16];
-    int argc = 0;
-    snprintf(nk, sizeof nk, "%d", nkeys);
-    argv[argc] = "EVALSHA";
-    lens[argc++] = 7;
-    argv[argc] = q->sha[script];
-    lens[argc++] = 40;
-    argv[argc] = nk;
-    lens[argc++] = strlen(nk);
+    rscript_command(id, nkeys, argc, argv, lens, nk, av, al);
+    op_add(q, argc + 3, av, al, cb, ud, 0);
+    if (av != small) {
+        free(av);
+        free(al);
+    }
+}
+
+/* queue_script with the keys and the arguments apart */
+static void
+eval(struct queue *q, enum rscript_id id, int nkeys, const char **keys,
+     int nargs, const char **args, const size_t *arglens, queue_reply_fn *cb,
+     void *ud)
+{
+    const char *argv[40];
+    size_t lens[40];
+    if (nkeys + nargs > 40)
+        abort(); /* a bug: scripts with many arguments use their own path */
     for (int i = 0; i < nkeys; i++) {
-        argv[argc] = keys[i];
-        lens[argc++] = strlen(keys[i]);
+        argv[i] = keys[i];
+        lens[i] = strlen(keys[i]);
     }
     for (int i = 0; i < nargs; i++) {
-        argv[argc] = args[i];
-        lens[argc++] = arglens ? arglens[i] : strlen(args[i]);
+        argv[nkeys + i] = args[i];
+        lens[nkeys + i] = arglens ? arglens[i] : strlen(args[i]);
     }
-    op_add(q, argc, argv, lens, cb, ud, 0);
+    queue_script(q, id, nkeys, nkeys + nargs, argv, lens, cb, ud);
 }
 
 size_t
@@ -854,9 +482,9 @@ setup_cmds(struct queue *q, struct conn *c, queue_reply_fn *last_cb)
     size_t hbl[4] = {4, strlen(q->k_workers), strlen(q->me), strlen(now)};
     q->beat_sent_ms = clock_now_ms();
     op_add(q, 4, hb, hbl, on_beat, q, 1);
-    for (int i = S_COUNT - 1; i >= 0; i--) {
-        const char *sl[3] = {"SCRIPT", "LOAD", script_src[i]};
-        size_t sll[3] = {6, 4, strlen(script_src[i])};
+    for (int i = RS_COUNT - 1; i >= 0; i--) {
+        const char *sl[3] = {"SCRIPT", "LOAD", rscripts[i].src};
+        size_t sll[3] = {6, 4, rscripts[i].len};
         op_add(q, 3, sl, sll, NULL, NULL, 1);
     }
     if (q->target.db) {
@@ -905,9 +533,10 @@ on_resync(void *ud, redisReply *r)
         const char *keys[5] = {q->k_proc, q->k_lane[0], q->k_lane[1],
                                q->k_lane[2], q->k_workers};
         /* keep our own heartbeat */
-        const char *args[3] = {"-", q->me, q->prefix};
+        const char *args[3] = {"-", q->me, q->k_ledger_stem};
         q->state = Q_READY;
-        eval(q, S_HANDBACK, 5, keys, 3, args, NULL, on_handback_startup, q);
+        eval(q, RS_QUEUE_HANDBACK, 5, keys, 3, args, NULL, on_handback_startup,
+             q);
     } else {
         /* Adopt entries we do not know: takes whose reply was lost. */
         for (size_t i = 0; i < r->elements; i++) {
@@ -1128,12 +757,22 @@ q_take(struct queue *q)
                             q->k_proc,      q->k_workers,   q->k_ring[0],
                             q->k_ring[1],   q->k_ring[2],   q->k_staged[0],
                             q->k_staged[1], q->k_staged[2], q->k_tick};
-    const char *args[9] = {
-        n,    q->me,  now,           hb, q->ledger_ttl_ms, q->prefix,
-        maxb, maxjob, q->fair_window};
+    const char *args[13] = {n,
+                            q->me,
+                            now,
+                            hb,
+                            q->ledger_ttl_ms,
+                            q->k_ledger_stem,
+                            maxb,
+                            maxjob,
+                            q->fair_window,
+                            q->k_org_stem[0],
+                            q->k_org_stem[1],
+                            q->k_org_stem[2],
+                            OVERSIZE_MARK};
     uv_timer_stop(&q->t_take_retry);
     q->take_out = 1;
-    eval(q, S_TAKE, 12, keys, 9, args, NULL, on_take, q);
+    eval(q, RS_QUEUE_TAKE, 12, keys, 13, args, NULL, on_take, q);
 }
 
 void
@@ -1204,9 +843,9 @@ maybe_reclaim(struct queue *q)
     snprintf(hb, sizeof hb, "%ld", q->heartbeat_ms);
     const char *keys[4] = {q->k_workers, q->k_lane[0], q->k_lane[1],
                            q->k_lane[2]};
-    const char *args[4] = {ms, hb, q->prefix, q->me};
+    const char *args[5] = {ms, hb, q->k_proc_stem, q->me, q->k_ledger_stem};
     q->reclaim_out = 1;
-    eval(q, S_RECLAIM, 4, keys, 4, args, NULL, on_reclaim_reply, q);
+    eval(q, RS_QUEUE_RECLAIM, 4, keys, 5, args, NULL, on_reclaim_reply, q);
 }
 
 static void
@@ -1224,7 +863,7 @@ on_due(uv_timer_t *t)
                            q->k_lane[2]};
     const char *args[2] = {now, DUE_BATCH};
     q->due_out = 1;
-    eval(q, S_DUE, 4, keys, 2, args, NULL, on_due_reply, q);
+    eval(q, RS_QUEUE_DUE, 4, keys, 2, args, NULL, on_due_reply, q);
 }
 
 /* ---- public ---- */
@@ -1256,6 +895,11 @@ queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
     }
     snprintf(q->fair_window, sizeof q->fair_window, "%ld", s->fair_window);
     keys_simple(q->k_tick, KEYS_MAX, q->prefix, "fair:tick");
+    keys_ledger_stem(q->k_ledger_stem, KEYS_MAX, q->prefix);
+    keys_processing_stem(q->k_proc_stem, KEYS_MAX, q->prefix);
+    for (int p = 0; p < JOB_PRIO_COUNT; p++)
+        keys_staged_stem(q->k_org_stem[p], KEYS_MAX, q->prefix,
+                         (enum job_priority)p);
     keys_processing(q->k_proc, KEYS_MAX, q->prefix, q->me);
     keys_simple(q->k_dead, KEYS_MAX, q->prefix, "dead");
     keys_simple(q->k_sched, KEYS_MAX, q->prefix, "scheduled");
@@ -1263,12 +907,6 @@ queue_new(uv_loop_t *loop, const struct settings *s, const char *worker,
     keys_simple(q->k_stats, KEYS_MAX, q->prefix, "stats");
     keys_big(q->k_big_job, KEYS_MAX, q->prefix, q->me, "job");
     keys_big(q->k_big_entry, KEYS_MAX, q->prefix, q->me, "entry");
-    for (int i = 0; i < S_COUNT; i++) {
-        unsigned char d[SHA_DIGEST_LENGTH];
-        SHA1((const unsigned char *)script_src[i], strlen(script_src[i]), d);
-        for (int k = 0; k < SHA_DIGEST_LENGTH; k++)
-            snprintf(q->sha[i] + 2 * k, 3, "%02x", d[k]);
-    }
     for (int i = 0; i < C_N; i++) {
         q->conns[i].q = q;
         q->conns[i].kind = i;
@@ -1300,7 +938,7 @@ queue_mark_partial(struct queue *q, const char *id, const char *accepted,
     keys_ledger(ledger, sizeof ledger, q->prefix, id);
     const char *keys[1] = {ledger};
     const char *args[2] = {accepted, q->ledger_ttl_ms};
-    eval(q, S_PARTIAL, 1, keys, 2, args, NULL, cb, ud);
+    eval(q, RS_QUEUE_PARTIAL, 1, keys, 2, args, NULL, cb, ud);
 }
 
 void
@@ -1312,7 +950,7 @@ queue_fence_check(struct queue *q, const char *id, long long fence,
     snprintf(f, sizeof f, "%lld", fence);
     const char *keys[1] = {ledger};
     const char *args[2] = {q->me, f};
-    eval(q, S_FENCE, 1, keys, 2, args, NULL, cb, ud);
+    eval(q, RS_QUEUE_FENCE, 1, keys, 2, args, NULL, cb, ud);
 }
 
 int
@@ -1333,7 +971,7 @@ queue_claim(struct queue *q, const char *id, queue_reply_fn *cb, void *ud)
     snprintf(hb, sizeof hb, "%ld", q->heartbeat_ms);
     const char *keys[2] = {ledger, q->k_workers};
     const char *args[4] = {q->me, now, hb, q->ledger_ttl_ms};
-    eval(q, S_CLAIM, 2, keys, 4, args, NULL, cb, ud);
+    eval(q, RS_QUEUE_CLAIM, 2, keys, 4, args, NULL, cb, ud);
 }
 
 void
@@ -1349,7 +987,7 @@ queue_mark_sent(struct queue *q, const char *const *ids,
     snprintf(nk, sizeof nk, "%zu", n + 1);
     snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
     argv[0] = "EVALSHA";
-    argv[1] = q->sha[S_SENT];
+    argv[1] = rscripts[RS_QUEUE_SENT].sha;
     argv[2] = nk;
     for (size_t i = 0; i < n; i++) {
         keys_ledger(keys[i], KEYS_MAX, q->prefix, ids[i]);
@@ -1380,7 +1018,7 @@ queue_finish_many(struct queue *q, const char *const *raws, const size_t *lens,
     size_t *alen = xmalloc(argc * sizeof *alen);
     argv[0] = "EVALSHA";
     alen[0] = 7;
-    argv[1] = q->sha[S_FINISH_MANY];
+    argv[1] = rscripts[RS_QUEUE_FINISH_MANY].sha;
     alen[1] = 40;
     argv[2] = "1";
     alen[2] = 1;
@@ -1417,7 +1055,7 @@ queue_finish_dead(struct queue *q, const char *raw, size_t len,
     const char *keys[3] = {q->k_proc, q->k_dead, ledger};
     const char *args[2] = {raw, entry};
     size_t lens[2] = {len, strlen(entry)};
-    eval(q, S_DEAD, 3, keys, 2, args, lens, cb, ud);
+    eval(q, RS_QUEUE_DEAD, 3, keys, 2, args, lens, cb, ud);
 }
 
 void
@@ -1432,7 +1070,7 @@ queue_finish_schedule(struct queue *q, const char *raw, size_t len,
     const char *keys[3] = {q->k_proc, q->k_sched, ledger};
     const char *args[4] = {raw, member, due, uncount ? "1" : "0"};
     size_t lens[4] = {len, strlen(member), strlen(due), 1};
-    eval(q, S_SCHED, 3, keys, 4, args, lens, cb, ud);
+    eval(q, RS_QUEUE_SCHED, 3, keys, 4, args, lens, cb, ud);
 }
 
 void
@@ -1442,7 +1080,7 @@ queue_replace(struct queue *q, const char *raw, size_t len, const char *newraw,
     const char *keys[1] = {q->k_proc};
     const char *args[2] = {raw, newraw};
     size_t lens[2] = {len, strlen(newraw)};
-    eval(q, S_REPLACE, 1, keys, 2, args, lens, cb, ud);
+    eval(q, RS_QUEUE_REPLACE, 1, keys, 2, args, lens, cb, ud);
 }
 
 void
@@ -1480,7 +1118,7 @@ queue_big_stage(struct queue *q, size_t len, queue_reply_fn *cb, void *ud)
     snprintf(n, sizeof n, "%zu", len);
     const char *keys[3] = {q->k_proc, q->k_big_job, q->k_big_entry};
     const char *args[2] = {n, BIG_TTL_MS};
-    eval(q, S_BIG_STAGE, 3, keys, 2, args, NULL, cb, ud);
+    eval(q, RS_BIG_STAGE, 3, keys, 2, args, NULL, cb, ud);
 }
 
 void
@@ -1516,7 +1154,7 @@ void
 queue_big_finish(struct queue *q, queue_reply_fn *cb, void *ud)
 {
     const char *keys[4] = {q->k_proc, q->k_dead, q->k_big_job, q->k_big_entry};
-    eval(q, S_BIG_FINISH, 4, keys, 0, NULL, NULL, cb, ud);
+    eval(q, RS_BIG_FINISH, 4, keys, 0, NULL, NULL, cb, ud);
 }
 
 void
@@ -1565,8 +1203,8 @@ queue_handback(struct queue *q, uint64_t timeout_ms,
     q->handback_ud = ud;
     const char *keys[5] = {q->k_proc, q->k_lane[0], q->k_lane[1], q->k_lane[2],
                            q->k_workers};
-    const char *args[3] = {q->me, q->me, q->prefix};
-    eval(q, S_HANDBACK, 5, keys, 3, args, NULL, on_handback_done, q);
+    const char *args[3] = {q->me, q->me, q->k_ledger_stem};
+    eval(q, RS_QUEUE_HANDBACK, 5, keys, 3, args, NULL, on_handback_done, q);
     uv_timer_start(&q->t_handback, on_handback_timeout, timeout_ms, 0);
 }
 

@@ -48,6 +48,7 @@
 #define HERALD_QUEUE_H
 
 #include "job.h"
+#include "rscript.h"
 #include "settings.h"
 
 #include <hiredis/hiredis.h>
@@ -165,6 +166,15 @@ void queue_replace(struct queue *q, const char *raw, size_t len,
  * build them with keys.h. */
 void queue_command(struct queue *q, int argc, const char **argv,
                    const size_t *lens, queue_reply_fn *cb, void *ud);
+
+/* Runs Redis script `id` (common/rscript.h) by EVALSHA: argv holds its
+ * nkeys keys, then its arguments (lens NULL: strlen). Queued and re-sent
+ * across reconnects like queue_command; every connect loads every script
+ * of the table before anything else, and a NOSCRIPT reply (someone
+ * flushed the script cache) reconnects, which loads them again. */
+void queue_script(struct queue *q, enum rscript_id id, int nkeys, int argc,
+                  const char **argv, const size_t *lens, queue_reply_fn *cb,
+                  void *ud);
 
 /* The key prefix (HERALD_PREFIX). */
 const char *queue_prefix(const struct queue *q);

@@ -299,12 +299,8 @@ schemes_mark_failed(struct schemes *sc, const char *field, const char *reply)
     char *now = scheme_to_json(e->s, 0);
     free(e->json);
     e->json = xstrdup(now);
-    const char *argv[8] = {"EVAL",        SCHEME_CAS_LUA, "2", sc->k_hash,
-                           sc->k_version, field,          old, now};
-    size_t lens[8];
-    for (int i = 0; i < 8; i++)
-        lens[i] = strlen(argv[i]);
-    queue_command(sc->q, 8, argv, lens, on_marked, NULL);
+    const char *argv[5] = {sc->k_hash, sc->k_version, field, old, now};
+    queue_script(sc->q, RS_SCHEME_CAS, 2, 5, argv, NULL, on_marked, NULL);
     free(old);
     free(now);
 }

@@ -81,8 +81,8 @@ senders_new(struct queue *q)
     const char *p = queue_prefix(q);
     keys_simple(s->k_orgs, sizeof s->k_orgs, p, "orgs");
     keys_simple(s->k_orgs_version, sizeof s->k_orgs_version, p, "orgs:version");
-    quota_key_pauses(s->k_pauses, sizeof s->k_pauses, p);
-    quota_key_probes(s->k_probes, sizeof s->k_probes, p);
+    keys_pauses(s->k_pauses, sizeof s->k_pauses, p);
+    keys_pause_probes(s->k_probes, sizeof s->k_probes, p);
     return s;
 }
 
@@ -276,8 +276,9 @@ add_counter(struct senders *s, struct sender_plan *p, enum quota_kind kind,
     quota_window(kind, tz, now_ms, &p->win[i]);
     /* A limit is never skipped: every valid name fits (quota.h checks
      * KEYS_MAX at compile time), so a key that does not is a bug. */
-    if (quota_key_counter(p->key[i], sizeof p->key[i], queue_prefix(s->q),
-                          p->count_sender, kind, p->win[i].start_ms) < 0) {
+    if (keys_quota_counter(p->key[i], sizeof p->key[i], queue_prefix(s->q),
+                           p->count_sender, kind == QUOTA_MINUTE,
+                           p->win[i].start_ms) < 0) {
         log_msg(LOG_FATAL, "a quota key does not fit KEYS_MAX", "sender",
                 p->count_sender, NULL);
         abort();
@@ -414,13 +415,9 @@ senders_probe(struct senders *s, const char *sender, const char *reason,
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     snprintf(first, sizeof first, "%lld", QUOTA_PROBE_FIRST_MS);
     snprintf(cap, sizeof cap, "%lld", QUOTA_PROBE_MAX_MS);
-    const char *argv[10] = {
-        "EVAL", QUOTA_PROBE_LUA, "2",   s->k_pauses, s->k_probes, sender,
-        now,    reason,          first, cap};
-    size_t lens[10];
-    for (int i = 0; i < 10; i++)
-        lens[i] = strlen(argv[i]);
-    queue_command(s->q, 10, argv, lens, on_probe, op);
+    const char *argv[7] = {s->k_pauses, s->k_probes, sender, now,
+                           reason,      first,       cap};
+    queue_script(s->q, RS_QUOTA_PROBE, 2, 7, argv, NULL, on_probe, op);
 }
 
 /* "<job id>:<fence>": one attempt's holding in the counters. */
@@ -435,21 +432,21 @@ senders_take(struct senders *s, const struct sender_plan *p, const char *id,
              long long fence, int n, int64_t now_ms, senders_take_fn *cb,
              void *ud)
 {
-    char wait[KEYS_MAX], nk[16], now[24], cnt[24], lim[2][24], exp[2][24];
+    char wait[KEYS_MAX], jobs[2][KEYS_MAX], now[24], cnt[24], lim[2][24],
+        exp[2][24];
     char att[JOB_ID_MAX + 32];
     attempt_name(att, sizeof att, id, fence);
-    quota_key_wait(wait, sizeof wait, queue_prefix(s->q), p->count_sender);
+    keys_quota_wait(wait, sizeof wait, queue_prefix(s->q), p->count_sender);
     const char *argv[16];
-    size_t lens[16];
     int a = 0;
-    argv[a++] = "EVAL";
-    argv[a++] = QUOTA_TAKE_LUA;
-    snprintf(nk, sizeof nk, "%d", 2 + p->n);
-    argv[a++] = nk;
     argv[a++] = s->k_pauses;
     argv[a++] = wait;
     for (int i = 0; i < p->n; i++)
         argv[a++] = p->key[i];
+    for (int i = 0; i < p->n; i++) {
+        keys_quota_jobs(jobs[i], sizeof jobs[i], p->key[i]);
+        argv[a++] = jobs[i];
+    }
     argv[a++] = p->pause_sender;
     argv[a++] = id;
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
@@ -465,12 +462,10 @@ senders_take(struct senders *s, const struct sender_plan *p, const char *id,
         argv[a++] = lim[i];
         argv[a++] = exp[i];
     }
-    for (int i = 0; i < a; i++)
-        lens[i] = strlen(argv[i]);
     struct take_op *op = xmalloc(sizeof *op);
     op->cb = cb;
     op->ud = ud;
-    queue_command(s->q, a, argv, lens, on_take, op);
+    queue_script(s->q, RS_QUOTA_TAKE, 2 + 2 * p->n, a, argv, NULL, on_take, op);
 }
 
 void
@@ -479,23 +474,20 @@ senders_settle(struct senders *s, const struct sender_plan *p, const char *id,
 {
     if (p->n == 0)
         return;
-    char nk[16], cnt[24], att[JOB_ID_MAX + 32];
+    char jobs[2][KEYS_MAX], cnt[24], att[JOB_ID_MAX + 32];
     attempt_name(att, sizeof att, id, fence);
-    const char *argv[7];
-    size_t lens[7];
+    const char *argv[6];
     int a = 0;
-    argv[a++] = "EVAL";
-    argv[a++] = QUOTA_SETTLE_LUA;
-    snprintf(nk, sizeof nk, "%d", p->n);
-    argv[a++] = nk;
     for (int i = 0; i < p->n; i++)
         argv[a++] = p->key[i];
+    for (int i = 0; i < p->n; i++) {
+        keys_quota_jobs(jobs[i], sizeof jobs[i], p->key[i]);
+        argv[a++] = jobs[i];
+    }
     snprintf(cnt, sizeof cnt, "%d", keep < 0 ? 0 : keep);
     argv[a++] = cnt;
     argv[a++] = att;
-    for (int i = 0; i < a; i++)
-        lens[i] = strlen(argv[i]);
-    queue_command(s->q, a, argv, lens, NULL, NULL);
+    queue_script(s->q, RS_QUOTA_SETTLE, 2 * p->n, a, argv, NULL, NULL, NULL);
 }
 
 void
@@ -503,15 +495,12 @@ senders_wait(struct senders *s, const char *sender, const char *id,
              int64_t due_ms, int64_t now_ms)
 {
     char wait[KEYS_MAX], due[24], now[24];
-    if (quota_key_wait(wait, sizeof wait, queue_prefix(s->q), sender) < 0)
+    if (keys_quota_wait(wait, sizeof wait, queue_prefix(s->q), sender) < 0)
         return;
     snprintf(due, sizeof due, "%lld", (long long)due_ms);
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
-    const char *argv[7] = {"EVAL", QUOTA_WAIT_LUA, "1", wait, id, due, now};
-    size_t lens[7];
-    for (int i = 0; i < 7; i++)
-        lens[i] = strlen(argv[i]);
-    queue_command(s->q, 7, argv, lens, NULL, NULL);
+    const char *argv[4] = {wait, id, due, now};
+    queue_script(s->q, RS_QUOTA_WAIT, 1, 4, argv, NULL, NULL, NULL);
 }
 
 void
@@ -527,10 +516,6 @@ senders_pause(struct senders *s, const char *sender, int64_t until_ms,
     e->reason = xstrdup(reason);
     char u[24];
     snprintf(u, sizeof u, "%lld", (long long)until_ms);
-    const char *argv[7] = {"EVAL", QUOTA_PAUSE_LUA, "1", s->k_pauses, sender,
-                           u,      reason};
-    size_t lens[7];
-    for (int i = 0; i < 7; i++)
-        lens[i] = strlen(argv[i]);
-    queue_command(s->q, 7, argv, lens, NULL, NULL);
+    const char *argv[4] = {s->k_pauses, sender, u, reason};
+    queue_script(s->q, RS_QUOTA_PAUSE, 1, 4, argv, NULL, NULL, NULL);
 }

@@ -62,7 +62,7 @@ int64_t senders_paused(const struct senders *s, const char *sender,
 
 /*
  * Takes n recipients for job `id`'s attempt under claim `fence` (see
- * QUOTA_TAKE_LUA: taking twice for one attempt counts once). cb gets:
+ * redis/quota_take.lua: taking twice for one attempt counts once). cb gets:
  * verdict 0 taken; -1 paused until `until_ms`; i >= 1: counter i of the
  * plan is full (it resets at plan->win[i-1].end_ms); -2 Redis failed.
  */
@@ -82,7 +82,7 @@ void senders_wait(struct senders *s, const char *sender, const char *id,
 
 /*
  * Pauses `sender` for a refusal that names no end and no quota window
- * (QUOTA_PROBE_LUA): a minute, then twice as long each time its probe
+ * (redis/quota_probe.lua): a minute, then twice as long each time its probe
  * fails again, at most an hour. cb gets the pause's end (known locally at
  * once too), or, when Redis failed, now + QUOTA_PROBE_FIRST_MS; it runs
  * once, never synchronously.

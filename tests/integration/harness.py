@@ -803,6 +803,24 @@ def tool_path(name):
     return os.path.join(bindir, name)
 
 
+def lua_script(name):
+    """The text of Redis script `name` exactly as the binaries embed it:
+    redis/NAME.lua with its includes expanded, written by the build
+    (scripts/embed_lua.sh) to <build>/gen/redis/NAME.lua, <build> being
+    build-san for HERALD_BIN=bin-san and build otherwise."""
+    bindir = os.environ.get("HERALD_BIN", "bin").rstrip("/")
+    build = "build-san" if os.path.basename(bindir) == "bin-san" else "build"
+    path = os.path.join(REPO, build, "gen", "redis", name + ".lua")
+    with open(path) as f:
+        return f.read()
+
+
+def lua_script_names():
+    """Every script the build embeds (redis/*.lua)."""
+    return sorted(os.path.basename(p)[:-4] for p in os.listdir(os.path.join(REPO, "redis"))
+                  if p.endswith(".lua"))
+
+
 def _base_env(settings):
     e = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
