@@ -12,7 +12,7 @@ OPT     ?= -O2 -g
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEPLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lm
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(WERROR) -MMD -MP \
-             -Icommon -Iproducer -I$(B)/gen $(DEPCFLAGS) $(CFLAGS)
+             -Icommon -Iio -Iproducer -I$(B)/gen $(DEPCFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(LDFLAGS)
 
 ifeq ($(SAN),1)
@@ -30,6 +30,8 @@ VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 CFLAGS_ALL += -DHERALD_VERSION=\"$(VERSION)\"
 
 COMMON_SRC   := $(wildcard common/*.c)
+# what talks to the outside (stores, DNS, files): io/; linked with common/
+IO_SRC       := $(wildcard io/*.c)
 WORKER_SRC   := $(wildcard worker/*.c)
 LIB_SRC      := $(wildcard producer/lib*.c)
 ENQ_SRC      := $(wildcard producer/enqueue*.c)
@@ -48,7 +50,7 @@ obj = $(patsubst %.c,$(B)/%.o,$(1))
 LUA_SRC := $(wildcard redis/*.lua)
 GEN     := $(B)/gen
 
-COMMON_OBJ := $(call obj,$(COMMON_SRC)) $(GEN)/rscript_table.o
+COMMON_OBJ := $(call obj,$(COMMON_SRC) $(IO_SRC)) $(GEN)/rscript_table.o
 LIB_OBJ    := $(call obj,$(LIB_SRC))
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 
@@ -113,6 +115,9 @@ $(BIN)/test_%: $(B)/tests/unit/test_%.o $(BIN)/libherald.a
 $(BIN)/test_w_%: $(B)/tests/unit/test_w_%.o $(B)/libworker.a $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+
+# the SPF evaluator's DNS double (tests/spf_zone.c) is the unit test's alone
+$(BIN)/test_spf: $(B)/tests/spf_zone.o
 
 # tests/unit/bench_mc.c: the Message Center's write path alone (a
 # benchmark, not a test; `make bench-mc` runs it).

@@ -5,13 +5,12 @@
 
 #include <jansson.h>
 #include <openssl/rand.h>
+#include <sys/random.h>
 
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -1210,16 +1209,13 @@ random_bytes(unsigned char *p, size_t n)
 {
     if (RAND_bytes(p, (int)n) == 1)
         return;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    size_t got = 0;
-    while (fd >= 0 && got < n) {
-        ssize_t r = read(fd, p + got, n - got);
+    size_t got = 0; /* the kernel's generator, as OpenSSL's would be */
+    while (got < n) {
+        ssize_t r = getrandom(p + got, n - got, 0);
         if (r <= 0)
             break;
         got += (size_t)r;
     }
-    if (fd >= 0)
-        close(fd);
     if (got < n) {
         fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"no random source\"}\n");
         abort();

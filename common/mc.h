@@ -44,6 +44,7 @@ enum mc_status {
 
 const char *mc_status_name(enum mc_status s);
 int mc_status_parse(const char *s, enum mc_status *out); /* 0 / HERR_INVALID */
+int mc_status_valid(enum mc_status s); /* one of the enum's values */
 
 struct mc_record {
     char *id, *org, *account, *type;
@@ -82,6 +83,11 @@ struct mc_update { /* start from mc_update_init() */
     int set_content;
     const char *subject, *text, *html;
 };
+
+/* The checks mc_insert and mc_update make before a backend sees the
+ * write: 0, or HERR_INVALID naming the field (see mc_insert). */
+int mc_record_check(const struct mc_record *r, struct herr *e);
+int mc_update_check(const struct mc_update *u, struct herr *e);
 
 /* Fills `u` with "change nothing but the status" (times -1, strings NULL,
  * attempts_add 0, set_content 0). Zero-initialised updates would clear the

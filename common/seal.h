@@ -30,7 +30,7 @@
  * best effort), excluded from core dumps (MADV_DONTDUMP), and wiped
  * (OPENSSL_cleanse) when freed.
  *
- * No I/O except `seal_key_load`, which reads the key file.
+ * No I/O: `seal_key_load`, which reads the key file, is io/seal_keyfile.c.
  */
 #ifndef HERALD_SEAL_H
 #define HERALD_SEAL_H
@@ -73,6 +73,12 @@ struct seal_key;
  * for a service group) is accepted but flagged: see seal_key_warnings().
  */
 int seal_key_load(const char *path, struct seal_key **out, struct herr *e);
+
+/* The pure half of seal_key_load: a key from the `n` bytes of a key file
+ * (named `name` in errors), with the SEAL_WARN_* bits the caller noticed
+ * in `warnings` (SEAL_WARN_TEXT is added here). */
+int seal_key_parse(const char *name, const unsigned char *b, size_t n,
+                   unsigned warnings, struct seal_key **out, struct herr *e);
 
 /* A key from 32 raw bytes (copied; the caller wipes its own copy). */
 struct seal_key *seal_key_new(const unsigned char raw[SEAL_KEY_LEN]);

@@ -1,5 +1,5 @@
 #include "settings.h"
-#include "dnsres.h"
+#include "dnsaddr.h"
 #include "spf.h"
 #include "util.h"
 
@@ -475,7 +475,7 @@ valid_dns(const char *env, const char *v, struct herr *e)
     struct sockaddr_storage ss;
     socklen_t len;
     struct herr pe;
-    if (dnsres_parse_server(v, &ss, &len, &pe) != 0)
+    if (dnsaddr_parse(v, &ss, &len, &pe) != 0)
         return herr_set(e, HERR_INVALID, env, "'%.64s': %s", v, pe.msg);
     return 0;
 }

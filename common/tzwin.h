@@ -38,6 +38,14 @@ int tzwin_valid_name(const char *name);
 int tzwin_load(const char *dir, const char *name, struct tzwin **out,
                struct herr *e);
 
+/* The pure half of tzwin_load: the zone `name` from the TZif bytes of
+ * its file (`where` names it in errors), or the UTC zone under that
+ * name. */
+int tzwin_from_tzif(const char *name, const char *where,
+                    const unsigned char *data, size_t len, struct tzwin **out,
+                    struct herr *e);
+struct tzwin *tzwin_utc(const char *name);
+
 void tzwin_free(struct tzwin *z);
 
 /* The zone's name as loaded. */

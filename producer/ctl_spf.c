@@ -6,7 +6,7 @@
  * check_host() runs once per address, and the platform is authorised only
  * when every one gets "pass". Without any, the policy must reach
  * include:<HERALD_SENDER_DOMAIN> (spf_reaches_domain). DNS questions go to
- * HERALD_DNS or the system's resolvers (common/dnsres.h).
+ * HERALD_DNS or the system's resolvers (io/dnsres.h).
  *
  * Exit: 0 the check completed, whatever the verdict; 1 temperror (DNS
  * failed: never authorised) or the resolver could not be set up; 2 bad

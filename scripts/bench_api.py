@@ -5,7 +5,7 @@
 1. A private PostgreSQL 15 cluster (scripts/bench.py's PgCluster: unix
    socket only, fsync off) and a redis-server on a free loopback port.
 2. The schema is Herald's: `heraldctl mc migrate` creates it; each day's
-   partitions are made as common/mc_pg.c makes them (CREATE TABLE ... LIKE
+   partitions are made as io/mc_pg.c makes them (CREATE TABLE ... LIKE
    the parent, ATTACH PARTITION: the parent's indexes follow), loaded with
    COPY before they are attached. The records are what mc_pg.c would have
    written for them: the id registry, the record and content rows, one

@@ -32,12 +32,13 @@ mkdir -p "$WORK/obj" "$WORK/bin" "$WORK/corpus" "$WORK/artifacts" "$WORK/log"
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $SAN \
- -Icommon $(pkg-config --cflags jansson openssl sqlite3 libpq)"
+ -Icommon -Iio $(pkg-config --cflags jansson openssl sqlite3 libpq)"
 LIBS="$(pkg-config --libs jansson openssl sqlite3 libpq) -lresolv -lm"
 
-# common/*.c get coverage instrumentation without libFuzzer's main()
+# common/*.c and io/*.c get coverage instrumentation without libFuzzer's
+# main()
 build_fail=0
-srcs=(common/*.c)
+srcs=(common/*.c io/*.c)
 # shellcheck disable=SC2016 # the sh -c script expands its own arguments
 printf '%s\n' "${srcs[@]}" |
     xargs -P "$JOBS" -I{} sh -c \
@@ -45,7 +46,7 @@ printf '%s\n' "${srcs[@]}" |
         _ "$WORK" {} "$CLANG" "$CFLAGS" || build_fail=1
 if [ "$build_fail" -ne 0 ]; then
     cat "$WORK/log/build.log" >&2
-    echo "fuzz: building common/*.c failed (logs in $WORK)" >&2
+    echo "fuzz: building common/*.c and io/*.c failed (logs in $WORK)" >&2
     exit 2
 fi
 
@@ -64,6 +65,8 @@ for t in $TARGETS; do
     # fuzz_api_params also takes herald-api's parameter parser
     extra=""
     [ "$t" = fuzz_api_params ] && extra="api/params.c -Iapi"
+    # fuzz_spf answers from the in-memory DNS double of the tests
+    [ "$t" = fuzz_spf ] && extra="tests/spf_zone.c"
     # shellcheck disable=SC2086
     if ! $CLANG $CFLAGS -fsanitize=fuzzer "$src" $extra "$WORK"/obj/*.o $LIBS \
         -o "$bin" >"$log" 2>&1; then

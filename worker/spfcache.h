@@ -5,7 +5,7 @@
  * A verdict comes from, in order: this process's cache; Redis
  * (<p>:spf:<domain>, shared by the fleet, expiring with the records' DNS
  * TTL, at most SPFCACHE_MAX_S); an evaluation on libuv's thread pool
- * (common/spf.h over common/dnsres.h, HERALD_DNS, HERALD_SENDER_IPS or
+ * (common/spf.h over io/dnsres.h, HERALD_DNS, HERALD_SENDER_IPS or
  * else the include: chain to HERALD_SENDER_DOMAIN). A temperror is never
  * "authorised" and is kept only SPFCACHE_TEMP_S. Checks of one domain in
  * flight at once share one evaluation; at most four evaluations use the

@@ -8,6 +8,7 @@
  * string of the result must be printable ASCII, as spf.h promises.
  */
 #include "../../common/spf.h"
+#include "../spf_zone.h"
 #include "fuzz_common.h"
 
 #include <string.h>

@@ -1,4 +1,4 @@
-"""The Message Center on PostgreSQL (SPEC §6.1-6.3; common/mc_pg.c).
+"""The Message Center on PostgreSQL (SPEC §6.1-6.3; io/mc_pg.c).
 
 Every test gets a new database on the test process's private PostgreSQL
 15 cluster (harness.Postgres: one cluster per run, socket only, as the

@@ -1,6 +1,6 @@
 """`heraldctl spf check` against a real DNS server (SPEC §4 path 2, §7;
 issue 3): dnsmasq on a free loopback port serves the SPF cases, and
-HERALD_DNS points the resolver (common/dnsres.c) at it.
+HERALD_DNS points the resolver (io/dnsres.c) at it.
 
 dnsmasq runs with --no-resolv --no-hosts and `local=/test/`, so it answers
 only from its configuration: a name under .test that it does not know is

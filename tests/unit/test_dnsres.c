@@ -1,5 +1,5 @@
 /*
- * test_dnsres — the parts of common/dnsres.c that need no network: the
+ * test_dnsres — the parts of io/dnsres.c that need no network: the
  * HERALD_DNS parser, the question builder and the reply reader over
  * hand-built DNS messages (CNAME chains in any order, TTL caps, TXT
  * strings, MX with compression, NXDOMAIN / NODATA with SOA, rcodes,
@@ -135,18 +135,18 @@ test_server(void)
     struct sockaddr_storage ss;
     socklen_t sl;
     struct herr e = {{0}, {0}};
-    CHECK(dnsres_parse_server("192.0.2.53", &ss, &sl, &e) == 0);
+    CHECK(dnsaddr_parse("192.0.2.53", &ss, &sl, &e) == 0);
     CHECK(ss.ss_family == AF_INET && sl == sizeof(struct sockaddr_in));
     CHECK(ntohs(((struct sockaddr_in *)&ss)->sin_port) == 53);
-    CHECK(dnsres_parse_server("127.0.0.1:5353", &ss, &sl, &e) == 0);
+    CHECK(dnsaddr_parse("127.0.0.1:5353", &ss, &sl, &e) == 0);
     CHECK(ntohs(((struct sockaddr_in *)&ss)->sin_port) == 5353);
-    CHECK(dnsres_parse_server("::1", &ss, &sl, &e) == 0);
+    CHECK(dnsaddr_parse("::1", &ss, &sl, &e) == 0);
     CHECK(ss.ss_family == AF_INET6 &&
           ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) == 53);
-    CHECK(dnsres_parse_server("[2001:db8::53]:1053", &ss, &sl, &e) == 0);
+    CHECK(dnsaddr_parse("[2001:db8::53]:1053", &ss, &sl, &e) == 0);
     CHECK(ss.ss_family == AF_INET6 &&
           ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) == 1053);
-    CHECK(dnsres_parse_server("[::1]", &ss, &sl, &e) == 0);
+    CHECK(dnsaddr_parse("[::1]", &ss, &sl, &e) == 0);
     const char *bad[] = {"",
                          "dns.example",
                          "1.2.3.4:0",
@@ -161,7 +161,7 @@ test_server(void)
                          "::1:53:zz"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&e, 0, sizeof e);
-        int rc = dnsres_parse_server(bad[i], &ss, &sl, &e);
+        int rc = dnsaddr_parse(bad[i], &ss, &sl, &e);
         CHECK_MSG(rc == HERR_INVALID, "%s", bad[i]);
         CHECK(strcmp(e.field, "HERALD_DNS") == 0 && e.msg[0] != '\0');
     }

@@ -10,6 +10,7 @@
  */
 #include "../../common/clock.h"
 #include "../../common/spf.h"
+#include "../spf_zone.h"
 #include "../../common/util.h"
 #include "t.h"
 

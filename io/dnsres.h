@@ -46,6 +46,7 @@
 #define HERALD_DNSRES_H
 
 #include "err.h"
+#include "dnsaddr.h"
 #include "spf.h"
 
 #include <stddef.h>
@@ -59,17 +60,6 @@
 #define DNSRES_REPLY_MAX 65536     /* reply buffer (TCP maximum) */
 
 struct dnsres;
-
-/*
- * Parses a server "host[:port]": an IPv4 address ("192.0.2.53",
- * "192.0.2.53:5353"), an IPv6 address bare ("2001:db8::53") or in
- * brackets ("[2001:db8::53]", "[::1]:5353"); port 1..65535, default 53.
- * Names are not accepted (the resolver of the resolver would be
- * needed). Fills *out / *outlen. Returns 0 or HERR_INVALID with e
- * (field "HERALD_DNS") saying what is wrong.
- */
-int dnsres_parse_server(const char *s, struct sockaddr_storage *out,
-                        socklen_t *outlen, struct herr *e);
 
 /*
  * A resolver asking `server` ("host[:port]", see above) or, when server
