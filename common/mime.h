@@ -24,7 +24,7 @@
  *   job with neither text nor html gets an empty text/plain body. The
  *   message always ends with CRLF.
  * - 7bit bodies are copied as they are, so lines may start with '.' or
- *   "From ": the SMTP sender must dot-stuff (worker/mailer.c does).
+ *   "From ": the SMTP sender must dot-stuff (io/mailer.c does).
  * - Header values: in every subject, display name, X- header value and
  *   attachment file name, each run of CR and LF becomes one space (the
  *   value never decodes to a line break); other control characters and

@@ -657,7 +657,7 @@ run_smtp(struct test *t, const struct scheme *sc, const char *password,
     set_common(c, &g, &p, errbuf);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
-    /* the worker's mechanisms only (worker/mailer.c): a server that takes
+    /* the worker's mechanisms only (io/mailer.c): a server that takes
      * nothing but CRAM-MD5 must fail here as it fails every delivery */
     curl_easy_setopt(c, CURLOPT_LOGIN_OPTIONS, "AUTH=PLAIN;AUTH=LOGIN");
     struct curl_slist *rcpt = NULL;

@@ -18,7 +18,7 @@ set -u
 
 cd "$(dirname "$0")/.." || exit 2
 SECONDS_PER=${FUZZ_SECONDS:-20}
-TARGETS=${FUZZ_TARGETS:-"fuzz_job fuzz_mime fuzz_spf fuzz_jfast fuzz_tzwin fuzz_dead fuzz_api_params"}
+TARGETS=${FUZZ_TARGETS:-"fuzz_job fuzz_mime fuzz_spf fuzz_jfast fuzz_tzwin fuzz_dead fuzz_api_params fuzz_smtpreply"}
 CLANG=${CLANG:-clang}
 JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
@@ -32,8 +32,8 @@ mkdir -p "$WORK/obj" "$WORK/bin" "$WORK/corpus" "$WORK/artifacts" "$WORK/log"
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $SAN \
- -Icommon -Iio $(pkg-config --cflags jansson openssl sqlite3 libpq)"
-LIBS="$(pkg-config --libs jansson openssl sqlite3 libpq) -lresolv -lm"
+ -Icommon -Iio $(pkg-config --cflags jansson openssl sqlite3 libpq libuv)"
+LIBS="$(pkg-config --libs jansson openssl sqlite3 libpq libuv) -lresolv -lm"
 
 # common/*.c and io/*.c get coverage instrumentation without libFuzzer's
 # main()

@@ -1,6 +1,7 @@
 #include "mailer.h"
 #include "scheme.h"
 #include "settings.h"
+#include "smtpreply.h"
 #include "err.h"
 #include "log.h"
 #include "util.h"
@@ -67,12 +68,11 @@ struct sconn {
     enum cstate st;
     SSL *ssl;
     BIO *rbio, *wbio;
-    int tls; /* TLS is up */
-    int caps_pipelining, caps_starttls, caps_auth_plain, caps_auth_login,
-        caps_size;
-    int ehlo_done_tls;  /* EHLO after STARTTLS done */
-    struct buf in;      /* partial reply line */
-    int multiline_code; /* current multi-line reply's code */
+    int tls;                    /* TLS is up */
+    struct smtpreply_caps caps; /* from the EHLO reply */
+    int ehlo_done_tls;          /* EHLO after STARTTLS done */
+    struct buf in;              /* partial reply line */
+    int multiline_code;         /* current multi-line reply's code */
     /* expected replies, FIFO */
     enum expect exp[MAILER_RCPT_MAX + 8];
     size_t exp_head, exp_n;
@@ -536,14 +536,14 @@ start_transaction(struct sconn *c)
     c->used = 1;
     struct buf b;
     buf_init(&b, 0);
-    if (c->caps_size)
+    if (c->caps.size)
         buf_printf(&b, "MAIL FROM:<%s> SIZE=%zu\r\n", req->mail_from, req->len);
     else
         buf_printf(&b, "MAIL FROM:<%s>\r\n", req->mail_from);
     expect_push(c, X_MAIL);
     x->res.transactions++;
     x->last_ok = 0;
-    if (c->caps_pipelining) {
+    if (c->caps.pipelining) {
         for (size_t i = 0; i < x->nround; i++) {
             buf_printf(&b, "RCPT TO:<%s>\r\n", req->rcpt[x->round[i]]);
             expect_push(c, X_RCPT);
@@ -684,7 +684,7 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
         c->mail_code = code;
         if (code / 100 != 2 && x)
             fail_xfer(x, code >= 500 ? MAIL_PERM : MAIL_TEMP, code, line);
-        if (!c->caps_pipelining) {
+        if (!c->caps.pipelining) {
             if (code / 100 == 2) {
                 conn_sendf(c, "RCPT TO:<%s>\r\n", req->rcpt[x->round[0]]);
                 expect_push(c, X_RCPT);
@@ -704,7 +704,7 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
         }
         if (code / 100 == 2)
             c->rcpt_ok++;
-        if (!c->caps_pipelining) {
+        if (!c->caps.pipelining) {
             if (c->rcpt_seen < x->nround) {
                 conn_sendf(c, "RCPT TO:<%s>\r\n",
                            req->rcpt[x->round[c->rcpt_seen]]);
@@ -853,7 +853,7 @@ auth_or_ready(struct sconn *c)
         return;
     }
     const char *pw = x->req->password ? x->req->password : "";
-    if (c->caps_auth_plain) {
+    if (c->caps.auth_plain) {
         size_t ul = strlen(user), pl = strlen(pw);
         size_t rawlen = ul + pl + 2;
         unsigned char *raw = xmalloc(rawlen);
@@ -874,7 +874,7 @@ auth_or_ready(struct sconn *c)
         free(raw);
         free(b64);
         expect_push(c, X_AUTH_PLAIN);
-    } else if (c->caps_auth_login) {
+    } else if (c->caps.auth_login) {
         conn_send(c, "AUTH LOGIN\r\n", 12);
         expect_push(c, X_AUTH_LOGIN);
     } else {
@@ -899,38 +899,6 @@ send_b64(struct sconn *c, const char *s)
     conn_send(c, b64, (size_t)k + 2);
     OPENSSL_cleanse(b64, (size_t)k + 2);
     free(b64);
-}
-
-static void
-ehlo_line(struct sconn *c, const char *line, size_t n)
-{
-    /* "250-PIPELINING", "250 AUTH PLAIN LOGIN", ... */
-    if (n < 4)
-        return;
-    const char *kw = line + 4;
-    size_t kl = n - 4;
-    while (kl && (kw[kl - 1] == '\r' || kw[kl - 1] == '\n'))
-        kl--;
-    char tmp[256];
-    if (kl >= sizeof tmp)
-        kl = sizeof tmp - 1;
-    memcpy(tmp, kw, kl);
-    tmp[kl] = '\0';
-    if (strcasecmp(tmp, "PIPELINING") == 0)
-        c->caps_pipelining = 1;
-    else if (strcasecmp(tmp, "STARTTLS") == 0)
-        c->caps_starttls = 1;
-    else if (strncasecmp(tmp, "SIZE", 4) == 0 && (tmp[4] == 0 || tmp[4] == ' '))
-        c->caps_size = 1;
-    else if (strncasecmp(tmp, "AUTH", 4) == 0 &&
-             (tmp[4] == ' ' || tmp[4] == '=')) {
-        for (char *tok = strtok(tmp + 5, " "); tok; tok = strtok(NULL, " ")) {
-            if (strcasecmp(tok, "PLAIN") == 0)
-                c->caps_auth_plain = 1;
-            else if (strcasecmp(tok, "LOGIN") == 0)
-                c->caps_auth_login = 1;
-        }
-    }
 }
 
 static void
@@ -972,7 +940,7 @@ on_setup_reply(struct sconn *c, enum expect e, int code, const char *line)
             setup_fail(c, code, line, MAIL_TEMP);
             return;
         }
-        if (!c->tls && c->caps_starttls && c->pool->tls != MAIL_TLS_NONE) {
+        if (!c->tls && c->caps.starttls && c->pool->tls != MAIL_TLS_NONE) {
             conn_send(c, "STARTTLS\r\n", 10);
             expect_push(c, X_STARTTLS);
             return;
@@ -1036,15 +1004,12 @@ on_setup_reply(struct sconn *c, enum expect e, int code, const char *line)
 static void
 on_line(struct sconn *c, const char *line, size_t n)
 {
-    int code = 0;
-    if (n >= 3 && line[0] >= '2' && line[0] <= '5' && line[1] >= '0' &&
-        line[1] <= '9' && line[2] >= '0' && line[2] <= '9')
-        code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-    if (code == 0 || (n > 3 && line[3] != ' ' && line[3] != '-' &&
-                      line[3] != '\r' && line[3] != '\n')) {
+    struct smtpreply_line rl;
+    if (smtpreply_parse(line, n, &rl) != 0) {
         conn_fail(c, "the server sent something that is not an SMTP reply");
         return;
     }
+    int code = rl.code;
     if (c->exp_n == 0) {
         if (code == 421 && c->st == C_IDLE) {
             conn_close(c); /* the server closes an idle session */
@@ -1053,10 +1018,9 @@ on_line(struct sconn *c, const char *line, size_t n)
         conn_fail(c, "the server sent an unexpected reply");
         return;
     }
-    int more = n > 3 && line[3] == '-';
     if (c->exp[c->exp_head] == X_EHLO && code / 100 == 2)
-        ehlo_line(c, line, n);
-    if (more)
+        smtpreply_ehlo_keyword(rl.text, rl.textlen, &c->caps);
+    if (rl.more)
         return;
     enum expect e = expect_pop(c);
     struct mailer *m = the_mailer_of(c);
@@ -1135,8 +1099,7 @@ tls_progress(struct sconn *c)
                 expect_push(c, X_GREETING);
             } else {
                 /* forget what was said in clear text (RFC 3207) */
-                c->caps_pipelining = c->caps_starttls = 0;
-                c->caps_auth_plain = c->caps_auth_login = c->caps_size = 0;
+                memset(&c->caps, 0, sizeof c->caps);
                 send_ehlo(c, "EHLO");
             }
         } else {
