@@ -27,8 +27,8 @@ parse_port(const char *s, uint16_t *port)
 }
 
 int
-dnsaddr_parse(const char *s, struct sockaddr_storage *out,
-                    socklen_t *outlen, struct herr *e)
+dnsaddr_parse(const char *s, struct sockaddr_storage *out, socklen_t *outlen,
+              struct herr *e)
 {
     char host[INET6_ADDRSTRLEN + 1];
     const char *portstr = NULL;

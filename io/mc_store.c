@@ -304,4 +304,3 @@ mc_list(struct mc *m, const struct mc_filter *f, struct mc_record ***out,
     }
     return 0;
 }
-

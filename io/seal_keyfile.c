@@ -82,4 +82,3 @@ seal_key_load(const char *path, struct seal_key **out, struct herr *e)
     OPENSSL_cleanse(b, sizeof b);
     return rc;
 }
-

@@ -50,12 +50,18 @@ caps_of(const char *const *kw, size_t n)
 static void
 test_ehlo(void)
 {
-    const char *postfix[] = {"PIPELINING",          "SIZE 10240000",
-                             "VRFY",                "ETRN",
-                             "STARTTLS",            "AUTH PLAIN LOGIN",
-                             "AUTH=PLAIN LOGIN",    "ENHANCEDSTATUSCODES",
-                             "8BITMIME",            "DSN",
-                             "SMTPUTF8",            "CHUNKING"};
+    const char *postfix[] = {"PIPELINING",
+                             "SIZE 10240000",
+                             "VRFY",
+                             "ETRN",
+                             "STARTTLS",
+                             "AUTH PLAIN LOGIN",
+                             "AUTH=PLAIN LOGIN",
+                             "ENHANCEDSTATUSCODES",
+                             "8BITMIME",
+                             "DSN",
+                             "SMTPUTF8",
+                             "CHUNKING"};
     struct smtpreply_caps c = caps_of(postfix, 12);
     CHECK(c.pipelining && c.size && c.starttls && c.auth_plain &&
           c.auth_login && !c.auth_cram_md5);
@@ -68,8 +74,9 @@ test_ehlo(void)
     c = caps_of(cram, 1);
     CHECK(c.auth_cram_md5 && !c.auth_plain && !c.auth_login);
     /* look-alikes name nothing */
-    const char *near[] = {"PIPELININGX", "AUTHPLAIN", "STARTTLSX", "SIZEX",
-                          "X-AUTH PLAIN", "AUTH PLAINX LOGINX", ""};
+    const char *near[] = {
+        "PIPELININGX",  "AUTHPLAIN",          "STARTTLSX", "SIZEX",
+        "X-AUTH PLAIN", "AUTH PLAINX LOGINX", ""};
     c = caps_of(near, 7);
     CHECK(!c.pipelining && !c.auth_plain && !c.auth_login && !c.starttls &&
           !c.size);
