@@ -58,6 +58,7 @@ smtpreply_ehlo_keyword(const char *text, size_t n, struct smtpreply_caps *caps)
     else if (word_is(kw, kl, "SIZE"))
         caps->size = 1;
     else if (word_is(kw, kl, "AUTH")) {
+        caps->auth = 1;
         size_t ml;
         for (const char *m = next_word(&p, end, &ml); ml > 0;
              m = next_word(&p, end, &ml)) {

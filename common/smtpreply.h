@@ -26,9 +26,10 @@ int smtpreply_parse(const char *line, size_t n, struct smtpreply_line *out);
 
 /* What a server offers, from its EHLO reply's lines. Start zeroed. */
 struct smtpreply_caps {
-    int pipelining;                            /* RFC 2920 */
-    int starttls;                              /* RFC 3207 */
-    int size;                                  /* RFC 1870 */
+    int pipelining; /* RFC 2920 */
+    int starttls;   /* RFC 3207 */
+    int size;       /* RFC 1870 */
+    int auth;       /* AUTH offered at all, whatever its mechanisms */
     int auth_plain, auth_login, auth_cram_md5; /* AUTH mechanisms offered */
 };
 

@@ -342,6 +342,32 @@ conn_send(struct sconn *c, const char *data, size_t len)
     tls_flush(c);
 }
 
+/* The request's trace (mail_req.trace), if it has one. */
+static void
+trace(struct sconn *c, enum mail_trace kind, const char *s, size_t n)
+{
+    if (c->x && c->x->req->trace)
+        c->x->req->trace(c->x->req, kind, s, n);
+}
+
+/* Each line of commands about to be sent, to the trace, without CR LF.
+ * Never given credentials: AUTH says only its mechanism. */
+static void
+trace_cmds(struct sconn *c, const char *s, size_t n)
+{
+    if (c->x == NULL || c->x->req->trace == NULL)
+        return;
+    while (n > 0) {
+        const char *nl = memchr(s, '\n', n);
+        size_t k = nl ? (size_t)(nl - s) + 1 : n, len = k;
+        while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
+            len--;
+        trace(c, MAIL_TRACE_OUT, s, len);
+        s += k;
+        n -= k;
+    }
+}
+
 static void conn_sendf(struct sconn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -357,6 +383,7 @@ conn_sendf(struct sconn *c, const char *fmt, ...)
         conn_fail(c, "command too long");
         return;
     }
+    trace_cmds(c, line, (size_t)n); /* EHLO, HELO, RCPT */
     conn_send(c, line, (size_t)n);
 }
 
@@ -504,6 +531,7 @@ conn_quit(struct sconn *c)
     c->st = C_QUIT;
     arm_timer(c, QUIT_WAIT_MS);
     expect_push(c, X_QUIT);
+    trace_cmds(c, "QUIT", 4);
     conn_send(c, "QUIT\r\n", 6);
 }
 
@@ -551,6 +579,7 @@ start_transaction(struct sconn *c)
         buf_puts(&b, "DATA\r\n");
         expect_push(c, X_DATA);
     }
+    trace_cmds(c, b.p, b.len);
     conn_send(c, b.p, b.len);
     buf_free(&b);
     arm_timer(c, c->m->o.step_timeout_s * 1000);
@@ -589,6 +618,7 @@ send_body(struct sconn *c)
         o += 2;
     }
     memcpy(o, ".\r\n", 3);
+    trace_cmds(c, ".", 1); /* the message's end; its lines are not traced */
     expect_push(c, X_BODY);
     if (!c->tls) {
         raw_send_wreq(c, r, len);
@@ -603,6 +633,7 @@ static void
 reset_conn(struct sconn *c)
 {
     c->st = C_RESET;
+    trace_cmds(c, "RSET", 4);
     conn_send(c, "RSET\r\n", 6);
     expect_push(c, X_RSET);
 }
@@ -714,6 +745,7 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
                 finish_transaction(c, !c->broken);
                 return;
             } else {
+                trace_cmds(c, "DATA", 4);
                 conn_send(c, "DATA\r\n", 6);
                 expect_push(c, X_DATA);
             }
@@ -726,6 +758,7 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
             if (x && (x->decided || c->rcpt_ok == 0)) {
                 /* pipelined DATA accepted although MAIL or every RCPT
                  * failed: send an empty message end, then RSET */
+                trace_cmds(c, ".", 1);
                 conn_send(c, ".\r\n", 3);
                 expect_push(c, X_BODY);
                 if (!x->decided)
@@ -832,6 +865,24 @@ tls_begin(struct sconn *c)
     return 0;
 }
 
+/* The session is set up (and logged in, with a user): the transaction,
+ * or for a login_only request its end (MAIL_OK; the connection goes
+ * idle, and says QUIT when the mailer closes). */
+static void
+session_ready(struct sconn *c)
+{
+    struct xfer *x = c->x;
+    if (x == NULL || !x->req->login_only) {
+        start_transaction(c);
+        return;
+    }
+    c->used = 1;
+    x->res.cls = MAIL_OK;
+    x->decided = 1;
+    x->last_ok = 1;
+    finish_transaction(c, 1);
+}
+
 static void
 auth_or_ready(struct sconn *c)
 {
@@ -839,10 +890,11 @@ auth_or_ready(struct sconn *c)
     struct pool *p = c->pool;
     const char *user = x ? x->req->user : NULL;
     if (user == NULL) {
-        start_transaction(c);
+        session_ready(c);
         return;
     }
     if (!c->tls && !p->loopback) {
+        x->res.no_auth = 1;
         fail_xfer(x, MAIL_TEMP, 0,
                   "refusing to send credentials over an unencrypted "
                   "connection (the server offers no STARTTLS)");
@@ -866,6 +918,7 @@ auth_or_ready(struct sconn *c)
         struct buf b;
         buf_init(&b, 0);
         buf_printf(&b, "AUTH PLAIN %s\r\n", b64);
+        trace_cmds(c, "AUTH PLAIN", 10);
         conn_send(c, b.p, b.len);
         OPENSSL_cleanse(b.p, b.len);
         OPENSSL_cleanse(raw, rawlen);
@@ -875,12 +928,17 @@ auth_or_ready(struct sconn *c)
         free(b64);
         expect_push(c, X_AUTH_PLAIN);
     } else if (c->caps.auth_login) {
+        trace_cmds(c, "AUTH LOGIN", 10);
         conn_send(c, "AUTH LOGIN\r\n", 12);
         expect_push(c, X_AUTH_LOGIN);
     } else {
+        x->res.no_auth = 1;
         fail_xfer(x, MAIL_TEMP, 0,
-                  "the server offers no AUTH mechanism Herald speaks "
-                  "(PLAIN, LOGIN)");
+                  c->caps.auth
+                      ? "the server offers no AUTH mechanism Herald speaks "
+                        "(PLAIN, LOGIN)"
+                      : "the server did not offer AUTH (no AUTH in its EHLO "
+                        "reply), so the credentials were not tried");
         c->x = NULL;
         x->c = NULL;
         conn_close(c);
@@ -941,11 +999,14 @@ on_setup_reply(struct sconn *c, enum expect e, int code, const char *line)
             return;
         }
         if (!c->tls && c->caps.starttls && c->pool->tls != MAIL_TLS_NONE) {
+            trace_cmds(c, "STARTTLS", 8);
             conn_send(c, "STARTTLS\r\n", 10);
             expect_push(c, X_STARTTLS);
             return;
         }
         if (!c->tls && c->pool->tls == MAIL_TLS_REQUIRED) {
+            if (x)
+                x->res.no_tls = 1;
             setup_fail(c, 0,
                        "the server does not offer STARTTLS, which this "
                        "sender requires",
@@ -968,7 +1029,7 @@ on_setup_reply(struct sconn *c, enum expect e, int code, const char *line)
         if (code == 235) {
             if (x)
                 x->res.auth_ok = 1;
-            start_transaction(c);
+            session_ready(c);
             return;
         }
         if (x)
@@ -1005,6 +1066,10 @@ static void
 on_line(struct sconn *c, const char *line, size_t n)
 {
     struct smtpreply_line rl;
+    size_t tl = n;
+    while (tl > 0 && (line[tl - 1] == '\n' || line[tl - 1] == '\r'))
+        tl--;
+    trace(c, MAIL_TRACE_IN, line, tl);
     if (smtpreply_parse(line, n, &rl) != 0) {
         conn_fail(c, "the server sent something that is not an SMTP reply");
         return;
@@ -1093,6 +1158,11 @@ tls_progress(struct sconn *c)
         if (rc == 1) {
             c->tls = 1;
             c->st = C_SETUP;
+            char v[128];
+            int vn = snprintf(v, sizeof v, "%s / %s", SSL_get_version(c->ssl),
+                              SSL_get_cipher_name(c->ssl));
+            trace(c, MAIL_TRACE_TLS, v,
+                  vn > 0 && (size_t)vn < sizeof v ? (size_t)vn : strlen(v));
             struct mailer *m = the_mailer_of(c);
             arm_timer(c, m->o.step_timeout_s * 1000);
             if (c->pool->implicit_tls) {
@@ -1190,6 +1260,7 @@ on_connected(uv_connect_t *req, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    trace(c, MAIL_TRACE_CONNECTED, c->pool->host, strlen(c->pool->host));
     if (c->pool->implicit_tls) {
         if (tls_begin(c) != 0)
             conn_fail(c, "could not set up TLS");
@@ -1582,7 +1653,7 @@ mailer_send(struct mailer *m, struct mail_req *req)
 {
     if (m->closing)
         return HERR_IO;
-    if (req->nrcpt == 0 || req->nrcpt > MAILER_RCPT_MAX)
+    if ((req->nrcpt == 0 && !req->login_only) || req->nrcpt > MAILER_RCPT_MAX)
         return HERR_INVALID;
     struct pool *p =
         pool_get(m, req->url, req->user, req->tls, req->max_conns, req->tag);
@@ -1593,8 +1664,8 @@ mailer_send(struct mailer *m, struct mail_req *req)
     x->req = req;
     x->pool = p;
     x->res.nrcpt = req->nrcpt;
-    x->res.rcpt = xcalloc(req->nrcpt, sizeof *x->res.rcpt);
-    x->round = xcalloc(req->nrcpt, sizeof *x->round);
+    x->res.rcpt = xcalloc(req->nrcpt ? req->nrcpt : 1, sizeof *x->res.rcpt);
+    x->round = xcalloc(req->nrcpt ? req->nrcpt : 1, sizeof *x->round);
     x->nround = req->nrcpt;
     for (size_t i = 0; i < req->nrcpt; i++)
         x->round[i] = i;
@@ -1607,6 +1678,16 @@ mailer_send(struct mailer *m, struct mail_req *req)
     wait_push(m, p, x, req->flow);
     pool_wake(m, p);
     return 0;
+}
+
+char *
+mailer_scheme_url(const struct scheme *s, enum mail_tls *tls)
+{
+    int v6 = strchr(s->smtp_host, ':') != NULL;
+    *tls = s->tls == SCHEME_TLS_NONE ? MAIL_TLS_NONE : MAIL_TLS_REQUIRED;
+    return xasprintf("%s://%s%s%s:%d",
+                     s->tls == SCHEME_TLS_SSL ? "smtps" : "smtp", v6 ? "[" : "",
+                     s->smtp_host, v6 ? "]" : "", s->smtp_port);
 }
 
 size_t

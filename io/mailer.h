@@ -71,6 +71,11 @@ struct mail_result {
                          server took only so many recipients per message */
     int auth_failed;  /* the server refused the credentials (cls TEMP) */
     int auth_ok;      /* this transaction logged in (235) */
+    int no_auth;      /* a user was given and the session offered no way to
+                         log in (no AUTH, no mechanism Herald speaks, or
+                         plain text to a host not on loopback) */
+    int no_tls;       /* TLS was required and the server offers no
+                         STARTTLS */
     int withdrawn;    /* req->may_start said no: nothing was sent */
 };
 
@@ -83,6 +88,19 @@ enum mail_tls {
 
 struct mail_req;
 typedef void mail_done_fn(struct mail_req *req, const struct mail_result *r);
+
+/* What a request's trace (mail_req.trace) is told, as the session goes. */
+enum mail_trace {
+    MAIL_TRACE_CONNECTED, /* the TCP connection is up (text: the host) */
+    MAIL_TRACE_TLS,       /* the TLS handshake is done and the certificate
+                             verified (text: "TLSv1.3 / <cipher>") */
+    MAIL_TRACE_OUT,       /* a command line sent, without CR LF: "EHLO x",
+                             "STARTTLS", "AUTH PLAIN" (never what carries
+                             credentials), "MAIL FROM:<a>", "RCPT TO:<b>",
+                             "DATA", "." (the message's end; its lines are
+                             not traced), "RSET", "QUIT" */
+    MAIL_TRACE_IN,        /* a line from the server, without CR LF */
+};
 
 struct mail_req {
     /* set by the caller; borrowed until done() */
@@ -108,6 +126,15 @@ struct mail_req {
      * leaves the mailer, and done() runs later, from the loop, with
      * MAIL_TEMP and `withdrawn` set. */
     int (*may_start)(struct mail_req *req);
+    /* Optional: the session as it goes, for a caller that shows it
+     * (heraldctl scheme test); called from the loop, never with
+     * credentials. */
+    void (*trace)(struct mail_req *req, enum mail_trace kind, const char *text,
+                  size_t len);
+    /* No transaction (nrcpt 0, no data): done with MAIL_OK once the
+     * session is set up -- TLS as `tls` says, logged in when `user` is
+     * given -- exactly as a delivery's would be. */
+    int login_only;
     /* private to the mailer */
     void *priv_;
 };
@@ -131,6 +158,13 @@ int mailer_new(uv_loop_t *loop, const struct mailer_opts *o,
 /* Starts a transaction. Returns 0 (done() will run later) or a negative
  * code (done() will not run). */
 int mailer_send(struct mailer *m, struct mail_req *req);
+
+/* The URL and TLS mode of an Email Sending Scheme's SMTP server, as every
+ * transaction to it (and heraldctl scheme test) uses them: smtps:// for
+ * tls "ssl", else smtp:// with STARTTLS required unless tls is "none".
+ * A new string. */
+struct scheme;
+char *mailer_scheme_url(const struct scheme *s, enum mail_tls *tls);
 
 /* Transactions in flight. */
 size_t mailer_active(const struct mailer *m);

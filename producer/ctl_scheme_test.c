@@ -16,30 +16,34 @@
  * the server's reply; 2 for bad usage, an unknown scheme, a bad --send-to
  * address or a missing, bad or wrong key file.
  *
- * A blocking libcurl easy transfer per protocol. The steps are read from
- * libcurl's protocol trace (CURLOPT_DEBUGFUNCTION): commands sent mark the
- * step in progress, the server's lines are its reply. Client lines are
- * never kept: only their command word, so no AUTH / LOGIN argument (the
- * base64 PLAIN string, the IMAP password) can reach the output. The clear
- * password is opened from its sealed token only for the transfers, handed
- * to libcurl through CURLOPT_PASSWORD (never a URL, never argv), and wiped
- * afterwards. Certificates are always verified (HERALD_CA_FILE adds a CA
- * bundle to the system's).
+ * SMTP goes through the worker's own client (io/mailer.c) on a loop of
+ * its own, with the URL, TLS rule, EHLO name, timeouts and AUTH
+ * mechanisms a delivery to the scheme would have, so the test passes
+ * exactly when deliveries can (a server that offers only CRAM-MD5 fails
+ * both alike); the steps are read from the client's trace
+ * (mail_req.trace), which never carries credentials. IMAP is a blocking
+ * libcurl transfer, its steps read from libcurl's protocol trace
+ * (CURLOPT_DEBUGFUNCTION): commands sent mark the step in progress, the
+ * server's lines are its reply; client lines are never kept, only their
+ * command word, so no LOGIN argument can reach the output. The clear
+ * password is opened from its sealed token only for the session, handed
+ * to the mailer and to libcurl (CURLOPT_PASSWORD, never a URL, never
+ * argv) by reference, and wiped afterwards. Certificates are always
+ * verified (HERALD_CA_FILE adds a CA bundle to the system's).
  */
 #include "clock.h"
 #include "ctl.h"
 #include "log.h"
+#include "mailer.h"
 #include "mime.h"
 #include "util.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
+#include <uv.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netdb.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #define REPLY_MAX 512 /* bytes of a step's reply kept for printing */
 #define CAPS_MAX 256  /* bytes of the EHLO keywords kept */
@@ -185,31 +189,46 @@ word_is(const char *s, size_t n, const char *w)
     return n >= k && strncasecmp(s, w, k) == 0 && (n == k || s[k] == ' ');
 }
 
+/* The connection is up. */
+static void
+probe_connected(struct probe *p)
+{
+    struct test *t = p->t;
+    p->connected = 1;
+    reach(t, p->s_connect);
+    reply_set(t, p->s_connect, "connected", 9);
+    if (p->tls == SCHEME_TLS_NONE)
+        reply_set(t, p->s_tls, TLS_NONE_TEXT, strlen(TLS_NONE_TEXT));
+    p->phase = p->tls == SCHEME_TLS_SSL ? p->s_tls : p->s_connect;
+    reach(t, p->phase);
+    p->fresh = 1;
+}
+
+/* TLS is up: `v` names its version and cipher. */
+static void
+probe_tls(struct probe *p, const char *v, size_t n)
+{
+    reply_add(p->t, p->s_tls, "; ", v, n);
+    if (p->tls == SCHEME_TLS_SSL) {
+        p->phase = p->s_connect; /* the greeting comes next */
+        p->fresh = 1;
+    }
+}
+
+/* libcurl's informational lines (IMAP) */
 static void
 on_text(struct probe *p, const char *s, size_t n)
 {
-    struct test *t = p->t;
     while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
         n--;
     if (starts(s, n, "Connected to ")) {
-        p->connected = 1;
-        reach(t, p->s_connect);
-        reply_set(t, p->s_connect, "connected", 9);
-        if (p->tls == SCHEME_TLS_NONE)
-            reply_set(t, p->s_tls, TLS_NONE_TEXT, strlen(TLS_NONE_TEXT));
-        p->phase = p->tls == SCHEME_TLS_SSL ? p->s_tls : p->s_connect;
-        reach(t, p->phase);
-        p->fresh = 1;
+        probe_connected(p);
     } else if (starts(s, n, "SSL connection using ")) {
         const char *v = s + strlen("SSL connection using ");
-        reply_add(t, p->s_tls, "; ", v, n - (size_t)(v - s));
-        if (p->tls == SCHEME_TLS_SSL) {
-            p->phase = p->s_connect; /* the greeting comes next */
-            p->fresh = 1;
-        }
+        probe_tls(p, v, n - (size_t)(v - s));
     } else if (starts(s, n, " SSL certificate verify ok") ||
                starts(s, n, "SSL certificate verify ok")) {
-        reply_add(t, p->s_tls, ", ", "certificate verified", 20);
+        reply_add(p->t, p->s_tls, ", ", "certificate verified", 20);
     }
 }
 
@@ -392,20 +411,6 @@ on_write(char *data, size_t size, size_t nmemb, void *arg)
     return size * nmemb; /* untagged IMAP data, SMTP command output */
 }
 
-static size_t
-on_read(char *buf, size_t size, size_t nmemb, void *arg)
-{
-    struct probe *p = arg;
-    /* Never send a message the server accepted without our login. */
-    if (!p->auth_ok)
-        return CURL_READFUNC_ABORT;
-    size_t room = size * nmemb, left = p->body_len - p->body_pos;
-    size_t k = left < room ? left : room;
-    memcpy(buf, p->body + p->body_pos, k);
-    p->body_pos += k;
-    return k;
-}
-
 /* ---- running a transfer ---- */
 
 struct target {
@@ -503,7 +508,7 @@ explain(const struct probe *p, CURLcode rc, const char *errbuf, char *out,
         snprintf(out, n, "%s", *errbuf ? errbuf : curl_easy_strerror(rc));
 }
 
-/* Runs one prepared transfer and records the outcome in p->t. */
+/* Runs one prepared transfer (IMAP) and records the outcome in p->t. */
 static void
 perform(CURL *c, struct probe *p, char *errbuf)
 {
@@ -523,34 +528,8 @@ perform(CURL *c, struct probe *p, char *errbuf)
     char why[CURL_ERROR_SIZE + 96];
     explain(p, rc, errbuf, why, sizeof why);
     int step = failed_step_of(p, rc);
-    if (rc == CURLE_LOGIN_DENIED) {
-        if (!t->st[step].reached)
-            snprintf(why, sizeof why,
-                     "no login mechanism both sides support (Herald "
-                     "logs in with PLAIN or LOGIN; %s)",
-                     *errbuf ? errbuf : curl_easy_strerror(rc));
-        else if (t->st[step].reply[0] && !p->auth_open)
-            why[0] = '\0'; /* the server's reply says it all */
-    }
-    if (!p->imap && step == ST_SEND && !p->auth_ok) {
-        /* MAIL or DATA without a login: the server offered no AUTH. The
-         * auth step is shown before the send step it should have preceded. */
-        if (!t->st[ST_AUTH].reached) {
-            reach(t, ST_AUTH);
-            int i = t->norder - 1;
-            while (i > 0 && t->order[i - 1] == ST_SEND) {
-                t->order[i] = ST_SEND;
-                t->order[--i] = ST_AUTH;
-            }
-        }
-        fail_step(t, ST_AUTH,
-                  "the server did not offer AUTH (no AUTH in its "
-                  "EHLO reply), so the credentials were not tried");
-        if (rc == CURLE_ABORTED_BY_CALLBACK)
-            snprintf(why, sizeof why, "not sent: there was no login");
-        fail_step(t, step, why);
-        return;
-    }
+    if (rc == CURLE_LOGIN_DENIED && t->st[step].reply[0] && !p->auth_open)
+        why[0] = '\0'; /* the server's reply says it all */
     fail_step(t, step, why);
 }
 
@@ -566,37 +545,6 @@ probe_init(struct probe *p, struct test *t, int imap, enum scheme_tls tls)
     p->s_auth = imap ? ST_IMAP_LOGIN : ST_AUTH;
     p->phase = p->s_connect;
     p->fresh = 1;
-}
-
-/* The EHLO name the worker would give (settings_helo_name), or without
- * one the address literal of the address this host would connect to
- * `host` from (a UDP socket's connect sends nothing), as the worker uses
- * the connection's own; "localhost" if even that is not to be had. */
-static void
-helo_name(const struct settings *s, const char *host, int port, char *out,
-          size_t n)
-{
-    if (settings_helo_name(s, out, n))
-        return;
-    snprintf(out, n, "localhost");
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_DGRAM;
-    char svc[16];
-    snprintf(svc, sizeof svc, "%d", port);
-    if (getaddrinfo(host, svc, &hints, &res) != 0 || res == NULL)
-        return;
-    int fd = socket(res->ai_family, SOCK_DGRAM, 0);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    char lit[80];
-    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
-        getsockname(fd, (struct sockaddr *)&ss, &len) == 0 &&
-        settings_addr_literal((struct sockaddr *)&ss, lit, sizeof lit) == 0)
-        snprintf(out, n, "%s", lit);
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(res);
 }
 
 static char *
@@ -636,55 +584,139 @@ test_message(const struct scheme *sc, const char *to)
     return m;
 }
 
+/* ---- SMTP: the worker's own client (io/mailer.c) ---- */
+
+struct smtp_run {
+    struct probe *p;
+    int done;
+    enum mail_class cls;
+    int no_auth, no_tls;
+    char reply[MAILER_REPLY_MAX];
+};
+
+static void
+on_trace(struct mail_req *req, enum mail_trace kind, const char *s, size_t n)
+{
+    struct smtp_run *run = req->ud;
+    struct probe *p = run->p;
+    switch (kind) {
+    case MAIL_TRACE_CONNECTED:
+        probe_connected(p);
+        break;
+    case MAIL_TRACE_TLS: /* the mailer always verifies */
+        probe_tls(p, s, n);
+        reply_add(p->t, p->s_tls, ", ", "certificate verified", 20);
+        break;
+    case MAIL_TRACE_OUT:
+        on_command(p, s, n);
+        break;
+    case MAIL_TRACE_IN:
+        on_smtp_reply(p, s, n);
+        break;
+    }
+}
+
+static void
+on_smtp_done(struct mail_req *req, const struct mail_result *r)
+{
+    struct smtp_run *run = req->ud;
+    run->done = 1;
+    run->cls = r->cls;
+    run->no_auth = r->no_auth;
+    run->no_tls = r->no_tls;
+    snprintf(run->reply, sizeof run->reply, "%s", r->reply);
+}
+
+static void
+on_mailer_closed(void *ud)
+{
+    *(int *)ud = 1;
+}
+
+/* The session a delivery to the scheme would have -- the worker's SMTP
+ * client, URL, TLS rule, EHLO name, timeouts and AUTH mechanisms -- on a
+ * loop of its own; with send_to a real transaction, else it ends once
+ * logged in. */
 static void
 run_smtp(struct test *t, const struct scheme *sc, const char *password,
          const char *send_to, const struct settings *s)
 {
-    struct target g = {sc->smtp_host, sc->smtp_port, sc->username,
-                       password,      sc->tls,       s};
     struct probe p;
     probe_init(&p, t, 0, sc->tls);
-    char helo[256], errbuf[CURL_ERROR_SIZE] = {0};
-    helo_name(s, sc->smtp_host, sc->smtp_port, helo, sizeof helo);
-    char *url = url_of(sc->tls == SCHEME_TLS_SSL ? "smtps" : "smtp",
-                       sc->smtp_host, sc->smtp_port, helo);
-    CURL *c = curl_easy_init();
-    if (c == NULL) {
-        fail_step(t, ST_CONNECT, "libcurl could not be initialised");
-        free(url);
+    char helo[256];
+    int named = settings_helo_name(s, helo, sizeof helo);
+    uv_loop_t loop;
+    struct mailer *m = NULL;
+    struct mailer_opts o = {
+        .connect_timeout_s =
+            s->connect_timeout_s > 0 ? s->connect_timeout_s : 10,
+        .step_timeout_s = s->smtp_timeout_s > 0 ? s->smtp_timeout_s : 30,
+        .ca_file = s->ca_file && *s->ca_file ? s->ca_file : NULL,
+        .helo = named ? helo : NULL, /* else the address literal, as the
+                                        worker's */
+        .max_conns = 1,
+        .max_busy = 1,
+    };
+    if (uv_loop_init(&loop) != 0) {
+        fail_step(t, ST_CONNECT, "could not set up an event loop");
         return;
     }
-    set_common(c, &g, &p, errbuf);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
-    /* the worker's mechanisms only (io/mailer.c): a server that takes
-     * nothing but CRAM-MD5 must fail here as it fails every delivery */
-    curl_easy_setopt(c, CURLOPT_LOGIN_OPTIONS, "AUTH=PLAIN;AUTH=LOGIN");
-    struct curl_slist *rcpt = NULL;
-    char *msg = NULL, *from = NULL, *to = NULL;
-    if (send_to) {
-        msg = test_message(sc, send_to);
-        from = xasprintf("<%s>", sc->email);
-        to = xasprintf("<%s>", send_to);
-        rcpt = curl_slist_append(NULL, to);
-        p.body = msg;
-        p.body_len = strlen(msg);
-        curl_easy_setopt(c, CURLOPT_MAIL_FROM, from);
-        curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpt);
-        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(c, CURLOPT_READDATA, &p);
-        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)p.body_len);
-    } else {
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "NOOP");
+    if (mailer_new(&loop, &o, &m) != 0) {
+        fail_step(t, ST_CONNECT, "could not set up the SMTP client (TLS)");
+        uv_loop_close(&loop);
+        return;
     }
-    perform(c, &p, errbuf);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(rcpt);
+    struct smtp_run run = {.p = &p};
+    struct mail_req req;
+    memset(&req, 0, sizeof req);
+    enum mail_tls tls;
+    char *url = mailer_scheme_url(sc, &tls);
+    char *msg = send_to ? test_message(sc, send_to) : NULL;
+    const char *rcpt[1] = {send_to};
+    req.url = url;
+    req.tls = tls;
+    req.user = sc->username;
+    req.password = password;
+    req.mail_from = sc->email;
+    req.rcpt = rcpt;
+    req.nrcpt = send_to ? 1 : 0;
+    req.data = msg;
+    req.len = msg ? strlen(msg) : 0;
+    req.login_only = send_to == NULL;
+    req.trace = on_trace;
+    req.done = on_smtp_done;
+    req.ud = &run;
+    if (mailer_send(m, &req) != 0) {
+        fail_step(t, ST_CONNECT, "the scheme's SMTP address is not usable");
+        run.done = 1;
+        run.cls = MAIL_OK;
+    }
+    while (!run.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    int closed = 0;
+    mailer_close(m, on_mailer_closed, &closed);
+    while (!closed)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_run(&loop, UV_RUN_NOWAIT); /* the handles' close callbacks */
+    (void)uv_loop_close(&loop);
     free(msg);
-    free(from);
-    free(to);
     free(url);
+    if (run.cls == MAIL_OK)
+        return;
+    int step;
+    if (!p.connected)
+        step = ST_CONNECT;
+    else if (run.no_tls)
+        step = ST_TLS;
+    else if (run.no_auth)
+        step = ST_AUTH;
+    else if (p.phase >= 0)
+        step = p.phase;
+    else if (p.phase == PH_EHLO2)
+        step = ST_EHLO;
+    else
+        step = t->norder ? t->order[t->norder - 1] : ST_CONNECT;
+    fail_step(t, step, run.reply);
 }
 
 static void

@@ -64,11 +64,7 @@ scheme_path(struct resolver *r, const struct job *j,
     out->reason = xasprintf("the organisation's Email Sending Scheme for %s "
                             "(%s:%d)",
                             s->email, s->smtp_host, s->smtp_port);
-    int v6 = strchr(s->smtp_host, ':') != NULL;
-    out->url =
-        xasprintf("%s://%s%s%s:%d", s->tls == SCHEME_TLS_SSL ? "smtps" : "smtp",
-                  v6 ? "[" : "", s->smtp_host, v6 ? "]" : "", s->smtp_port);
-    out->tls = s->tls == SCHEME_TLS_NONE ? MAIL_TLS_NONE : MAIL_TLS_REQUIRED;
+    out->url = mailer_scheme_url(s, &out->tls);
     out->max_conns = r->s->scheme_connections;
     out->user = xstrdup(s->username);
     out->password = seal_secret_ref(e->password); /* borrowed, counted */

@@ -40,8 +40,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         p += n;
     }
-    FUZZ_ASSERT((caps.pipelining | caps.starttls | caps.size | caps.auth_plain |
-                 caps.auth_login | caps.auth_cram_md5) <= 1,
+    FUZZ_ASSERT((caps.pipelining | caps.starttls | caps.size | caps.auth |
+                 caps.auth_plain | caps.auth_login | caps.auth_cram_md5) <= 1,
                 "a flag other than 0 or 1");
+    FUZZ_ASSERT(caps.auth ||
+                    !(caps.auth_plain | caps.auth_login | caps.auth_cram_md5),
+                "a mechanism without AUTH");
     return 0;
 }

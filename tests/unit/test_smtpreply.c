@@ -72,7 +72,14 @@ test_ehlo(void)
     /* a CRAM-MD5-only server offers nothing else to log in with */
     const char *cram[] = {"AUTH CRAM-MD5"};
     c = caps_of(cram, 1);
-    CHECK(c.auth_cram_md5 && !c.auth_plain && !c.auth_login);
+    CHECK(c.auth && c.auth_cram_md5 && !c.auth_plain && !c.auth_login);
+    /* AUTH without a mechanism Herald knows, and no AUTH at all */
+    const char *other[] = {"AUTH GSSAPI NTLM"};
+    c = caps_of(other, 1);
+    CHECK(c.auth && !c.auth_plain && !c.auth_login && !c.auth_cram_md5);
+    const char *none[] = {"PIPELINING", "STARTTLS"};
+    c = caps_of(none, 2);
+    CHECK(!c.auth);
     /* look-alikes name nothing */
     const char *near[] = {
         "PIPELININGX",  "AUTHPLAIN",          "STARTTLSX", "SIZEX",
