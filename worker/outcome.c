@@ -101,17 +101,17 @@ static int64_t
 backoff_ms(const struct settings *s, int attempt)
 {
     return outcome_backoff_ms(s->retry_base_s, s->retry_cap_s, attempt,
-                              rand32());
+                              outcome_rand32());
 }
 
 void
-to_dead(struct task *t)
+outcome_to_dead(struct task *t)
 {
     char *entry = dead_entry_new(t->raw, t->rawlen, t->dead_reason,
                                  t->dead_field ? t->dead_field : "", t->error,
                                  t->job ? t->job->id : NULL, clock_now_ms());
-    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry, task_ledger_id(t),
-                      on_final_reply, t);
+    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry, worker_ledger_id(t),
+                      worker_on_final_reply, t);
     free(entry);
 }
 
@@ -156,16 +156,16 @@ rcpt_final(struct task *t, const char *error)
 }
 
 void
-fail_task(struct task *t, const char *reason, const char *error)
+outcome_fail_task(struct task *t, const char *reason, const char *error)
 {
     t->dead_reason = reason;
     free(t->error);
     t->error = xstrdup(error);
     rcpt_final(t, error);
-    log_job(LOG_WARN, tid(t), torg(t), t->attempt, "job failed", "reason",
-            reason, "error", error, NULL);
-    task_release_slot(t);
-    mc_queue(t, MCW_FAILED);
+    log_job(LOG_WARN, worker_tid(t), worker_torg(t), t->attempt, "job failed",
+            "reason", reason, "error", error, NULL);
+    worker_release_slot(t);
+    record_queue(t, MCW_FAILED);
 }
 
 /* Transient failure: retry later (not before not_before_ms, when the
@@ -187,21 +187,21 @@ defer_or_expire_at(struct task *t, const char *error, int64_t not_before_ms,
         age + delay > s->retry_max_age_s * 1000) {
         char *why = xasprintf("gave up after %d attempts over %llds: %s",
                               t->attempt, (long long)(age / 1000), error);
-        fail_task(t, reason, why);
+        outcome_fail_task(t, reason, why);
         free(why);
         return;
     }
     t->next_at = now + delay;
     char when[CLOCK_RFC3339_LEN];
     clock_rfc3339(t->next_at, when);
-    log_job(LOG_WARN, tid(t), torg(t), t->attempt, "delivery deferred", "error",
-            error, "next_attempt_at", when, NULL);
-    task_release_slot(t);
-    mc_queue(t, MCW_DEFERRED);
+    log_job(LOG_WARN, worker_tid(t), worker_torg(t), t->attempt,
+            "delivery deferred", "error", error, "next_attempt_at", when, NULL);
+    worker_release_slot(t);
+    record_queue(t, MCW_DEFERRED);
 }
 
 void
-defer_or_expire(struct task *t, const char *error)
+outcome_defer_or_expire(struct task *t, const char *error)
 {
     defer_or_expire_at(t, error, 0, "expired");
 }
@@ -211,8 +211,8 @@ defer_or_expire(struct task *t, const char *error)
  * attempt was made (the sender's throttle reply); otherwise the claim's
  * attempt is taken back. */
 void
-wait_for_sender(struct task *t, int64_t due_ms, const char *error,
-                const char *sender, int attempted)
+outcome_wait_for_sender(struct task *t, int64_t due_ms, const char *error,
+                        const char *sender, int attempted)
 {
     struct worker *w = t->w;
     int64_t now = clock_now_ms();
@@ -222,17 +222,18 @@ wait_for_sender(struct task *t, int64_t due_ms, const char *error,
     t->uncount = !attempted;
     char when[CLOCK_RFC3339_LEN];
     clock_rfc3339(due_ms, when);
-    log_job(LOG_WARN, tid(t), torg(t), t->attempt, "waiting for its sender",
-            "sender", sender, "error", error, "next_attempt_at", when, NULL);
-    quota_drop(t);
-    task_release_slot(t);
+    log_job(LOG_WARN, worker_tid(t), worker_torg(t), t->attempt,
+            "waiting for its sender", "sender", sender, "error", error,
+            "next_attempt_at", when, NULL);
+    worker_quota_drop(t);
+    worker_release_slot(t);
     if (sender && *sender)
         senders_wait(w->senders, sender, t->job->id, due_ms, now);
-    mc_queue(t, MCW_DEFERRED);
+    record_queue(t, MCW_DEFERRED);
 }
 
 uint32_t
-rand32(void)
+outcome_rand32(void)
 {
     uint32_t r;
     if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
@@ -259,7 +260,7 @@ partial(struct task *t, const struct mail_result *r, size_t refused)
     queue_mark_partial(t->w->q, t->job->id, acc.p, NULL, NULL);
     t->t250 = 0;
     t->quota_keep = (int)(r->nrcpt - refused); /* the accepted ones */
-    quota_drop(t);
+    worker_quota_drop(t);
     const char *worst = "";
     for (size_t i = 0; i < r->nrcpt; i++)
         if (r->rcpt[i].code >= 400 && r->rcpt[i].code < 500)
@@ -267,11 +268,11 @@ partial(struct task *t, const struct mail_result *r, size_t refused)
     char *e = xasprintf("accepted for %zu of %zu recipients; the others are "
                         "retried: %s",
                         r->nrcpt - refused, r->nrcpt, worst);
-    log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+    log_job(LOG_WARN, worker_tid(t), worker_torg(t), t->attempt,
             "delivered to some recipients; retrying the others", "accepted",
             acc.p, "smtp_reply", worst, NULL);
     buf_free(&acc);
-    defer_or_expire(t, e);
+    outcome_defer_or_expire(t, e);
     free(e);
 }
 
@@ -283,12 +284,13 @@ pause_wait(struct task *t, const char *sender, const char *reason,
 {
     char u[CLOCK_RFC3339_LEN];
     clock_rfc3339(until, u);
-    log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+    log_job(LOG_WARN, worker_tid(t), worker_torg(t), t->attempt,
             "the provider throttles this sender; pausing it", "sender", sender,
             "until", u, "smtp_reply", t->reply, NULL);
     char *e = xasprintf("%s; sender %s paused until %s", reason, sender, u);
-    wait_for_sender(t, until + quota_jitter_ms(QUOTA_MINUTE, rand32()), e,
-                    sender, 1);
+    outcome_wait_for_sender(
+        t, until + quota_jitter_ms(QUOTA_MINUTE, outcome_rand32()), e, sender,
+        1);
     free(e);
 }
 
@@ -318,10 +320,10 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
         if (w->stopping) {
             /* not started: it stays in the processing list and is
              * handed back, like the ready tasks at worker_stop */
-            task_free(t);
+            worker_task_free(t);
             return;
         }
-        task_check_claim(t);
+        worker_check_claim(t);
         return;
     }
     if (t->route.path == ROUTE_SCHEME) {
@@ -334,9 +336,9 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
                          r->auth_ok, r->auth_failed);
     }
     if (r->cls == MAIL_OK && t->route.imap_url)
-        imapcopy_append(t->w->imap, tid(t), torg(t), t->route.imap_url,
-                        t->route.user, t->route.password, t->route.sent_folder,
-                        t->msg, t->msglen);
+        imapcopy_append(t->w->imap, worker_tid(t), worker_torg(t),
+                        t->route.imap_url, t->route.user, t->route.password,
+                        t->route.sent_folder, t->msg, t->msglen);
     free(t->msg); /* a retry builds it again */
     t->msg = NULL;
     free(t->reply);
@@ -356,51 +358,52 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
         }
         if (later) {
             partial(t, r, refused);
-            pump(t->w);
+            worker_pump(t->w);
             return;
         }
-        mark_sent_later(t);
+        record_mark_sent_later(t);
         /* the counters keep what was accepted */
         t->quota_keep = (int)(r->nrcpt - refused); /* the accepted ones */
-        quota_drop(t);
+        worker_quota_drop(t);
         free(t->error);
         t->error = NULL;
         if (refused) {
             t->error =
                 xasprintf("%zu of %zu recipients refused", refused, r->nrcpt);
-            log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+            log_job(LOG_WARN, worker_tid(t), worker_torg(t), t->attempt,
                     "delivered; some recipients refused", "smtp_reply",
                     r->reply, "refused", t->error, NULL);
         } else if (log_enabled(LOG_INFO) && r->transactions > 1) {
             char n[16];
             snprintf(n, sizeof n, "%d", r->transactions);
-            log_job(LOG_INFO, tid(t), torg(t), t->attempt,
+            log_job(LOG_INFO, worker_tid(t), worker_torg(t), t->attempt,
                     "delivered (the server takes fewer recipients per "
                     "message: sent as several, one attempt)",
                     "path", t->route.path_name, "transactions", n, "smtp_reply",
                     r->reply, NULL);
         } else if (log_enabled(LOG_INFO)) {
-            log_job(LOG_INFO, tid(t), torg(t), t->attempt, "delivered", "path",
-                    t->route.path_name, "smtp_reply", r->reply, NULL);
+            log_job(LOG_INFO, worker_tid(t), worker_torg(t), t->attempt,
+                    "delivered", "path", t->route.path_name, "smtp_reply",
+                    r->reply, NULL);
         }
-        task_release_slot(t);
-        mc_queue(t, MCW_SENT);
-        pump(t->w);
+        worker_release_slot(t);
+        record_queue(t, MCW_SENT);
+        worker_pump(t->w);
         return;
     }
-    quota_drop(t); /* nothing was accepted */
+    worker_quota_drop(t); /* nothing was accepted */
     if (r->auth_failed && t->route.path == ROUTE_SCHEME) {
         /* The organisation's server refused the scheme's credentials
          * (marked above): route this job again: fallback to the relay,
          * or hold, as the scheme says. */
-        log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+        log_job(LOG_WARN, worker_tid(t), worker_torg(t), t->attempt,
                 "the sending scheme's login was refused; routing again",
                 "smtp_reply", r->reply, NULL);
-        task_release_slot(t);
-        route_clear(&t->route);
+        worker_release_slot(t);
+        resolver_route_clear(&t->route);
         t->routed = 0;
-        prepare(t);
-        pump(t->w);
+        worker_prepare(t);
+        worker_pump(t->w);
         return;
     }
     if (r->auth_failed) {
@@ -410,7 +413,7 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
                             r->reply);
         defer_or_expire_at(t, e, 0, "auth");
         free(e);
-        pump(t->w);
+        worker_pump(t->w);
         return;
     }
     int64_t now = clock_now_ms();
@@ -424,7 +427,7 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
         if (until <= now && !c.window) {
             /* no end named, no quota window: try again soon, and later
              * each time the probe still fails */
-            task_release_slot(t);
+            worker_release_slot(t);
             struct probe_wait *pw = xmalloc(sizeof *pw);
             pw->t = t;
             snprintf(pw->sender, sizeof pw->sender, "%s", sender);
@@ -440,14 +443,14 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
     }
     case SMTPV_PERM_MESSAGE:
     case SMTPV_PERM_RCPT:
-        fail_task(t, "rejected", r->reply);
+        outcome_fail_task(t, "rejected", r->reply);
         break;
     case SMTPV_OK: /* a 2xx that is not an acceptance: a broken server */
     case SMTPV_RETRY:
         defer_or_expire_at(t, r->reply, c.pause_until_ms, "expired");
         break;
     }
-    pump(t->w);
+    worker_pump(t->w);
 }
 
 /* Just before the transaction gets its connection (it may have waited
@@ -467,12 +470,12 @@ task_may_start(struct mail_req *req)
     int go = t->fence_checked || !t->fence || queue_lease_fresh(t->w->q);
     t->fence_checked = 0;
     if (go)
-        mc_queue(t, MCW_SENDING);
+        record_queue(t, MCW_SENDING);
     return go ? 0 : 1;
 }
 
 void
-start_send(struct task *t)
+outcome_start_send(struct task *t)
 {
     struct worker *w = t->w;
     t->req.url = t->route.url;
@@ -491,7 +494,7 @@ start_send(struct task *t)
     t->req.ud = t;
     t->req.may_start = task_may_start;
     if (mailer_send(w->mailer, &t->req) != 0)
-        defer_or_expire(t, "could not start an SMTP transaction");
+        outcome_defer_or_expire(t, "could not start an SMTP transaction");
 }
 
 /* A held scheme (its login refused, "hold"; or its password cannot be
@@ -499,7 +502,7 @@ start_send(struct task *t)
  * attempts, and fails ("auth") only when older than
  * HERALD_RETRY_MAX_AGE_S. */
 void
-hold(struct task *t)
+outcome_hold(struct task *t)
 {
     const struct settings *s = t->w->s;
     int64_t now = clock_now_ms();
@@ -508,7 +511,7 @@ hold(struct task *t)
         char *why = xasprintf("held for longer than HERALD_RETRY_MAX_AGE_S "
                               "(%llds): %s",
                               (long long)s->retry_max_age_s, t->route.reason);
-        fail_task(t, reason, why);
+        outcome_fail_task(t, reason, why);
         free(why);
         return;
     }
@@ -516,8 +519,9 @@ hold(struct task *t)
     if (t->route.scheme_field)
         quota_sender_scheme(sender, sizeof sender, t->route.scheme_field);
     int64_t step = (int64_t)s->retry_base_s * 1000;
-    wait_for_sender(t, now + step + (int64_t)(rand32() % (uint32_t)(step + 1)),
-                    t->route.reason, sender, 0);
+    outcome_wait_for_sender(
+        t, now + step + (int64_t)(outcome_rand32() % (uint32_t)(step + 1)),
+        t->route.reason, sender, 0);
 }
 
 static void
@@ -525,26 +529,27 @@ on_quota(void *ud, int verdict, int64_t until_ms)
 {
     struct task *t = ud;
     if (t->abandoned) {
-        task_free(t);
+        worker_task_free(t);
         return;
     }
     struct worker *w = t->w;
     const struct sender_plan *p = &t->plan;
     if (verdict == 0) {
         t->quota_n = (int)t->nrcpt;
-        prepare(t);
+        worker_prepare(t);
         return;
     }
     t->quota_asked = 0;
     if (verdict == -2) {
-        defer_or_expire(t, "the quota could not be checked in Redis");
+        outcome_defer_or_expire(t, "the quota could not be checked in Redis");
         return;
     }
     if (verdict == -1) {
         senders_pause(w->senders, p->pause_sender, until_ms, "paused");
         char *e = xasprintf("sender %s is paused", p->pause_sender);
-        wait_for_sender(t, until_ms + quota_jitter_ms(QUOTA_MINUTE, rand32()),
-                        e, p->count_sender, 0);
+        outcome_wait_for_sender(
+            t, until_ms + quota_jitter_ms(QUOTA_MINUTE, outcome_rand32()), e,
+            p->count_sender, 0);
         free(e);
         return;
     }
@@ -557,14 +562,15 @@ on_quota(void *ud, int verdict, int64_t until_ms)
                         "is reached; the window resets at %s",
                         quota_kind_name(p->kind[i]), p->limit[i],
                         p->count_sender, resets);
-    wait_for_sender(t, p->win[i].end_ms + quota_jitter_ms(p->kind[i], rand32()),
-                    e, p->count_sender, 0);
+    outcome_wait_for_sender(
+        t, p->win[i].end_ms + quota_jitter_ms(p->kind[i], outcome_rand32()), e,
+        p->count_sender, 0);
     free(e);
 }
 
 /* Takes this job's recipients from its sender's counters. */
 void
-take_quota(struct task *t)
+outcome_take_quota(struct task *t)
 {
     const struct sender_plan *p = &t->plan;
     for (int i = 0; i < p->n; i++) {
@@ -574,7 +580,7 @@ take_quota(struct task *t)
                                 "within its quota",
                                 t->nrcpt, p->count_sender, p->limit[i],
                                 quota_kind_name(p->kind[i]));
-            fail_task(t, "quota", e);
+            outcome_fail_task(t, "quota", e);
             free(e);
             return;
         }
@@ -586,7 +592,7 @@ take_quota(struct task *t)
 
 /* Envelope recipients: to, cc, bcc, each address once. */
 void
-build_envelope(struct task *t)
+outcome_build_envelope(struct task *t)
 {
     const struct job *j = t->job;
     size_t n = j->nto + j->ncc + j->nbcc;

@@ -24,18 +24,18 @@ arm_flush(struct worker *w, uint64_t ms)
 {
     w->flush_armed = 1;
     w->flush_due = uv_now(w->loop) + ms;
-    uv_timer_start(&w->t_flush, on_flush, ms, 0);
+    uv_timer_start(&w->t_flush, record_on_flush, ms, 0);
 }
 
 /*
  * Queues task t's next write. It goes with the next batch, MC_BATCH_MS
  * from now at most (at once when MC_BATCH_MAX are waiting), but for a
  * "sending" step, which waits MC_SENDING_MS for its outcome to replace
- * it (on_flush leaves it queued until then). A step queued while the
+ * it (record_on_flush leaves it queued until then). A step queued while the
  * task's last is still queued replaces it.
  */
 void
-mc_queue(struct task *t, enum mc_step step)
+record_queue(struct task *t, enum mc_step step)
 {
     struct worker *w = t->w;
     t->step = step;
@@ -317,7 +317,7 @@ on_marked(void *ud, redisReply *r)
             if (k < 1 || (size_t)k > b->n)
                 continue;
             struct task *t = b->t[k - 1];
-            log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+            log_job(LOG_WARN, worker_tid(t), worker_torg(t), t->attempt,
                     "accepted under a claim that was no longer current: the "
                     "job had been re-taken (this worker's heartbeat lapsed), "
                     "so it may have been delivered twice",
@@ -325,13 +325,13 @@ on_marked(void *ud, redisReply *r)
         }
     }
     for (size_t i = 0; i < b->n; i++)
-        window_end(b->t[i]);
+        record_window_end(b->t[i]);
     free(b);
 }
 
 /* After the poll phase: one ledger call for every 250 of this turn. */
 void
-on_check(uv_check_t *h)
+record_on_check(uv_check_t *h)
 {
     struct worker *w = h->data;
     size_t n = w->nmark;
@@ -351,7 +351,7 @@ on_check(uv_check_t *h)
 }
 
 void
-mark_sent_later(struct task *t)
+record_mark_sent_later(struct task *t)
 {
     struct worker *w = t->w;
     if (w->nmark == w->capmark) {
@@ -372,7 +372,7 @@ on_finish_many(void *ud, redisReply *r)
                 "processing list",
                 "error", r->str, NULL);
     for (size_t i = 0; i < b->n; i++)
-        task_free(b->t[i]);
+        worker_task_free(b->t[i]);
     free(b);
 }
 
@@ -411,7 +411,7 @@ flush_done(uv_work_t *req, int status)
                 NULL);
     }
     if (w->close_after_flush) {
-        close_all(w);
+        worker_close_all(w);
         return;
     }
     if (rc != 0) {
@@ -443,7 +443,7 @@ flush_done(uv_work_t *req, int status)
     w->done_list = xrealloc(w->done_list, (n ? n : 1) * sizeof *w->done_list);
     w->ndone = 0;
     for (size_t i = 0; i < n; i++)
-        after_mc(w->fb_task[i], w->fb_step[i]);
+        worker_after_mc(w->fb_task[i], w->fb_step[i]);
     finish_done_list(w);
     /* What was queued during this batch has waited for it already: the
      * next batch starts now (MC_BATCH_MS gathers writes only when the
@@ -452,11 +452,11 @@ flush_done(uv_work_t *req, int status)
     if (w->mcq.head)
         arm_flush(w, 0);
     if (w->stopping)
-        maybe_finish_stop(w);
+        worker_maybe_finish_stop(w);
 }
 
 void
-on_flush(uv_timer_t *timer)
+record_on_flush(uv_timer_t *timer)
 {
     struct worker *w = timer->data;
     w->flush_armed = 0;
@@ -502,7 +502,7 @@ on_flush(uv_timer_t *timer)
 
 /* The duplicate window of one task ends: its "sent" is in Redis. */
 void
-window_end(struct task *t)
+record_window_end(struct task *t)
 {
     if (t->t250 == 0)
         return;
@@ -532,7 +532,7 @@ window_quantile(const struct worker *w, double q)
 }
 
 void
-log_window(const struct worker *w)
+record_log_window(const struct worker *w)
 {
     if (w->win_n == 0)
         return;

@@ -24,7 +24,7 @@
 #include "keys.h"
 #include "queue.h"
 #include "quota.h"
-#include "resolve.h"
+#include "resolver.h"
 
 #include <stdint.h>
 

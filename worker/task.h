@@ -20,7 +20,7 @@
 #include "mailer.h"
 #include "mc.h"
 #include "queue.h"
-#include "resolve.h"
+#include "resolver.h"
 #include "schemes.h"
 #include "senders.h"
 #include "settings.h"
@@ -216,58 +216,58 @@ tq_pop(struct tq *q)
 }
 
 /* ---- worker.c: the task's life ---- */
-const char *tid(const struct task *t);
-const char *torg(const struct task *t);
-void task_release_slot(struct task *t);
+const char *worker_tid(const struct task *t);
+const char *worker_torg(const struct task *t);
+void worker_release_slot(struct task *t);
 /* Recipients taken and not accepted go back to the sender's counters. */
-void quota_drop(struct task *t);
-void task_free(struct task *t);
+void worker_quota_drop(struct task *t);
+void worker_task_free(struct task *t);
 /* A reply that only ends the task (finish / dead / schedule). */
-void on_final_reply(void *ud, redisReply *r);
-void finish(struct task *t);
+void worker_on_final_reply(void *ud, redisReply *r);
+void worker_finish(struct task *t);
 /* Claimed: render the template, resolve the sender and build the bytes,
  * then record "queued" before the transaction starts. Re-entered after
  * each asynchronous step. */
-void prepare(struct task *t);
+void worker_prepare(struct task *t);
 /* The id the ledger should hear about for this task: its id when this
  * worker claimed it, else NULL (never touch another worker's claim). */
-const char *task_ledger_id(const struct task *t);
+const char *worker_ledger_id(const struct task *t);
 /* Hands the ready tasks to the mailer (worker.c). */
-void pump(struct worker *w);
+void worker_pump(struct worker *w);
 /* Asks Redis whether t's claim is still current, then sends or drops. */
-void task_check_claim(struct task *t);
+void worker_check_claim(struct task *t);
 /* Continues a task after its Message Center write of `step` committed. */
-void after_mc(struct task *t, enum mc_step step);
-void close_all(struct worker *w);
-void maybe_finish_stop(struct worker *w);
+void worker_after_mc(struct task *t, enum mc_step step);
+void worker_close_all(struct worker *w);
+void worker_maybe_finish_stop(struct worker *w);
 
 /* ---- record.c: the Message Center batch, the ledger's "sent", leaving
  * the processing list ---- */
 /* Queues the task's record write of `step` (batched, on the thread pool);
- * after_mc() continues it once committed. */
-void mc_queue(struct task *t, enum mc_step step);
+ * worker_after_mc() continues it once committed. */
+void record_queue(struct task *t, enum mc_step step);
 /* Queues the ledger's "sent" for this loop turn (written at the check). */
-void mark_sent_later(struct task *t);
-void on_check(uv_check_t *h);
-void on_flush(uv_timer_t *timer);
+void record_mark_sent_later(struct task *t);
+void record_on_check(uv_check_t *h);
+void record_on_flush(uv_timer_t *timer);
 /* The duplicate window of one task ends: its "sent" is in Redis. */
-void window_end(struct task *t);
-void log_window(const struct worker *w);
+void record_window_end(struct task *t);
+void record_log_window(const struct worker *w);
 
 /* ---- outcome.c: sending and what a reply means ---- */
 /* Envelope recipients: to, cc, bcc, each address once, without those that
  * accepted in an earlier attempt. */
-void build_envelope(struct task *t);
-void start_send(struct task *t);
-void fail_task(struct task *t, const char *reason, const char *error);
+void outcome_build_envelope(struct task *t);
+void outcome_start_send(struct task *t);
+void outcome_fail_task(struct task *t, const char *reason, const char *error);
 /* Moves the job to dead with t->dead_reason (after its record says so). */
-void to_dead(struct task *t);
+void outcome_to_dead(struct task *t);
 /* The job waits for its sender (a quota window, a pause, a held scheme)
  * until due_ms: deferred, never failed for it. `attempted`: a delivery
  * attempt was made; otherwise the claim's attempt is taken back. */
-void wait_for_sender(struct task *t, int64_t due_ms, const char *error,
-                     const char *sender, int attempted);
-uint32_t rand32(void);
+void outcome_wait_for_sender(struct task *t, int64_t due_ms, const char *error,
+                             const char *sender, int attempted);
+uint32_t outcome_rand32(void);
 /* The delay before retry `attempt` (1 = after the first): base_s doubled
  * per attempt up to cap_s, times r / 2^32 ("full jitter": r uniform makes
  * the delay uniform below that bound), at least one second. Pure: the
@@ -275,11 +275,11 @@ uint32_t rand32(void);
 int64_t outcome_backoff_ms(long base_s, long cap_s, int attempt, uint32_t r);
 /* Transient failure: retry later, or fail ("expired") when out of
  * attempts or age. */
-void defer_or_expire(struct task *t, const char *error);
+void outcome_defer_or_expire(struct task *t, const char *error);
 /* A held scheme: wait on its own clock (see docs/quotas.md). */
-void hold(struct task *t);
+void outcome_hold(struct task *t);
 /* Waits for the sender's pause, or takes this job's recipients from its
- * quota (then prepare() goes on), or defers it to the next window. */
-void take_quota(struct task *t);
+ * quota (then worker_prepare() goes on), or defers it to the next window. */
+void outcome_take_quota(struct task *t);
 
 #endif

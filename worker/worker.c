@@ -9,7 +9,7 @@
 #include "mc.h"
 #include "mime.h"
 #include "queue.h"
-#include "resolve.h"
+#include "resolver.h"
 #include "schemes.h"
 #include "senders.h"
 #include "smtpclass.h"
@@ -32,25 +32,25 @@
 /* ---- tasks ---- */
 
 const char *
-tid(const struct task *t)
+worker_tid(const struct task *t)
 {
     return t->job && t->job->id ? t->job->id : "-";
 }
 
 const char *
-torg(const struct task *t)
+worker_torg(const struct task *t)
 {
     return t->job ? t->job->org : NULL;
 }
 
 const char *
-task_ledger_id(const struct task *t)
+worker_ledger_id(const struct task *t)
 {
     return t->claimed && t->job ? t->job->id : NULL;
 }
 
 void
-task_release_slot(struct task *t)
+worker_release_slot(struct task *t)
 {
     if (t->has_slot) {
         t->has_slot = 0;
@@ -61,7 +61,7 @@ task_release_slot(struct task *t)
 /* Recipients taken and not accepted (all but quota_keep) go back to the
  * sender's counters. */
 void
-quota_drop(struct task *t)
+worker_quota_drop(struct task *t)
 {
     if (t->quota_n > 0)
         senders_settle(t->w->senders, &t->plan, t->job->id, t->fence,
@@ -73,11 +73,11 @@ quota_drop(struct task *t)
 }
 
 void
-task_free(struct task *t)
+worker_task_free(struct task *t)
 {
     struct worker *w = t->w;
-    task_release_slot(t);
-    quota_drop(t);
+    worker_release_slot(t);
+    worker_quota_drop(t);
     logingate_forget(w->gate, t);
     if (t->gated)
         w->ngated--;
@@ -90,7 +90,7 @@ task_free(struct task *t)
     w->ntasks--;
     w->held_bytes -= t->rawlen;
     if (t->routed)
-        route_clear(&t->route);
+        resolver_route_clear(&t->route);
     if (t->job)
         job_free(t->job);
     free(t->raw);
@@ -105,28 +105,28 @@ task_free(struct task *t)
     free(t->prev_acc);
     free(t);
     if (w->stopping)
-        maybe_finish_stop(w);
+        worker_maybe_finish_stop(w);
     else
         queue_kick(w->q);
 }
 
 /* A reply that only ends the task (finish / dead / schedule). */
 void
-on_final_reply(void *ud, redisReply *r)
+worker_on_final_reply(void *ud, redisReply *r)
 {
     struct task *t = ud;
     if (r->type == REDIS_REPLY_ERROR)
-        log_job(LOG_ERROR, tid(t), torg(t), t->attempt,
+        log_job(LOG_ERROR, worker_tid(t), worker_torg(t), t->attempt,
                 "redis refused to finish the job; it stays in the "
                 "processing list",
                 "error", r->str, NULL);
-    task_free(t);
+    worker_task_free(t);
 }
 
 void
-finish(struct task *t)
+worker_finish(struct task *t)
 {
-    queue_finish(t->w->q, t->raw, t->rawlen, on_final_reply, t);
+    queue_finish(t->w->q, t->raw, t->rawlen, worker_on_final_reply, t);
 }
 
 /* ---- Message Center batching ---- */
@@ -143,10 +143,10 @@ on_gate_wake(void *ud)
     struct task *t = ud;
     t->gated = 0;
     t->w->ngated--;
-    quota_drop(t);
-    route_clear(&t->route);
+    worker_quota_drop(t);
+    resolver_route_clear(&t->route);
     t->routed = 0;
-    prepare(t);
+    worker_prepare(t);
 }
 
 /* The SPF verdict for the job's from domain: route again with it. */
@@ -155,14 +155,14 @@ on_spf(void *ud, int authorised, const char *why)
 {
     struct task *t = ud;
     if (t->abandoned) {
-        task_free(t);
+        worker_task_free(t);
         return;
     }
     t->spf_known = 1;
     t->spf_ok = authorised;
     free(t->spf_why);
     t->spf_why = xstrdup(why);
-    prepare(t);
+    worker_prepare(t);
 }
 
 static void route_task(struct task *t);
@@ -179,7 +179,7 @@ apply_template(struct task *t, const char *json)
         snprintf(why, sizeof why, "template: no template named \"%s\"",
                  j->template_name);
         t->dead_field = "template";
-        fail_task(t, "invalid", why);
+        outcome_fail_task(t, "invalid", why);
         return;
     }
     struct tmpl *tp = NULL;
@@ -193,7 +193,7 @@ apply_template(struct task *t, const char *json)
         herr_format(&e, detail, sizeof detail);
         snprintf(why, sizeof why, "template %s: %s", j->template_name, detail);
         t->dead_field = e.field[0] ? "data" : "template";
-        fail_task(t, "invalid", why);
+        outcome_fail_task(t, "invalid", why);
         return;
     }
     if (j->subject == NULL) {
@@ -210,7 +210,7 @@ apply_template(struct task *t, const char *json)
     free(html);
     t->rendered = 1;
     if (t->claimed)
-        prepare(t);
+        worker_prepare(t);
     else
         route_task(t); /* a send_at in the future: record, then schedule */
 }
@@ -253,7 +253,7 @@ on_template(void *ud, redisReply *r)
 {
     struct task *t = ud;
     if (r->type == REDIS_REPLY_ERROR) {
-        defer_or_expire(t, "could not read the template from Redis");
+        outcome_defer_or_expire(t, "could not read the template from Redis");
         return;
     }
     const char *json = r->type == REDIS_REPLY_STRING ? r->str : NULL;
@@ -276,7 +276,7 @@ fetch_template(struct task *t)
 /* Claimed: render, resolve the sender and build the bytes, then record
  * "sending" before the transaction starts. */
 void
-prepare(struct task *t)
+worker_prepare(struct task *t)
 {
     struct worker *w = t->w;
     if (t->job->template_name && !t->rendered) {
@@ -288,7 +288,7 @@ prepare(struct task *t)
         resolver_route(w->resolver, t->job, t->spf_known ? t->spf_ok : -1,
                        t->spf_why, &t->route);
         if (t->route.need_spf) {
-            route_clear(&t->route);
+            resolver_route_clear(&t->route);
             const char *at = strrchr(t->job->from, '@');
             spfcache_check(w->spf, at ? at + 1 : t->job->from, on_spf, t);
             return;
@@ -296,7 +296,7 @@ prepare(struct task *t)
         t->routed = 1;
     }
     if (t->route.hold) {
-        hold(t);
+        outcome_hold(t);
         return;
     }
     int64_t now = clock_now_ms();
@@ -311,8 +311,9 @@ prepare(struct task *t)
         char *e = xasprintf("sender %s paused until the provider allows it "
                             "again: %s",
                             t->plan.pause_sender, pause_why);
-        wait_for_sender(t, until + quota_jitter_ms(QUOTA_MINUTE, rand32()), e,
-                        t->plan.pause_sender, 0);
+        outcome_wait_for_sender(
+            t, until + quota_jitter_ms(QUOTA_MINUTE, outcome_rand32()), e,
+            t->plan.pause_sender, 0);
         free(e);
         return;
     }
@@ -331,15 +332,15 @@ prepare(struct task *t)
         .date_ms = clock_now_ms(),
     };
     if (t->rcpt == NULL)
-        build_envelope(t);
+        outcome_build_envelope(t);
     if (t->nrcpt == 0) {
         /* every recipient accepted in earlier attempts */
-        mark_sent_later(t);
-        mc_queue(t, MCW_SENT);
+        record_mark_sent_later(t);
+        record_queue(t, MCW_SENT);
         return;
     }
     if (t->plan.n && !t->quota_asked) {
-        take_quota(t);
+        outcome_take_quota(t);
         return;
     }
     struct herr e;
@@ -348,10 +349,10 @@ prepare(struct task *t)
     if (mime_build(t->job, &o, &t->msg, &t->msglen, &e) != 0) {
         char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
         herr_format(&e, why, sizeof why);
-        fail_task(t, "invalid", why);
+        outcome_fail_task(t, "invalid", why);
         return;
     }
-    mc_queue(t, MCW_START);
+    record_queue(t, MCW_START);
 }
 
 static void claimed(struct task *t, const struct queue_claim *c);
@@ -362,14 +363,14 @@ on_claim(void *ud, redisReply *r)
     struct task *t = ud;
     struct worker *w = t->w;
     if (t->abandoned) {
-        task_free(t);
+        worker_task_free(t);
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
         r->element[0]->type != REDIS_REPLY_STRING) {
-        log_job(LOG_ERROR, tid(t), torg(t), 0, "claim failed; retrying",
-                "error", r->type == REDIS_REPLY_ERROR ? r->str : "bad reply",
-                NULL);
+        log_job(LOG_ERROR, worker_tid(t), worker_torg(t), 0,
+                "claim failed; retrying", "error",
+                r->type == REDIS_REPLY_ERROR ? r->str : "bad reply", NULL);
         tq_push(&w->retry, t);
         return;
     }
@@ -392,11 +393,12 @@ on_accepted(void *ud, redisReply *r)
 {
     struct task *t = ud;
     if (t->abandoned) {
-        task_free(t);
+        worker_task_free(t);
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-        defer_or_expire(t, "could not read the ledger's accepted recipients");
+        outcome_defer_or_expire(
+            t, "could not read the ledger's accepted recipients");
         return;
     }
     if (r->type == REDIS_REPLY_STRING) {
@@ -412,7 +414,7 @@ on_accepted(void *ud, redisReply *r)
             p += n + 1;
         }
     }
-    prepare(t);
+    worker_prepare(t);
 }
 
 /* What the ledger said of this job's id (see queue_claim). */
@@ -432,13 +434,13 @@ claimed(struct task *t, const struct queue_claim *c)
             queue_command(t->w->q, 3, argv, lens, on_accepted, t);
             return;
         }
-        prepare(t);
+        worker_prepare(t);
         return;
     }
     if (strcmp(c->status, "sent") == 0) {
-        log_job(LOG_INFO, tid(t), torg(t), 0,
+        log_job(LOG_INFO, worker_tid(t), worker_torg(t), 0,
                 "duplicate of a delivered job; not sent again", NULL);
-        mc_queue(t, MCW_LEDGER_SENT);
+        record_queue(t, MCW_LEDGER_SENT);
     } else {
         /* Another live worker holds this id. Not dropped: if that claim
          * is stale (a job handed back under it), dropping would lose the
@@ -446,18 +448,18 @@ claimed(struct task *t, const struct queue_claim *c)
          * "sent" (dropped then) or lets it go. The ledger and the record
          * stay the other copy's. */
         int64_t due = clock_now_ms() + BUSY_RECHECK_MS;
-        log_job(LOG_INFO, tid(t), torg(t), 0,
+        log_job(LOG_INFO, worker_tid(t), worker_torg(t), 0,
                 "another worker is sending this id; this copy checks again "
                 "in a few seconds",
                 NULL);
         queue_finish_schedule(t->w->q, t->raw, t->rawlen, t->raw, due, NULL, 0,
-                              on_final_reply, t);
+                              worker_on_final_reply, t);
     }
 }
 
 /* Continues a task after its Message Center write of `step` committed. */
 void
-after_mc(struct task *t, enum mc_step step)
+worker_after_mc(struct task *t, enum mc_step step)
 {
     struct worker *w = t->w;
     if (!t->in_mcq)
@@ -465,31 +467,32 @@ after_mc(struct task *t, enum mc_step step)
     switch (step) {
     case MCW_SCHEDULE:
         queue_finish_schedule(w->q, t->raw, t->rawlen, t->raw,
-                              t->job->send_at_ms, NULL, 0, on_final_reply, t);
+                              t->job->send_at_ms, NULL, 0,
+                              worker_on_final_reply, t);
         break;
     case MCW_START:
         if (t->dup_sent) {
-            log_job(LOG_INFO, tid(t), torg(t), t->attempt,
+            log_job(LOG_INFO, worker_tid(t), worker_torg(t), t->attempt,
                     "the message center says this job was delivered; not "
                     "sent again",
                     NULL);
-            task_release_slot(t);
+            worker_release_slot(t);
             const char *id = t->job->id;
             queue_mark_sent(w->q, &id, &t->fence, 1, NULL, NULL);
-            finish(t);
+            worker_finish(t);
         } else if (w->stopping) {
             /* not started: handed back at the end of the shutdown */
-            task_free(t);
+            worker_task_free(t);
         } else {
             tq_push(&w->ready, t);
-            pump(w);
+            worker_pump(w);
         }
         break;
     case MCW_SENDING:
         t->attempt_recorded = 1;
         break;
     case MCW_LEDGER_SENT:
-        finish(t);
+        worker_finish(t);
         break;
     case MCW_SENT:
         t->attempt_recorded = 1;
@@ -499,11 +502,12 @@ after_mc(struct task *t, enum mc_step step)
     case MCW_DEFERRED:
         t->attempt_recorded = 1;
         queue_finish_schedule(w->q, t->raw, t->rawlen, t->raw, t->next_at,
-                              task_ledger_id(t), t->uncount, on_final_reply, t);
+                              worker_ledger_id(t), t->uncount,
+                              worker_on_final_reply, t);
         break;
     case MCW_FAILED:
         t->attempt_recorded = 1;
-        to_dead(t);
+        outcome_to_dead(t);
         break;
     case MCW_NONE:
         break;
@@ -515,31 +519,31 @@ on_fence(void *ud, redisReply *r)
 {
     struct task *t = ud;
     if (t->abandoned) {
-        task_free(t);
+        worker_task_free(t);
         return;
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
         t->fence_checked = 1; /* task_may_start lets it go */
-        start_send(t);
+        outcome_start_send(t);
         return;
     }
-    task_release_slot(t);
+    worker_release_slot(t);
     if (r->type == REDIS_REPLY_ERROR) {
-        defer_or_expire(t, "could not check the job's claim in Redis");
+        outcome_defer_or_expire(t, "could not check the job's claim in Redis");
         return;
     }
-    log_job(LOG_WARN, tid(t), torg(t), t->attempt,
+    log_job(LOG_WARN, worker_tid(t), worker_torg(t), t->attempt,
             "not sent: this worker's claim is no longer current (its "
             "heartbeat lapsed and another worker re-took the job)",
             NULL);
-    finish(t);
+    worker_finish(t);
 }
 
 /* Our heartbeat lapsed: another worker may have re-taken t's job. Redis
  * says whether the claim is still ours before the transaction starts
  * (on_fence). */
 void
-task_check_claim(struct task *t)
+worker_check_claim(struct task *t)
 {
     queue_fence_check(t->w->q, t->job->id, t->fence, on_fence, t);
 }
@@ -549,7 +553,7 @@ task_check_claim(struct task *t)
  * transactions run (mailer.h): a task waits in its server's queue, not
  * in front of everyone else's. `slots` counts the tasks in the mailer. */
 void
-pump(struct worker *w)
+worker_pump(struct worker *w)
 {
     while (!w->stopping && w->ready.head) {
         struct task *t = tq_pop(&w->ready);
@@ -557,10 +561,10 @@ pump(struct worker *w)
         t->has_slot_ever = 1;
         w->slots++;
         if (t->fence && !queue_lease_fresh(w->q)) {
-            task_check_claim(t);
+            worker_check_claim(t);
             continue;
         }
-        start_send(t);
+        outcome_start_send(t);
     }
     if (w->mailer && mailer_waiting(w->mailer) > 0)
         queue_kick(w->q); /* those waiting hold no place: take more */
@@ -582,9 +586,9 @@ route_task(struct task *t)
 {
     struct worker *w = t->w;
     if (task_with_id(w, t->job->id, t)) {
-        log_job(LOG_INFO, tid(t), torg(t), 0,
+        log_job(LOG_INFO, worker_tid(t), worker_torg(t), 0,
                 "duplicate of a job this worker holds; dropped", NULL);
-        finish(t);
+        worker_finish(t);
         return;
     }
     if (t->job->send_at_ms > clock_now_ms()) { /* never before */
@@ -594,7 +598,7 @@ route_task(struct task *t)
             fetch_template(t);
             return;
         }
-        mc_queue(t, MCW_SCHEDULE);
+        record_queue(t, MCW_SCHEDULE);
         return;
     }
     if (t->preclaimed && strcmp(t->pre.id, t->job->id) == 0) {
@@ -610,7 +614,7 @@ on_replaced(void *ud, redisReply *r)
     (void)r;
     struct task *t = ud;
     if (t->abandoned) {
-        task_free(t);
+        worker_task_free(t);
         return;
     }
     route_task(t);
@@ -633,7 +637,7 @@ invalid_job(struct task *t, const struct herr *e, const struct job_ident *who)
      * another worker's claim is left alone. */
     int ours = t->preclaimed && strcmp(t->pre.status, "ok") == 0;
     queue_finish_dead(t->w->q, t->raw, t->rawlen, entry,
-                      ours ? t->pre.id : NULL, on_final_reply, t);
+                      ours ? t->pre.id : NULL, worker_on_final_reply, t);
     free(entry);
 }
 
@@ -704,9 +708,9 @@ parse_done(uv_work_t *req, int status)
             job_free(pw->job);
         free(pw->canon);
         free(pw);
-        task_free(t);
+        worker_task_free(t);
         if (w->close_after_flush && !w->flushing && w->nparsing == 0)
-            close_all(w);
+            worker_close_all(w);
         return;
     }
     parsed(t, pw->rc, pw->job, &pw->e, &pw->who, pw->canon);
@@ -839,7 +843,7 @@ on_retry_timer(uv_timer_t *timer)
     struct task *t;
     while ((t = tq_pop(&w->retry)) != NULL) {
         if (w->stopping)
-            task_free(t);
+            worker_task_free(t);
         else
             queue_claim(w->q, t->job->id, on_claim, t);
     }
@@ -856,7 +860,7 @@ on_handle_closed(uv_handle_t *h)
     void (*done)(void *, int) = w->done;
     void *ud = w->done_ud;
     int code = w->exit_code;
-    log_window(w);
+    record_log_window(w);
     if (w->mc)
         mc_close(w->mc);
     resolver_free(w->resolver);
@@ -899,7 +903,7 @@ on_mailer_closed(void *ud)
 }
 
 void
-close_all(struct worker *w)
+worker_close_all(struct worker *w)
 {
     if (w->closing)
         return;
@@ -914,7 +918,7 @@ close_all(struct worker *w)
     while (w->tasks) {
         struct task *t = w->tasks;
         t->w->stopping = 1;
-        task_free(t);
+        worker_task_free(t);
     }
     w->open_handles = 9; /* 3 timers, the check, the queue, the mailer,
                             the SPF cache, the IMAP copier, the purge */
@@ -941,11 +945,11 @@ on_handback(void *ud, int rc)
         w->exit_code = 1;
     }
     w->handback_done = 1;
-    close_all(w);
+    worker_close_all(w);
 }
 
 void
-maybe_finish_stop(struct worker *w)
+worker_maybe_finish_stop(struct worker *w)
 {
     if (!w->stopping || w->closing || w->handback_done == -1)
         return;
@@ -975,7 +979,7 @@ on_grace(uv_timer_t *timer)
     log_msg(LOG_ERROR, "shutdown: outcomes could not be recorded in time",
             NULL);
     w->exit_code = 1;
-    close_all(w);
+    worker_close_all(w);
 }
 
 static struct task *
@@ -1007,18 +1011,18 @@ worker_stop(struct worker *w, void (*done)(void *ud, int code), void *ud)
     /* Not started yet: leave them in the processing list. */
     struct task *t;
     while ((t = tq_pop(&w->ready)) != NULL)
-        task_free(t);
+        worker_task_free(t);
     while ((t = tq_pop(&w->retry)) != NULL)
-        task_free(t);
+        worker_task_free(t);
     while ((t = first_gated(w)) != NULL)
-        task_free(t); /* waited on a scheme's first login: not started */
+        worker_task_free(t); /* waited on a scheme's first login: not started */
     for (t = w->tasks; t; t = t->next)
         if (t->job && t->job->id && t->step == MCW_NONE && !t->routed &&
             !t->has_slot_ever)
             t->abandoned = 1; /* claim or id replacement outstanding */
     uv_timer_start(&w->t_grace, on_grace,
                    (uint64_t)w->s->shutdown_grace_s * 1000, 0);
-    maybe_finish_stop(w);
+    worker_maybe_finish_stop(w);
 }
 
 int
@@ -1072,7 +1076,7 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     uv_timer_init(loop, &w->t_grace);
     uv_check_init(loop, &w->t_check);
     w->t_check.data = w;
-    uv_check_start(&w->t_check, on_check);
+    uv_check_start(&w->t_check, record_on_check);
     w->t_flush.data = w->t_retry.data = w->t_grace.data = w;
     uv_timer_start(&w->t_retry, on_retry_timer, RETRY_CLAIM_MS, RETRY_CLAIM_MS);
     struct queue_events ev = {

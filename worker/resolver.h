@@ -16,8 +16,8 @@
  *           <HERALD_DEFAULT_FROM> (the job's from address stands in for a
  *           missing from_name), Reply-To the job's reply_to or from.
  */
-#ifndef HERALD_RESOLVE_H
-#define HERALD_RESOLVE_H
+#ifndef HERALD_RESOLVER_H
+#define HERALD_RESOLVER_H
 
 #include "job.h"
 #include "mailer.h"
@@ -39,7 +39,7 @@ struct route {
     char *user;         /* NULL: no AUTH */
     char *password;     /* with user: a reference to a secret (seal.h),
                            never a copy: the scheme entry's opened
-                           password or the relay's; route_clear drops
+                           password or the relay's; resolver_route_clear drops
                            it, so it outlives a reload of the scheme
                            table while the job holds its route */
     char *scheme_field; /* the scheme used, for a refused login */
@@ -66,13 +66,13 @@ void resolver_free(struct resolver *r);
 
 /*
  * Fills `out` (owned strings, and one reference to the password's secret;
- * release with route_clear). Returns 0.
+ * release with resolver_route_clear). Returns 0.
  * `spf` is the SPF verdict for the from domain when known (1 authorised,
  * 0 not, with `spf_why`), -1 when not asked yet: then a job without a
  * scheme comes back with need_spf set and nothing else.
  */
 int resolver_route(struct resolver *r, const struct job *j, int spf,
                    const char *spf_why, struct route *out);
-void route_clear(struct route *rt);
+void resolver_route_clear(struct route *rt);
 
 #endif

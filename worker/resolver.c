@@ -1,4 +1,4 @@
-#include "resolve.h"
+#include "resolver.h"
 #include "clock.h"
 #include "seal.h"
 #include "util.h"
@@ -158,7 +158,7 @@ resolver_route(struct resolver *r, const struct job *j, int spf,
 }
 
 void
-route_clear(struct route *rt)
+resolver_route_clear(struct route *rt)
 {
     free(rt->reason);
     free(rt->url);
