@@ -1,7 +1,7 @@
 /*
  * mime — builds the RFC 5322 / MIME bytes of one message from a valid job.
  *
- * The sender path decides From and the envelope (see worker/resolve.h);
+ * The sender path decides From and the envelope (see worker/resolver.h);
  * this module only writes bytes. Output uses CRLF line ends, folds header
  * lines at 78 columns where it can, and never emits a line over 998
  * octets. Header values are always written through encoders that cannot
