@@ -123,6 +123,45 @@ int lh_hash_cas(struct herald *h, const char *hash, const char *version,
                 const char *field, const char *old, size_t oldlen,
                 const char *neu, struct herr *e);
 
+/* What an lh_modify_fn answers (or a negative HERR_*), and what
+ * lh_versioned_update returns. */
+enum lh_vu {
+    LH_VU_KEEP = 0,  /* leave the field as it is: done */
+    LH_VU_WRITE = 1, /* put *neu in its place (NULL *neu: delete the field) */
+    LH_VU_BUSY = 2,  /* returned only: it changed under every try */
+};
+
+/*
+ * Makes a field's new value from its current one (`old`, NULL when the
+ * field is absent): LH_VU_WRITE with *neu new (or NULL), LH_VU_KEEP, or
+ * a negative HERR_* in `e`; lh_versioned_update frees *neu. It is called
+ * again, with the newer `old`, when the field changed before the write.
+ */
+typedef int (*lh_modify_fn)(void *ud, const char *field, const char *old,
+                            size_t oldlen, char **neu, struct herr *e);
+
+/* A field of a versioned hash. */
+struct lh_vfield {
+    const char *hash;    /* the hash's key */
+    const char *version; /* the key of its version counter */
+    const char *field;
+    int tries; /* rounds before LH_VU_BUSY */
+    /* The value already read (NULL: none): the first round takes it
+     * instead of reading the field. */
+    const char *known;
+    size_t knownlen;
+};
+
+/*
+ * Read, modify, compare-and-set, again while the field changed meanwhile
+ * (at most f->tries rounds): what writes schemes and organisations.
+ * Returns LH_VU_WRITE (written), LH_VU_KEEP (`fn` left it), LH_VU_BUSY (it
+ * changed under every round; the caller says so), or a negative HERR_*
+ * (from Redis or from `fn`).
+ */
+int lh_versioned_update(struct herald *h, const struct lh_vfield *f,
+                        lh_modify_fn fn, void *ud, struct herr *e);
+
 /* ---- quota figures of senders (lib_senders.c) ---- */
 
 /* Fills out->senders (and unreadable, invalid) for herald_queue_stats;

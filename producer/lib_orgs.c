@@ -123,29 +123,29 @@ org_json_keep(const struct org *o, const char *raw, size_t rawlen,
     return json;
 }
 
-/* Drops a WATCH (the connection is dropped when even that fails). */
+/* What org_patch_fn works with: the patch, and the org it last made. */
+struct org_edit {
+    const struct herald_org_patch *p;
+    struct org *o; /* new; what was written when the update wrote */
+};
+
 /*
- * One attempt of herald_org_set: read the org, apply the patch, write it
- * back by compare-and-set. 1 written (*done set), 0 the org changed
- * meanwhile, or a negative HERR_*.
+ * lh_modify_fn of herald_org_set: the org as stored (or a new one), the
+ * patch applied, in the layout org_json_keep makes.
  */
 static int
-org_set_once(struct herald *h, const char *hash, const char *version,
-             const char *org, const struct herald_org_patch *p,
-             struct org **done, struct herr *e)
+org_patch_fn(void *ud, const char *org, const char *raw, size_t rawlen,
+             char **neu, struct herr *e)
 {
-    char *raw;
-    size_t rawlen;
-    int rc = lh_hash_read(h, hash, org, &raw, &rawlen, e);
-    if (rc)
-        return rc;
+    struct org_edit *u = ud;
+    org_free(u->o);
+    u->o = NULL;
+    const struct herald_org_patch *p = u->p;
     struct org *o = NULL;
     if (raw) {
         struct herr pe = {{0}, {0}};
-        if (lh_org_decode_row(org, raw, rawlen, &o, &pe) != 0) {
-            free(raw);
+        if (lh_org_decode_row(org, raw, rawlen, &o, &pe) != 0)
             return org_stored_invalid(org, &pe, e);
-        }
     } else {
         o = xcalloc(1, sizeof *o);
         o->org = xstrdup(org);
@@ -159,21 +159,15 @@ org_set_once(struct herald *h, const char *hash, const char *version,
     if (p->clear_relay_daily_limit)
         o->relay_daily_limit = 0;
     o->updated_at = clock_now_ms();
-    rc = org_check(o, e);
+    int rc = org_check(o, e);
     char *json = rc ? NULL : org_json_keep(o, raw, rawlen, e);
     if (json == NULL) {
-        free(raw);
         org_free(o);
         return rc ? rc : HERR_TOOBIG;
     }
-    rc = lh_hash_cas(h, hash, version, org, raw, rawlen, json, e);
-    free(raw);
-    free(json);
-    if (rc == 1)
-        *done = o;
-    else
-        org_free(o);
-    return rc;
+    u->o = o;
+    *neu = json;
+    return LH_VU_WRITE;
 }
 
 int
@@ -189,21 +183,21 @@ herald_org_set(struct herald *h, const char *org,
         rc = lh_org_keys(h, hash, version, e);
     if (rc)
         return rc;
-    for (int tries = 0; tries < HERALD_ORG_RETRIES; tries++) {
-        struct org *done = NULL;
-        rc = org_set_once(h, hash, version, org, p, &done, e);
-        if (rc < 0)
-            return rc;
-        if (rc == 1) {
-            if (out)
-                *out = done;
-            else
-                org_free(done);
-            return 0;
-        }
+    const struct lh_vfield f = {.hash = hash,
+                                .version = version,
+                                .field = org,
+                                .tries = HERALD_ORG_RETRIES};
+    struct org_edit u = {p, NULL};
+    rc = lh_versioned_update(h, &f, org_patch_fn, &u, e);
+    if (rc == LH_VU_WRITE && out) {
+        *out = u.o;
+        u.o = NULL;
     }
-    return herr_set(e, HERR_TEMP, "org", "org %s kept changing; try again",
-                    org);
+    org_free(u.o);
+    if (rc == LH_VU_BUSY)
+        return herr_set(e, HERR_TEMP, "org", "org %s kept changing; try again",
+                        org);
+    return rc < 0 ? rc : 0;
 }
 
 int

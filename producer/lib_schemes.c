@@ -81,6 +81,55 @@ scheme_seal(const struct seal_key *key, const char *password, size_t len,
     return 0;
 }
 
+/* The answer for a scheme that is not there. */
+static int
+scheme_absent(const char *field, struct herr *e)
+{
+    return herr_set(e, HERR_NOTFOUND, "email", "no such scheme: %s", field);
+}
+
+/* The answer for a scheme that changed under every try. */
+static int
+scheme_busy(const char *field, struct herr *e)
+{
+    return herr_set(e, HERR_TEMP, "email", "scheme %s kept changing; try again",
+                    field);
+}
+
+/* A stored scheme to change (`raw` NULL: absent): 0 with *out (new), or
+ * HERR_NOTFOUND, or HERR_STORE when it does not parse. */
+static int
+scheme_load(const char *field, const char *raw, size_t rawlen,
+            struct scheme **out, struct herr *e)
+{
+    if (raw == NULL)
+        return scheme_absent(field, e);
+    struct herr pe = {{0}, {0}};
+    if (scheme_from_json(raw, rawlen, out, &pe) != 0)
+        return herr_set(e, HERR_STORE, "email",
+                        "stored scheme %s is invalid: %s: %s", field, pe.field,
+                        pe.msg);
+    return 0;
+}
+
+/* Runs `fn` on a scheme's field by lh_versioned_update (`known`: its
+ * value as read, or NULL): LH_VU_WRITE, LH_VU_KEEP, or a negative HERR_*
+ * (HERR_TEMP when it kept changing). */
+static int
+scheme_change(struct herald *h, const char *hash, const char *version,
+              const char *field, const char *known, size_t knownlen,
+              lh_modify_fn fn, void *ud, struct herr *e)
+{
+    const struct lh_vfield f = {.hash = hash,
+                                .version = version,
+                                .field = field,
+                                .tries = HERALD_SCHEME_RETRIES,
+                                .known = known,
+                                .knownlen = knownlen};
+    int rc = lh_versioned_update(h, &f, fn, ud, e);
+    return rc == LH_VU_BUSY ? scheme_busy(field, e) : rc;
+}
+
 int
 herald_scheme_add(struct herald *h, const char *org, const char *email,
                   const struct scheme_patch *p, const char *password,
@@ -117,6 +166,23 @@ herald_scheme_add(struct herald *h, const char *org, const char *email,
     return rc < 0 ? rc : 0;
 }
 
+/* lh_modify_fn of herald_scheme_update: the patch (ud) applied. */
+static int
+scheme_patch_fn(void *ud, const char *field, const char *raw, size_t rawlen,
+                char **neu, struct herr *e)
+{
+    const struct scheme_patch *q = ud;
+    struct scheme *s;
+    int rc = scheme_load(field, raw, rawlen, &s, e);
+    if (rc)
+        return rc;
+    rc = scheme_apply(s, q, clock_now_ms(), e);
+    if (rc == 0)
+        *neu = scheme_to_json(s, 0);
+    scheme_free(s);
+    return rc ? rc : LH_VU_WRITE;
+}
+
 int
 herald_scheme_update(struct herald *h, const char *org, const char *email,
                      const struct scheme_patch *p, const char *password,
@@ -139,45 +205,10 @@ herald_scheme_update(struct herald *h, const char *org, const char *email,
             return rc;
         q.password = token;
     }
-    rc = herr_set(e, HERR_TEMP, "email", "scheme %s kept changing; try again",
-                  field);
-    for (int tries = 0; tries < HERALD_SCHEME_RETRIES; tries++) {
-        char *raw;
-        size_t rawlen;
-        if ((rc = lh_hash_read(h, hash, field, &raw, &rawlen, e)) != 0)
-            break;
-        if (raw == NULL) {
-            rc = herr_set(e, HERR_NOTFOUND, "email", "no such scheme: %s",
-                          field);
-            break;
-        }
-        struct scheme *s;
-        struct herr pe = {{0}, {0}};
-        if ((rc = scheme_from_json(raw, rawlen, &s, &pe)) != 0) {
-            free(raw);
-            rc = herr_set(e, HERR_STORE, "email",
-                          "stored scheme %s is invalid: %s: %s", field,
-                          pe.field, pe.msg);
-            break;
-        }
-        rc = scheme_apply(s, &q, clock_now_ms(), e);
-        char *json = rc ? NULL : scheme_to_json(s, 0);
-        scheme_free(s);
-        if (rc == 0)
-            rc = lh_hash_cas(h, hash, version, field, raw, rawlen, json, e);
-        free(json);
-        free(raw);
-        if (rc == 1) {
-            rc = 0;
-            break;
-        }
-        if (rc < 0)
-            break;
-        rc = herr_set(e, HERR_TEMP, "email",
-                      "scheme %s kept changing; try again", field);
-    }
+    rc =
+        scheme_change(h, hash, version, field, NULL, 0, scheme_patch_fn, &q, e);
     free(token);
-    return rc;
+    return rc < 0 ? rc : 0;
 }
 
 int
@@ -196,7 +227,7 @@ herald_scheme_get(struct herald *h, const char *org, const char *email,
     if ((rc = lh_hash_read(h, hash, field, &raw, &rawlen, e)) != 0)
         return rc;
     if (raw == NULL)
-        return herr_set(e, HERR_NOTFOUND, "email", "no such scheme: %s", field);
+        return scheme_absent(field, e);
     rc = scheme_from_json(raw, rawlen, out, e);
     free(raw);
     return rc;
@@ -285,6 +316,17 @@ herald_scheme_rows_free(struct herald_scheme_row *rows, size_t n)
     free(rows);
 }
 
+/* lh_modify_fn of herald_scheme_remove: the field deleted. */
+static int
+scheme_delete_fn(void *ud, const char *field, const char *raw, size_t rawlen,
+                 char **neu, struct herr *e)
+{
+    (void)ud;
+    (void)rawlen;
+    (void)neu; /* NULL: delete */
+    return raw ? LH_VU_WRITE : scheme_absent(field, e);
+}
+
 int
 herald_scheme_remove(struct herald *h, const char *org, const char *email,
                      struct herr *e)
@@ -295,21 +337,9 @@ herald_scheme_remove(struct herald *h, const char *org, const char *email,
         rc = lh_scheme_keys(h, hash, version, e);
     if (rc)
         return rc;
-    for (int tries = 0; tries < HERALD_SCHEME_RETRIES; tries++) {
-        char *raw;
-        size_t rawlen;
-        if ((rc = lh_hash_read(h, hash, field, &raw, &rawlen, e)) != 0)
-            return rc;
-        if (raw == NULL)
-            return herr_set(e, HERR_NOTFOUND, "email", "no such scheme: %s",
-                            field);
-        rc = lh_hash_cas(h, hash, version, field, raw, rawlen, NULL, e);
-        free(raw);
-        if (rc != 0)
-            return rc < 0 ? rc : 0;
-    }
-    return herr_set(e, HERR_TEMP, "email", "scheme %s kept changing; try again",
-                    field);
+    rc = scheme_change(h, hash, version, field, NULL, 0, scheme_delete_fn, NULL,
+                       e);
+    return rc < 0 ? rc : 0;
 }
 
 /* Same servers and credentials (what a scheme test exercised). */
@@ -323,6 +353,31 @@ scheme_same_target(const struct scheme *a, const struct scheme *b)
     if ((a->imap_host == NULL) != (b->imap_host == NULL))
         return 0;
     return a->imap_host == NULL || strcmp(a->imap_host, b->imap_host) == 0;
+}
+
+/* lh_modify_fn of herald_scheme_clear_failure: a scheme whose login
+ * failed back to "ok", if it still has the servers and credentials the
+ * test (ud) passed with. */
+static int
+scheme_clear_fn(void *ud, const char *field, const char *raw, size_t rawlen,
+                char **neu, struct herr *e)
+{
+    const struct scheme *tested = ud;
+    struct scheme *s;
+    int rc = scheme_load(field, raw, rawlen, &s, e);
+    if (rc)
+        return rc;
+    rc = LH_VU_KEEP;
+    if (s->state == SCHEME_STATE_AUTH_FAILED && scheme_same_target(s, tested)) {
+        s->state = SCHEME_STATE_OK;
+        free(s->state_reason);
+        s->state_reason = xstrdup("");
+        s->state_at = clock_now_ms();
+        *neu = scheme_to_json(s, 0);
+        rc = LH_VU_WRITE;
+    }
+    scheme_free(s);
+    return rc;
 }
 
 int
@@ -339,45 +394,12 @@ herald_scheme_clear_failure(struct herald *h, const struct scheme *tested,
         rc = lh_scheme_keys(h, hash, version, e);
     if (rc)
         return rc;
-    for (int tries = 0; tries < HERALD_SCHEME_RETRIES; tries++) {
-        char *raw;
-        size_t rawlen;
-        if ((rc = lh_hash_read(h, hash, field, &raw, &rawlen, e)) != 0)
-            return rc;
-        if (raw == NULL)
-            return herr_set(e, HERR_NOTFOUND, "email", "no such scheme: %s",
-                            field);
-        struct scheme *s;
-        struct herr pe = {{0}, {0}};
-        if (scheme_from_json(raw, rawlen, &s, &pe) != 0) {
-            free(raw);
-            return herr_set(e, HERR_STORE, "email",
-                            "stored scheme %s is invalid: %s: %s", field,
-                            pe.field, pe.msg);
-        }
-        if (s->state != SCHEME_STATE_AUTH_FAILED ||
-            !scheme_same_target(s, tested)) {
-            scheme_free(s);
-            free(raw);
-            return 0;
-        }
-        s->state = SCHEME_STATE_OK;
-        free(s->state_reason);
-        s->state_reason = xstrdup("");
-        s->state_at = clock_now_ms();
-        char *json = scheme_to_json(s, 0);
-        scheme_free(s);
-        rc = lh_hash_cas(h, hash, version, field, raw, rawlen, json, e);
-        free(json);
-        free(raw);
-        if (rc != 0) {
-            if (rc > 0)
-                *cleared = 1;
-            return rc < 0 ? rc : 0;
-        }
-    }
-    return herr_set(e, HERR_TEMP, "email", "scheme %s kept changing; try again",
-                    field);
+    /* the test's scheme: read only */
+    rc = scheme_change(h, hash, version, field, NULL, 0, scheme_clear_fn,
+                       (void *)tested, e);
+    if (rc == LH_VU_WRITE)
+        *cleared = 1;
+    return rc < 0 ? rc : 0;
 }
 
 int
@@ -397,75 +419,78 @@ herald_scheme_version(struct herald *h, long long *out, struct herr *e)
     return 0;
 }
 
+/* What rotate_fn works with. */
+struct rotate_ctx {
+    const struct seal_key *const *keys; /* the old key, the new one */
+    struct herald_rotate *r;
+};
+
+/* lh_modify_fn of herald_key_rotate: the password re-sealed under the
+ * new key. A scheme left as it is (removed meanwhile, unreadable, already
+ * under the new key) says why in r. */
+static int
+rotate_fn(void *ud, const char *field, const char *raw, size_t rawlen,
+          char **neu, struct herr *e)
+{
+    const struct rotate_ctx *c = ud;
+    const struct seal_key *const *keys = c->keys;
+    struct herald_rotate *r = c->r;
+    (void)e;
+    if (raw == NULL) {
+        r->removed = 1;
+        return LH_VU_KEEP;
+    }
+    struct scheme *s;
+    r->rc = lh_scheme_decode_row(field, raw, rawlen, &s, &r->err);
+    if (r->rc)
+        return LH_VU_KEEP;
+    char aad[SCHEME_AAD_MAX], kid[SEAL_KEYID_LEN + 1];
+    scheme_aad(aad, sizeof aad, s->org, s->email);
+    char *pt;
+    size_t ptlen;
+    r->rc = seal_open(keys, 2, s->password, aad, &pt, &ptlen, &r->err);
+    if (r->rc) {
+        snprintf(r->err.field, sizeof r->err.field, "password");
+        scheme_free(s);
+        return LH_VU_KEEP;
+    }
+    if (seal_token_key_id(s->password, kid) == 0 &&
+        strcmp(kid, seal_key_id(keys[1])) == 0) {
+        seal_free_secret(pt, ptlen);
+        scheme_free(s);
+        return LH_VU_KEEP; /* already under the new key, and it opens */
+    }
+    char *token = seal_seal(keys[1], pt, ptlen, aad);
+    seal_free_secret(pt, ptlen);
+    if (token == NULL) {
+        scheme_free(s);
+        r->rc = herr_set(&r->err, HERR_PERM, "password",
+                         "sealing failed (OpenSSL or the random generator)");
+        return LH_VU_KEEP;
+    }
+    free(s->password);
+    s->password = token;
+    *neu = scheme_to_json(s, 0);
+    scheme_free(s);
+    return LH_VU_WRITE;
+}
+
 /*
- * Re-seals one stored value. Returns 0 with r->rc / r->resealed /
- * r->removed filled, or HERR_REDIS / HERR_TEMP.
+ * Re-seals one stored value (`raw` as HGETALL gave it). Returns 0 with
+ * r->rc / r->resealed / r->removed filled, or HERR_REDIS / HERR_TEMP.
  */
 static int
 rotate_one(struct herald *h, const char *hash, const char *version,
-           const char *field, char **rawp, size_t *rawlenp,
+           const char *field, const char *raw, size_t rawlen,
            const struct seal_key *const keys[2], struct herald_rotate *r,
            struct herr *e)
 {
-    char *raw = *rawp;
-    size_t rawlen = *rawlenp;
-    for (int tries = 0; tries < HERALD_SCHEME_RETRIES; tries++) {
-        struct scheme *s;
-        r->rc = lh_scheme_decode_row(field, raw, rawlen, &s, &r->err);
-        if (r->rc)
-            return 0;
-        char aad[SCHEME_AAD_MAX], kid[SEAL_KEYID_LEN + 1];
-        scheme_aad(aad, sizeof aad, s->org, s->email);
-        char *pt;
-        size_t ptlen;
-        r->rc = seal_open(keys, 2, s->password, aad, &pt, &ptlen, &r->err);
-        if (r->rc) {
-            snprintf(r->err.field, sizeof r->err.field, "password");
-            scheme_free(s);
-            return 0;
-        }
-        if (seal_token_key_id(s->password, kid) == 0 &&
-            strcmp(kid, seal_key_id(keys[1])) == 0) {
-            seal_free_secret(pt, ptlen);
-            scheme_free(s);
-            return 0; /* already under the new key, and it opens */
-        }
-        char *token = seal_seal(keys[1], pt, ptlen, aad);
-        seal_free_secret(pt, ptlen);
-        if (token == NULL) {
-            scheme_free(s);
-            r->rc = herr_set(&r->err, HERR_PERM, "password",
-                             "sealing failed (OpenSSL or the random "
-                             "generator)");
-            return 0;
-        }
-        free(s->password);
-        s->password = token;
-        char *json = scheme_to_json(s, 0);
-        scheme_free(s);
-        int rc = lh_hash_cas(h, hash, version, field, raw, rawlen, json, e);
-        free(json);
-        if (rc < 0)
-            return rc;
-        if (rc == 1) {
-            r->resealed = 1;
-            return 0;
-        }
-        /* Changed meanwhile: read it again. */
-        char *again;
-        size_t againlen;
-        if ((rc = lh_hash_read(h, hash, field, &again, &againlen, e)) != 0)
-            return rc;
-        free(raw);
-        *rawp = raw = again;
-        *rawlenp = rawlen = againlen;
-        if (raw == NULL) {
-            r->removed = 1;
-            return 0;
-        }
-    }
-    return herr_set(e, HERR_TEMP, "email", "scheme %s kept changing; try again",
-                    field);
+    struct rotate_ctx c = {keys, r};
+    int rc =
+        scheme_change(h, hash, version, field, raw, rawlen, rotate_fn, &c, e);
+    if (rc == LH_VU_WRITE)
+        r->resealed = 1;
+    return rc < 0 ? rc : 0;
 }
 
 int
@@ -489,12 +514,10 @@ herald_key_rotate(struct herald *h, const struct seal_key *old_key,
         if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
             continue;
         char *field = xstrndup(f->str, f->len);
-        char *raw = xstrndup(v->str, v->len);
-        size_t rawlen = v->len;
         struct herald_rotate r;
         memset(&r, 0, sizeof r);
         r.field = field;
-        rc = rotate_one(h, hash, version, field, &raw, &rawlen, keys, &r, e);
+        rc = rotate_one(h, hash, version, field, v->str, v->len, keys, &r, e);
         if (rc == 0) {
             if (r.rc != 0)
                 nfail++;
@@ -505,7 +528,6 @@ herald_key_rotate(struct herald *h, const struct seal_key *old_key,
             if (cb)
                 cb(arg, &r);
         }
-        free(raw);
         free(field);
     }
     freeReplyObject(all);
