@@ -14,13 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Moves a dead entry to its lane only if it is still in the dead list,
- * so concurrent replays of the same entry push the job once. LREM scans
- * from the tail (-1), where the oldest entries, replayed first, are. */
-static const char replay_script[] =
-    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then "
-    "redis.call('LPUSH', KEYS[2], ARGV[2]) return 1 end return 0";
-
 /* The "id" string inside a raw job, if it is a JSON object with one. */
 static char *
 raw_job_id(const char *job, size_t len)
@@ -148,9 +141,10 @@ replay_one(struct herald *h, const struct herald_dead *d, const char *dkey,
         free(canon);
         return rc;
     }
-    redisReply *rep =
-        lh_command(h, e, "EVAL %s 2 %s %s %b %b", replay_script, dkey, lane,
-                   d->raw, d->rawlen, canon, strlen(canon));
+    /* redis/dead_replay.lua: concurrent replays push the job once */
+    const char *argv[4] = {dkey, lane, d->raw, canon};
+    size_t lens[4] = {strlen(dkey), strlen(lane), d->rawlen, strlen(canon)};
+    redisReply *rep = lh_script(h, e, RS_DEAD_REPLAY, 2, 4, argv, lens);
     free(canon);
     if (rep == NULL) {
         r->rc = HERR_REDIS;

@@ -31,7 +31,7 @@ SCRIPTS = (
     "queue_replace", "queue_due", "queue_handback", "queue_reclaim",
     "queue_finish_many", "queue_partial", "queue_fence", "big_stage",
     "big_finish", "quota_wait", "quota_resume", "scheme_cas", "purge_release",
-    "login_lease", "token_create", "token_revoke",
+    "login_lease", "token_create", "token_revoke", "dead_replay",
 )
 
 NOW = int(time.time() * 1000)
@@ -497,6 +497,23 @@ def test_queue_sched_moves_only_a_job_that_is_there(t):
     push(r, pk, a)
     check(run(r, "queue_sched", [pk, sched, ""], [a, member, NOW + 3, "1"]) == 1, "without a ledger")
     check(r.cmd("EXISTS", "") == 0, "wrote a ledger named ''")
+
+
+def test_dead_replay_pushes_a_job_once_from_the_oldest_copy(t):
+    r, p = t.redis(aof=False), t.prefix
+    dk, lk = p + ":dead", p + ":queue:normal"
+    # newest at the left; two copies of entry e1: the oldest (rightmost) goes
+    push(r, dk, "e1", "e2", "e1")
+    check(run(r, "dead_replay", [dk, lk], ["e1", "job-1"]) == 1, "replay")
+    check(lrange(r, dk) == ["e1", "e2"], "dead %s" % lrange(r, dk))
+    check(lrange(r, lk) == ["job-1"], "lane %s" % lrange(r, lk))
+    # a replay of an entry no longer there (replayed elsewhere) pushes nothing
+    check(run(r, "dead_replay", [dk, lk], ["e3", "job-3"]) == 0, "replay of a gone entry")
+    check(lrange(r, lk) == ["job-1"], "lane changed: %s" % lrange(r, lk))
+    check(run(r, "dead_replay", [dk, lk], ["e1", "job-1"]) == 1, "the other copy")
+    check(run(r, "dead_replay", [dk, lk], ["e1", "job-1"]) == 0, "a third time")
+    check(lrange(r, dk) == ["e2"] and lrange(r, lk) == ["job-1", "job-1"],
+          "dead %s, lane %s" % (lrange(r, dk), lrange(r, lk)))
 
 
 def test_queue_replace_only_an_entry_that_is_there(t):
