@@ -675,12 +675,16 @@ struct params {
     const char *v[PARAMS_MAX];
     char *own[PARAMS_MAX];
     char num[PARAMS_MAX][24];
+    /* with `binary`: each parameter's length and format (1: binary) */
+    int binary;
+    int len[PARAMS_MAX], fmt[PARAMS_MAX];
 };
 
 static void
 p_init(struct params *p)
 {
     p->n = 0;
+    p->binary = 0;
 }
 
 static void
@@ -2034,9 +2038,11 @@ pipe_send(struct pgs *s, struct pend *d, const char *name, const char *sql)
         s->piped = 1;
     if (s->piped)
         d->sent = name ? PQsendQueryPrepared(s->conn, name, d->p.n, d->p.v,
-                                             NULL, NULL, 0)
+                                             d->p.binary ? d->p.len : NULL,
+                                             d->p.binary ? d->p.fmt : NULL, 0)
                        : PQsendQueryParams(s->conn, sql, d->p.n, NULL, d->p.v,
-                                           NULL, NULL, 0);
+                                           d->p.binary ? d->p.len : NULL,
+                                           d->p.binary ? d->p.fmt : NULL, 0);
     if (s->npend == s->cappend) {
         s->cappend = s->cappend ? 2 * s->cappend : 64;
         s->pend = xrealloc(s->pend, s->cappend * sizeof *s->pend);
@@ -2103,9 +2109,56 @@ array_elem(struct buf *b, const char *v)
     buf_puts(b, "\"");
 }
 
+/* A text[] of `n` values (NULL: SQL NULL) in PostgreSQL's binary array
+ * format (array_send: dimensions, the element type, then each element's
+ * length and bytes), its length in *len. The server copies the bytes
+ * (array_recv) instead of scanning a quoted literal twice (array_in): a
+ * tenth of its time on the worker's writes, most of it the bodies. */
+static char *
+array_bin_text(const char *const *v, size_t n, int *len)
+{
+    size_t total = 20 + 4 * n;
+    int nulls = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i])
+            total += strlen(v[i]);
+        else
+            nulls = 1;
+    }
+    unsigned char *b = xmalloc(total), *o = b;
+#define PUT32(x)                                                               \
+    do {                                                                       \
+        uint32_t u_ = (uint32_t)(x);                                           \
+        o[0] = (unsigned char)(u_ >> 24);                                      \
+        o[1] = (unsigned char)(u_ >> 16);                                      \
+        o[2] = (unsigned char)(u_ >> 8);                                       \
+        o[3] = (unsigned char)u_;                                              \
+        o += 4;                                                                \
+    } while (0)
+    PUT32(1);     /* dimensions */
+    PUT32(nulls); /* has NULLs */
+    PUT32(25);    /* element type: text */
+    PUT32(n);     /* length of dimension 1 */
+    PUT32(1);     /* its lower bound */
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == NULL) {
+            PUT32(-1);
+            continue;
+        }
+        size_t l = strlen(v[i]);
+        PUT32(l);
+        memcpy(o, v[i], l);
+        o += l;
+    }
+#undef PUT32
+    *len = (int)total;
+    return (char *)b;
+}
+
 /* Sends the group being filled in *slot, if any: the parameters of
  * S_INSERT_MANY (S_UPDATE_MANY) are those of its writes' S_INSERT
- * (S_UPDATE), each an array over the writes. */
+ * (S_UPDATE), each an array over the writes; text arrays go in binary,
+ * the few others as array literals. */
 static void
 group_send_one(struct pgs *s, struct pend **slot)
 {
@@ -2114,8 +2167,26 @@ group_send_one(struct pgs *s, struct pend **slot)
         return;
     *slot = NULL;
     int np = g->m[0]->p.n;
+    enum stmt stmt_k =
+        g->kind == PD_INSERT_MANY ? S_INSERT_MANY : S_UPDATE_MANY;
     p_init(&g->p);
+    g->p.binary = 1;
+    const char **col = xcalloc(g->nm, sizeof *col);
     for (int k = 0; k < np; k++) {
+        char cast[24];
+        snprintf(cast, sizeof cast, "$%d::text[]", k + 1);
+        if (strstr(stmts[stmt_k].sql, cast)) {
+            for (size_t i = 0; i < g->nm; i++)
+                col[i] = g->m[i]->p.v[k];
+            g->p.fmt[g->p.n] = 1;
+            int len = 0;
+            char *a = array_bin_text(col, g->nm, &len);
+            g->p.len[g->p.n] = len;
+            p_take(&g->p, a);
+            continue;
+        }
+        g->p.fmt[g->p.n] = 0;
+        g->p.len[g->p.n] = 0;
         struct buf b;
         buf_init(&b, 0);
         buf_puts(&b, "{");
@@ -2127,8 +2198,8 @@ group_send_one(struct pgs *s, struct pend **slot)
         buf_puts(&b, "}");
         p_take(&g->p, buf_take(&b, NULL));
     }
-    enum stmt k = g->kind == PD_INSERT_MANY ? S_INSERT_MANY : S_UPDATE_MANY;
-    pipe_send(s, g, g->named ? g->name : NULL, stmts[k].sql);
+    free(col);
+    pipe_send(s, g, g->named ? g->name : NULL, stmts[stmt_k].sql);
 }
 
 static void

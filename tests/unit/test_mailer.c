@@ -26,8 +26,8 @@
 
 struct server {
     int lfd, port;
-    const char *ehlo;  /* the EHLO reply, whole (CRLF lines) */
-    int rcpt_per_msg;  /* 0: any; else 452 4.5.3 past that many */
+    const char *ehlo; /* the EHLO reply, whole (CRLF lines) */
+    int rcpt_per_msg; /* 0: any; else 452 4.5.3 past that many */
     pthread_t th;
     char *got[LINES_MAX]; /* lines received (the message's body not) */
     int ngot;
@@ -323,8 +323,8 @@ test_lockstep_auth_login_and_trace(void)
     CHECK(sv.writes_with_mail == 1);
     CHECK(run.res.cls == MAIL_OK && run.res.auth_ok && run.res.transactions);
     char *tr = joined(run.trace, run.ntrace);
-    CHECK(strstr(tr, "Y2FtcC11c2Vy") == NULL && strstr(tr, "czNjcmV0") == NULL &&
-          strstr(tr, "s3cret") == NULL);
+    CHECK(strstr(tr, "Y2FtcC11c2Vy") == NULL &&
+          strstr(tr, "czNjcmV0") == NULL && strstr(tr, "s3cret") == NULL);
     CHECK_STR(tr, "connected|< 220 test.example ESMTP|> EHLO client.example|"
                   "< 250-test.example|< 250 AUTH LOGIN|> AUTH LOGIN|"
                   "< 334 VXNlcm5hbWU6|< 334 UGFzc3dvcmQ6|"
