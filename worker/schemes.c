@@ -181,18 +181,36 @@ on_hgetall(void *ud, redisReply *r)
         return;
     }
     /* the version travels in the reply's tail: see on_version */
-    size_t pairs = r->elements / 2;
-    size_t cap = 16;
-    while (cap < pairs * 2)
-        cap *= 2;
-    struct scheme_entry **slot = xcalloc(cap, sizeof *slot);
-    size_t n = 0;
+    size_t pairs = r->elements / 2, k = 0;
+    const char **fields = xcalloc(pairs + 1, sizeof *fields);
+    const char **values = xcalloc(pairs + 1, sizeof *values);
+    size_t *lens = xcalloc(pairs + 1, sizeof *lens);
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         redisReply *f = r->element[i], *v = r->element[i + 1];
         if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
             f->len >= SCHEME_FIELD_MAX)
             continue;
-        struct scheme_entry *e = entry_new(sc, f->str, v->str, v->len);
+        fields[k] = f->str;
+        values[k] = v->str;
+        lens[k++] = v->len;
+    }
+    schemes_load(sc, fields, values, lens, k);
+    free(fields);
+    free(values);
+    free(lens);
+}
+
+void
+schemes_load(struct schemes *sc, const char *const *fields,
+             const char *const *values, const size_t *lens, size_t n_in)
+{
+    size_t cap = 16;
+    while (cap < n_in * 2)
+        cap *= 2;
+    struct scheme_entry **slot = xcalloc(cap, sizeof *slot);
+    size_t n = 0;
+    for (size_t i = 0; i < n_in; i++) {
+        struct scheme_entry *e = entry_new(sc, fields[i], values[i], lens[i]);
         if (e) {
             table_put(slot, cap, e);
             n++;
@@ -207,7 +225,8 @@ on_hgetall(void *ud, redisReply *r)
     log_msg(LOG_INFO, "sending schemes loaded", "count", c, NULL);
     if (!sc->loaded) {
         sc->loaded = 1;
-        queue_kick(sc->q); /* takes were waiting for this */
+        if (sc->q)
+            queue_kick(sc->q); /* takes were waiting for this */
     }
 }
 

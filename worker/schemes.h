@@ -51,6 +51,12 @@ void schemes_free(struct schemes *sc);
 /* 1 once the table has been read (the worker takes no job before). */
 int schemes_loaded(const struct schemes *sc);
 
+/* Replaces the table by the n stored (field, value) pairs -- HGETALL's,
+ * from schemes_poll, or a unit test's -- opening each password with the
+ * key; an unreadable value is logged and left out. */
+void schemes_load(struct schemes *sc, const char *const *fields,
+                  const char *const *values, const size_t *lens, size_t n);
+
 /* Asks Redis whether the table changed, and reloads it when it did. */
 void schemes_poll(struct schemes *sc);
 
