@@ -23,7 +23,8 @@ struct map {
 };
 
 struct senders {
-    struct queue *q;
+    struct queue *q; /* NULL: a detached table (senders_new_detached) */
+    char *prefix;
     struct map orgs, pauses, zones;
     long long orgs_version;
     int loaded, polling_orgs, polling_pauses;
@@ -75,10 +76,18 @@ map_clear(struct map *m)
 struct senders *
 senders_new(struct queue *q)
 {
-    struct senders *s = xcalloc(1, sizeof *s);
+    struct senders *s = senders_new_detached(queue_prefix(q));
     s->q = q;
+    return s;
+}
+
+struct senders *
+senders_new_detached(const char *prefix)
+{
+    struct senders *s = xcalloc(1, sizeof *s);
     s->orgs_version = -1;
-    const char *p = queue_prefix(q);
+    s->prefix = xstrdup(prefix);
+    const char *p = s->prefix;
     keys_simple(s->k_orgs, sizeof s->k_orgs, p, "orgs");
     keys_simple(s->k_orgs_version, sizeof s->k_orgs_version, p, "orgs:version");
     keys_pauses(s->k_pauses, sizeof s->k_pauses, p);
@@ -94,6 +103,7 @@ senders_free(struct senders *s)
     map_clear(&s->orgs);
     map_clear(&s->pauses);
     map_clear(&s->zones);
+    free(s->prefix);
     free(s);
 }
 
@@ -130,19 +140,38 @@ on_orgs(void *ud, redisReply *r)
         orgs_failed(s, r);
         return;
     }
-    map_clear(&s->orgs);
-    size_t n = 0;
+    size_t pairs = r->elements / 2, k = 0;
+    const char **fields = xcalloc(pairs + 1, sizeof *fields);
+    const char **values = xcalloc(pairs + 1, sizeof *values);
+    size_t *lens = xcalloc(pairs + 1, sizeof *lens);
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         redisReply *f = r->element[i], *v = r->element[i + 1];
         if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
             continue;
+        fields[k] = f->str;
+        values[k] = v->str;
+        lens[k++] = v->len;
+    }
+    senders_load_orgs(s, fields, values, lens, k);
+    free(fields);
+    free(values);
+    free(lens);
+}
+
+void
+senders_load_orgs(struct senders *s, const char *const *fields,
+                  const char *const *values, const size_t *lens, size_t n_in)
+{
+    map_clear(&s->orgs);
+    size_t n = 0;
+    for (size_t i = 0; i < n_in; i++) {
         struct org *o = NULL;
         struct herr e;
-        if (org_from_json(v->str, v->len, &o, &e) != 0) {
+        if (org_from_json(values[i], lens[i], &o, &e) != 0) {
             char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
             herr_format(&e, why, sizeof why);
             log_msg(LOG_ERROR, "organisation settings unreadable; ignored",
-                    "org", f->str, "error", why, NULL);
+                    "org", fields[i], "error", why, NULL);
             continue;
         }
         if (o->relay_daily_limit > 0) {
@@ -158,7 +187,8 @@ on_orgs(void *ud, redisReply *r)
     }
     if (!s->loaded) {
         s->loaded = 1;
-        queue_kick(s->q);
+        if (s->q)
+            queue_kick(s->q);
     }
 }
 
@@ -276,7 +306,7 @@ add_counter(struct senders *s, struct sender_plan *p, enum quota_kind kind,
     quota_window(kind, tz, now_ms, &p->win[i]);
     /* A limit is never skipped: every valid name fits (quota.h checks
      * KEYS_MAX at compile time), so a key that does not is a bug. */
-    if (keys_quota_counter(p->key[i], sizeof p->key[i], queue_prefix(s->q),
+    if (keys_quota_counter(p->key[i], sizeof p->key[i], s->prefix,
                            p->count_sender, kind == QUOTA_MINUTE,
                            p->win[i].start_ms) < 0) {
         log_msg(LOG_FATAL, "a quota key does not fit KEYS_MAX", "sender",
@@ -436,7 +466,7 @@ senders_take(struct senders *s, const struct sender_plan *p, const char *id,
         exp[2][24];
     char att[JOB_ID_MAX + 32];
     attempt_name(att, sizeof att, id, fence);
-    keys_quota_wait(wait, sizeof wait, queue_prefix(s->q), p->count_sender);
+    keys_quota_wait(wait, sizeof wait, s->prefix, p->count_sender);
     const char *argv[16];
     int a = 0;
     argv[a++] = s->k_pauses;
@@ -495,7 +525,7 @@ senders_wait(struct senders *s, const char *sender, const char *id,
              int64_t due_ms, int64_t now_ms)
 {
     char wait[KEYS_MAX], due[24], now[24];
-    if (keys_quota_wait(wait, sizeof wait, queue_prefix(s->q), sender) < 0)
+    if (keys_quota_wait(wait, sizeof wait, s->prefix, sender) < 0)
         return;
     snprintf(due, sizeof due, "%lld", (long long)due_ms);
     snprintf(now, sizeof now, "%lld", (long long)now_ms);

@@ -43,7 +43,16 @@ struct sender_plan {
 };
 
 struct senders *senders_new(struct queue *q);
+/* Without a queue (unit tests): plans and pauses only, nothing polled or
+ * sent; key names under `prefix`. */
+struct senders *senders_new_detached(const char *prefix);
 void senders_free(struct senders *s);
+
+/* Replaces the organisations' relay limits by the n stored (org, value)
+ * pairs of <p>:orgs (HGETALL's, or a unit test's); an unreadable value
+ * is logged and left out. */
+void senders_load_orgs(struct senders *s, const char *const *fields,
+                       const char *const *values, const size_t *lens, size_t n);
 
 /* Re-reads organisation limits (when changed) and pauses. */
 void senders_poll(struct senders *s);
