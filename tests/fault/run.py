@@ -446,13 +446,18 @@ class Ctx:
             self.failures.append(message)
         return cond
 
-    def settle(self, pred, timeout, what, interval=0.25, stuck=None):
+    def settle(self, pred, timeout, what, interval=0.25, stuck=None, progress=None):
         """Waits for pred; a timeout is a failure of the scenario, not an
         exception: the accounting still runs and shows where jobs are.
         stuck: a predicate that says nothing more can happen (e.g. Redis
-        holds no job any more); true for 5 s in a row ends the wait early."""
+        holds no job any more); true for 5 s in a row ends the wait early.
+        progress: a count that grows while the system works towards pred
+        (jobs seen so far): each time it grows the wait may go on for
+        `timeout` more seconds, up to four times `timeout` in all, so a
+        loaded machine that is slow but moving does not fail the wait."""
         t0 = time.monotonic()
         since = [None]
+        last = [progress() if progress else 0, t0]
 
         def probe():
             if pred():
@@ -463,10 +468,17 @@ class Ctx:
                     raise _Stuck()
             else:
                 since[0] = None
+            if progress is not None:
+                now, v = time.monotonic(), progress()
+                if v > last[0]:
+                    last[0], last[1] = v, now
+                if now - last[1] > timeout:
+                    raise AssertionError(f"no progress for {timeout}s waiting for {what} "
+                                         f"(at {last[0]})")
             return False
 
         try:
-            wait_until(probe, timeout, what, interval)
+            wait_until(probe, 4 * timeout if progress else timeout, what, interval)
             return time.monotonic() - t0
         except AssertionError as e:
             self.failures.append(str(e))
@@ -628,7 +640,8 @@ def sc_kill_workers(c):
     c.details["kills"] = kills
     c.settle(lambda: rec.distinct() >= n and drained(r, t.prefix), 120,
              f"all {n} delivered and Redis drained after {len(kills)} kills",
-             stuck=lambda: drained(r, t.prefix))
+             stuck=lambda: drained(r, t.prefix),
+             progress=rec.distinct)
     c.details["run_s"] = round(time.monotonic() - t0, 1)
     c.check(len(kills) >= (5 if c.full else 2),
             f"only {len(kills)} kill(s) landed before the run finished: too short to test")
@@ -686,7 +699,8 @@ def sc_redis_restart(c):
     c.details["redis_kills"] = kills
     c.settle(lambda: rec.distinct() >= n and drained(r, t.prefix), 120,
              f"all {n} delivered and Redis drained after the restart(s)",
-             stuck=lambda: drained(r, t.prefix))
+             stuck=lambda: drained(r, t.prefix),
+             progress=rec.distinct)
     c.details["run_s"] = round(time.monotonic() - t0, 1)
     for w in ws:
         c.check(w.alive(), f"worker {w.wid} died: {w.stderr()[-300:]}")
@@ -729,7 +743,8 @@ def _transient(c, mode, code, n, probe, env_over=None, server=None, nw=2, times=
             return refused >= set(ids)
 
         dt = c.settle(all_refused, 90 if c.full else 40,
-                      f"every job refused once by the {mode} server", interval=0.5)
+                      f"every job refused once by the {mode} server", interval=0.5,
+                      progress=lambda: len(refused))
         # and for a while longer: several rounds of backoff against it
         min_bad = 8 if c.full else 3
         while time.monotonic() - t0 < min_bad:
@@ -741,7 +756,8 @@ def _transient(c, mode, code, n, probe, env_over=None, server=None, nw=2, times=
         c.check(early == 0, f"{early} messages accepted during the bad phase")
     c.settle(lambda: ev.received.distinct() >= n and drained(r, t.prefix), 120,
              f"all {n} delivered and Redis drained once the server behaves",
-             stuck=lambda: drained(r, t.prefix))
+             stuck=lambda: drained(r, t.prefix),
+             progress=ev.received.distinct)
     c.details["run_s"] = round(time.monotonic() - t0, 1)
     mc, dead, _, _, _ = c.collect(r, e, ids, ev.received.ids(), lambda _: {"sent"}, 0,
                                   "nothing accepted twice")
