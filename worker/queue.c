@@ -61,6 +61,9 @@ struct queue {
     char k_lane[JOB_PRIO_COUNT][KEYS_MAX];
     char k_ring[JOB_PRIO_COUNT][KEYS_MAX], k_staged[JOB_PRIO_COUNT][KEYS_MAX];
     char k_tick[KEYS_MAX];
+    struct qop *setup_after; /* the set-up op added last (op_add) */
+    char redis_version[40];  /* INFO server's, at the last connect */
+    int too_old;             /* older than QUEUE_REDIS_MAJOR.MINOR: no take */
     /* stems the scripts complete (keys.h): ledger + id, staged + org,
      * processing + worker */
     char k_ledger_stem[KEYS_MAX], k_org_stem[JOB_PRIO_COUNT][KEYS_MAX],
@@ -210,13 +213,20 @@ op_add(struct queue *q, int argc, const char **argv, const size_t *lens,
     op->ud = ud;
     op->internal = internal;
     if (internal) {
-        /* set-up goes before everything else waiting */
-        op->next = q->ops_head;
-        if (q->ops_head)
-            q->ops_head->prev = op;
-        q->ops_head = op;
-        if (q->ops_tail == NULL)
+        /* set-up goes before everything else waiting, in the order it
+         * is added (after the set-up op added last, if any) */
+        struct qop *after = q->setup_after;
+        op->prev = after;
+        op->next = after ? after->next : q->ops_head;
+        if (op->next)
+            op->next->prev = op;
+        else
             q->ops_tail = op;
+        if (after)
+            after->next = op;
+        else
+            q->ops_head = op;
+        q->setup_after = op;
     } else {
         op->prev = q->ops_tail;
         if (q->ops_tail)
@@ -455,6 +465,8 @@ on_guard(uv_timer_t *t)
         q_fail(q, "connect timed out");
 }
 
+static void on_info(void *ud, redisReply *r);
+
 static void
 setup_cmds(struct queue *q, struct conn *c, queue_reply_fn *last_cb)
 {
@@ -472,20 +484,18 @@ setup_cmds(struct queue *q, struct conn *c, queue_reply_fn *last_cb)
             redisAsyncCommand(c->ac, NULL, NULL, "SELECT %s", db);
         return;
     }
-    /* internal ops are pushed at the head: add them in reverse order */
-    const char *last[4] = {"LRANGE", q->k_proc, "0", "-1"};
-    size_t lastl[4] = {6, strlen(q->k_proc), 1, 2};
-    op_add(q, 4, last, lastl, last_cb, q, 1);
-    char now[32];
-    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
-    const char *hb[4] = {"HSET", q->k_workers, q->me, now};
-    size_t hbl[4] = {4, strlen(q->k_workers), strlen(q->me), strlen(now)};
-    q->beat_sent_ms = clock_now_ms();
-    op_add(q, 4, hb, hbl, on_beat, q, 1);
-    for (int i = RS_COUNT - 1; i >= 0; i--) {
-        const char *sl[3] = {"SCRIPT", "LOAD", rscripts[i].src};
-        size_t sll[3] = {6, 4, rscripts[i].len};
-        op_add(q, 3, sl, sll, NULL, NULL, 1);
+    /* Internal ops go out as they are added (op_add sends them at
+     * once), so in the order the connection needs them: AUTH and SELECT
+     * first, then the server's version, the scripts, the heartbeat and
+     * the LRANGE that resynchronises; in the list they stand before every
+     * op waiting from before, in the same order (setup_after). */
+    q->setup_after = NULL;
+    if (q->target.password[0]) {
+        argv[0] = "AUTH";
+        argv[1] = q->target.password;
+        lens[0] = 4;
+        lens[1] = strlen(q->target.password);
+        op_add(q, 2, argv, lens, NULL, NULL, 1);
     }
     if (q->target.db) {
         argv[0] = "SELECT";
@@ -494,13 +504,24 @@ setup_cmds(struct queue *q, struct conn *c, queue_reply_fn *last_cb)
         lens[1] = strlen(db);
         op_add(q, 2, argv, lens, NULL, NULL, 1);
     }
-    if (q->target.password[0]) {
-        argv[0] = "AUTH";
-        argv[1] = q->target.password;
-        lens[0] = 4;
-        lens[1] = strlen(q->target.password);
-        op_add(q, 2, argv, lens, NULL, NULL, 1);
+    const char *info[2] = {"INFO", "server"};
+    size_t infol[2] = {4, 6};
+    op_add(q, 2, info, infol, on_info, q, 1);
+    for (int i = 0; i < RS_COUNT; i++) {
+        const char *sl[3] = {"SCRIPT", "LOAD", rscripts[i].src};
+        size_t sll[3] = {6, 4, rscripts[i].len};
+        op_add(q, 3, sl, sll, NULL, NULL, 1);
     }
+    char now[32];
+    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
+    const char *hb[4] = {"HSET", q->k_workers, q->me, now};
+    size_t hbl[4] = {4, strlen(q->k_workers), strlen(q->me), strlen(now)};
+    q->beat_sent_ms = clock_now_ms();
+    op_add(q, 4, hb, hbl, on_beat, q, 1);
+    const char *last[4] = {"LRANGE", q->k_proc, "0", "-1"};
+    size_t lastl[4] = {6, strlen(q->k_proc), 1, 2};
+    op_add(q, 4, last, lastl, last_cb, q, 1);
+    q->setup_after = NULL; /* it is freed once answered */
 }
 
 static void
@@ -515,6 +536,44 @@ on_handback_startup(void *ud, redisReply *r)
                 "handed back to their lanes",
                 "count", n, NULL);
     }
+}
+
+int
+queue_redis_version_ok(const char *info, char *version, size_t n)
+{
+    const char *v = info ? strstr(info, "redis_version:") : NULL;
+    if (v == NULL) {
+        snprintf(version, n, "unknown");
+        return 1; /* a server that does not say: let it try */
+    }
+    v += strlen("redis_version:");
+    size_t k = strcspn(v, "\r\n");
+    snprintf(version, n, "%.*s", (int)(k < 32 ? k : 32), v);
+    char *end = NULL;
+    long major = strtol(v, &end, 10);
+    long minor = end && *end == '.' ? strtol(end + 1, NULL, 10) : 0;
+    return major > QUEUE_REDIS_MAJOR ||
+           (major == QUEUE_REDIS_MAJOR && minor >= QUEUE_REDIS_MINOR);
+}
+
+/* INFO server at every connect: a Redis too old for the take (BLMOVE,
+ * RPOP with a count) gets no take at all, and says so, rather than an
+ * error per take; a newer one (after an upgrade) is seen at the next
+ * connect. */
+static void
+on_info(void *ud, redisReply *r)
+{
+    struct queue *q = ud;
+    char v[40];
+    int ok = queue_redis_version_ok(
+        r->type == REDIS_REPLY_STRING ? r->str : NULL, v, sizeof v);
+    snprintf(q->redis_version, sizeof q->redis_version, "%s", v);
+    q->too_old = !ok;
+    if (!ok)
+        log_msg(LOG_ERROR,
+                "this Redis is too old: Herald needs 6.2 or newer (BLMOVE, "
+                "RPOP with a count); no job is taken until it is upgraded",
+                "redis_version", v, NULL);
 }
 
 /* The LRANGE of our processing list, first thing after (re)connecting. */
@@ -569,7 +628,7 @@ on_resync(void *ud, redisReply *r)
     q->ever_ready = 1;
     q->backoff_ms = BACKOFF_MIN_MS;
     uv_timer_stop(&q->t_connect_guard);
-    log_msg(LOG_INFO, "redis ready", NULL);
+    log_msg(LOG_INFO, "redis ready", "redis_version", q->redis_version, NULL);
     q_send_pending(q);
     if (q->ev.ready)
         q->ev.ready(q->ev.ud);
@@ -631,7 +690,7 @@ static void on_block_reply(redisAsyncContext *ac, void *reply, void *priv);
 static void
 arm_blocking(struct queue *q)
 {
-    if (q->stopping || q->state != Q_READY)
+    if (q->stopping || q->state != Q_READY || q->too_old)
         return;
     for (int lane = 0; lane < JOB_PRIO_COUNT; lane++) {
         struct conn *c = &q->conns[C_BLOCK_HIGH + lane];
@@ -739,7 +798,7 @@ on_take(void *ud, redisReply *r)
 static void
 q_take(struct queue *q)
 {
-    if (q->stopping || q->state != Q_READY || q->take_out)
+    if (q->stopping || q->state != Q_READY || q->take_out || q->too_old)
         return;
     size_t bytes = 0;
     int room = q->ev.room(q->ev.ud, &bytes);

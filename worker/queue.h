@@ -176,6 +176,16 @@ void queue_script(struct queue *q, enum rscript_id id, int nkeys, int argc,
                   const char **argv, const size_t *lens, queue_reply_fn *cb,
                   void *ud);
 
+/* The oldest Redis the worker runs on: the take uses BLMOVE and RPOP
+ * with a count (6.2). */
+#define QUEUE_REDIS_MAJOR 6
+#define QUEUE_REDIS_MINOR 2
+
+/* From an INFO reply: 1 when its redis_version is at least
+ * QUEUE_REDIS_MAJOR.QUEUE_REDIS_MINOR (or it names none), else 0; the
+ * version (or "unknown") into `version`. Pure. */
+int queue_redis_version_ok(const char *info, char *version, size_t n);
+
 /* The key prefix (HERALD_PREFIX). */
 const char *queue_prefix(const struct queue *q);
 

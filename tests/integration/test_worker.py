@@ -342,6 +342,44 @@ def test_priority_lanes_order(t):
     stop_ok(w)
 
 
+def test_logs_the_redis_version_it_checked(t):
+    """The worker reads INFO server at connect (it takes nothing from a
+    Redis older than 6.2) and names the version it found."""
+    r, s, e, w = setup(t)
+    want = r.cmd("INFO", "server").decode().split("redis_version:")[1].split()[0]
+    ready = wait_until(lambda: [d for d in w.logs() if d.get("msg") == "redis ready"], 10,
+                       "redis ready")
+    check(ready[0].get("redis_version") == want, "logged %r, INFO says %s" % (ready[0], want))
+    check(not [d for d in w.logs() if "too old" in d.get("msg", "")], "called too old")
+    push(r, t.prefix, make_job(id="ver-1"))
+    one_message(s, "ver-1")
+    stop_ok(w)
+
+
+def test_redis_with_a_password_and_a_database(t):
+    """HERALD_REDIS with a password and a database number: the worker
+    authenticates and selects before anything else on every connection
+    (it once sent its first commands, the resync LRANGE and the
+    heartbeat, before AUTH: NOAUTH, then reconnects for ever), and keeps
+    everything in that database."""
+    r, s, e, _ = setup(t, start_worker=False)
+    r.cmd("CONFIG", "SET", "requirepass", "s3cr3t-pw")
+    r.cmd("AUTH", "s3cr3t-pw")
+    e["HERALD_REDIS"] = f"redis://:s3cr3t-pw@127.0.0.1:{r.port}/2"
+    w = t.worker(e)
+    r.cmd("SELECT", "2")
+    wait_until(lambda: r.cmd("HEXISTS", f"{t.prefix}:workers", "w1") == 1, 10,
+               "the heartbeat in db 2")
+    push(r, t.prefix, make_job(id="pw-1"))
+    one_message(s, "pw-1")
+    wait_status(e, "pw-1", "sent")
+    check(not [d for d in w.logs() if "NOAUTH" in json.dumps(d)], "NOAUTH errors")
+    r.cmd("SELECT", "0")
+    check(r.cmd("KEYS", t.prefix + ":*") == [], "keys written to db 0: %r"
+          % r.cmd("KEYS", t.prefix + ":*"))
+    stop_ok(w)
+
+
 def test_processing_list_holds_job_in_flight(t):
     r, s, e, w = setup(t, smtp_opts={"delay_data": 2, "delay_times": 1})
     job = make_job(id="inflight-1")
