@@ -41,15 +41,17 @@ scheme_json(const struct seal_key *k, const char *email, const char *tls,
     scheme_field(field, sizeof field, "acme", email);
     scheme_aad(aad, sizeof aad, "acme", email);
     char *token = seal_seal(k, "pw-42", 5, aad);
+    char at[CLOCK_RFC3339_LEN]; /* times from the clock, as a writer's */
+    clock_rfc3339(clock_now_ms(), at);
     char *j = xasprintf(
         "{\"org\":\"acme\",\"email\":\"%s\",\"smtp_host\":\"smtp.acme.test\","
         "\"smtp_port\":%d,\"username\":\"billing\",\"password\":\"%s\","
         "\"tls\":\"%s\",\"on_auth_failure\":\"%s\",\"state\":\"%s\","
-        "\"state_reason\":\"%s\",\"state_at\":\"2026-01-02T03:04:05.000Z\","
-        "\"created_at\":\"2026-01-02T03:04:05.000Z\","
-        "\"updated_at\":\"2026-01-02T03:04:05.000Z\"}",
+        "\"state_reason\":\"%s\",\"state_at\":\"%s\","
+        "\"created_at\":\"%s\",\"updated_at\":\"%s\"}",
         email, strcmp(tls, "ssl") == 0 ? 465 : 587, token, tls, on_auth, state,
-        strcmp(state, "ok") ? "535 5.7.8 Authentication failed" : "");
+        strcmp(state, "ok") ? "535 5.7.8 Authentication failed" : "", at, at,
+        at);
     free(token);
     return j;
 }

@@ -72,11 +72,15 @@ static void
 test_relay_plans(struct senders *s, int64_t now)
 {
     const char *fields[3] = {"pine", "oak", "bad"};
-    const char *values[3] = {"{\"org\":\"pine\",\"relay_daily_limit\":1000,"
-                             "\"updated_at\":\"2026-01-02T03:04:05.000Z\"}",
-                             "{\"org\":\"oak\",\"name\":\"Oak\","
-                             "\"updated_at\":\"2026-01-02T03:04:05.000Z\"}",
-                             "{not json"};
+    char at[CLOCK_RFC3339_LEN]; /* from the clock, as a writer's */
+    clock_rfc3339(now, at);
+    char *pine = xasprintf("{\"org\":\"pine\",\"relay_daily_limit\":1000,"
+                           "\"updated_at\":\"%s\"}",
+                           at);
+    char *oak = xasprintf("{\"org\":\"oak\",\"name\":\"Oak\","
+                          "\"updated_at\":\"%s\"}",
+                          at);
+    const char *values[3] = {pine, oak, "{not json"};
     size_t lens[3];
     for (int i = 0; i < 3; i++)
         lens[i] = strlen(values[i]);
@@ -104,6 +108,8 @@ test_relay_plans(struct senders *s, int64_t now)
     senders_load_orgs(s, fields + 1, values + 1, lens + 1, 1);
     senders_plan(s, &rt, "pine", now, &p);
     CHECK(p.n == 0);
+    free(pine);
+    free(oak);
 }
 
 int
