@@ -89,8 +89,8 @@ def test_migrate_empty_database_and_again(t):
     env = t.env(None, None, HERALD_MC=url)
     cp = run("heraldctl", "mc", "migrate", env=env)
     check(cp.returncode == 0, cp.stderr)
-    check("created the Message Center schema, version 2" in cp.stdout, cp.stdout)
-    check(pg.sql(_db(url), "SELECT version FROM herald_schema").strip() == "2", "version")
+    check("created the Message Center schema, version 3" in cp.stdout, cp.stdout)
+    check(pg.sql(_db(url), "SELECT version FROM herald_schema").strip() == "3", "version")
     tables = pg.sql(_db(url), "SELECT string_agg(tablename, ' ' ORDER BY tablename)"
                     " FROM pg_tables WHERE tablename NOT LIKE '%\\_p2%'").split()
     for want in ("herald_message_content", "herald_message_ids", "herald_recipients",
@@ -98,7 +98,7 @@ def test_migrate_empty_database_and_again(t):
         check(want in tables, f"{want} not in {tables}")
     before = pg.sql(_db(url), "SELECT count(*) FROM pg_class")
     cp = run("heraldctl", "mc", "migrate", env=env)
-    check(cp.returncode == 0 and "up to date, version 2" in cp.stdout, cp.stdout + cp.stderr)
+    check(cp.returncode == 0 and "up to date, version 3" in cp.stdout, cp.stdout + cp.stderr)
     check(pg.sql(_db(url), "SELECT count(*) FROM pg_class") == before, "migrate again changed")
     # SQLite: opening migrates; it says the version
     cp = run("heraldctl", "mc", "migrate", env=t.env(None, None))

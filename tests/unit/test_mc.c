@@ -2464,8 +2464,8 @@ test_pg_schema(void)
     }
     int version = -9, before = -9;
     CHECK(mc_schema_version(m, &version, &before) == 0);
-    CHECK(version == 2 && before == 0);
-    CHECK(pg_int(dir, "SELECT version FROM herald_schema") == 2);
+    CHECK(version == 3 && before == 0);
+    CHECK(pg_int(dir, "SELECT version FROM herald_schema") == 3);
     CHECK(pg_int(dir, "SELECT count(*) FROM pg_partitioned_table p JOIN"
                       " pg_class c ON c.oid = p.partrelid WHERE"
                       " c.relnamespace = current_schema()::regnamespace") == 3);
@@ -2481,7 +2481,7 @@ test_pg_schema(void)
     if (m) {
         CHECK(exists(m, "keep"));
         CHECK(mc_schema_version(m, &version, &before) == 0);
-        CHECK(version == 2 && before == 2);
+        CHECK(version == 3 && before == 3);
         mc_close(m);
     }
     /* an upgrade from version 1, whose recipients' rows had a partition
@@ -2512,7 +2512,7 @@ test_pg_schema(void)
     m = open_store(dir);
     if (m) {
         CHECK(mc_schema_version(m, &version, &before) == 0);
-        CHECK(version == 2 && before == 1);
+        CHECK(version == 3 && before == 1);
         CHECK(pg_int(dir, "SELECT count(*) FROM herald_recipients") == 3);
         CHECK(pg_int(dir, "SELECT count(*) FROM pg_class WHERE relname LIKE"
                           " 'herald\\_message\\_rcpt%'") == 0);
@@ -2520,6 +2520,40 @@ test_pg_schema(void)
         f.to = "ann@example.com";
         EXPECT(&f, "keep");
         f.to = "AUDIT@acme.example";
+        EXPECT(&f, "keep");
+        mc_close(m);
+    }
+    /* an upgrade from version 2: its registry index on created_at goes,
+     * with the entries an interrupted purge left below the oldest
+     * record; the index by org and path becomes partial */
+    CHECK(pg_int(dir, "CREATE INDEX herald_message_ids_created ON"
+                      " herald_message_ids (created_at);"
+                      " DROP INDEX herald_messages_org_path;"
+                      " CREATE INDEX herald_messages_org_path ON"
+                      " herald_messages (org, path, created_at, id);"
+                      " INSERT INTO herald_message_ids VALUES"
+                      " ('orphan', 86400000);"
+                      " UPDATE herald_schema SET version = 2") == 0);
+    m = open_store(dir);
+    if (m) {
+        CHECK(mc_schema_version(m, &version, &before) == 0);
+        CHECK(version == 3 && before == 2);
+        CHECK(pg_int(dir, "SELECT count(*) FROM herald_message_ids WHERE"
+                          " id = 'orphan'") == 0);
+        CHECK(exists(m, "keep"));
+        CHECK(pg_int(dir, "SELECT count(*) FROM pg_class WHERE relname ="
+                          " 'herald_message_ids_created'") == 0);
+        CHECK(pg_int(dir, "SELECT count(*) FROM pg_index i JOIN pg_class c"
+                          " ON c.oid = i.indexrelid WHERE c.relname ="
+                          " 'herald_messages_org_path' AND i.indpred IS NOT"
+                          " NULL") == 1);
+        struct mc_filter f = {0};
+        f.org = "acme";
+        f.path = "relay";
+        struct mc_update u;
+        mc_update_init(&u, "keep", MC_SENT);
+        u.path = "relay";
+        CHECK(mc_update(m, &u, NULL) == 0);
         EXPECT(&f, "keep");
         mc_close(m);
     }
