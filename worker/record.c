@@ -3,7 +3,8 @@
  * Message Center steps batched into one transaction on libuv's thread
  * pool, the ledger's "sent" for every acceptance of a loop turn in one
  * Redis call (and the duplicate window it closes, measured), and sent jobs
- * leaving the processing list together.
+ * leaving the processing list together. A leaf of task.c: it reports
+ * through w->hooks (struct task_hooks), never by calling back.
  */
 #include "task.h"
 #include "clock.h"
@@ -317,7 +318,7 @@ on_marked(void *ud, redisReply *r)
             if (k < 1 || (size_t)k > b->n)
                 continue;
             struct task *t = b->t[k - 1];
-            log_job(LOG_WARN, worker_tid(t), worker_torg(t), t->attempt,
+            log_job(LOG_WARN, task_id(t), task_org(t), t->attempt,
                     "accepted under a claim that was no longer current: the "
                     "job had been re-taken (this worker's heartbeat lapsed), "
                     "so it may have been delivered twice",
@@ -372,7 +373,7 @@ on_finish_many(void *ud, redisReply *r)
                 "processing list",
                 "error", r->str, NULL);
     for (size_t i = 0; i < b->n; i++)
-        worker_task_free(b->t[i]);
+        b->w->hooks.left(b->t[i]);
     free(b);
 }
 
@@ -411,7 +412,7 @@ flush_done(uv_work_t *req, int status)
                 NULL);
     }
     if (w->close_after_flush) {
-        worker_close_all(w);
+        w->hooks.idle(w);
         return;
     }
     if (rc != 0) {
@@ -443,7 +444,7 @@ flush_done(uv_work_t *req, int status)
     w->done_list = xrealloc(w->done_list, (n ? n : 1) * sizeof *w->done_list);
     w->ndone = 0;
     for (size_t i = 0; i < n; i++)
-        worker_after_mc(w->fb_task[i], w->fb_step[i]);
+        w->hooks.recorded(w->fb_task[i], w->fb_step[i]);
     finish_done_list(w);
     /* What was queued during this batch has waited for it already: the
      * next batch starts now (MC_BATCH_MS gathers writes only when the
@@ -452,7 +453,16 @@ flush_done(uv_work_t *req, int status)
     if (w->mcq.head)
         arm_flush(w, 0);
     if (w->stopping)
-        worker_maybe_finish_stop(w);
+        w->hooks.idle(w);
+}
+
+/* Called from hooks.recorded during flush_done only: the list is sized
+ * for the batch there. */
+void
+record_leave(struct task *t)
+{
+    struct worker *w = t->w;
+    w->done_list[w->ndone++] = t;
 }
 
 void

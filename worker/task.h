@@ -1,14 +1,22 @@
 /*
- * task — what worker.c, record.c and outcome.c share: one job's state in
- * this worker (struct task) and the worker's (struct worker). Private to
- * worker/; the public face is worker.h.
+ * task — one job's state in this worker (struct task), the worker's
+ * (struct worker), and the modules of worker/ that share them. Private
+ * to worker/; the public face is worker.h. Calls go one way:
  *
- *   worker.c   taking, claiming, routing, templates, the pipeline, life
- *              cycle
- *   record.c   Message Center writes batched on the thread pool, the
- *              ledger's "sent" per loop turn, leaving the processing list
- *   outcome.c  the SMTP transaction and what its reply means: sent,
- *              partial, retry, pause the sender, fail; quotas and holds
+ *   worker.c   taking (parse, room, the claim retry tick) and the life
+ *              cycle (stop, hand back, close); hands each parsed task to
+ *              task.c
+ *   task.c     one job's life as one state machine (enum task_state):
+ *              every wait is on one leaf, whose callback brings the task
+ *              back; task_enter() is the only place its state changes
+ *   record.c   leaf: Message Center writes batched on the thread pool,
+ *              the ledger's "sent" per loop turn, leaving the processing
+ *              list; it reports through struct task_hooks, never by
+ *              calling task.c or worker.c
+ *   outcome.c  leaf, pure: recipients' outcomes, the envelope, backoff
+ *
+ * The other leaves (queue.h, the mailer, resolver.h, spfcache.h,
+ * senders.h, logingate.h) take a callback per request.
  */
 #ifndef HERALD_TASK_H
 #define HERALD_TASK_H
@@ -64,8 +72,38 @@ enum mc_step {
     MCW_FAILED,
 };
 
+/*
+ * Where a task is. Each state but TASK_DONE waits for one thing; the
+ * callback of that thing moves the task on through task_enter(), which
+ * refuses (logs, and counts in task_illegal) a move the table of task.c
+ * does not list. A task holds one of the worker's HERALD_CONCURRENCY
+ * slots exactly while TASK_FENCING or TASK_SENDING.
+ */
+enum task_state {
+    TASK_NEW,         /* taken; its JSON read (large: on the thread pool) */
+    TASK_RENAMING,    /* given an id: its processing-list entry replaced */
+    TASK_CLAIMING,    /* the ledger's claim asked */
+    TASK_CLAIM_RETRY, /* the claim failed: asked again at the retry tick */
+    TASK_READING,     /* the ledger's list of recipients already served */
+    TASK_RENDERING,   /* its template asked from Redis */
+    TASK_RESOLVING,   /* the SPF verdict for its from domain asked */
+    TASK_GATED,       /* waiting for its scheme's first login */
+    TASK_QUOTA,       /* its recipients asked from its sender's quota */
+    TASK_RECORDING,   /* a Message Center write it waits for (t->step) */
+    TASK_READY,       /* recorded "queued": waiting to be given a slot */
+    TASK_FENCING,     /* holds a slot; its claim checked again in Redis */
+    TASK_SENDING,     /* holds a slot: in the mailer (waiting for a
+                         connection to its server, or in a transaction) */
+    TASK_PROBING,     /* its sender's throttle probed (senders.h) */
+    TASK_FINISHING,   /* its last Redis step: leave the processing list,
+                         be scheduled, or go to dead */
+    TASK_DONE,        /* freed */
+};
+#define TASK_NSTATES (TASK_DONE + 1)
+
 struct task {
     struct worker *w;
+    enum task_state state;
     struct task *next, *prev; /* every task */
     struct task *qnext;       /* in one of: ready, mc, retry queues */
     char *raw;                /* the exact processing-list entry */
@@ -74,8 +112,7 @@ struct task {
     int attempt;
     int claimed; /* the ledger says this worker holds the id (fence) */
     int64_t first_at;
-    int has_slot;
-    int has_slot_ever; /* an SMTP transaction was started */
+    int has_slot_ever; /* was given a slot: an attempt was made */
     int abandoned;     /* shutdown: free on the next callback, do nothing */
     enum mc_step step;
     const char *dead_reason; /* for MCW_FAILED */
@@ -100,7 +137,6 @@ struct task {
                               gets the rendered content with every write */
     int spf_known, spf_ok; /* the SPF verdict for the from domain */
     char *spf_why;
-    int gated;     /* waiting for a scheme's first login (logingate) */
     uint64_t t250; /* uv_hrtime() when the server accepted */
     /* quotas (senders.h): the plan of the current route, and how many
      * recipients this attempt took from its counters (given back unless
@@ -123,6 +159,17 @@ struct tq {
     struct task *head, *tail;
 };
 
+/* What record.c reports, set by worker.c (worker_new). */
+struct task_hooks {
+    /* a Message Center write of `step` committed */
+    void (*recorded)(struct task *t, enum mc_step step);
+    /* a delivered job left the processing list: the task is over */
+    void (*left)(struct task *t);
+    /* a batch is done or a task freed while stopping: the life cycle
+     * may go on (close, hand back) */
+    void (*idle)(struct worker *w);
+};
+
 struct worker {
     uv_loop_t *loop;
     const struct settings *s;
@@ -139,11 +186,13 @@ struct worker {
     struct mc *mc;
     struct task *tasks;
     size_t ntasks;
-    size_t ngated;      /* tasks with `gated` set */
+    struct task_hooks hooks;
+    size_t ngated;       /* tasks in TASK_GATED */
+    size_t task_illegal; /* moves task_enter refused (a bug: logged) */
     size_t held_bytes;  /* raw bytes of every task: HERALD_MAX_INFLIGHT_BYTES */
     struct bigjob *big; /* jobs over the size limit, moved to dead */
     struct purge *purge; /* the Message Center's retention */
-    int slots; /* tasks in the mailer: waiting for or in a transaction */
+    int slots;           /* tasks holding a slot: TASK_FENCING, TASK_SENDING */
     struct tq ready, mcq, retry;
     size_t nmcq;
     /* The batch being written on libuv's thread pool. Its tasks are
@@ -215,71 +264,70 @@ tq_pop(struct tq *q)
     return t;
 }
 
-/* ---- worker.c: the task's life ---- */
-const char *worker_tid(const struct task *t);
-const char *worker_torg(const struct task *t);
-void worker_release_slot(struct task *t);
-/* Recipients taken and not accepted go back to the sender's counters. */
-void worker_quota_drop(struct task *t);
-void worker_task_free(struct task *t);
-/* A reply that only ends the task (finish / dead / schedule). */
-void worker_on_final_reply(void *ud, redisReply *r);
-void worker_finish(struct task *t);
-/* Claimed: render the template, resolve the sender and build the bytes,
- * then record "queued" before the transaction starts. Re-entered after
- * each asynchronous step. */
-void worker_prepare(struct task *t);
-/* The id the ledger should hear about for this task: its id when this
- * worker claimed it, else NULL (never touch another worker's claim). */
-const char *worker_ledger_id(const struct task *t);
-/* Hands the ready tasks to the mailer (worker.c). */
-void worker_pump(struct worker *w);
-/* Asks Redis whether t's claim is still current, then sends or drops. */
-void worker_check_claim(struct task *t);
-/* Continues a task after its Message Center write of `step` committed. */
-void worker_after_mc(struct task *t, enum mc_step step);
-void worker_close_all(struct worker *w);
-void worker_maybe_finish_stop(struct worker *w);
+static inline const char *
+task_id(const struct task *t)
+{
+    return t->job && t->job->id ? t->job->id : "-";
+}
+
+static inline const char *
+task_org(const struct task *t)
+{
+    return t->job ? t->job->org : NULL;
+}
+
+/* ---- task.c: the state machine ---- */
+const char *task_state_name(enum task_state s);
+/* Whether the table lists the move (pure; tests/unit/test_w_task.c). */
+int task_transition_ok(enum task_state from, enum task_state to);
+/* The one function that changes t->state; keeps w->slots and w->ngated.
+ * A move the table does not list is logged at error level and counted
+ * (w->task_illegal), and made all the same: a job is never stranded by
+ * a bug in the table. */
+void task_enter(struct task *t, enum task_state to);
+/* A parsed task (worker.c): rc and e say whether the job is valid, `who`
+ * what job_parse could read of it; canon: the job with an assigned id
+ * (it had none), or NULL. Takes job and canon. */
+void task_parsed(struct task *t, int rc, struct job *job, const struct herr *e,
+                 const struct job_ident *who, char *canon);
+/* Asks the ledger's claim again (TASK_CLAIM_RETRY, at the retry tick). */
+void task_claim(struct task *t);
+/* The hook record.c calls when a write committed (task_hooks.recorded). */
+void task_recorded(struct task *t, enum mc_step step);
+/* Frees the task (TASK_DONE): its quota taken back, its place given up;
+ * the job stays wherever Redis holds it. */
+void task_free(struct task *t);
 
 /* ---- record.c: the Message Center batch, the ledger's "sent", leaving
  * the processing list ---- */
 /* Queues the task's record write of `step` (batched, on the thread pool);
- * worker_after_mc() continues it once committed. */
+ * hooks.recorded runs once it committed. */
 void record_queue(struct task *t, enum mc_step step);
 /* Queues the ledger's "sent" for this loop turn (written at the check). */
 void record_mark_sent_later(struct task *t);
 void record_on_check(uv_check_t *h);
 void record_on_flush(uv_timer_t *timer);
+/* Delivered and recorded: leaves the processing list with the rest of
+ * its batch, then hooks.left. */
+void record_leave(struct task *t);
 /* The duplicate window of one task ends: its "sent" is in Redis. */
 void record_window_end(struct task *t);
 void record_log_window(const struct worker *w);
 
-/* ---- outcome.c: sending and what a reply means ---- */
+/* ---- outcome.c: pure, from the task alone ---- */
+/* Each recipient's status and reply as JSON for the record (r: the
+ * transaction's result, or NULL before any); new string. */
+char *outcome_rcpt_json(const struct task *t, const struct mail_result *r);
+/* The job failed for good: every recipient still open failed too. */
+void outcome_rcpt_final(struct task *t, const char *error);
 /* Envelope recipients: to, cc, bcc, each address once, without those that
  * accepted in an earlier attempt. */
 void outcome_build_envelope(struct task *t);
-void outcome_start_send(struct task *t);
-void outcome_fail_task(struct task *t, const char *reason, const char *error);
-/* Moves the job to dead with t->dead_reason (after its record says so). */
-void outcome_to_dead(struct task *t);
-/* The job waits for its sender (a quota window, a pause, a held scheme)
- * until due_ms: deferred, never failed for it. `attempted`: a delivery
- * attempt was made; otherwise the claim's attempt is taken back. */
-void outcome_wait_for_sender(struct task *t, int64_t due_ms, const char *error,
-                             const char *sender, int attempted);
 uint32_t outcome_rand32(void);
 /* The delay before retry `attempt` (1 = after the first): base_s doubled
  * per attempt up to cap_s, times r / 2^32 ("full jitter": r uniform makes
  * the delay uniform below that bound), at least one second. Pure: the
  * caller draws r (rand32), tests choose it. */
 int64_t outcome_backoff_ms(long base_s, long cap_s, int attempt, uint32_t r);
-/* Transient failure: retry later, or fail ("expired") when out of
- * attempts or age. */
-void outcome_defer_or_expire(struct task *t, const char *error);
-/* A held scheme: wait on its own clock (see docs/quotas.md). */
-void outcome_hold(struct task *t);
-/* Waits for the sender's pause, or takes this job's recipients from its
- * quota (then worker_prepare() goes on), or defers it to the next window. */
-void outcome_take_quota(struct task *t);
 
 #endif

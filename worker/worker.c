@@ -25,622 +25,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A copy of a job id another live worker is sending checks again after
- * this long. */
-#define BUSY_RECHECK_MS 5000
-
-/* ---- tasks ---- */
-
-const char *
-worker_tid(const struct task *t)
-{
-    return t->job && t->job->id ? t->job->id : "-";
-}
-
-const char *
-worker_torg(const struct task *t)
-{
-    return t->job ? t->job->org : NULL;
-}
-
-const char *
-worker_ledger_id(const struct task *t)
-{
-    return t->claimed && t->job ? t->job->id : NULL;
-}
-
-void
-worker_release_slot(struct task *t)
-{
-    if (t->has_slot) {
-        t->has_slot = 0;
-        t->w->slots--;
-    }
-}
-
-/* Recipients taken and not accepted (all but quota_keep) go back to the
- * sender's counters. */
-void
-worker_quota_drop(struct task *t)
-{
-    if (t->quota_n > 0)
-        senders_settle(t->w->senders, &t->plan, t->job->id, t->fence,
-                       t->quota_keep);
-    t->quota_n = 0;
-    t->quota_keep = 0;
-    t->quota_asked = 0;
-    t->planned = 0;
-}
-
-void
-worker_task_free(struct task *t)
-{
-    struct worker *w = t->w;
-    worker_release_slot(t);
-    worker_quota_drop(t);
-    logingate_forget(w->gate, t);
-    if (t->gated)
-        w->ngated--;
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        w->tasks = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    w->ntasks--;
-    w->held_bytes -= t->rawlen;
-    if (t->routed)
-        resolver_route_clear(&t->route);
-    if (t->job)
-        job_free(t->job);
-    free(t->raw);
-    free(t->msg);
-    free(t->rcpt);
-    free(t->reply);
-    free(t->error);
-    free(t->rcpt_json);
-    free(t->spf_why);
-    for (size_t i = 0; i < t->nprev_acc; i++)
-        free(t->prev_acc[i]);
-    free(t->prev_acc);
-    free(t);
-    if (w->stopping)
-        worker_maybe_finish_stop(w);
-    else
-        queue_kick(w->q);
-}
-
-/* A reply that only ends the task (finish / dead / schedule). */
-void
-worker_on_final_reply(void *ud, redisReply *r)
-{
-    struct task *t = ud;
-    if (r->type == REDIS_REPLY_ERROR)
-        log_job(LOG_ERROR, worker_tid(t), worker_torg(t), t->attempt,
-                "redis refused to finish the job; it stays in the "
-                "processing list",
-                "error", r->str, NULL);
-    worker_task_free(t);
-}
-
-void
-worker_finish(struct task *t)
-{
-    queue_finish(t->w->q, t->raw, t->rawlen, worker_on_final_reply, t);
-}
-
-/* ---- Message Center batching ---- */
-
-/* ---- outcome helpers ---- */
-
-/* ---- sending ---- */
-
-/* The scheme's first login is decided: route again (the scheme may be
- * auth_failed now). */
-static void
-on_gate_wake(void *ud)
-{
-    struct task *t = ud;
-    t->gated = 0;
-    t->w->ngated--;
-    worker_quota_drop(t);
-    resolver_route_clear(&t->route);
-    t->routed = 0;
-    worker_prepare(t);
-}
-
-/* The SPF verdict for the job's from domain: route again with it. */
-static void
-on_spf(void *ud, int authorised, const char *why)
-{
-    struct task *t = ud;
-    if (t->abandoned) {
-        worker_task_free(t);
-        return;
-    }
-    t->spf_known = 1;
-    t->spf_ok = authorised;
-    free(t->spf_why);
-    t->spf_why = xstrdup(why);
-    worker_prepare(t);
-}
-
-static void route_task(struct task *t);
-
-/* Renders the job's template into the parts the job does not carry
- * itself (a job's own subject, text or html win). */
-static void
-apply_template(struct task *t, const char *json)
-{
-    struct job *j = t->job;
-    struct herr e = {{0}, {0}};
-    char why[HERR_FIELD_MAX + HERR_MSG_MAX + 32];
-    if (json == NULL) {
-        snprintf(why, sizeof why, "template: no template named \"%s\"",
-                 j->template_name);
-        t->dead_field = "template";
-        outcome_fail_task(t, "invalid", why);
-        return;
-    }
-    struct tmpl *tp = NULL;
-    char *subject = NULL, *text = NULL, *html = NULL;
-    int rc = tmpl_parse(json, strlen(json), &tp, &e);
-    if (rc == 0)
-        rc = tmpl_render(tp, j->data_json, &subject, &text, &html, &e);
-    tmpl_free(tp);
-    if (rc != 0) {
-        char detail[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
-        herr_format(&e, detail, sizeof detail);
-        snprintf(why, sizeof why, "template %s: %s", j->template_name, detail);
-        t->dead_field = e.field[0] ? "data" : "template";
-        outcome_fail_task(t, "invalid", why);
-        return;
-    }
-    if (j->subject == NULL) {
-        j->subject = subject;
-        subject = NULL;
-    }
-    if (j->text == NULL && j->html == NULL) {
-        j->text = text;
-        j->html = html;
-        text = html = NULL;
-    }
-    free(subject);
-    free(text);
-    free(html);
-    t->rendered = 1;
-    if (t->claimed)
-        worker_prepare(t);
-    else
-        route_task(t); /* a send_at in the future: record, then schedule */
-}
-
-static struct tmpl_entry *
-tcache_find(struct worker *w, const char *name)
-{
-    for (size_t i = 0; i < w->ntcache; i++)
-        if (strcmp(w->tcache[i].name, name) == 0)
-            return &w->tcache[i];
-    return NULL;
-}
-
-static void
-tcache_put(struct worker *w, const char *name, const char *json)
-{
-    struct tmpl_entry *e = tcache_find(w, name);
-    if (e == NULL) {
-        if (w->ntcache == TMPL_CACHE_MAX) {
-            /* full: drop the oldest */
-            size_t old = 0;
-            for (size_t i = 1; i < w->ntcache; i++)
-                if (w->tcache[i].at < w->tcache[old].at)
-                    old = i;
-            free(w->tcache[old].name);
-            free(w->tcache[old].json);
-            w->tcache[old] = w->tcache[--w->ntcache];
-        }
-        e = &w->tcache[w->ntcache++];
-        e->name = xstrdup(name);
-        e->json = NULL;
-    }
-    free(e->json);
-    e->json = json ? xstrdup(json) : NULL;
-    e->at = uv_now(w->loop);
-}
-
-static void
-on_template(void *ud, redisReply *r)
-{
-    struct task *t = ud;
-    if (r->type == REDIS_REPLY_ERROR) {
-        outcome_defer_or_expire(t, "could not read the template from Redis");
-        return;
-    }
-    const char *json = r->type == REDIS_REPLY_STRING ? r->str : NULL;
-    tcache_put(t->w, t->job->template_name, json);
-    apply_template(t, json);
-}
-
-static void
-fetch_template(struct task *t)
-{
-    struct worker *w = t->w;
-    struct tmpl_entry *e = tcache_find(w, t->job->template_name);
-    if (e && uv_now(w->loop) - e->at < TMPL_TTL_MS) {
-        apply_template(t, e->json);
-        return;
-    }
-    queue_template_get(w->q, t->job->template_name, on_template, t);
-}
-
-/* Claimed: render, resolve the sender and build the bytes, then record
- * "sending" before the transaction starts. */
-void
-worker_prepare(struct task *t)
-{
-    struct worker *w = t->w;
-    if (t->job->template_name && !t->rendered) {
-        /* First: every record of this job holds the message as sent */
-        fetch_template(t);
-        return;
-    }
-    if (!t->routed) {
-        resolver_route(w->resolver, t->job, t->spf_known ? t->spf_ok : -1,
-                       t->spf_why, &t->route);
-        if (t->route.need_spf) {
-            resolver_route_clear(&t->route);
-            const char *at = strrchr(t->job->from, '@');
-            spfcache_check(w->spf, at ? at + 1 : t->job->from, on_spf, t);
-            return;
-        }
-        t->routed = 1;
-    }
-    if (t->route.hold) {
-        outcome_hold(t);
-        return;
-    }
-    int64_t now = clock_now_ms();
-    if (!t->planned) {
-        senders_plan(w->senders, &t->route, t->job->org, now, &t->plan);
-        t->planned = 1;
-    }
-    const char *pause_why = NULL;
-    int64_t until =
-        senders_paused(w->senders, t->plan.pause_sender, now, &pause_why);
-    if (until) {
-        char *e = xasprintf("sender %s paused until the provider allows it "
-                            "again: %s",
-                            t->plan.pause_sender, pause_why);
-        outcome_wait_for_sender(
-            t, until + quota_jitter_ms(QUOTA_MINUTE, outcome_rand32()), e,
-            t->plan.pause_sender, 0);
-        free(e);
-        return;
-    }
-    if (t->route.path == ROUTE_SCHEME &&
-        !logingate_enter(w->gate, t->route.scheme_field, t->route.scheme_fp,
-                         on_gate_wake, t)) {
-        t->gated = 1; /* another transaction tries these credentials */
-        w->ngated++;
-        queue_kick(w->q); /* it holds no place meanwhile: take more */
-        return;
-    }
-    struct mime_opts o = {
-        .from = {.name = t->route.from_name, .email = t->route.from_addr},
-        .reply_to = t->route.reply_to,
-        .msgid_domain = w->msgid_domain,
-        .date_ms = clock_now_ms(),
-    };
-    if (t->rcpt == NULL)
-        outcome_build_envelope(t);
-    if (t->nrcpt == 0) {
-        /* every recipient accepted in earlier attempts */
-        record_mark_sent_later(t);
-        record_queue(t, MCW_SENT);
-        return;
-    }
-    if (t->plan.n && !t->quota_asked) {
-        outcome_take_quota(t);
-        return;
-    }
-    struct herr e;
-    free(t->msg);
-    t->msg = NULL;
-    if (mime_build(t->job, &o, &t->msg, &t->msglen, &e) != 0) {
-        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
-        herr_format(&e, why, sizeof why);
-        outcome_fail_task(t, "invalid", why);
-        return;
-    }
-    record_queue(t, MCW_START);
-}
-
-static void claimed(struct task *t, const struct queue_claim *c);
-
-static void
-on_claim(void *ud, redisReply *r)
-{
-    struct task *t = ud;
-    struct worker *w = t->w;
-    if (t->abandoned) {
-        worker_task_free(t);
-        return;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
-        r->element[0]->type != REDIS_REPLY_STRING) {
-        log_job(LOG_ERROR, worker_tid(t), worker_torg(t), 0,
-                "claim failed; retrying", "error",
-                r->type == REDIS_REPLY_ERROR ? r->str : "bad reply", NULL);
-        tq_push(&w->retry, t);
-        return;
-    }
-    struct queue_claim c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.status, sizeof c.status, "%s", r->element[0]->str);
-    c.attempts = r->element[1]->integer;
-    c.first_at = r->element[2]->integer;
-    if (r->elements >= 5) {
-        c.fence = r->element[3]->integer;
-        c.partial = r->element[4]->integer != 0;
-    }
-    claimed(t, &c);
-}
-
-/* The recipients that accepted this job in an earlier attempt (the
- * ledger's "accepted"): left out of this one. */
-static void
-on_accepted(void *ud, redisReply *r)
-{
-    struct task *t = ud;
-    if (t->abandoned) {
-        worker_task_free(t);
-        return;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        outcome_defer_or_expire(
-            t, "could not read the ledger's accepted recipients");
-        return;
-    }
-    if (r->type == REDIS_REPLY_STRING) {
-        const char *p = r->str, *end = r->str + r->len;
-        while (p < end) {
-            const char *nl = memchr(p, '\n', (size_t)(end - p));
-            size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-            if (n) {
-                t->prev_acc = xrealloc(t->prev_acc, (t->nprev_acc + 1) *
-                                                        sizeof *t->prev_acc);
-                t->prev_acc[t->nprev_acc++] = xstrndup(p, n);
-            }
-            p += n + 1;
-        }
-    }
-    worker_prepare(t);
-}
-
-/* What the ledger said of this job's id (see queue_claim). */
-static void
-claimed(struct task *t, const struct queue_claim *c)
-{
-    if (strcmp(c->status, "ok") == 0) {
-        t->claimed = 1;
-        t->attempt = (int)c->attempts;
-        t->first_at = c->first_at;
-        t->fence = c->fence;
-        if (c->partial) {
-            char key[KEYS_MAX];
-            keys_ledger(key, sizeof key, queue_prefix(t->w->q), t->job->id);
-            const char *argv[3] = {"HGET", key, "accepted"};
-            size_t lens[3] = {4, strlen(key), 8};
-            queue_command(t->w->q, 3, argv, lens, on_accepted, t);
-            return;
-        }
-        worker_prepare(t);
-        return;
-    }
-    if (strcmp(c->status, "sent") == 0) {
-        log_job(LOG_INFO, worker_tid(t), worker_torg(t), 0,
-                "duplicate of a delivered job; not sent again", NULL);
-        record_queue(t, MCW_LEDGER_SENT);
-    } else {
-        /* Another live worker holds this id. Not dropped: if that claim
-         * is stale (a job handed back under it), dropping would lose the
-         * job. This copy checks again shortly; the ledger then says
-         * "sent" (dropped then) or lets it go. The ledger and the record
-         * stay the other copy's. */
-        int64_t due = clock_now_ms() + BUSY_RECHECK_MS;
-        log_job(LOG_INFO, worker_tid(t), worker_torg(t), 0,
-                "another worker is sending this id; this copy checks again "
-                "in a few seconds",
-                NULL);
-        queue_finish_schedule(t->w->q, t->raw, t->rawlen, t->raw, due, NULL, 0,
-                              worker_on_final_reply, t);
-    }
-}
-
-/* Continues a task after its Message Center write of `step` committed. */
-void
-worker_after_mc(struct task *t, enum mc_step step)
-{
-    struct worker *w = t->w;
-    if (!t->in_mcq)
-        t->step = MCW_NONE;
-    switch (step) {
-    case MCW_SCHEDULE:
-        queue_finish_schedule(w->q, t->raw, t->rawlen, t->raw,
-                              t->job->send_at_ms, NULL, 0,
-                              worker_on_final_reply, t);
-        break;
-    case MCW_START:
-        if (t->dup_sent) {
-            log_job(LOG_INFO, worker_tid(t), worker_torg(t), t->attempt,
-                    "the message center says this job was delivered; not "
-                    "sent again",
-                    NULL);
-            worker_release_slot(t);
-            const char *id = t->job->id;
-            queue_mark_sent(w->q, &id, &t->fence, 1, NULL, NULL);
-            worker_finish(t);
-        } else if (w->stopping) {
-            /* not started: handed back at the end of the shutdown */
-            worker_task_free(t);
-        } else {
-            tq_push(&w->ready, t);
-            worker_pump(w);
-        }
-        break;
-    case MCW_SENDING:
-        t->attempt_recorded = 1;
-        break;
-    case MCW_LEDGER_SENT:
-        worker_finish(t);
-        break;
-    case MCW_SENT:
-        t->attempt_recorded = 1;
-        /* left with the rest of its batch: see flush_done */
-        w->done_list[w->ndone++] = t;
-        break;
-    case MCW_DEFERRED:
-        t->attempt_recorded = 1;
-        queue_finish_schedule(w->q, t->raw, t->rawlen, t->raw, t->next_at,
-                              worker_ledger_id(t), t->uncount,
-                              worker_on_final_reply, t);
-        break;
-    case MCW_FAILED:
-        t->attempt_recorded = 1;
-        outcome_to_dead(t);
-        break;
-    case MCW_NONE:
-        break;
-    }
-}
-
-static void
-on_fence(void *ud, redisReply *r)
-{
-    struct task *t = ud;
-    if (t->abandoned) {
-        worker_task_free(t);
-        return;
-    }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
-        t->fence_checked = 1; /* task_may_start lets it go */
-        outcome_start_send(t);
-        return;
-    }
-    worker_release_slot(t);
-    if (r->type == REDIS_REPLY_ERROR) {
-        outcome_defer_or_expire(t, "could not check the job's claim in Redis");
-        return;
-    }
-    log_job(LOG_WARN, worker_tid(t), worker_torg(t), t->attempt,
-            "not sent: this worker's claim is no longer current (its "
-            "heartbeat lapsed and another worker re-took the job)",
-            NULL);
-    worker_finish(t);
-}
-
-/* Our heartbeat lapsed: another worker may have re-taken t's job. Redis
- * says whether the claim is still ours before the transaction starts
- * (on_fence). */
-void
-worker_check_claim(struct task *t)
-{
-    queue_fence_check(t->w->q, t->job->id, t->fence, on_fence, t);
-}
-
-/* Hands every ready task to the mailer, which gives each a connection
- * to its server when one is free there and fewer than HERALD_CONCURRENCY
- * transactions run (mailer.h): a task waits in its server's queue, not
- * in front of everyone else's. `slots` counts the tasks in the mailer. */
-void
-worker_pump(struct worker *w)
-{
-    while (!w->stopping && w->ready.head) {
-        struct task *t = tq_pop(&w->ready);
-        t->has_slot = 1;
-        t->has_slot_ever = 1;
-        w->slots++;
-        if (t->fence && !queue_lease_fresh(w->q)) {
-            worker_check_claim(t);
-            continue;
-        }
-        outcome_start_send(t);
-    }
-    if (w->mailer && mailer_waiting(w->mailer) > 0)
-        queue_kick(w->q); /* those waiting hold no place: take more */
-}
-
-/* ---- taking ---- */
-
-static struct task *
-task_with_id(struct worker *w, const char *id, const struct task *except)
-{
-    for (struct task *t = w->tasks; t; t = t->next)
-        if (t != except && t->job && t->job->id && strcmp(t->job->id, id) == 0)
-            return t;
-    return NULL;
-}
-
-static void
-route_task(struct task *t)
-{
-    struct worker *w = t->w;
-    if (task_with_id(w, t->job->id, t)) {
-        log_job(LOG_INFO, worker_tid(t), worker_torg(t), 0,
-                "duplicate of a job this worker holds; dropped", NULL);
-        worker_finish(t);
-        return;
-    }
-    if (t->job->send_at_ms > clock_now_ms()) { /* never before */
-        if (t->job->template_name && !t->rendered) {
-            /* the record shows what will be sent (rendered again, and
-             * recorded again, when it is due) */
-            fetch_template(t);
-            return;
-        }
-        record_queue(t, MCW_SCHEDULE);
-        return;
-    }
-    if (t->preclaimed && strcmp(t->pre.id, t->job->id) == 0) {
-        claimed(t, &t->pre);
-        return;
-    }
-    queue_claim(w->q, t->job->id, on_claim, t);
-}
-
-static void
-on_replaced(void *ud, redisReply *r)
-{
-    (void)r;
-    struct task *t = ud;
-    if (t->abandoned) {
-        worker_task_free(t);
-        return;
-    }
-    route_task(t);
-}
-
-/* `who`: the id and org job_parse could read (never parsed again). */
-static void
-invalid_job(struct task *t, const struct herr *e, const struct job_ident *who)
-{
-    char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
-    herr_format(e, why, sizeof why);
-    const char *id = who->id[0] ? who->id : NULL;
-    const char *org = who->org[0] ? who->org : NULL;
-    log_job(LOG_WARN, id, org, 0, "invalid job moved to dead", "field",
-            e->field, "error", why, NULL);
-    char *entry = dead_entry_new(t->raw, t->rawlen, "invalid", e->field, why,
-                                 id, clock_now_ms());
-    /* A claim the take made for this id is released (ledger "failed"),
-     * so a corrected job with the same id can go out; a "sent" or
-     * another worker's claim is left alone. */
-    int ours = t->preclaimed && strcmp(t->pre.status, "ok") == 0;
-    queue_finish_dead(t->w->q, t->raw, t->rawlen, entry,
-                      ours ? t->pre.id : NULL, worker_on_final_reply, t);
-    free(entry);
-}
-
 /* A job this large is parsed (and given its id) on libuv's thread pool:
  * a 10 MiB job takes a few hundred milliseconds to parse and check, which
  * the loop does not stop for. */
@@ -656,30 +40,7 @@ struct parse_work {
     char *canon; /* the job with its assigned id, when it had none */
 };
 
-/* Parsed: a new id goes into the processing list first; then route. */
-static void
-parsed(struct task *t, int rc, struct job *job, const struct herr *e,
-       const struct job_ident *who, char *canon)
-{
-    struct worker *w = t->w;
-    if (rc != 0) {
-        invalid_job(t, e, who);
-        return;
-    }
-    t->job = job;
-    if (canon) {
-        /* Give it an id and make the processing list hold that form, so
-         * retries and hand-backs keep the same id. */
-        queue_replace(w->q, t->raw, t->rawlen, canon, on_replaced, t);
-        free(t->raw);
-        w->held_bytes -= t->rawlen;
-        t->raw = canon;
-        t->rawlen = strlen(canon);
-        w->held_bytes += t->rawlen;
-        return;
-    }
-    route_task(t);
-}
+static void worker_close_all(struct worker *w);
 
 /* On the thread pool: reads only the task's raw bytes, which stay put. */
 static void
@@ -708,12 +69,12 @@ parse_done(uv_work_t *req, int status)
             job_free(pw->job);
         free(pw->canon);
         free(pw);
-        worker_task_free(t);
+        task_free(t);
         if (w->close_after_flush && !w->flushing && w->nparsing == 0)
             worker_close_all(w);
         return;
     }
-    parsed(t, pw->rc, pw->job, &pw->e, &pw->who, pw->canon);
+    task_parsed(t, pw->rc, pw->job, &pw->e, &pw->who, pw->canon);
     free(pw);
 }
 
@@ -754,7 +115,7 @@ on_job(void *ud, char *raw, size_t len, const struct queue_claim *pre)
         job_assign_id(job);
         canon = job_to_json(job);
     }
-    parsed(t, rc, job, &e, &who, canon);
+    task_parsed(t, rc, job, &e, &who, canon);
 }
 
 static void
@@ -843,9 +204,9 @@ on_retry_timer(uv_timer_t *timer)
     struct task *t;
     while ((t = tq_pop(&w->retry)) != NULL) {
         if (w->stopping)
-            worker_task_free(t);
+            task_free(t);
         else
-            queue_claim(w->q, t->job->id, on_claim, t);
+            task_claim(t);
     }
 }
 
@@ -861,6 +222,14 @@ on_handle_closed(uv_handle_t *h)
     void *ud = w->done_ud;
     int code = w->exit_code;
     record_log_window(w);
+    if (w->task_illegal) {
+        char n[32];
+        snprintf(n, sizeof n, "%zu", w->task_illegal);
+        log_msg(LOG_ERROR,
+                "tasks moved in ways worker/task.c does not list (a bug; "
+                "each was logged)",
+                "count", n, NULL);
+    }
     if (w->mc)
         mc_close(w->mc);
     resolver_free(w->resolver);
@@ -902,7 +271,7 @@ on_mailer_closed(void *ud)
     on_queue_closed(ud);
 }
 
-void
+static void
 worker_close_all(struct worker *w)
 {
     if (w->closing)
@@ -918,7 +287,7 @@ worker_close_all(struct worker *w)
     while (w->tasks) {
         struct task *t = w->tasks;
         t->w->stopping = 1;
-        worker_task_free(t);
+        task_free(t);
     }
     w->open_handles = 9; /* 3 timers, the check, the queue, the mailer,
                             the SPF cache, the IMAP copier, the purge */
@@ -948,7 +317,7 @@ on_handback(void *ud, int rc)
     worker_close_all(w);
 }
 
-void
+static void
 worker_maybe_finish_stop(struct worker *w)
 {
     if (!w->stopping || w->closing || w->handback_done == -1)
@@ -958,6 +327,17 @@ worker_maybe_finish_stop(struct worker *w)
     w->handback_done = -1; /* in progress */
     uv_timer_stop(&w->t_grace);
     queue_handback(w->q, 5000, on_handback, w);
+}
+
+/* hooks.idle: record.c finished a batch, or a task was freed while
+ * stopping. */
+static void
+on_idle(struct worker *w)
+{
+    if (w->close_after_flush)
+        worker_close_all(w);
+    else
+        worker_maybe_finish_stop(w);
 }
 
 static void
@@ -986,7 +366,7 @@ static struct task *
 first_gated(struct worker *w)
 {
     for (struct task *t = w->tasks; t; t = t->next)
-        if (t->gated)
+        if (t->state == TASK_GATED)
             return t;
     return NULL;
 }
@@ -1011,11 +391,11 @@ worker_stop(struct worker *w, void (*done)(void *ud, int code), void *ud)
     /* Not started yet: leave them in the processing list. */
     struct task *t;
     while ((t = tq_pop(&w->ready)) != NULL)
-        worker_task_free(t);
+        task_free(t);
     while ((t = tq_pop(&w->retry)) != NULL)
-        worker_task_free(t);
+        task_free(t);
     while ((t = first_gated(w)) != NULL)
-        worker_task_free(t); /* waited on a scheme's first login: not started */
+        task_free(t); /* waited on a scheme's first login: not started */
     for (t = w->tasks; t; t = t->next)
         if (t->job && t->job->id && t->step == MCW_NONE && !t->routed &&
             !t->has_slot_ever)
@@ -1071,6 +451,9 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
         free(w);
         return herr_set(e, HERR_IO, "", "could not set up TLS");
     }
+    w->hooks.recorded = task_recorded;
+    w->hooks.left = task_free;
+    w->hooks.idle = on_idle;
     uv_timer_init(loop, &w->t_flush);
     uv_timer_init(loop, &w->t_retry);
     uv_timer_init(loop, &w->t_grace);

@@ -22,11 +22,12 @@
  *        ──4xx/transport──► record "deferred", <p>:scheduled (backoff)
  *        ──5xx──► record "failed", dead ("rejected")
  *
- * Message Center writes are batched (every few ms) and written on libuv's
- * thread pool, one batch at a time; whatever depends on a write (an SMTP
- * transaction, leaving the processing list, the dead list) waits for its
- * batch to commit. Redis operations go through worker/queue.h and survive
- * reconnects. The worker holds at most 8 x HERALD_CONCURRENCY jobs.
+ * Each arrow is a move of worker/task.c's state machine (enum task_state
+ * in task.h names the states). Message Center writes are batched (every few ms)
+ * and written on libuv's thread pool, one batch at a time; whatever depends on
+ * a write (an SMTP transaction, leaving the processing list, the dead list)
+ * waits for its batch to commit. Redis operations go through worker/queue.h and
+ * survive reconnects. The worker holds at most 8 x HERALD_CONCURRENCY jobs.
  */
 #ifndef HERALD_WORKER_H
 #define HERALD_WORKER_H

@@ -136,12 +136,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = "/usr/bin/python3"
 
+# Reports in a process's stderr that fail the test that started it: the
+# sanitizers', and the worker's own invariant check (worker/task.c logs a
+# task moved in a way its table of states does not list).
 SAN_PATTERNS = (
     "ERROR: AddressSanitizer",
     "ERROR: LeakSanitizer",
     "SUMMARY: UndefinedBehaviorSanitizer",
     "runtime error: ",
     "WARNING: AddressSanitizer",
+    "illegal task transition",
 )
 
 
