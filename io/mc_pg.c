@@ -266,7 +266,11 @@ static const char schema_v3_sql[] =
     "DROP INDEX IF EXISTS herald_message_ids_created;"
     "DROP INDEX IF EXISTS herald_messages_org_path;"
     "CREATE INDEX herald_messages_org_path ON herald_messages"
-    " (org, path, created_at, id) WHERE path IS NOT NULL;";
+    " (org, path, created_at, id) WHERE path IS NOT NULL;"
+    "CREATE TABLE herald_bodies_cleared ("
+    " day integer PRIMARY KEY,"
+    " before bigint NOT NULL);"
+    "DROP INDEX IF EXISTS herald_message_content_bodies;";
 
 /* The upgrades, migrations[v] taking version v to v + 1 (a new store
  * goes through them all). */
@@ -1050,6 +1054,12 @@ ensure_day(struct pgs *s, int32_t day, struct herr *e)
     day_name(period, pn);
     long long plo = (long long)period * DAY_MS;
     part_sql(&b, RCPT_TABLE, pn, "", plo, plo + RCPT_DAYS * DAY_MS);
+    /* a record written into a past day (an import, a late insert) may
+     * have a body retention already passed: the day's bodies are looked
+     * at again from its start (purge_bodies) */
+    if (day < (int32_t)day_of(clock_now_ms()) - 1)
+        buf_printf(&b, " DELETE FROM herald_bodies_cleared WHERE day = %d;",
+                   (int)day);
     buf_puts(&b, " END $herald$");
     int rc = run(s, b.p, e, "creating a day's partitions");
     buf_free(&b);
@@ -3474,8 +3484,142 @@ drop_day(struct pgs *s, int32_t day, long long *rows, struct herr *e)
         if (rc)
             return rc;
     }
+    snprintf(sql, sizeof sql,
+             "DELETE FROM herald_bodies_cleared WHERE day = %d", (int)day);
+    int rc = run(s, sql, e, "purging old records");
+    if (rc)
+        return rc;
     days_known_remove(s, day);
     return 0;
+}
+
+/*
+ * Bodies (text, html) of the records created before `before` are
+ * cleared, day partition by day partition, oldest first, in chunks of
+ * 5,000 in (created_at, id) order. herald_bodies_cleared holds, per day,
+ * the instant before which every body of that day is cleared (a chunk
+ * moves it to its last created_at); a run starts each day there, so it
+ * never reads again what an earlier one cleared, without an index of the
+ * bodies not yet cleared (which every insert would write to). Inserting
+ * into a past day clears its mark (ensure_day). With `dry_run`, counts
+ * what would be cleared. *n: bodies cleared (or counted); *more: a limit
+ * (`room` bodies) stopped the work.
+ */
+static int
+purge_bodies(struct pgs *s, int64_t before, int64_t after, int dry_run,
+             long long room, long long *n, int *more, struct herr *e)
+{
+    *n = 0;
+    *more = 0;
+    int32_t *days = NULL;
+    size_t ndays = 0;
+    int rc = list_days(s, &days, &ndays, e);
+    PGresult *res = NULL;
+    if (rc == 0) {
+        res = query(s, "SELECT day, before FROM herald_bodies_cleared", NULL, e,
+                    "clearing old bodies");
+        if (res == NULL)
+            rc = HERR_STORE;
+    }
+    for (size_t i = 0; rc == 0 && i < ndays; i++) {
+        int32_t day = days[i];
+        int64_t lo = (int64_t)day * DAY_MS, hi = lo + DAY_MS;
+        if (lo >= before)
+            break;
+        if (hi > before)
+            hi = before;
+        if (lo < after)
+            lo = after;
+        for (int k = 0; k < PQntuples(res); k++)
+            if (atoi(PQgetvalue(res, k, 0)) == day &&
+                atoll(PQgetvalue(res, k, 1)) > lo)
+                lo = atoll(PQgetvalue(res, k, 1));
+        if (lo >= hi)
+            continue;
+        char dn[16], sql[768];
+        day_name(day, dn);
+        snprintf(sql, sizeof sql,
+                 "SELECT to_regclass('herald_message_content_p%s') IS NOT NULL",
+                 dn);
+        PGresult *x = query(s, sql, NULL, e, "clearing old bodies");
+        if (x == NULL) {
+            rc = HERR_STORE;
+            break;
+        }
+        int has = strcmp(PQgetvalue(x, 0, 0), "t") == 0;
+        PQclear(x);
+        if (!has)
+            continue;
+        if (dry_run) {
+            snprintf(sql, sizeof sql,
+                     "SELECT count(*) FROM herald_message_content_p%s WHERE"
+                     " created_at >= $1::bigint AND created_at < $2::bigint"
+                     " AND NOT body_expired",
+                     dn);
+            long long c = 0;
+            rc = purge_stmt(s, sql, lo, hi, 2, &c, e);
+            *n += c;
+            continue;
+        }
+        snprintf(sql, sizeof sql,
+                 "WITH k AS (SELECT created_at, id FROM"
+                 " herald_message_content_p%s WHERE created_at >= $1::bigint"
+                 " AND created_at < $2::bigint AND NOT body_expired"
+                 " ORDER BY created_at, id LIMIT 5000),"
+                 " u AS (UPDATE herald_message_content_p%s c SET text = NULL,"
+                 " html = NULL, body_expired = true FROM k"
+                 " WHERE c.created_at = k.created_at AND c.id = k.id"
+                 " RETURNING c.created_at)"
+                 " SELECT count(*), coalesce(max(created_at), $1::bigint)"
+                 " FROM u",
+                 dn, dn);
+        for (;;) {
+            if (room > 0 && *n >= room) {
+                *more = 1;
+                break;
+            }
+            struct params p;
+            p_init(&p);
+            p_i64(&p, lo);
+            p_i64(&p, hi);
+            x = query(s, sql, &p, e, "clearing old bodies");
+            p_free(&p);
+            if (x == NULL) {
+                rc = HERR_STORE;
+                break;
+            }
+            long long c = val_i64(x, 0, 0);
+            int64_t last = val_i64(x, 0, 1);
+            PQclear(x);
+            *n += c;
+            /* every body before `last` is cleared; before `hi` when this
+             * was the day's (or the cutoff's) last chunk */
+            int64_t mark = c < 5000 ? hi : last;
+            p_init(&p);
+            p_i64(&p, day);
+            p_i64(&p, mark);
+            x = query(s,
+                      "INSERT INTO herald_bodies_cleared (day, before)"
+                      " VALUES ($1::integer, $2::bigint) ON CONFLICT (day)"
+                      " DO UPDATE SET before = greatest("
+                      "herald_bodies_cleared.before, excluded.before)",
+                      &p, e, "clearing old bodies");
+            p_free(&p);
+            if (x == NULL) {
+                rc = HERR_STORE;
+                break;
+            }
+            PQclear(x);
+            if (c < 5000)
+                break;
+            lo = last;
+        }
+        if (*more)
+            break;
+    }
+    PQclear(res);
+    free(days);
+    return rc;
 }
 
 static int
@@ -3565,12 +3709,10 @@ pg_purge(void *state, int64_t records_before, int64_t bodies_before,
                             "SELECT count(*) FROM herald_messages"
                             " WHERE created_at < $1::bigint",
                             records_before, 0, 1, &out->records, e);
+        int more = 0;
         if (rc == 0 && bodies_before > records_before)
-            rc = purge_stmt(s,
-                            "SELECT count(*) FROM herald_message_content"
-                            " WHERE created_at < $1::bigint AND"
-                            " created_at >= $2::bigint AND NOT body_expired",
-                            bodies_before, records_before, 2, &out->bodies, e);
+            rc = purge_bodies(s, bodies_before, records_before, 1, 0,
+                              &out->bodies, &more, e);
         return rc;
     }
     /* one purge at a time per store: a second waits, then finds little */
@@ -3583,23 +3725,14 @@ pg_purge(void *state, int64_t records_before, int64_t bodies_before,
     if (records_before)
         rc = purge_records(s, records_before, max, out, &last, e);
     if (rc == 0 && last == 0 && bodies_before > records_before) {
-        long long n = 1;
-        while (rc == 0 && n > 0 &&
-               (max <= 0 || out->records + out->bodies < max)) {
-            rc = purge_stmt(
-                s,
-                "WITH k AS (SELECT created_at, id FROM herald_message_content"
-                " WHERE created_at < $1::bigint AND NOT body_expired"
-                " ORDER BY created_at LIMIT 5000)"
-                " UPDATE herald_message_content c SET text = NULL,"
-                " html = NULL, body_expired = true FROM k"
-                " WHERE c.created_at < $1::bigint"
-                " AND c.created_at = k.created_at AND c.id = k.id",
-                bodies_before, 0, 1, &n, e);
-            if (rc == 0) {
-                out->bodies += n;
-                last = n;
-            }
+        long long room = max > 0 ? max - out->records : 0;
+        int more = 0;
+        if (max > 0 && room <= 0) {
+            last = 1;
+        } else {
+            rc = purge_bodies(s, bodies_before, 0, 0, room, &out->bodies, &more,
+                              e);
+            last = more;
         }
     }
     snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%d, %d)", LOCK_NS,

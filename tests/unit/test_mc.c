@@ -2445,7 +2445,31 @@ test_purge(void)
     CHECK(mc_purge(m, rec_before, body_before, 0, 0, &res, &e) == 0);
     CHECK(res.records == 0 && res.bodies == 0 && !res.more);
     CHECK(mc_purge(m, 0, 0, 0, 0, &res, &e) == 0 && res.records == 0);
+    if (pg_mode) /* how far each day's bodies are cleared */
+        CHECK(pg_int(dir, "SELECT count(*) FROM herald_bodies_cleared") >= 1);
     mc_close(m);
+    /* a record written into a past day afterwards (an import, by another
+     * process): the next purge clears its body too */
+    clock_set_fixed(now);
+    m = open_store(dir);
+    if (m) {
+        struct mc_record *r =
+            small_record("late-1", "acme", "u", MC_SENT, now - 5 * day + 500,
+                         "a@example.com");
+        r->text = xstrdup("late text");
+        insert_rec(m, r);
+        CHECK(mc_purge(m, rec_before, body_before, 1, 0, &res, &e) == 0);
+        CHECK_MSG(res.bodies == 1, "dry run %lld", res.bodies);
+        CHECK(mc_purge(m, rec_before, body_before, 0, 0, &res, &e) == 0);
+        CHECK_MSG(res.records == 0 && res.bodies == 1 && !res.more,
+                  "late purge %lld %lld", res.records, res.bodies);
+        g = NULL;
+        CHECK(mc_get(m, "late-1", &g, &e) == 0 && g && g->body_expired &&
+              g->text == NULL);
+        mc_record_free(g);
+        mc_close(m);
+    }
+    clock_set_fixed(-1);
     rmtree(dir);
 }
 
@@ -2505,6 +2529,7 @@ test_pg_schema(void)
         " (LIKE herald_message_rcpt);"
         " INSERT INTO herald_message_rcpt SELECT * FROM herald_recipients;"
         " DROP TABLE herald_recipients;"
+        " DROP TABLE herald_bodies_cleared;"
         " UPDATE herald_schema SET version = 1",
         dn0, d0, d0 + DAY);
     CHECK(pg_int(dir, v1) == 0);
@@ -2525,9 +2550,14 @@ test_pg_schema(void)
     }
     /* an upgrade from version 2: its registry index on created_at goes,
      * with the entries an interrupted purge left below the oldest
-     * record; the index by org and path becomes partial */
+     * record; the index by org and path becomes partial; the index of
+     * bodies not yet cleared gives way to a mark per day */
     CHECK(pg_int(dir, "CREATE INDEX herald_message_ids_created ON"
                       " herald_message_ids (created_at);"
+                      " DROP TABLE herald_bodies_cleared;"
+                      " CREATE INDEX herald_message_content_bodies ON"
+                      " herald_message_content (created_at) WHERE NOT"
+                      " body_expired;"
                       " DROP INDEX herald_messages_org_path;"
                       " CREATE INDEX herald_messages_org_path ON"
                       " herald_messages (org, path, created_at, id);"
@@ -2541,8 +2571,10 @@ test_pg_schema(void)
         CHECK(pg_int(dir, "SELECT count(*) FROM herald_message_ids WHERE"
                           " id = 'orphan'") == 0);
         CHECK(exists(m, "keep"));
-        CHECK(pg_int(dir, "SELECT count(*) FROM pg_class WHERE relname ="
-                          " 'herald_message_ids_created'") == 0);
+        CHECK(pg_int(dir, "SELECT count(*) FROM pg_class WHERE relname IN"
+                          " ('herald_message_ids_created',"
+                          " 'herald_message_content_bodies')") == 0);
+        CHECK(pg_int(dir, "SELECT count(*) FROM herald_bodies_cleared") == 0);
         CHECK(pg_int(dir, "SELECT count(*) FROM pg_index i JOIN pg_class c"
                           " ON c.oid = i.indexrelid WHERE c.relname ="
                           " 'herald_messages_org_path' AND i.indpred IS NOT"
