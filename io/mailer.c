@@ -2,6 +2,7 @@
 #include "scheme.h"
 #include "settings.h"
 #include "smtpreply.h"
+#include "smtpsess.h"
 #include "err.h"
 #include "log.h"
 #include "util.h"
@@ -21,14 +22,7 @@
 
 /* What each reply we wait for answers. */
 enum expect {
-    X_GREETING,
-    X_EHLO,
-    X_HELO,
-    X_STARTTLS,
-    X_AUTH_PLAIN,
-    X_AUTH_LOGIN,
-    X_AUTH_USER,
-    X_AUTH_PASS,
+    X_SETUP, /* the session's set-up: c->sess says which step */
     X_MAIL,
     X_RCPT,
     X_DATA,
@@ -38,8 +32,7 @@ enum expect {
 };
 
 static const char *expect_name[] = {
-    "greeting", "EHLO", "HELO", "STARTTLS", "AUTH",        "AUTH", "AUTH",
-    "AUTH",     "MAIL", "RCPT", "DATA",     "end of data", "RSET", "QUIT",
+    "session set-up", "MAIL", "RCPT", "DATA", "end of data", "RSET", "QUIT",
 };
 
 enum cstate {
@@ -68,11 +61,12 @@ struct sconn {
     enum cstate st;
     SSL *ssl;
     BIO *rbio, *wbio;
-    int tls;                    /* TLS is up */
-    struct smtpreply_caps caps; /* from the EHLO reply */
-    int ehlo_done_tls;          /* EHLO after STARTTLS done */
-    struct buf in;              /* partial reply line */
-    int multiline_code;         /* current multi-line reply's code */
+    int tls;              /* TLS is up */
+    struct smtpsess sess; /* the set-up (common/smtpsess.h); its caps:
+                             what the server offers */
+    char helo[300];       /* the EHLO name of this connection */
+    struct buf in;        /* partial reply line */
+    int multiline_code;   /* current multi-line reply's code */
     /* expected replies, FIFO */
     enum expect exp[MAILER_RCPT_MAX + 8];
     size_t exp_head, exp_n;
@@ -500,8 +494,10 @@ conn_fail(struct sconn *c, const char *why)
     c->broken = 1;
     if (x) {
         char msg[MAILER_REPLY_MAX];
-        const char *step =
-            c->exp_n ? expect_name[c->exp[c->exp_head]] : "connection";
+        const char *step = !c->exp_n ? "connection"
+                           : c->exp[c->exp_head] == X_SETUP
+                               ? smtpsess_wait_name(c->sess.wait)
+                               : expect_name[c->exp[c->exp_head]];
         snprintf(msg, sizeof msg, "%s (during %s with %s:%d)", why, step,
                  x->pool->host, x->pool->port);
         fail_xfer(x, MAIL_TEMP, 0, msg);
@@ -564,14 +560,14 @@ start_transaction(struct sconn *c)
     c->used = 1;
     struct buf b;
     buf_init(&b, 0);
-    if (c->caps.size)
+    if (c->sess.caps.size)
         buf_printf(&b, "MAIL FROM:<%s> SIZE=%zu\r\n", req->mail_from, req->len);
     else
         buf_printf(&b, "MAIL FROM:<%s>\r\n", req->mail_from);
     expect_push(c, X_MAIL);
     x->res.transactions++;
     x->last_ok = 0;
-    if (c->caps.pipelining) {
+    if (c->sess.caps.pipelining) {
         for (size_t i = 0; i < x->nround; i++) {
             buf_printf(&b, "RCPT TO:<%s>\r\n", req->rcpt[x->round[i]]);
             expect_push(c, X_RCPT);
@@ -715,7 +711,7 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
         c->mail_code = code;
         if (code / 100 != 2 && x)
             fail_xfer(x, code >= 500 ? MAIL_PERM : MAIL_TEMP, code, line);
-        if (!c->caps.pipelining) {
+        if (!c->sess.caps.pipelining) {
             if (code / 100 == 2) {
                 conn_sendf(c, "RCPT TO:<%s>\r\n", req->rcpt[x->round[0]]);
                 expect_push(c, X_RCPT);
@@ -735,7 +731,7 @@ on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
         }
         if (code / 100 == 2)
             c->rcpt_ok++;
-        if (!c->caps.pipelining) {
+        if (!c->sess.caps.pipelining) {
             if (c->rcpt_seen < x->nround) {
                 conn_sendf(c, "RCPT TO:<%s>\r\n",
                            req->rcpt[x->round[c->rcpt_seen]]);
@@ -825,15 +821,6 @@ helo_of(struct sconn *c, char *out, size_t n)
         snprintf(out, n, "[127.0.0.1]"); /* a socket without a name */
 }
 
-static void
-send_ehlo(struct sconn *c, const char *verb)
-{
-    char name[300];
-    helo_of(c, name, sizeof name);
-    conn_sendf(c, "%s %s\r\n", verb, name);
-    expect_push(c, verb[0] == 'E' ? X_EHLO : X_HELO);
-}
-
 static int
 tls_begin(struct sconn *c)
 {
@@ -884,82 +871,6 @@ session_ready(struct sconn *c)
 }
 
 static void
-auth_or_ready(struct sconn *c)
-{
-    struct xfer *x = c->x;
-    struct pool *p = c->pool;
-    const char *user = x ? x->req->user : NULL;
-    if (user == NULL) {
-        session_ready(c);
-        return;
-    }
-    if (!c->tls && !p->loopback) {
-        x->res.no_auth = 1;
-        fail_xfer(x, MAIL_TEMP, 0,
-                  "refusing to send credentials over an unencrypted "
-                  "connection (the server offers no STARTTLS)");
-        c->x = NULL;
-        x->c = NULL;
-        conn_close(c);
-        xfer_done(x);
-        return;
-    }
-    const char *pw = x->req->password ? x->req->password : "";
-    if (c->caps.auth_plain) {
-        size_t ul = strlen(user), pl = strlen(pw);
-        size_t rawlen = ul + pl + 2;
-        unsigned char *raw = xmalloc(rawlen);
-        raw[0] = 0;
-        memcpy(raw + 1, user, ul);
-        raw[1 + ul] = 0;
-        memcpy(raw + 2 + ul, pw, pl);
-        char *b64 = xmalloc(4 * ((rawlen + 2) / 3) + 1);
-        EVP_EncodeBlock((unsigned char *)b64, raw, (int)rawlen);
-        struct buf b;
-        buf_init(&b, 0);
-        buf_printf(&b, "AUTH PLAIN %s\r\n", b64);
-        trace_cmds(c, "AUTH PLAIN", 10);
-        conn_send(c, b.p, b.len);
-        OPENSSL_cleanse(b.p, b.len);
-        OPENSSL_cleanse(raw, rawlen);
-        OPENSSL_cleanse(b64, strlen(b64));
-        buf_free(&b);
-        free(raw);
-        free(b64);
-        expect_push(c, X_AUTH_PLAIN);
-    } else if (c->caps.auth_login) {
-        trace_cmds(c, "AUTH LOGIN", 10);
-        conn_send(c, "AUTH LOGIN\r\n", 12);
-        expect_push(c, X_AUTH_LOGIN);
-    } else {
-        x->res.no_auth = 1;
-        fail_xfer(x, MAIL_TEMP, 0,
-                  c->caps.auth
-                      ? "the server offers no AUTH mechanism Herald speaks "
-                        "(PLAIN, LOGIN)"
-                      : "the server did not offer AUTH (no AUTH in its EHLO "
-                        "reply), so the credentials were not tried");
-        c->x = NULL;
-        x->c = NULL;
-        conn_close(c);
-        xfer_done(x);
-    }
-}
-
-static void
-send_b64(struct sconn *c, const char *s)
-{
-    size_t n = strlen(s);
-    char *b64 = xmalloc(4 * ((n + 2) / 3) + 3);
-    int k =
-        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)s, (int)n);
-    memcpy(b64 + k, "\r\n", 3);
-    conn_send(c, b64, (size_t)k + 2);
-    OPENSSL_cleanse(b64, (size_t)k + 2);
-    free(b64);
-}
-
-static void
 setup_fail(struct sconn *c, int code, const char *line, enum mail_class cls)
 {
     struct xfer *x = c->x;
@@ -973,92 +884,83 @@ setup_fail(struct sconn *c, int code, const char *line, enum mail_class cls)
         xfer_done(x);
 }
 
-/* A complete reply during session set-up. */
+/* Does what a step of the set-up says (common/smtpsess.h). */
 static void
-on_setup_reply(struct sconn *c, enum expect e, int code, const char *line)
+setup_step(struct sconn *c, struct buf *cmd, const struct smtpsess_out *o)
 {
     struct xfer *x = c->x;
-    switch (e) {
-    case X_GREETING:
-        if (code != 220) {
-            setup_fail(c, code, line, code >= 500 ? MAIL_PERM : MAIL_TEMP);
-            return;
-        }
-        send_ehlo(c, "EHLO");
+    if (cmd->len) {
+        if (o->trace[0])
+            trace_cmds(c, o->trace, strlen(o->trace));
+        conn_send(c, cmd->p, cmd->len);
+        OPENSSL_cleanse(cmd->p, cmd->len); /* AUTH carries credentials */
+        expect_push(c, X_SETUP);
+    }
+    if (x) {
+        x->res.auth_ok |= o->auth_ok;
+        x->res.auth_failed |= o->auth_failed;
+        x->res.no_auth |= o->no_auth;
+        x->res.no_tls |= o->no_tls;
+    }
+    if (o->failed) {
+        setup_fail(c, o->code, o->why, o->permanent ? MAIL_PERM : MAIL_TEMP);
         return;
-    case X_EHLO:
-        if (code / 100 != 2) {
-            /* an old server: HELO, without extensions */
-            send_ehlo(c, "HELO");
-            return;
-        }
-        /* fall through */
-    case X_HELO:
-        if (code / 100 != 2) {
-            setup_fail(c, code, line, MAIL_TEMP);
-            return;
-        }
-        if (!c->tls && c->caps.starttls && c->pool->tls != MAIL_TLS_NONE) {
-            trace_cmds(c, "STARTTLS", 8);
-            conn_send(c, "STARTTLS\r\n", 10);
-            expect_push(c, X_STARTTLS);
-            return;
-        }
-        if (!c->tls && c->pool->tls == MAIL_TLS_REQUIRED) {
-            if (x)
-                x->res.no_tls = 1;
-            setup_fail(c, 0,
-                       "the server does not offer STARTTLS, which this "
-                       "sender requires",
-                       MAIL_TEMP);
-            return;
-        }
-        auth_or_ready(c);
-        return;
-    case X_STARTTLS:
-        if (code != 220) {
-            /* offered but refused: never fall back to plain text */
-            setup_fail(c, code, line, MAIL_TEMP);
-            return;
-        }
+    }
+    if (o->start_tls) {
         if (tls_begin(c) != 0)
             setup_fail(c, 0, "could not set up TLS", MAIL_TEMP);
         return;
-    case X_AUTH_PLAIN:
-    case X_AUTH_PASS:
-        if (code == 235) {
-            if (x)
-                x->res.auth_ok = 1;
-            session_ready(c);
-            return;
-        }
-        if (x)
-            x->res.auth_failed = code == 535 || code == 534 || code == 530;
-        setup_fail(c, code, line, MAIL_TEMP);
-        return;
-    case X_AUTH_LOGIN:
-        if (code != 334) {
-            if (x)
-                x->res.auth_failed = code == 535 || code == 534;
-            setup_fail(c, code, line, MAIL_TEMP);
-            return;
-        }
-        send_b64(c, x->req->user);
-        expect_push(c, X_AUTH_USER);
-        return;
-    case X_AUTH_USER:
-        if (code != 334) {
-            if (x)
-                x->res.auth_failed = code == 535 || code == 534;
-            setup_fail(c, code, line, MAIL_TEMP);
-            return;
-        }
-        send_b64(c, x->req->password ? x->req->password : "");
-        expect_push(c, X_AUTH_PASS);
-        return;
-    default:
-        return;
     }
+    if (o->done)
+        session_ready(c);
+}
+
+/* The set-up begins (`secure`: TLS is up already): the greeting is
+ * awaited, with the credentials of the request that opened the
+ * connection (a pool's connections share them). */
+static void
+setup_begin(struct sconn *c, int secure)
+{
+    struct pool *p = c->pool;
+    const struct mail_req *req = c->x ? c->x->req : NULL;
+    helo_of(c, c->helo, sizeof c->helo);
+    c->sess.helo = c->helo;
+    c->sess.starttls = p->tls != MAIL_TLS_NONE;
+    c->sess.require_tls = p->tls == MAIL_TLS_REQUIRED;
+    c->sess.plain_auth_ok = p->loopback;
+    c->sess.user = req ? req->user : NULL;
+    c->sess.password = req ? req->password : NULL;
+    smtpsess_begin(&c->sess, secure);
+    c->st = C_SETUP;
+    expect_push(c, X_SETUP);
+}
+
+/* A complete reply during the set-up. */
+static void
+on_setup_reply(struct sconn *c, int code, const char *line)
+{
+    struct buf cmd;
+    buf_init(&cmd, 0);
+    struct smtpsess_out o = {.cmd = &cmd};
+    if (c->x) { /* borrowed from the request: refreshed each step */
+        c->sess.user = c->x->req->user;
+        c->sess.password = c->x->req->password;
+    }
+    smtpsess_reply(&c->sess, code, line, &o);
+    setup_step(c, &cmd, &o);
+    buf_free(&cmd);
+}
+
+/* The TLS handshake after STARTTLS is done: EHLO again. */
+static void
+on_setup_tls(struct sconn *c)
+{
+    struct buf cmd;
+    buf_init(&cmd, 0);
+    struct smtpsess_out o = {.cmd = &cmd};
+    smtpsess_tls_up(&c->sess, &o);
+    setup_step(c, &cmd, &o);
+    buf_free(&cmd);
 }
 
 /* One reply line (with CRLF stripped or not). */
@@ -1083,8 +985,8 @@ on_line(struct sconn *c, const char *line, size_t n)
         conn_fail(c, "the server sent an unexpected reply");
         return;
     }
-    if (c->exp[c->exp_head] == X_EHLO && code / 100 == 2)
-        smtpreply_ehlo_keyword(rl.text, rl.textlen, &c->caps);
+    if (c->exp[c->exp_head] == X_SETUP)
+        smtpsess_line(&c->sess, &rl);
     if (rl.more)
         return;
     enum expect e = expect_pop(c);
@@ -1111,8 +1013,8 @@ on_line(struct sconn *c, const char *line, size_t n)
     case X_QUIT:
         conn_close(c);
         return;
-    default:
-        on_setup_reply(c, e, code, line);
+    case X_SETUP:
+        on_setup_reply(c, code, line);
         return;
     }
 }
@@ -1165,13 +1067,10 @@ tls_progress(struct sconn *c)
                   vn > 0 && (size_t)vn < sizeof v ? (size_t)vn : strlen(v));
             struct mailer *m = the_mailer_of(c);
             arm_timer(c, m->o.step_timeout_s * 1000);
-            if (c->pool->implicit_tls) {
-                expect_push(c, X_GREETING);
-            } else {
-                /* forget what was said in clear text (RFC 3207) */
-                memset(&c->caps, 0, sizeof c->caps);
-                send_ehlo(c, "EHLO");
-            }
+            if (c->pool->implicit_tls)
+                setup_begin(c, 1);
+            else
+                on_setup_tls(c);
         } else {
             int err = SSL_get_error(c->ssl, rc);
             if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
@@ -1266,8 +1165,7 @@ on_connected(uv_connect_t *req, int status)
             conn_fail(c, "could not set up TLS");
         return;
     }
-    c->st = C_SETUP;
-    expect_push(c, X_GREETING);
+    setup_begin(c, 0);
     arm_timer(c, the_mailer_of(c)->o.connect_timeout_s * 1000);
 }
 

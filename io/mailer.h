@@ -31,6 +31,9 @@
  * again to those who have it): the result is MAIL_OK, and each recipient
  * not accepted carries the refusal or failure that stopped it.
  *
+ * The session's set-up (greeting, EHLO or HELO, STARTTLS, AUTH) is
+ * decided by the pure common/smtpsess.c: this module is its transport.
+ *
  * (libcurl was the first implementation. Its SMTP "done" phase waits for
  * the reply to the end of the message in a blocking poll — one stalled
  * server froze the whole worker, and every message cost the loop a round

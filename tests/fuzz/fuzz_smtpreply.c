@@ -3,12 +3,18 @@
  * the client splits them): a line is a reply exactly when it starts with
  * a code of 200..599 and a space, a '-' or its end; the text it gives
  * lies inside the line and holds no CR or LF at its end; EHLO keywords
- * of any bytes only ever set flags.
+ * of any bytes only ever set flags. The same replies drive a session's
+ * set-up (common/smtpsess.c, configured by the first byte): it never
+ * sends credentials in clear text to a server not on loopback, never
+ * traces them, says only whole CR LF lines, and stops at done or failed.
  */
 #include "../../common/smtpreply.h"
+#include "../../common/smtpsess.h"
 #include "fuzz_common.h"
 
 #include <string.h>
+
+#define FUZZ_PW "pa55word"
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -16,6 +22,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *p = (const char *)data, *end = p + size;
     struct smtpreply_caps caps;
     memset(&caps, 0, sizeof caps);
+    struct smtpsess ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned cfg = size ? data[0] : 0;
+    ss.helo = "fuzz.test";
+    ss.starttls = cfg & 1;
+    ss.require_tls = (cfg >> 1) & 1;
+    ss.plain_auth_ok = (cfg >> 2) & 1;
+    ss.user = (cfg >> 3) & 1 ? "user" : NULL;
+    ss.password = FUZZ_PW;
+    smtpsess_begin(&ss, (cfg >> 4) & 1);
+    struct buf cmd;
+    buf_init(&cmd, 0);
+    struct smtpsess_out o = {.cmd = &cmd};
+    int stopped = 0;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
@@ -37,9 +57,35 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         "line end in the text");
             FUZZ_ASSERT(l.more == (m > 3 && p[3] == '-'), "more %d", l.more);
             smtpreply_ehlo_keyword(l.text, l.textlen, &caps);
+            if (!stopped) {
+                smtpsess_line(&ss, &l);
+                if (!l.more) {
+                    char line[600];
+                    snprintf(line, sizeof line, "%.*s",
+                             (int)(m > 500 ? 500 : m), p);
+                    buf_reset(&cmd);
+                    smtpsess_reply(&ss, l.code, line, &o);
+                    FUZZ_ASSERT(!strstr(o.trace, FUZZ_PW), "password traced");
+                    FUZZ_ASSERT(cmd.len == 0 || (cmd.len >= 2 &&
+                                                 cmd.p[cmd.len - 2] == '\r' &&
+                                                 cmd.p[cmd.len - 1] == '\n'),
+                                "a command not ended by CR LF");
+                    int creds =
+                        cmd.len >= 4 && (strncmp(cmd.p, "AUTH", 4) == 0 ||
+                                         ss.wait == SMTPSESS_AUTH_USER ||
+                                         ss.wait == SMTPSESS_AUTH_PASS);
+                    FUZZ_ASSERT(!creds || ss.secure || ss.plain_auth_ok,
+                                "credentials in clear text");
+                    FUZZ_ASSERT(!(o.done && o.failed), "done and failed");
+                    if (o.start_tls)
+                        smtpsess_tls_up(&ss, &o);
+                    stopped = o.done || o.failed;
+                }
+            }
         }
         p += n;
     }
+    buf_free(&cmd);
     FUZZ_ASSERT((caps.pipelining | caps.starttls | caps.size | caps.auth |
                  caps.auth_plain | caps.auth_login | caps.auth_cram_md5) <= 1,
                 "a flag other than 0 or 1");
