@@ -20,21 +20,6 @@
 #define QUIT_WAIT_MS 1000   /* QUIT's reply is awaited this long at most */
 #define READ_CHUNK 65536
 
-/* What each reply we wait for answers. */
-enum expect {
-    X_SETUP, /* the session's set-up: c->sess says which step */
-    X_MAIL,
-    X_RCPT,
-    X_DATA,
-    X_BODY,
-    X_RSET,
-    X_QUIT,
-};
-
-static const char *expect_name[] = {
-    "session set-up", "MAIL", "RCPT", "DATA", "end of data", "RSET", "QUIT",
-};
-
 enum cstate {
     C_RESOLVING,
     C_CONNECTING,
@@ -62,20 +47,13 @@ struct sconn {
     SSL *ssl;
     BIO *rbio, *wbio;
     int tls;              /* TLS is up */
-    struct smtpsess sess; /* the set-up (common/smtpsess.h); its caps:
-                             what the server offers */
+    struct smtpsess sess; /* the protocol (common/smtpsess.h): what the
+                             server offers, the replies awaited */
     char helo[300];       /* the EHLO name of this connection */
     struct buf in;        /* partial reply line */
+    struct buf out;       /* the commands of one step, reused */
     int multiline_code;   /* current multi-line reply's code */
-    /* expected replies, FIFO */
-    enum expect exp[MAILER_RCPT_MAX + 8];
-    size_t exp_head, exp_n;
-    size_t rcpt_seen; /* RCPT replies received */
-    size_t rcpt_ok;   /* RCPT accepted */
-    int mail_code, data_code;
-    struct xfer *x; /* the transaction on this connection */
-    int used;       /* carried a transaction before */
-    int broken;     /* protocol or transport error: close, never reuse */
+    struct xfer *x;       /* the transaction on this connection */
 };
 
 struct xfer {
@@ -88,16 +66,7 @@ struct xfer {
     struct sconn *c;
     int busy; /* given a connection: counts in mailer->nbusy */
     struct mail_result res;
-    int decided;
-    int stage; /* enum smtpc_stage of the reply being handled */
-    /* This transaction's recipients (indexes into req->rcpt): all of them
-     * at first; then those a server refused as too many for one message,
-     * sent again at once in the next transaction of the same session
-     * (RFC 5321 §4.5.3.1.10), as long as each takes some. */
-    size_t *round;
-    size_t nround;
-    int delivered; /* an earlier transaction of this request was accepted */
-    int last_ok;   /* the last transaction ended accepted: no RSET needed */
+    struct smtpsess_txn txn; /* its protocol state, over res */
 };
 
 #define FLOW_BUCKETS 64
@@ -189,73 +158,15 @@ xfer_done(struct xfer *x)
     req->priv_ = NULL;
     req->done(req, &x->res); /* the result lives until done() returns */
     free(x->res.rcpt);
-    free(x->round);
     free(x);
     mailer_dispatch(m); /* its place is free */
 }
 
-static void
-set_reply(struct mail_result *r, int code, const char *s, size_t n)
-{
-    while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
-        n--;
-    if (n >= MAILER_REPLY_MAX)
-        n = MAILER_REPLY_MAX - 1;
-    for (size_t i = 0; i < n; i++)
-        r->reply[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? ' ' : s[i];
-    r->reply[n] = '\0';
-    r->code = code;
-}
-
-/* The transaction failed (cls, code, why). After an accepted earlier
- * transaction the request as a whole is not failed — that would send the
- * message again to those who have it — but each recipient of this one
- * that has no refusal of its own gets the failure (a code of 0, a
- * transport failure, counts as 451): the message was accepted for some
- * recipients and not for these. */
+/* The transaction failed (smtpsess_txn_fail). */
 static void
 fail_xfer(struct xfer *x, enum mail_class cls, int code, const char *why)
 {
-    if (x->decided)
-        return;
-    x->decided = 1;
-    if (x->delivered) {
-        struct mail_result tmp;
-        set_reply(&tmp, code ? code : 451, why ? why : "",
-                  why ? strlen(why) : 0);
-        for (size_t i = 0; i < x->nround; i++) {
-            struct mail_rcpt_result *rr = &x->res.rcpt[x->round[i]];
-            if (rr->code >= 400)
-                continue;
-            rr->code = tmp.code;
-            snprintf(rr->reply, sizeof rr->reply, "%s", tmp.reply);
-        }
-        x->res.cls = MAIL_OK;
-        return;
-    }
-    x->res.cls = cls;
-    x->res.stage = x->stage;
-    if (why)
-        set_reply(&x->res, code, why, strlen(why));
-}
-
-/* After an accepted transaction: keeps in x->round the recipients it
- * refused as too many, when it took some (else the server's refusal
- * stands). Returns how many are left for the next transaction. */
-static size_t
-next_round(struct xfer *x, size_t accepted)
-{
-    size_t n = 0;
-    if (accepted == 0)
-        return 0;
-    for (size_t i = 0; i < x->nround; i++) {
-        const struct mail_rcpt_result *rr = &x->res.rcpt[x->round[i]];
-        if (smtp_too_many_rcpt(rr->code, rr->reply))
-            x->round[n++] = x->round[i];
-    }
-    if (n)
-        x->nround = n;
-    return n;
+    smtpsess_txn_fail(&x->txn, cls, code, why);
 }
 
 /* ---- connections: I/O ---- */
@@ -362,45 +273,6 @@ trace_cmds(struct sconn *c, const char *s, size_t n)
     }
 }
 
-static void conn_sendf(struct sconn *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-conn_sendf(struct sconn *c, const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof line) {
-        conn_fail(c, "command too long");
-        return;
-    }
-    trace_cmds(c, line, (size_t)n); /* EHLO, HELO, RCPT */
-    conn_send(c, line, (size_t)n);
-}
-
-static void
-expect_push(struct sconn *c, enum expect e)
-{
-    size_t cap = sizeof c->exp / sizeof c->exp[0];
-    if (c->exp_n == cap)
-        abort(); /* bounded by MAILER_RCPT_MAX + a few: a bug */
-    c->exp[(c->exp_head + c->exp_n) % cap] = e;
-    c->exp_n++;
-}
-
-static enum expect
-expect_pop(struct sconn *c)
-{
-    size_t cap = sizeof c->exp / sizeof c->exp[0];
-    enum expect e = c->exp[c->exp_head];
-    c->exp_head = (c->exp_head + 1) % cap;
-    c->exp_n--;
-    return e;
-}
-
 /* ---- connection life ---- */
 
 static void conn_free_when_closed(uv_handle_t *h);
@@ -477,6 +349,7 @@ conn_free_when_closed(uv_handle_t *h)
     if (c->ssl)
         SSL_free(c->ssl); /* frees both BIOs */
     buf_free(&c->in);
+    buf_free(&c->out);
     free(c);
     if (m && --m->open_handles == 0 && m->closing)
         mailer_free(m);
@@ -491,13 +364,12 @@ conn_fail(struct sconn *c, const char *why)
         return;
     struct xfer *x = c->x;
     c->x = NULL;
-    c->broken = 1;
+    c->sess.broken = 1;
     if (x) {
         char msg[MAILER_REPLY_MAX];
-        const char *step = !c->exp_n ? "connection"
-                           : c->exp[c->exp_head] == X_SETUP
-                               ? smtpsess_wait_name(c->sess.wait)
-                               : expect_name[c->exp[c->exp_head]];
+        const char *step = smtpsess_awaited(&c->sess);
+        if (step == NULL)
+            step = "connection";
         snprintf(msg, sizeof msg, "%s (during %s with %s:%d)", why, step,
                  x->pool->host, x->pool->port);
         fail_xfer(x, MAIL_TEMP, 0, msg);
@@ -520,15 +392,18 @@ arm_timer(struct sconn *c, long ms)
 static void
 conn_quit(struct sconn *c)
 {
-    if (c->st != C_IDLE || c->broken || c->exp_n > 0) {
+    if (c->st != C_IDLE || c->sess.broken || smtpsess_awaited(&c->sess)) {
         conn_close(c);
         return;
     }
     c->st = C_QUIT;
     arm_timer(c, QUIT_WAIT_MS);
-    expect_push(c, X_QUIT);
-    trace_cmds(c, "QUIT", 4);
-    conn_send(c, "QUIT\r\n", 6);
+    struct buf *cmd = &c->out; /* reused: no allocation per reply */
+    buf_reset(cmd);
+    struct smtpsess_out o = {.cmd = cmd};
+    smtpsess_quit(&c->sess, &o);
+    trace_cmds(c, cmd->p, cmd->len);
+    conn_send(c, cmd->p, cmd->len);
 }
 
 static void
@@ -547,39 +422,6 @@ on_timeout(uv_timer_t *t)
 }
 
 /* ---- transactions ---- */
-
-static void
-start_transaction(struct sconn *c)
-{
-    struct xfer *x = c->x;
-    struct mail_req *req = x->req;
-    c->st = C_BUSY;
-    c->rcpt_seen = c->rcpt_ok = 0;
-    c->mail_code = c->data_code = 0;
-    x->res.reused = c->used;
-    c->used = 1;
-    struct buf b;
-    buf_init(&b, 0);
-    if (c->sess.caps.size)
-        buf_printf(&b, "MAIL FROM:<%s> SIZE=%zu\r\n", req->mail_from, req->len);
-    else
-        buf_printf(&b, "MAIL FROM:<%s>\r\n", req->mail_from);
-    expect_push(c, X_MAIL);
-    x->res.transactions++;
-    x->last_ok = 0;
-    if (c->sess.caps.pipelining) {
-        for (size_t i = 0; i < x->nround; i++) {
-            buf_printf(&b, "RCPT TO:<%s>\r\n", req->rcpt[x->round[i]]);
-            expect_push(c, X_RCPT);
-        }
-        buf_puts(&b, "DATA\r\n");
-        expect_push(c, X_DATA);
-    }
-    trace_cmds(c, b.p, b.len);
-    conn_send(c, b.p, b.len);
-    buf_free(&b);
-    arm_timer(c, c->m->o.step_timeout_s * 1000);
-}
 
 /* The message, dot-stuffed, ending with CRLF "." CRLF: sized first, then
  * written once into the buffer that goes to the socket (a message of
@@ -615,23 +457,12 @@ send_body(struct sconn *c)
     }
     memcpy(o, ".\r\n", 3);
     trace_cmds(c, ".", 1); /* the message's end; its lines are not traced */
-    expect_push(c, X_BODY);
     if (!c->tls) {
         raw_send_wreq(c, r, len);
         return;
     }
     conn_send(c, r->data, len);
     free(r);
-}
-
-/* After a failed transaction: RSET so the connection can be reused. */
-static void
-reset_conn(struct sconn *c)
-{
-    c->st = C_RESET;
-    trace_cmds(c, "RSET", 4);
-    conn_send(c, "RSET\r\n", 6);
-    expect_push(c, X_RSET);
 }
 
 static void
@@ -644,164 +475,6 @@ conn_idle(struct sconn *c)
         conn_quit(c);
     else
         pool_wake(m, c->pool);
-}
-
-/* The transaction has its outcome (x->decided); give it back. */
-static void
-finish_transaction(struct sconn *c, int reusable)
-{
-    struct xfer *x = c->x;
-    c->x = NULL;
-    x->c = NULL;
-    if (!reusable)
-        conn_close(c);
-    else if (x->last_ok)
-        conn_idle(c);
-    else
-        reset_conn(c);
-    xfer_done(x);
-}
-
-static void
-classify_no_rcpt(struct xfer *x)
-{
-    if (x->delivered) { /* each keeps its own refusal (fail_xfer) */
-        x->decided = 1;
-        x->res.cls = MAIL_OK;
-        return;
-    }
-    /* every recipient refused: temporary if any refusal was */
-    enum mail_class cls = MAIL_PERM;
-    const struct mail_rcpt_result *worst = NULL;
-    for (size_t i = 0; i < x->res.nrcpt; i++) {
-        if (x->res.rcpt[i].code >= 400 && x->res.rcpt[i].code < 500) {
-            cls = MAIL_TEMP;
-            worst = &x->res.rcpt[i];
-        }
-        if (worst == NULL)
-            worst = &x->res.rcpt[i];
-    }
-    x->decided = 1;
-    x->res.cls = cls;
-    x->res.stage = SMTPC_RCPT;
-    if (worst)
-        set_reply(&x->res, worst->code, worst->reply, strlen(worst->reply));
-}
-
-/* One complete reply (last line in `line`) to a transaction command. */
-static void
-on_transaction_reply(struct sconn *c, enum expect e, int code, const char *line,
-                     size_t n)
-{
-    struct xfer *x = c->x;
-    struct mail_req *req = x ? x->req : NULL;
-    if (x)
-        x->stage = e == X_MAIL   ? SMTPC_MAIL
-                   : e == X_RCPT ? SMTPC_RCPT
-                   : e == X_DATA ? SMTPC_DATA
-                                 : SMTPC_END;
-    if (code == 421) {
-        /* the server is closing the channel */
-        if (x)
-            fail_xfer(x, MAIL_TEMP, code, line);
-        c->broken = 1;
-    }
-    switch (e) {
-    case X_MAIL:
-        c->mail_code = code;
-        if (code / 100 != 2 && x)
-            fail_xfer(x, code >= 500 ? MAIL_PERM : MAIL_TEMP, code, line);
-        if (!c->sess.caps.pipelining) {
-            if (code / 100 == 2) {
-                conn_sendf(c, "RCPT TO:<%s>\r\n", req->rcpt[x->round[0]]);
-                expect_push(c, X_RCPT);
-            } else {
-                finish_transaction(c, !c->broken);
-                return;
-            }
-        }
-        break;
-    case X_RCPT: {
-        size_t i = c->rcpt_seen++;
-        if (x && i < x->nround) {
-            struct mail_rcpt_result *rr = &x->res.rcpt[x->round[i]];
-            rr->code = code;
-            set_reply(&x->res, code, line, n); /* keeps last for errors */
-            snprintf(rr->reply, sizeof rr->reply, "%s", x->res.reply);
-        }
-        if (code / 100 == 2)
-            c->rcpt_ok++;
-        if (!c->sess.caps.pipelining) {
-            if (c->rcpt_seen < x->nround) {
-                conn_sendf(c, "RCPT TO:<%s>\r\n",
-                           req->rcpt[x->round[c->rcpt_seen]]);
-                expect_push(c, X_RCPT);
-            } else if (c->rcpt_ok == 0) {
-                classify_no_rcpt(x);
-                finish_transaction(c, !c->broken);
-                return;
-            } else {
-                trace_cmds(c, "DATA", 4);
-                conn_send(c, "DATA\r\n", 6);
-                expect_push(c, X_DATA);
-            }
-        }
-        break;
-    }
-    case X_DATA:
-        c->data_code = code;
-        if (code == 354) {
-            if (x && (x->decided || c->rcpt_ok == 0)) {
-                /* pipelined DATA accepted although MAIL or every RCPT
-                 * failed: send an empty message end, then RSET */
-                trace_cmds(c, ".", 1);
-                conn_send(c, ".\r\n", 3);
-                expect_push(c, X_BODY);
-                if (!x->decided)
-                    classify_no_rcpt(x);
-            } else {
-                send_body(c);
-            }
-            break;
-        }
-        if (x && !x->decided) {
-            if (c->rcpt_ok == 0)
-                classify_no_rcpt(x);
-            else
-                fail_xfer(x, code >= 500 ? MAIL_PERM : MAIL_TEMP, code, line);
-        }
-        finish_transaction(c, !c->broken);
-        return;
-    case X_BODY:
-        if (x && !x->decided && code / 100 == 2) {
-            x->res.stage = SMTPC_END;
-            set_reply(&x->res, code, line, n);
-            x->res.cls = MAIL_OK;
-            x->last_ok = 1;
-            if (!c->broken && next_round(x, c->rcpt_ok) > 0) {
-                /* the rest at once, in the same session */
-                x->delivered = 1;
-                for (size_t i = 0; i < x->nround; i++) {
-                    x->res.rcpt[x->round[i]].code = 0;
-                    x->res.rcpt[x->round[i]].reply[0] = '\0';
-                }
-                start_transaction(c);
-                return;
-            }
-            x->decided = 1;
-        } else if (x && !x->decided) {
-            fail_xfer(x, code >= 500 ? MAIL_PERM : MAIL_TEMP, code, line);
-        }
-        finish_transaction(c, !c->broken);
-        return;
-    default:
-        break;
-    }
-    if (c->exp_n == 0 && x) {
-        /* nothing more will come (a failed MAIL without pipelining is
-         * handled above) */
-        finish_transaction(c, !c->broken);
-    }
 }
 
 /* ---- session set-up ---- */
@@ -852,6 +525,37 @@ tls_begin(struct sconn *c)
     return 0;
 }
 
+static void apply(struct sconn *c, struct buf *cmd, struct smtpsess_out *o);
+
+/* Starts the connection's transaction (c->x). */
+static void
+start_transaction(struct sconn *c)
+{
+    struct buf *cmd = &c->out; /* reused: no allocation per reply */
+    buf_reset(cmd);
+    struct smtpsess_out o = {.cmd = cmd};
+    c->st = C_BUSY;
+    smtpsess_txn_start(&c->sess, &c->x->txn, &o);
+    apply(c, cmd, &o);
+}
+
+/* The transaction has its result: handed back; the connection goes idle,
+ * says RSET first, or is closed, as the session said. */
+static void
+finish_transaction(struct sconn *c, const struct smtpsess_out *o, int rset_sent)
+{
+    struct xfer *x = c->x;
+    c->x = NULL;
+    x->c = NULL;
+    if (o->close)
+        conn_close(c);
+    else if (o->idle)
+        conn_idle(c);
+    else if (rset_sent)
+        c->st = C_RESET;
+    xfer_done(x);
+}
+
 /* The session is set up (and logged in, with a user): the transaction,
  * or for a login_only request its end (MAIL_OK; the connection goes
  * idle, and says QUIT when the mailer closes). */
@@ -863,11 +567,13 @@ session_ready(struct sconn *c)
         start_transaction(c);
         return;
     }
-    c->used = 1;
+    c->sess.used = 1;
     x->res.cls = MAIL_OK;
-    x->decided = 1;
-    x->last_ok = 1;
-    finish_transaction(c, 1);
+    x->txn.decided = 1;
+    c->x = NULL;
+    x->c = NULL;
+    conn_idle(c);
+    xfer_done(x);
 }
 
 static void
@@ -884,17 +590,27 @@ setup_fail(struct sconn *c, int code, const char *line, enum mail_class cls)
         xfer_done(x);
 }
 
-/* Does what a step of the set-up says (common/smtpsess.h). */
+/* Does what the session says (common/smtpsess.h): send its commands,
+ * start TLS, send the message, hand a result on, pool or close. */
 static void
-setup_step(struct sconn *c, struct buf *cmd, const struct smtpsess_out *o)
+apply(struct sconn *c, struct buf *cmd, struct smtpsess_out *o)
 {
     struct xfer *x = c->x;
-    if (cmd->len) {
-        if (o->trace[0])
+    if (o->error) {
+        conn_fail(c, o->error);
+        return;
+    }
+    int sent = cmd->len > 0;
+    if (sent) {
+        if (!o->secret)
+            trace_cmds(c, cmd->p, cmd->len);
+        else if (o->trace[0])
             trace_cmds(c, o->trace, strlen(o->trace));
         conn_send(c, cmd->p, cmd->len);
-        OPENSSL_cleanse(cmd->p, cmd->len); /* AUTH carries credentials */
-        expect_push(c, X_SETUP);
+        if (o->secret) /* AUTH: credentials */
+            OPENSSL_cleanse(cmd->p, cmd->len);
+        if (c->st == C_CLOSING)
+            return;
     }
     if (x) {
         x->res.auth_ok |= o->auth_ok;
@@ -911,8 +627,22 @@ setup_step(struct sconn *c, struct buf *cmd, const struct smtpsess_out *o)
             setup_fail(c, 0, "could not set up TLS", MAIL_TEMP);
         return;
     }
-    if (o->done)
+    if (o->send_body && x)
+        send_body(c);
+    if (o->done) {
         session_ready(c);
+        return;
+    }
+    if (o->txn_done && x) {
+        finish_transaction(c, o, sent);
+        return;
+    }
+    if (o->close) {
+        conn_close(c);
+        return;
+    }
+    if (o->idle)
+        conn_idle(c);
 }
 
 /* The set-up begins (`secure`: TLS is up already): the greeting is
@@ -932,35 +662,17 @@ setup_begin(struct sconn *c, int secure)
     c->sess.password = req ? req->password : NULL;
     smtpsess_begin(&c->sess, secure);
     c->st = C_SETUP;
-    expect_push(c, X_SETUP);
-}
-
-/* A complete reply during the set-up. */
-static void
-on_setup_reply(struct sconn *c, int code, const char *line)
-{
-    struct buf cmd;
-    buf_init(&cmd, 0);
-    struct smtpsess_out o = {.cmd = &cmd};
-    if (c->x) { /* borrowed from the request: refreshed each step */
-        c->sess.user = c->x->req->user;
-        c->sess.password = c->x->req->password;
-    }
-    smtpsess_reply(&c->sess, code, line, &o);
-    setup_step(c, &cmd, &o);
-    buf_free(&cmd);
 }
 
 /* The TLS handshake after STARTTLS is done: EHLO again. */
 static void
 on_setup_tls(struct sconn *c)
 {
-    struct buf cmd;
-    buf_init(&cmd, 0);
-    struct smtpsess_out o = {.cmd = &cmd};
+    struct buf *cmd = &c->out; /* reused: no allocation per reply */
+    buf_reset(cmd);
+    struct smtpsess_out o = {.cmd = cmd};
     smtpsess_tls_up(&c->sess, &o);
-    setup_step(c, &cmd, &o);
-    buf_free(&cmd);
+    apply(c, cmd, &o);
 }
 
 /* One reply line (with CRLF stripped or not). */
@@ -976,47 +688,25 @@ on_line(struct sconn *c, const char *line, size_t n)
         conn_fail(c, "the server sent something that is not an SMTP reply");
         return;
     }
-    int code = rl.code;
-    if (c->exp_n == 0) {
-        if (code == 421 && c->st == C_IDLE) {
-            conn_close(c); /* the server closes an idle session */
-            return;
-        }
+    if (smtpsess_awaited(&c->sess) == NULL && rl.code != 421) {
         conn_fail(c, "the server sent an unexpected reply");
         return;
     }
-    if (c->exp[c->exp_head] == X_SETUP)
-        smtpsess_line(&c->sess, &rl);
+    smtpsess_line(&c->sess, &rl);
     if (rl.more)
         return;
-    enum expect e = expect_pop(c);
     struct mailer *m = the_mailer_of(c);
-    if (c->exp_n > 0 || c->st == C_BUSY || c->st == C_SETUP)
-        arm_timer(c, m->o.step_timeout_s * 1000);
-    switch (e) {
-    case X_MAIL:
-    case X_RCPT:
-    case X_DATA:
-    case X_BODY:
-        if (c->x == NULL) {
-            conn_fail(c, "reply without a transaction");
-            return;
-        }
-        on_transaction_reply(c, e, code, line, n);
-        return;
-    case X_RSET:
-        if (code / 100 == 2 && !c->broken)
-            conn_idle(c);
-        else
-            conn_close(c);
-        return;
-    case X_QUIT:
-        conn_close(c);
-        return;
-    case X_SETUP:
-        on_setup_reply(c, code, line);
-        return;
+    if (c->x) { /* borrowed from the request: refreshed each step */
+        c->sess.user = c->x->req->user;
+        c->sess.password = c->x->req->password;
     }
+    struct buf *cmd = &c->out; /* reused: no allocation per reply */
+    buf_reset(cmd);
+    struct smtpsess_out o = {.cmd = cmd};
+    smtpsess_reply(&c->sess, rl.code, line, &o);
+    if (smtpsess_awaited(&c->sess) || c->st == C_BUSY || c->st == C_SETUP)
+        arm_timer(c, m->o.step_timeout_s * 1000);
+    apply(c, cmd, &o);
 }
 
 /* Plain bytes from the server: split into lines. */
@@ -1270,6 +960,7 @@ conn_open(struct mailer *m, struct pool *p, struct xfer *x)
     c->m = m;
     c->pool = p;
     buf_init(&c->in, LINE_MAX_BYTES);
+    buf_init(&c->out, 0);
     uv_tcp_init(m->loop, &c->tcp);
     uv_timer_init(m->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
@@ -1563,10 +1254,12 @@ mailer_send(struct mailer *m, struct mail_req *req)
     x->pool = p;
     x->res.nrcpt = req->nrcpt;
     x->res.rcpt = xcalloc(req->nrcpt ? req->nrcpt : 1, sizeof *x->res.rcpt);
-    x->round = xcalloc(req->nrcpt ? req->nrcpt : 1, sizeof *x->round);
-    x->nround = req->nrcpt;
-    for (size_t i = 0; i < req->nrcpt; i++)
-        x->round[i] = i;
+    x->txn.mail_from = req->mail_from;
+    x->txn.rcpt = req->rcpt;
+    x->txn.nrcpt = req->nrcpt;
+    x->txn.size = req->len;
+    x->txn.res = &x->res;
+    smtpsess_txn_init(&x->txn);
     x->next = m->active;
     if (m->active)
         m->active->prev = x;
@@ -1614,10 +1307,10 @@ mailer_abort_all(struct mailer *m)
             struct sconn *c = x->c;
             c->x = NULL;
             x->c = NULL;
-            c->broken = 1;
+            c->sess.broken = 1;
             conn_close(c);
         }
-        x->decided = 0;
+        x->txn.decided = 0;
         fail_xfer(x, MAIL_TEMP, 0, "aborted at shutdown");
         xfer_done(x);
     }

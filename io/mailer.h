@@ -31,8 +31,10 @@
  * again to those who have it): the result is MAIL_OK, and each recipient
  * not accepted carries the refusal or failure that stopped it.
  *
- * The session's set-up (greeting, EHLO or HELO, STARTTLS, AUTH) is
- * decided by the pure common/smtpsess.c: this module is its transport.
+ * What to say and what each reply means -- the set-up (greeting, EHLO or
+ * HELO, STARTTLS, AUTH) and the transactions (MAIL, RCPT, DATA, the 452
+ * rounds, RSET, QUIT) -- is decided by the pure common/smtpsess.c; this
+ * module is its transport: sockets, TLS, timers, pools, queues.
  *
  * (libcurl was the first implementation. Its SMTP "done" phase waits for
  * the reply to the end of the message in a blocking poll — one stalled
@@ -43,44 +45,10 @@
 #define HERALD_MAILER_H
 
 #include "smtpclass.h"
+#include "smtpsess.h"
 
 #include <stddef.h>
 #include <uv.h>
-
-#define MAILER_REPLY_MAX 512
-#define MAILER_RCPT_MAX 100
-
-enum mail_class {
-    MAIL_OK = 0, /* accepted (possibly not by every recipient) */
-    MAIL_TEMP,   /* transient: retry later */
-    MAIL_PERM,   /* permanent: the message is refused */
-};
-
-struct mail_rcpt_result {
-    int code;                     /* SMTP code of the RCPT reply, 0 if none */
-    char reply[MAILER_REPLY_MAX]; /* that reply line */
-};
-
-struct mail_result {
-    enum mail_class cls;
-    int code;  /* last SMTP code seen (0: none) */
-    int stage; /* enum smtpc_stage: the command `reply` answers
-                  (SMTPC_CONNECT for the session set-up and transport) */
-    char reply[MAILER_REPLY_MAX];  /* final server reply, or what failed */
-    struct mail_rcpt_result *rcpt; /* nrcpt results, in envelope order */
-    size_t nrcpt;
-    int reused;       /* 1 when an existing connection carried it */
-    int transactions; /* MAIL commands it took: more than one when the
-                         server took only so many recipients per message */
-    int auth_failed;  /* the server refused the credentials (cls TEMP) */
-    int auth_ok;      /* this transaction logged in (235) */
-    int no_auth;      /* a user was given and the session offered no way to
-                         log in (no AUTH, no mechanism Herald speaks, or
-                         plain text to a host not on loopback) */
-    int no_tls;       /* TLS was required and the server offers no
-                         STARTTLS */
-    int withdrawn;    /* req->may_start said no: nothing was sent */
-};
 
 /* TLS for smtp:// URLs (smtps:// is always TLS from the first byte). */
 enum mail_tls {

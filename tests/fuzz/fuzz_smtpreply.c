@@ -4,9 +4,11 @@
  * a code of 200..599 and a space, a '-' or its end; the text it gives
  * lies inside the line and holds no CR or LF at its end; EHLO keywords
  * of any bytes only ever set flags. The same replies drive a session's
- * set-up (common/smtpsess.c, configured by the first byte): it never
- * sends credentials in clear text to a server not on loopback, never
- * traces them, says only whole CR LF lines, and stops at done or failed.
+ * session (common/smtpsess.c, configured by the first byte): its set-up
+ * never sends credentials in clear text to a server not on loopback,
+ * never traces them, says only whole CR LF lines; once set up, a
+ * transaction of three recipients gets one result, at most one, with a
+ * class and a code that a reply or Herald gave.
  */
 #include "../../common/smtpreply.h"
 #include "../../common/smtpsess.h"
@@ -35,7 +37,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct buf cmd;
     buf_init(&cmd, 0);
     struct smtpsess_out o = {.cmd = &cmd};
-    int stopped = 0;
+    int stopped = 0, results = 0;
+    const char *rcpt[3] = {"a@x.test", "b@x.test", "c@x.test"};
+    struct mail_rcpt_result rr[3];
+    struct mail_result res;
+    memset(rr, 0, sizeof rr);
+    memset(&res, 0, sizeof res);
+    res.rcpt = rr;
+    res.nrcpt = 3;
+    struct smtpsess_txn txn;
+    memset(&txn, 0, sizeof txn);
+    txn.mail_from = "f@x.test";
+    txn.rcpt = rcpt;
+    txn.nrcpt = 3;
+    txn.res = &res;
+    smtpsess_txn_init(&txn);
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
@@ -79,12 +95,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     FUZZ_ASSERT(!(o.done && o.failed), "done and failed");
                     if (o.start_tls)
                         smtpsess_tls_up(&ss, &o);
-                    stopped = o.done || o.failed;
+                    if (o.txn_done) {
+                        results++;
+                        FUZZ_ASSERT(o.txn == &txn && ss.txn == NULL,
+                                    "the result of another transaction");
+                        FUZZ_ASSERT(res.cls <= MAIL_PERM, "class %d", res.cls);
+                        FUZZ_ASSERT(res.code == 0 ||
+                                        (res.code >= 200 && res.code <= 599),
+                                    "code %d", res.code);
+                    }
+                    if (o.done) {
+                        buf_reset(&cmd);
+                        smtpsess_txn_start(&ss, &txn, &o);
+                    }
+                    stopped = o.failed || o.error || o.close || o.txn_done;
                 }
             }
         }
         p += n;
     }
+    FUZZ_ASSERT(results <= 1, "%d results for one transaction", results);
     buf_free(&cmd);
     FUZZ_ASSERT((caps.pipelining | caps.starttls | caps.size | caps.auth |
                  caps.auth_plain | caps.auth_login | caps.auth_cram_md5) <= 1,

@@ -657,6 +657,7 @@ class Smtp(_Port):
         "tempfail_times": "--tempfail-times",
         "tempfail_reply": "--tempfail-reply",
         "tempfail_rcpt": "--tempfail-rcpt",
+        "tempfail_mail": "--tempfail-mail",
         "delay_data": "--delay-data",
         "delay_times": "--delay-times",
         "tempfail_skip": "--tempfail-skip",

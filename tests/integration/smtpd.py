@@ -22,6 +22,9 @@ Options:
   --tempfail-reply TEXT  the reply for those instead ("CODE TEXT", e.g. a
                          provider's throttle: "451 4.7.1 Rate limited, try
                          again in 3 seconds")
+  --tempfail-mail N      451 4.3.0 to the first N MAIL commands (with
+                         --pipelining the RCPTs and DATA of those
+                         transactions then get aiosmtpd's 503s)
   --tempfail-rcpt REGEX  450 4.2.0 for every RCPT whose address matches
                          (while --tempfail-times lasts, shared with DATA)
   --delay-data SECONDS   stall this long before answering the end of DATA
@@ -75,6 +78,7 @@ class Recorder:
         self.tempfail_reply = args.tempfail_reply or "451 4.3.0 Temporary failure, try again later"
         self.tempfail_rcpt = re.compile(args.tempfail_rcpt) if args.tempfail_rcpt else None
         self.tempfail_skip = args.tempfail_skip or 0
+        self.tempfail_mail = args.tempfail_mail or 0
         self.max_rcpt = args.max_rcpt
         self.pipelining = args.pipelining
         self.delay = args.delay_data
@@ -106,6 +110,15 @@ class Recorder:
     async def handle_QUIT(self, server, session, envelope):
         self.event("quit", peer=list(session.peer[:2]))
         return "221 2.0.0 Bye"
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.tempfail_mail > 0:
+            self.tempfail_mail -= 1
+            self.event("mail_tempfail", sender=address, peer=list(session.peer[:2]))
+            return "451 4.3.0 <%s>: sender busy, try again later" % address
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.max_rcpt is not None and len(envelope.rcpt_tos) >= self.max_rcpt:
@@ -199,6 +212,7 @@ def main():
     ap.add_argument("--tempfail-times", type=int)
     ap.add_argument("--tempfail-reply")
     ap.add_argument("--tempfail-rcpt")
+    ap.add_argument("--tempfail-mail", type=int)
     ap.add_argument("--delay-data", type=float, default=0.0)
     ap.add_argument("--delay-times", type=int)
     ap.add_argument("--tempfail-skip", type=int)

@@ -792,6 +792,24 @@ def test_partial_4xx_retries_only_the_deferred_recipients(t):
     stop_ok(w)
 
 
+@harness.timeout(60)
+def test_pipelined_4xx_at_mail_is_retried_not_failed(t):
+    # A server that answers MAIL with 451 while PIPELINING: the RCPTs and
+    # DATA of that transaction then get 503 ("need MAIL"), which are not
+    # the recipients' outcomes and must not turn the 451 into a
+    # permanent failure: the job is deferred, then delivered.
+    r, s, e, w = setup(t, smtp_opts={"tempfail_mail": 1, "pipelining": True})
+    push(r, t.prefix, make_job(id="mail-451", to=["one@example.test", "two@example.test"]))
+    rec = wait_status(e, "mail-451", "deferred", 10)
+    check("451" in (rec.get("smtp_reply") or ""), rec.get("smtp_reply"))
+    rc = {x["email"]: x["status"] for x in rec["recipients"]}
+    check(set(rc.values()) == {"deferred"}, rc)
+    rec = wait_status(e, "mail-451", "sent", 20)
+    check(s.count() == 1, "%d messages" % s.count())
+    check(rec["attempts"] == 2, "attempts %r" % rec["attempts"])
+    stop_ok(w)
+
+
 def too_many_case(t, pipelining):
     """A server that takes 10 recipients per message (452 4.5.3 after
     them, as Postfix's smtpd_recipient_limit) gets a 100-recipient job as

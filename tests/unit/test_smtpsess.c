@@ -226,8 +226,169 @@ test_auth(void)
     reply(&r, "250 mx");
     CHECK(r.o.done);
     reply(&r, "250 again?");
-    CHECK(r.o.failed && r.s.wait == SMTPSESS_FAILED);
+    CHECK(r.o.error != NULL && r.s.broken && !r.o.idle);
     buf_free(&r.cmd);
+}
+
+/* A set-up session (PIPELINING when `pipelining`) and a transaction of
+ * n recipients r0@x.test, r1@x.test, ... */
+struct tx {
+    struct run r;
+    struct smtpsess_txn t;
+    struct mail_result res;
+    struct mail_rcpt_result rr[MAILER_RCPT_MAX];
+    char addr[MAILER_RCPT_MAX][32];
+    const char *rcpt[MAILER_RCPT_MAX];
+};
+
+static void
+tx_start(struct tx *x, int pipelining, size_t n)
+{
+    memset(x, 0, sizeof *x);
+    start(&x->r, 1);
+    reply(&x->r, "220 mx");
+    reply(&x->r, pipelining ? "250-mx\n250 PIPELINING" : "250 mx");
+    CHECK(x->r.o.done);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(x->addr[i], sizeof x->addr[i], "r%zu@x.test", i);
+        x->rcpt[i] = x->addr[i];
+    }
+    x->res.rcpt = x->rr;
+    x->res.nrcpt = n;
+    x->t.mail_from = "b@acme.test";
+    x->t.rcpt = x->rcpt;
+    x->t.nrcpt = n;
+    x->t.size = 100;
+    x->t.res = &x->res;
+    smtpsess_txn_init(&x->t);
+    buf_reset(&x->r.cmd);
+    smtpsess_txn_start(&x->r.s, &x->t, &x->r.o);
+}
+
+static void
+test_transaction(void)
+{
+    struct tx x;
+    /* pipelined: MAIL, RCPTs and DATA in one write; the body on 354 */
+    tx_start(&x, 1, 2);
+    CHECK_STR(said(&x.r), "MAIL FROM:<b@acme.test>\r\nRCPT TO:<r0@x.test>\r\n"
+                          "RCPT TO:<r1@x.test>\r\nDATA\r\n");
+    CHECK_STR(smtpsess_awaited(&x.r.s), "MAIL");
+    reply(&x.r, "250 ok");
+    reply(&x.r, "250 ok");
+    reply(&x.r, "550 5.1.1 no such user");
+    CHECK(x.r.cmd.len == 0 && !x.r.o.send_body);
+    reply(&x.r, "354 go");
+    CHECK(x.r.o.send_body && x.r.cmd.len == 0);
+    CHECK_STR(smtpsess_awaited(&x.r.s), "end of data");
+    reply(&x.r, "250 2.0.0 queued as X");
+    CHECK(x.r.o.txn_done && x.r.o.txn == &x.t && x.r.o.idle && !x.r.o.close);
+    CHECK(x.res.cls == MAIL_OK && x.res.transactions == 1);
+    CHECK(x.rr[0].code == 250 && x.rr[1].code == 550);
+    CHECK_STR(x.res.reply, "250 2.0.0 queued as X");
+    CHECK(x.r.s.txn == NULL && smtpsess_awaited(&x.r.s) == NULL);
+    /* the next one on the same session says it is a reused connection */
+    struct mail_result res2 = {0};
+    struct mail_rcpt_result rr2[1] = {{0}};
+    res2.rcpt = rr2;
+    res2.nrcpt = 1;
+    x.t.nrcpt = 1;
+    x.t.res = &res2;
+    smtpsess_txn_init(&x.t);
+    buf_reset(&x.r.cmd);
+    smtpsess_txn_start(&x.r.s, &x.t, &x.r.o);
+    CHECK(res2.reused == 1);
+    /* MAIL refused: the rest of the pipeline answered, then RSET */
+    reply(&x.r, "451 4.3.0 try later");
+    reply(&x.r, "503 5.5.1 no MAIL");
+    reply(&x.r, "503 5.5.1 no valid recipients");
+    CHECK(x.r.o.txn_done && !x.r.o.idle && !x.r.o.close);
+    CHECK_STR(said(&x.r), "RSET\r\n");
+    CHECK(res2.cls == MAIL_TEMP && res2.code == 451);
+    reply(&x.r, "250 reset");
+    CHECK(x.r.o.idle);
+    /* QUIT ends it */
+    buf_reset(&x.r.cmd);
+    smtpsess_quit(&x.r.s, &x.r.o);
+    CHECK_STR(said(&x.r), "QUIT\r\n");
+    reply(&x.r, "221 bye");
+    CHECK(x.r.o.close);
+    /* a 421 while idle: the server closes; anything else is an error */
+    reply(&x.r, "421 4.4.2 idle too long");
+    CHECK(x.r.o.close && x.r.o.error == NULL);
+    buf_free(&x.r.cmd);
+
+    /* without PIPELINING: one command per reply; every RCPT refused for
+     * good: no DATA, a permanent failure */
+    tx_start(&x, 0, 2);
+    CHECK_STR(said(&x.r), "MAIL FROM:<b@acme.test>\r\n");
+    reply(&x.r, "250 ok");
+    CHECK_STR(said(&x.r), "RCPT TO:<r0@x.test>\r\n");
+    reply(&x.r, "550 no");
+    CHECK_STR(said(&x.r), "RCPT TO:<r1@x.test>\r\n");
+    reply(&x.r, "553 no");
+    CHECK(x.r.o.txn_done && x.res.cls == MAIL_PERM);
+    CHECK_STR(said(&x.r), "RSET\r\n");
+    buf_free(&x.r.cmd);
+
+    /* a 421 in the middle: the transaction fails for now, the
+     * connection closes */
+    tx_start(&x, 1, 1);
+    reply(&x.r, "250 ok");
+    reply(&x.r, "421 4.3.2 shutting down");
+    CHECK(x.res.cls == MAIL_TEMP && x.res.code == 421 && x.r.s.broken);
+    reply(&x.r, "421 4.3.2 shutting down");
+    CHECK(x.r.o.txn_done && x.r.o.close);
+    buf_free(&x.r.cmd);
+}
+
+/* A server that takes 10 recipients per message: 25 go in 3
+ * transactions back to back, one result (RFC 5321 §4.5.3.1.10) */
+static void
+test_too_many_recipients(void)
+{
+    struct tx x;
+    tx_start(&x, 1, 25);
+    int rounds = 0;
+    for (;;) {
+        rounds++;
+        size_t n = x.t.nround;
+        reply(&x.r, "250 ok");
+        for (size_t i = 0; i < n; i++)
+            reply(&x.r, i < 10 ? "250 ok" : "452 4.5.3 Too many recipients");
+        reply(&x.r, "354 go");
+        CHECK(x.r.o.send_body);
+        buf_reset(&x.r.cmd);
+        reply(&x.r, "250 2.0.0 queued");
+        if (x.r.o.txn_done)
+            break;
+        /* the next transaction at once, with the rest */
+        CHECK(strncmp(said(&x.r), "MAIL FROM:", 10) == 0);
+        if (rounds > 5)
+            break;
+    }
+    CHECK(rounds == 3 && x.res.transactions == 3 && x.res.cls == MAIL_OK);
+    for (size_t i = 0; i < 25; i++)
+        CHECK_MSG(x.rr[i].code == 250, "r%zu: %d", i, x.rr[i].code);
+    CHECK(x.r.o.idle);
+    buf_free(&x.r.cmd);
+
+    /* accepted for some, then the next transaction fails: the result
+     * stays MAIL_OK (not sent again), the others carry the failure */
+    tx_start(&x, 1, 12);
+    reply(&x.r, "250 ok");
+    for (size_t i = 0; i < 12; i++)
+        reply(&x.r, i < 10 ? "250 ok" : "452 4.5.3 Too many recipients");
+    reply(&x.r, "354 go");
+    reply(&x.r, "250 queued");
+    CHECK(!x.r.o.txn_done);
+    reply(&x.r, "451 4.3.0 local error");
+    reply(&x.r, "503 no");
+    reply(&x.r, "503 no");
+    reply(&x.r, "503 no");
+    CHECK(x.r.o.txn_done && x.res.cls == MAIL_OK);
+    CHECK(x.rr[0].code == 250 && x.rr[10].code == 451 && x.rr[11].code == 451);
+    buf_free(&x.r.cmd);
 }
 
 static void
@@ -244,6 +405,8 @@ main(void)
     test_plain_session();
     test_starttls();
     test_auth();
+    test_transaction();
+    test_too_many_recipients();
     test_names();
     return T_DONE("test_smtpsess");
 }
