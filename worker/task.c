@@ -1122,12 +1122,15 @@ task_pump(struct worker *w)
 
 /* ---- taking ---- */
 
+/* Another task of this worker with the id of `t`'s job (hashes compared
+ * first: a take's every job is looked for among all the tasks). */
 static struct task *
-task_with_id(struct worker *w, const char *id, const struct task *except)
+task_with_id(struct worker *w, const struct task *t)
 {
-    for (struct task *t = w->tasks; t; t = t->next)
-        if (t != except && t->job && t->job->id && strcmp(t->job->id, id) == 0)
-            return t;
+    for (struct task *o = w->tasks; o; o = o->next)
+        if (o != t && o->idhash == t->idhash && o->job && o->job->id &&
+            strcmp(o->job->id, t->job->id) == 0)
+            return o;
     return NULL;
 }
 
@@ -1135,7 +1138,7 @@ static void
 route_task(struct task *t)
 {
     struct worker *w = t->w;
-    if (task_with_id(w, t->job->id, t)) {
+    if (task_with_id(w, t)) {
         log_job(LOG_INFO, task_id(t), task_org(t), 0,
                 "duplicate of a job this worker holds; dropped", NULL);
         task_finish(t);
@@ -1210,6 +1213,7 @@ task_parsed(struct task *t, int rc, struct job *job, const struct herr *e,
         return;
     }
     t->job = job;
+    t->idhash = job->id ? util_hash(job->id) : 0;
     if (canon) {
         /* Give it an id and make the processing list hold that form, so
          * retries and hand-backs keep the same id. */

@@ -109,6 +109,7 @@ struct task {
     char *raw;                /* the exact processing-list entry */
     size_t rawlen;
     struct job *job;
+    uint64_t idhash; /* util_hash of job->id (task_with_id) */
     int attempt;
     int claimed; /* the ledger says this worker holds the id (fence) */
     int64_t first_at;

@@ -380,6 +380,26 @@ def test_redis_with_a_password_and_a_database(t):
     stop_ok(w)
 
 
+def test_second_copy_of_a_job_in_flight_here_is_dropped(t):
+    # The same job pushed again while this worker still sends the first
+    # copy: the copy is dropped at once (never a second transaction), and
+    # it leaves the processing list.
+    r, s, e, w = setup(t, smtp_opts={"delay_data": 2, "delay_times": 1})
+    job = make_job(id="twice-1")
+    push(r, t.prefix, job)
+    wait_until(lambda: any(ev["event"] == "data_delayed" for ev in s.events()), 10,
+               "the message in DATA")
+    push(r, t.prefix, job)
+    w.wait_log(lambda d: d.get("msg", "").startswith("duplicate of a job this worker holds")
+               and d.get("job") == "twice-1", 10, "the copy dropped")
+    wait_status(e, "twice-1", "sent")
+    wait_until(lambda: r.cmd("LLEN", harness.processing_key(t.prefix, "w1")) == 0, 10,
+               "processing list empty")
+    time.sleep(1)
+    check(s.count() == 1, "%d messages" % s.count())
+    stop_ok(w)
+
+
 def test_processing_list_holds_job_in_flight(t):
     r, s, e, w = setup(t, smtp_opts={"delay_data": 2, "delay_times": 1})
     job = make_job(id="inflight-1")
