@@ -277,6 +277,21 @@ void mc_records_free(struct mc_record **v, size_t n);
  */
 int mc_schema_version(struct mc *m, int *version, int *before);
 
+/* Whether the store has checkpoints (SQLite: copying its write-ahead log
+ * into the database file). */
+int mc_has_checkpoint(const struct mc *m);
+
+/* A checkpoint now, waiting for no reader or writer (SQLite's PASSIVE): as
+ * much of the log as can be copied is. 0, or HERR_STORE. 0 at once for a
+ * store without checkpoints. Meant for a handle of its own, on a thread
+ * other than the writer's, so the writes never wait for it. */
+int mc_checkpoint(struct mc *m, struct herr *e);
+
+/* This handle's writes leave checkpoints to another handle's
+ * mc_checkpoint calls: its own automatic checkpoint runs only when the log
+ * grew four times past its usual size (the other one fell behind). */
+void mc_checkpoint_elsewhere(struct mc *m);
+
 /*
  * Import (heraldctl mc import): copies every record of `src` into `dst`,
  * as stored (status, times, outcome and all), newest first, in batches of
@@ -364,6 +379,11 @@ struct mc_backend {
     void (*update_deferred)(void *state, const struct mc_update *u, int64_t now,
                             struct mc_result *res);
     int (*sync)(void *state, struct herr *e);
+    /* A checkpoint now, not waiting for anyone (SQLite's WAL); and whether
+     * this handle leaves checkpoints to another's (its own only as a
+     * fallback). NULL: the store has none. */
+    int (*checkpoint)(void *state, struct herr *e);
+    void (*checkpoint_elsewhere)(void *state);
 };
 
 extern const struct mc_backend mc_backend_sqlite;

@@ -167,6 +167,25 @@ mc_get(struct mc *m, const char *id, struct mc_record **out, struct herr *e)
 }
 
 int
+mc_has_checkpoint(const struct mc *m)
+{
+    return m->be->checkpoint != NULL;
+}
+
+int
+mc_checkpoint(struct mc *m, struct herr *e)
+{
+    return m->be->checkpoint ? m->be->checkpoint(m->state, e) : 0;
+}
+
+void
+mc_checkpoint_elsewhere(struct mc *m)
+{
+    if (m->be->checkpoint_elsewhere)
+        m->be->checkpoint_elsewhere(m->state);
+}
+
+int
 mc_schema_version(struct mc *m, int *version, int *before)
 {
     if (m->be->schema)

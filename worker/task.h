@@ -185,6 +185,14 @@ struct worker {
     struct imapcopy *imap;
     struct logingate *gate;
     struct mc *mc;
+    /* A second handle on the store for its checkpoints (SQLite), run on
+     * the thread pool every CKPT_MS beside the writes, which then never
+     * wait for one; NULL when the store has none. */
+    struct mc *mc_ckpt;
+    uv_timer_t t_ckpt;
+    uv_work_t ckpt_work;
+    int ckpt_running, ckpt_rc, ckpt_failing;
+    struct herr ckpt_err;
     struct task *tasks;
     size_t ntasks;
     struct task_hooks hooks;

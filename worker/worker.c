@@ -42,6 +42,50 @@ struct parse_work {
 
 static void worker_close_all(struct worker *w);
 
+/* How often the store is checkpointed off the writes' path (SQLite). */
+#define CKPT_MS 100
+
+/* On the thread pool: the checkpoint, on its own handle. */
+static void
+ckpt_work(uv_work_t *req)
+{
+    struct worker *w = req->data;
+    memset(&w->ckpt_err, 0, sizeof w->ckpt_err);
+    w->ckpt_rc = mc_checkpoint(w->mc_ckpt, &w->ckpt_err);
+}
+
+static void
+ckpt_done(uv_work_t *req, int status)
+{
+    struct worker *w = req->data;
+    (void)status;
+    w->ckpt_running = 0;
+    if (w->ckpt_rc && !w->ckpt_failing) {
+        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+        herr_format(&w->ckpt_err, why, sizeof why);
+        log_msg(LOG_WARN,
+                "message center checkpoint failed; the writes checkpoint "
+                "themselves meanwhile",
+                "error", why, NULL);
+    }
+    w->ckpt_failing = w->ckpt_rc != 0;
+    if (w->close_after_flush && !w->flushing && !w->nparsing)
+        worker_close_all(w);
+}
+
+static void
+on_ckpt_timer(uv_timer_t *timer)
+{
+    struct worker *w = timer->data;
+    if (w->ckpt_running || w->closing || w->close_after_flush ||
+        w->mc_ckpt == NULL)
+        return;
+    w->ckpt_running = 1;
+    w->ckpt_work.data = w;
+    if (uv_queue_work(w->loop, &w->ckpt_work, ckpt_work, ckpt_done) != 0)
+        abort(); /* only fails for a NULL callback */
+}
+
 /* On the thread pool: reads only the task's raw bytes, which stay put. */
 static void
 parse_run(uv_work_t *req)
@@ -70,7 +114,8 @@ parse_done(uv_work_t *req, int status)
         free(pw->canon);
         free(pw);
         task_free(t);
-        if (w->close_after_flush && !w->flushing && w->nparsing == 0)
+        if (w->close_after_flush && !w->flushing && w->nparsing == 0 &&
+            !w->ckpt_running)
             worker_close_all(w);
         return;
     }
@@ -232,6 +277,8 @@ on_handle_closed(uv_handle_t *h)
     }
     if (w->mc)
         mc_close(w->mc);
+    if (w->mc_ckpt)
+        mc_close(w->mc_ckpt);
     resolver_free(w->resolver);
     schemes_free(w->schemes);
     senders_free(w->senders);
@@ -276,7 +323,7 @@ worker_close_all(struct worker *w)
 {
     if (w->closing)
         return;
-    if (w->flushing || w->nparsing) {
+    if (w->flushing || w->nparsing || w->ckpt_running) {
         /* the thread pool is writing (or parsing) tasks we are about to
          * free */
         w->close_after_flush = 1;
@@ -289,8 +336,8 @@ worker_close_all(struct worker *w)
         t->w->stopping = 1;
         task_free(t);
     }
-    w->open_handles = 9; /* 3 timers, the check, the queue, the mailer,
-                            the SPF cache, the IMAP copier, the purge */
+    w->open_handles = 10; /* 4 timers, the check, the queue, the mailer,
+                             the SPF cache, the IMAP copier, the purge */
     purge_close(w->purge, on_queue_closed, w);
     imapcopy_close(w->imap, on_queue_closed, w);
     spfcache_close(w->spf, on_queue_closed, w);
@@ -298,6 +345,7 @@ worker_close_all(struct worker *w)
     uv_close((uv_handle_t *)&w->t_flush, on_handle_closed);
     uv_close((uv_handle_t *)&w->t_retry, on_handle_closed);
     uv_close((uv_handle_t *)&w->t_grace, on_handle_closed);
+    uv_close((uv_handle_t *)&w->t_ckpt, on_handle_closed);
     mailer_close(w->mailer, on_mailer_closed, w);
     queue_close(w->q, on_queue_closed, w);
 }
@@ -454,6 +502,20 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     w->hooks.recorded = task_recorded;
     w->hooks.left = task_free;
     w->hooks.idle = on_idle;
+    uv_timer_init(loop, &w->t_ckpt);
+    w->t_ckpt.data = w;
+    if (mc_has_checkpoint(w->mc)) {
+        struct herr ce = {{0}, {0}};
+        if (mc_open(s->mc, &w->mc_ckpt, &ce) == 0) {
+            mc_checkpoint_elsewhere(w->mc);
+            uv_timer_start(&w->t_ckpt, on_ckpt_timer, CKPT_MS, CKPT_MS);
+        } else {
+            log_msg(LOG_WARN,
+                    "message center: no second handle for checkpoints; the "
+                    "writes checkpoint themselves",
+                    "error", ce.msg, NULL);
+        }
+    }
     uv_timer_init(loop, &w->t_flush);
     uv_timer_init(loop, &w->t_retry);
     uv_timer_init(loop, &w->t_grace);

@@ -2473,6 +2473,50 @@ test_purge(void)
     rmtree(dir);
 }
 
+/* Checkpoints on a handle of their own (the worker's, off the writes'
+ * path): the writer leaves them to it, and one copies the log into the
+ * database file; PostgreSQL has none and says so. */
+static void
+test_checkpoint(void)
+{
+    char *dir = tmpdir();
+    struct mc *w = open_store(dir), *c = open_store(dir);
+    if (w == NULL || c == NULL) {
+        mc_close(w);
+        mc_close(c);
+        rmtree(dir);
+        return;
+    }
+    struct herr e = {0};
+    CHECK(mc_has_checkpoint(w) == !pg_mode);
+    mc_checkpoint_elsewhere(w);
+    char *db = xasprintf("%s/sub/dir/mc.db", dir);
+    struct stat st;
+    off_t before = !pg_mode && stat(db, &st) == 0 ? st.st_size : 0;
+    CHECK(mc_batch_begin(w, &e) == 0);
+    for (int i = 0; i < 300; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "ck-%04d", i);
+        insert_rec(w, small_record(id, "acme", "u", MC_QUEUED, T0 + i,
+                                   "a@example.com"));
+    }
+    CHECK(mc_batch_commit(w, &e) == 0);
+    /* the writer did not checkpoint (300 records are far below its
+     * fallback); the other handle does, while the writer stays open */
+    if (!pg_mode) {
+        CHECK(stat(db, &st) == 0 && st.st_size == before);
+        CHECK_MSG(mc_checkpoint(c, &e) == 0, "%s", e.msg);
+        CHECK(stat(db, &st) == 0 && st.st_size > before);
+    } else {
+        CHECK(mc_checkpoint(c, &e) == 0);
+    }
+    CHECK(exists(c, "ck-0299") && exists(w, "ck-0000"));
+    free(db);
+    mc_close(w);
+    mc_close(c);
+    rmtree(dir);
+}
+
 /* ---- PostgreSQL only ------------------------------------------------ */
 
 /* The schema is versioned, created once, kept on reopening; a newer one
@@ -3417,6 +3461,7 @@ run_store_tests(void)
     test_list_search_and_pages();
     test_q_frequencies();
     test_purge();
+    test_checkpoint();
     test_batch();
     test_deferred();
     test_deferred_same();
