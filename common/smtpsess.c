@@ -119,9 +119,7 @@ say_b64(struct smtpsess *s, struct smtpsess_out *o, const char *prefix,
 {
     push(s, SMTPSESS_C_SETUP);
     o->secret = 1;
-    char *b64 = malloc(4 * ((n + 2) / 3) + 1);
-    if (b64 == NULL)
-        abort();
+    char *b64 = xmalloc(4 * ((n + 2) / 3) + 1);
     int k = EVP_EncodeBlock((unsigned char *)b64, data, (int)n);
     buf_printf(o->cmd, "%s%.*s\r\n", prefix, k, b64);
     OPENSSL_cleanse(b64, (size_t)k);
@@ -167,9 +165,7 @@ after_hello(struct smtpsess *s, struct smtpsess_out *o)
     const char *pw = s->password ? s->password : "";
     if (s->caps.auth_plain) {
         size_t ul = strlen(s->user), pl = strlen(pw), n = ul + pl + 2;
-        unsigned char *raw = malloc(n);
-        if (raw == NULL)
-            abort();
+        unsigned char *raw = xmalloc(n);
         raw[0] = 0;
         memcpy(raw + 1, s->user, ul);
         raw[1 + ul] = 0;

@@ -52,7 +52,6 @@ struct sconn {
     char helo[300];       /* the EHLO name of this connection */
     struct buf in;        /* partial reply line */
     struct buf out;       /* the commands of one step, reused */
-    int multiline_code;   /* current multi-line reply's code */
     struct xfer *x;       /* the transaction on this connection */
 };
 
@@ -160,13 +159,6 @@ xfer_done(struct xfer *x)
     free(x->res.rcpt);
     free(x);
     mailer_dispatch(m); /* its place is free */
-}
-
-/* The transaction failed (smtpsess_txn_fail). */
-static void
-fail_xfer(struct xfer *x, enum mail_class cls, int code, const char *why)
-{
-    smtpsess_txn_fail(&x->txn, cls, code, why);
 }
 
 /* ---- connections: I/O ---- */
@@ -372,7 +364,7 @@ conn_fail(struct sconn *c, const char *why)
             step = "connection";
         snprintf(msg, sizeof msg, "%s (during %s with %s:%d)", why, step,
                  x->pool->host, x->pool->port);
-        fail_xfer(x, MAIL_TEMP, 0, msg);
+        smtpsess_txn_fail(&x->txn, MAIL_TEMP, 0, msg);
         x->c = NULL;
         conn_close(c);
         xfer_done(x);
@@ -583,7 +575,7 @@ setup_fail(struct sconn *c, int code, const char *line, enum mail_class cls)
     c->x = NULL;
     if (x) {
         x->c = NULL;
-        fail_xfer(x, cls, code, line);
+        smtpsess_txn_fail(&x->txn, cls, code, line);
     }
     conn_close(c);
     if (x)
@@ -994,7 +986,8 @@ finish_withdrawn(struct mailer *m)
         m->withdrawn = x->wnext;
         x->wnext = NULL;
         x->res.withdrawn = 1;
-        fail_xfer(x, MAIL_TEMP, 0, "not started: withdrawn by its sender");
+        smtpsess_txn_fail(&x->txn, MAIL_TEMP, 0,
+                          "not started: withdrawn by its sender");
         xfer_done(x);
     }
 }
@@ -1311,7 +1304,7 @@ mailer_abort_all(struct mailer *m)
             conn_close(c);
         }
         x->txn.decided = 0;
-        fail_xfer(x, MAIL_TEMP, 0, "aborted at shutdown");
+        smtpsess_txn_fail(&x->txn, MAIL_TEMP, 0, "aborted at shutdown");
         xfer_done(x);
     }
     m->aborting = 0;
