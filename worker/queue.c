@@ -467,6 +467,19 @@ on_guard(uv_timer_t *t)
 
 static void on_info(void *ud, redisReply *r);
 
+/* The heartbeat: this worker's entry in the workers hash says now
+ * (`setup`: one of the operations sent first at every connect). */
+static void
+send_beat(struct queue *q, int setup)
+{
+    char now[32];
+    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
+    const char *hb[4] = {"HSET", q->k_workers, q->me, now};
+    size_t hbl[4] = {4, strlen(q->k_workers), strlen(q->me), strlen(now)};
+    q->beat_sent_ms = clock_now_ms();
+    op_add(q, 4, hb, hbl, on_beat, q, setup);
+}
+
 static void
 setup_cmds(struct queue *q, struct conn *c, queue_reply_fn *last_cb)
 {
@@ -512,12 +525,7 @@ setup_cmds(struct queue *q, struct conn *c, queue_reply_fn *last_cb)
         size_t sll[3] = {6, 4, rscripts[i].len};
         op_add(q, 3, sl, sll, NULL, NULL, 1);
     }
-    char now[32];
-    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
-    const char *hb[4] = {"HSET", q->k_workers, q->me, now};
-    size_t hbl[4] = {4, strlen(q->k_workers), strlen(q->me), strlen(now)};
-    q->beat_sent_ms = clock_now_ms();
-    op_add(q, 4, hb, hbl, on_beat, q, 1);
+    send_beat(q, 1);
     const char *last[4] = {"LRANGE", q->k_proc, "0", "-1"};
     size_t lastl[4] = {6, strlen(q->k_proc), 1, 2};
     op_add(q, 4, last, lastl, last_cb, q, 1);
@@ -856,12 +864,7 @@ on_heartbeat(uv_timer_t *t)
     struct queue *q = t->data;
     if (q->state != Q_READY)
         return;
-    char now[32];
-    snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
-    const char *hb[4] = {"HSET", q->k_workers, q->me, now};
-    size_t hbl[4] = {4, strlen(q->k_workers), strlen(q->me), strlen(now)};
-    q->beat_sent_ms = clock_now_ms();
-    op_add(q, 4, hb, hbl, on_beat, q, 0);
+    send_beat(q, 0);
 }
 
 static void
