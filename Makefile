@@ -10,7 +10,13 @@ WERROR  ?= -Werror
 endif
 OPT     ?= -O2 -g
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-DEPLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lm
+# libpq and libcurl are loaded when first needed (io/pqlib.h,
+# io/curllib.h: ~3.6 MB of resident memory a worker does not carry on
+# SQLite and without Sent-folder copies), so programs link neither; only
+# heraldctl (the scheme test's IMAP step) and test_mc (it talks to its
+# PostgreSQL itself) link one, through EXTRA_LIBS.
+LINKPKGS  := $(filter-out libcurl libpq,$(PKGS))
+DEPLIBS   := $(shell pkg-config --libs $(LINKPKGS) 2>/dev/null) -lresolv -lm
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(WERROR) -MMD -MP \
              -Icommon -Iio -Iproducer -I$(B)/gen $(DEPCFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(LDFLAGS)
@@ -86,15 +92,16 @@ $(B)/libworker.a: $(call obj,$(filter-out worker/main.c,$(WORKER_SRC)))
 
 $(BIN)/herald-worker: $(B)/worker/main.o $(B)/libworker.a $(B)/libcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS) $(EXTRA_LIBS)
 
 $(BIN)/herald-enqueue: $(call obj,$(ENQ_SRC)) $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS) $(EXTRA_LIBS)
 
+$(BIN)/heraldctl: EXTRA_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null)
 $(BIN)/heraldctl: $(call obj,$(CTL_SRC)) $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS) $(EXTRA_LIBS)
 
 $(B)/api/%.o: api/%.c | $(GEN)/rscript_ids.h
 	@mkdir -p $(dir $@)
@@ -106,15 +113,17 @@ $(B)/api/console.o: api/console/index.html api/console/console.css \
 
 $(BIN)/herald-api: $(call obj,$(API_SRC)) $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS) $(API_LIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS) $(EXTRA_LIBS) $(API_LIBS)
 
 $(BIN)/test_%: $(B)/tests/unit/test_%.o $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS) $(EXTRA_LIBS)
 
 $(BIN)/test_w_%: $(B)/tests/unit/test_w_%.o $(B)/libworker.a $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS) $(EXTRA_LIBS)
+
+$(BIN)/test_mc: EXTRA_LIBS = $(shell pkg-config --libs libpq 2>/dev/null)
 
 # the SPF evaluator's DNS double (tests/spf_zone.c) is the unit test's alone
 $(BIN)/test_spf: $(B)/tests/spf_zone.o
@@ -123,7 +132,7 @@ $(BIN)/test_spf: $(B)/tests/spf_zone.o
 # benchmark, not a test; `make bench-mc` runs it).
 $(BIN)/bench_mc: $(B)/tests/unit/bench_mc.o $(BIN)/libherald.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPLIBS) $(EXTRA_LIBS)
 
 san:
 	$(MAKE) SAN=1 all

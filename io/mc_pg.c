@@ -92,14 +92,14 @@
  *   DROP TABLE: no lock that stops the fleet), deletes the rows of the
  *   partition that straddles the cutoff in chunks, then drops the periods
  *   of herald_recipients wholly before the cutoff, and clears bodies in
- *   chunks through a partial index of the bodies not yet cleared.
+ *   chunks from the day's mark in herald_bodies_cleared on.
  */
 #include "mc.h"
 #include "clock.h"
+#include "pqlib.h"
 #include "util.h"
 
 #include <jansson.h>
-#include <libpq-fe.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -767,9 +767,9 @@ static void
 pg_message(struct pgs *s, const PGresult *res, char *out, size_t outlen)
 {
     const char *m =
-        res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+        res ? pqlib.PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     if (m == NULL || *m == '\0')
-        m = PQerrorMessage(s->conn);
+        m = pqlib.PQerrorMessage(s->conn);
     if (m == NULL || *m == '\0')
         m = "unknown error";
     size_t n = strcspn(m, "\n");
@@ -786,7 +786,7 @@ pg_fail(struct pgs *s, const PGresult *res, struct herr *e, const char *what)
     if (s->in_batch && !s->batch_lost) {
         s->batch_lost = 1;
         snprintf(s->lost_why, sizeof s->lost_why, "%.60s: %.180s", what, msg);
-        PQclear(PQexec(s->conn, "ROLLBACK"));
+        pqlib.PQclear(pqlib.PQexec(s->conn, "ROLLBACK"));
         s->npending = 0;
     }
     return herr_set(e, HERR_STORE, NULL, "%s: %s (%s)", what, msg, s->where);
@@ -795,7 +795,7 @@ pg_fail(struct pgs *s, const PGresult *res, struct herr *e, const char *what)
 static int
 ok_status(const PGresult *res)
 {
-    ExecStatusType st = PQresultStatus(res);
+    ExecStatusType st = pqlib.PQresultStatus(res);
     return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
@@ -803,9 +803,9 @@ ok_status(const PGresult *res)
 static int
 run(struct pgs *s, const char *sql, struct herr *e, const char *what)
 {
-    PGresult *res = PQexec(s->conn, sql);
+    PGresult *res = pqlib.PQexec(s->conn, sql);
     int rc = ok_status(res) ? 0 : pg_fail(s, res, e, what);
-    PQclear(res);
+    pqlib.PQclear(res);
     return rc;
 }
 
@@ -815,12 +815,12 @@ static PGresult *
 query(struct pgs *s, const char *sql, const struct params *p, struct herr *e,
       const char *what)
 {
-    PGresult *res = PQexecParams(s->conn, sql, p ? p->n : 0, NULL,
-                                 p ? p->v : NULL, NULL, NULL, 0);
+    PGresult *res = pqlib.PQexecParams(s->conn, sql, p ? p->n : 0, NULL,
+                                       p ? p->v : NULL, NULL, NULL, 0);
     if (ok_status(res))
         return res;
     pg_fail(s, res, e, what);
-    PQclear(res);
+    pqlib.PQclear(res);
     return NULL;
 }
 
@@ -832,16 +832,17 @@ exec_prepared(struct pgs *s, enum stmt k, const struct params *p,
 {
     if (!s->prepared[k]) {
         PGresult *res =
-            PQprepare(s->conn, stmts[k].name, stmts[k].sql, 0, NULL);
+            pqlib.PQprepare(s->conn, stmts[k].name, stmts[k].sql, 0, NULL);
         if (!ok_status(res)) {
             pg_fail(s, res, e, what);
-            PQclear(res);
+            pqlib.PQclear(res);
             return NULL;
         }
-        PQclear(res);
+        pqlib.PQclear(res);
         s->prepared[k] = 1;
     }
-    return PQexecPrepared(s->conn, stmts[k].name, p->n, p->v, NULL, NULL, 0);
+    return pqlib.PQexecPrepared(s->conn, stmts[k].name, p->n, p->v, NULL, NULL,
+                                0);
 }
 
 static PGresult *
@@ -852,23 +853,24 @@ query_prepared(struct pgs *s, enum stmt k, const struct params *p,
     if (res == NULL || ok_status(res))
         return res;
     pg_fail(s, res, e, what);
-    PQclear(res);
+    pqlib.PQclear(res);
     return NULL;
 }
 
 static int64_t
 val_i64(const PGresult *res, int row, int col)
 {
-    if (PQgetisnull(res, row, col))
+    if (pqlib.PQgetisnull(res, row, col))
         return 0;
-    return strtoll(PQgetvalue(res, row, col), NULL, 10);
+    return strtoll(pqlib.PQgetvalue(res, row, col), NULL, 10);
 }
 
 /* The SQLSTATE of a failed result ("" when none). */
 static const char *
 sqlstate(const PGresult *res)
 {
-    const char *c = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *c =
+        res ? pqlib.PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     return c ? c : "";
 }
 
@@ -924,12 +926,12 @@ registry_at(struct pgs *s, const char *id, int64_t *at, struct herr *e)
     p_free(&p);
     if (res == NULL)
         return HERR_STORE;
-    int found = PQntuples(res) == 1;
+    int found = pqlib.PQntuples(res) == 1;
     if (found) {
         *at = val_i64(res, 0, 0);
         id_put(s, id, *at);
     }
-    PQclear(res);
+    pqlib.PQclear(res);
     return found;
 }
 
@@ -1102,8 +1104,8 @@ list_days(struct pgs *s, int32_t **out, size_t *n, struct herr *e)
         return HERR_STORE;
     int32_t *v = NULL;
     size_t cap = 0;
-    for (int i = 0; i < PQntuples(res); i++) {
-        const char *name = PQgetvalue(res, i, 0);
+    for (int i = 0; i < pqlib.PQntuples(res); i++) {
+        const char *name = pqlib.PQgetvalue(res, i, 0);
         int32_t day;
         for (size_t t = 0; t < NPART_TABLES; t++)
             if (day_parse(name, part_tables[t], &day) == 0) {
@@ -1111,7 +1113,7 @@ list_days(struct pgs *s, int32_t **out, size_t *n, struct herr *e)
                 break;
             }
     }
-    PQclear(res);
+    pqlib.PQclear(res);
     *out = v;
     return 0;
 }
@@ -1155,7 +1157,7 @@ dayslot_free(struct pgs *s, struct dayslot *d)
         if (d->prepared & (1u << k)) {
             snprintf(sql, sizeof sql, "DEALLOCATE herald_%s_p%s", stmts[k].name,
                      dn);
-            PQclear(PQexec(s->conn, sql));
+            pqlib.PQclear(pqlib.PQexec(s->conn, sql));
         }
     memset(d, 0, sizeof *d);
 }
@@ -1201,11 +1203,11 @@ day_prepare(struct pgs *s, struct dayslot *d, enum stmt k)
     day_name(d->day, dn);
     day_stmt_name(k, d->day, name);
     char *sql = sql_on_day(stmts[k].sql, d->day);
-    PGresult *res = PQprepare(s->conn, name, sql, 0, NULL);
+    PGresult *res = pqlib.PQprepare(s->conn, name, sql, 0, NULL);
     free(sql);
     if (!ok_status(res))
         return res;
-    PQclear(res);
+    pqlib.PQclear(res);
     d->prepared |= 1u << k;
     return NULL;
 }
@@ -1219,7 +1221,7 @@ day_fail(struct pgs *s, int32_t day, PGresult *res, struct herr *e,
 {
     *gone = res && strcmp(sqlstate(res), "42P01") == 0; /* undefined_table */
     pg_fail(s, res, e, what);
-    PQclear(res);
+    pqlib.PQclear(res);
     if (*gone) {
         days_known_remove(s, day);
         s->adays_ms = INT64_MIN / 2; /* the attached days: asked again */
@@ -1259,7 +1261,7 @@ day_exec(struct pgs *s, enum stmt k, int32_t day, const struct params *p,
     if (res == NULL) {
         char name[64];
         day_stmt_name(k, day, name);
-        res = PQexecPrepared(s->conn, name, p->n, p->v, NULL, NULL, 0);
+        res = pqlib.PQexecPrepared(s->conn, name, p->n, p->v, NULL, NULL, 0);
     }
     if (ok_status(res))
         return res;
@@ -1284,19 +1286,19 @@ session_setup(struct pgs *s, struct herr *e)
     memset(s->dayslots, 0, sizeof s->dayslots);
     lstmt_reset(s);
     s->reads_mode = 0;
-    PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
-    const char *enc = PQparameterStatus(s->conn, "server_encoding");
+    pqlib.PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
+    const char *enc = pqlib.PQparameterStatus(s->conn, "server_encoding");
     if (enc == NULL || (strcmp(enc, "UTF8") && strcmp(enc, "SQL_ASCII")))
         return herr_set(e, HERR_STORE, "HERALD_MC",
                         "%s: the database's encoding is %s; the Message "
                         "Center needs UTF8 (CREATE DATABASE ... ENCODING "
                         "'UTF8')",
                         s->where, enc ? enc : "unknown");
-    if (PQserverVersion(s->conn) < PG_MIN_SERVER)
+    if (pqlib.PQserverVersion(s->conn) < PG_MIN_SERVER)
         return herr_set(e, HERR_STORE, "HERALD_MC",
                         "%s: PostgreSQL %d is too old; the Message Center "
                         "needs 14 or newer",
-                        s->where, PQserverVersion(s->conn) / 10000);
+                        s->where, pqlib.PQserverVersion(s->conn) / 10000);
     /* the planner's default (a database may set another): statements on
      * the partitioned tables planned with their values, so pruned */
     int rc =
@@ -1304,7 +1306,8 @@ session_setup(struct pgs *s, struct herr *e)
     /* Bodies of 2 KB and more are compressed: lz4 costs a fraction of
      * pglz's CPU (a server built without lz4 keeps its default) */
     if (rc == 0)
-        PQclear(PQexec(s->conn, "SET default_toast_compression = lz4"));
+        pqlib.PQclear(
+            pqlib.PQexec(s->conn, "SET default_toast_compression = lz4"));
     return rc;
 }
 
@@ -1323,15 +1326,16 @@ ensure_schema(struct pgs *s, struct herr *e)
                           "SELECT CASE WHEN to_regclass('herald_schema') IS"
                           " NULL THEN 0 ELSE -1 END",
                           NULL, e, "reading the schema version");
-    int version = res ? atoi(PQgetvalue(res, 0, 0)) : -2;
-    PQclear(res);
+    int version = res ? atoi(pqlib.PQgetvalue(res, 0, 0)) : -2;
+    pqlib.PQclear(res);
     if (version == -1) {
         res = query(s, "SELECT version FROM herald_schema", NULL, e,
                     "reading the schema version");
-        version = res && PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0))
-                  : res                      ? -3
-                                             : -2;
-        PQclear(res);
+        version = res && pqlib.PQntuples(res) == 1
+                      ? atoi(pqlib.PQgetvalue(res, 0, 0))
+                  : res ? -3
+                        : -2;
+        pqlib.PQclear(res);
     }
     if (version == -2) {
         rc = HERR_STORE;
@@ -1370,7 +1374,7 @@ ensure_schema(struct pgs *s, struct herr *e)
     if (rc == 0)
         rc = run(s, "COMMIT", e, "creating the schema");
     if (rc) {
-        PQclear(PQexec(s->conn, "ROLLBACK"));
+        pqlib.PQclear(pqlib.PQexec(s->conn, "ROLLBACK"));
         return rc;
     }
     s->schema_now = PG_SCHEMA_VERSION;
@@ -1386,9 +1390,9 @@ pg_close(void *state)
     if (s->conn && s->in_batch)
         pipe_settle(s);
     if (s->conn && s->in_batch && !s->batch_lost &&
-        PQstatus(s->conn) == CONNECTION_OK)
-        PQclear(PQexec(s->conn, "ROLLBACK"));
-    PQfinish(s->conn);
+        pqlib.PQstatus(s->conn) == CONNECTION_OK)
+        pqlib.PQclear(pqlib.PQexec(s->conn, "ROLLBACK"));
+    pqlib.PQfinish(s->conn);
     lstmt_reset(s);
     for (size_t i = 0; i < IDCACHE_SLOTS; i++)
         free(s->ids[i].id);
@@ -1403,6 +1407,8 @@ static int
 pg_open_url(const char *url, void **state, struct herr *e)
 {
     *state = NULL;
+    if (pqlib_load(e) != 0)
+        return HERR_STORE;
     /* Ours first: the URL's own settings override them (later entries
      * override the expanded URL, earlier ones are overridden by it); the
      * encoding is always ours. */
@@ -1410,14 +1416,14 @@ pg_open_url(const char *url, void **state, struct herr *e)
                           "client_encoding", NULL};
     const char *vals[] = {"10", "herald", url, "UTF8", NULL};
     struct pgs *s = xcalloc(1, sizeof *s);
-    s->conn = PQconnectdbParams(keys, vals, 1);
+    s->conn = pqlib.PQconnectdbParams(keys, vals, 1);
     if (s->conn == NULL) /* out of memory */
         abort();
-    const char *db = PQdb(s->conn), *host = PQhost(s->conn);
+    const char *db = pqlib.PQdb(s->conn), *host = pqlib.PQhost(s->conn);
     s->where = xasprintf("database %s on %s", db && *db ? db : "?",
                          host && *host ? host : "localhost");
     int rc;
-    if (PQstatus(s->conn) != CONNECTION_OK) {
+    if (pqlib.PQstatus(s->conn) != CONNECTION_OK) {
         char msg[HERR_MSG_MAX];
         pg_message(s, NULL, msg, sizeof msg);
         rc = herr_set(e, HERR_STORE, "HERALD_MC", "cannot connect to %s: %s",
@@ -1450,10 +1456,10 @@ pg_open(const char *rest, void **state, struct herr *e)
 static int
 ensure_conn(struct pgs *s, struct herr *e)
 {
-    if (PQstatus(s->conn) == CONNECTION_OK)
+    if (pqlib.PQstatus(s->conn) == CONNECTION_OK)
         return 0;
-    PQreset(s->conn);
-    if (PQstatus(s->conn) != CONNECTION_OK) {
+    pqlib.PQreset(s->conn);
+    if (pqlib.PQstatus(s->conn) != CONNECTION_OK) {
         char msg[HERR_MSG_MAX];
         pg_message(s, NULL, msg, sizeof msg);
         return herr_set(e, HERR_STORE, NULL, "reconnecting to %s: %s", s->where,
@@ -1528,7 +1534,7 @@ pg_rollback(void *state)
         return;
     pipe_settle(s);
     if (!s->batch_lost)
-        PQclear(PQexec(s->conn, "ROLLBACK"));
+        pqlib.PQclear(pqlib.PQexec(s->conn, "ROLLBACK"));
     batch_end(s);
 }
 
@@ -1544,7 +1550,7 @@ pg_commit(void *state, struct herr *e)
         batch_end(s);
         return rc;
     }
-    PGresult *res = PQexec(s->conn, "COMMIT");
+    PGresult *res = pqlib.PQexec(s->conn, "COMMIT");
     int rc = 0;
     if (!ok_status(res)) {
         char msg[HERR_MSG_MAX];
@@ -1552,14 +1558,14 @@ pg_commit(void *state, struct herr *e)
         rc = herr_set(e, HERR_STORE, NULL,
                       "committing a batch (rolled back): %s (%s)", msg,
                       s->where);
-        PQclear(PQexec(s->conn, "ROLLBACK"));
-    } else if (strcmp(PQcmdStatus(res), "ROLLBACK") == 0) {
+        pqlib.PQclear(pqlib.PQexec(s->conn, "ROLLBACK"));
+    } else if (strcmp(pqlib.PQcmdStatus(res), "ROLLBACK") == 0) {
         /* the transaction had failed: COMMIT rolled it back */
         rc = herr_set(e, HERR_STORE, NULL,
                       "committing a batch: the database rolled it back (%s)",
                       s->where);
     }
-    PQclear(res);
+    pqlib.PQclear(res);
     if (rc == 0)
         for (size_t i = 0; i < s->npending; i++)
             days_known_add(s, s->pending[i]);
@@ -1637,14 +1643,14 @@ existing_status(struct pgs *s, const char *id, enum mc_status *st, int64_t *at,
     p_free(&p);
     if (res == NULL)
         return HERR_STORE;
-    int found = PQntuples(res) == 1;
-    if (found && mc_status_parse(PQgetvalue(res, 0, 0), st) != 0) {
-        PQclear(res);
+    int found = pqlib.PQntuples(res) == 1;
+    if (found && mc_status_parse(pqlib.PQgetvalue(res, 0, 0), st) != 0) {
+        pqlib.PQclear(res);
         return herr_set(e, HERR_STORE, "id",
                         "a record with this id exists with an unreadable "
                         "status");
     }
-    PQclear(res);
+    pqlib.PQclear(res);
     return found;
 }
 
@@ -1743,8 +1749,8 @@ insert_run(struct pgs *s, const char *id, int64_t at, int32_t day,
                 }
                 break;
             }
-            inserted = atoi(PQgetvalue(res, 0, 0)) == 1;
-            PQclear(res);
+            inserted = atoi(pqlib.PQgetvalue(res, 0, 0)) == 1;
+            pqlib.PQclear(res);
         }
         if (inserted) {
             id_put(s, id, at);
@@ -1790,7 +1796,7 @@ insert_run(struct pgs *s, const char *id, int64_t at, int32_t day,
                 ret = HERR_STORE;
                 break;
             }
-            PQclear(dr);
+            pqlib.PQclear(dr);
         }
     }
     return ret;
@@ -1860,9 +1866,10 @@ update_params(const struct mc_update *u, int64_t now, int64_t at,
 static int
 update_changed(PGresult *res, int set_content)
 {
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && set_content)
-        return PQntuples(res) == 1 && atoi(PQgetvalue(res, 0, 0)) > 0;
-    return atoi(PQcmdTuples(res)) > 0;
+    if (pqlib.PQresultStatus(res) == PGRES_TUPLES_OK && set_content)
+        return pqlib.PQntuples(res) == 1 &&
+               atoi(pqlib.PQgetvalue(res, 0, 0)) > 0;
+    return atoi(pqlib.PQcmdTuples(res)) > 0;
 }
 
 /* Runs update `p` on the record created at `at` (set in p): 1 changed,
@@ -1880,7 +1887,7 @@ update_exec(struct pgs *s, const struct params *p, int set_content, int64_t at,
     if (res == NULL)
         return HERR_STORE;
     int changed = update_changed(res, set_content);
-    PQclear(res);
+    pqlib.PQclear(res);
     return changed;
 }
 
@@ -2067,13 +2074,14 @@ upd_reg_sql(enum stmt k)
 static void
 pipe_send(struct pgs *s, struct pend *d, const char *name, const char *sql)
 {
-    if (!s->piped && PQenterPipelineMode(s->conn) == 1)
+    if (!s->piped && pqlib.PQenterPipelineMode(s->conn) == 1)
         s->piped = 1;
     if (s->piped)
-        d->sent = name ? PQsendQueryPrepared(s->conn, name, d->p.n, d->p.v,
+        d->sent =
+            name ? pqlib.PQsendQueryPrepared(s->conn, name, d->p.n, d->p.v,
                                              d->p.binary ? d->p.len : NULL,
                                              d->p.binary ? d->p.fmt : NULL, 0)
-                       : PQsendQueryParams(s->conn, sql, d->p.n, NULL, d->p.v,
+                 : pqlib.PQsendQueryParams(s->conn, sql, d->p.n, NULL, d->p.v,
                                            d->p.binary ? d->p.len : NULL,
                                            d->p.binary ? d->p.fmt : NULL, 0);
     if (s->npend == s->cappend) {
@@ -2082,7 +2090,7 @@ pipe_send(struct pgs *s, struct pend *d, const char *name, const char *sql)
     }
     s->pend[s->npend++] = d;
     if (d->sent && ++s->pipe_unflushed >= PIPE_FLUSH) {
-        (void)PQflush(s->conn);
+        (void)pqlib.PQflush(s->conn);
         s->pipe_unflushed = 0;
     }
     if (s->npend >= PIPE_MAX || !d->sent)
@@ -2364,21 +2372,22 @@ pipe_exit(struct pgs *s)
 {
     s->piped = 0;
     s->pipe_unflushed = 0;
-    if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF ||
-        PQexitPipelineMode(s->conn) == 1)
+    if (pqlib.PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF ||
+        pqlib.PQexitPipelineMode(s->conn) == 1)
         return;
     PGresult *r;
-    for (int i = 0; i < 64 && (r = PQgetResult(s->conn)) != NULL; i++)
-        PQclear(r);
-    if (PQexitPipelineMode(s->conn) == 1)
+    for (int i = 0; i < 64 && (r = pqlib.PQgetResult(s->conn)) != NULL; i++)
+        pqlib.PQclear(r);
+    if (pqlib.PQexitPipelineMode(s->conn) == 1)
         return;
     if (s->in_batch && !s->batch_lost) {
         s->batch_lost = 1;
         snprintf(s->lost_why, sizeof s->lost_why,
-                 "the connection was reset: %.180s", PQerrorMessage(s->conn));
+                 "the connection was reset: %.180s",
+                 pqlib.PQerrorMessage(s->conn));
     }
-    PQreset(s->conn);
-    if (PQstatus(s->conn) == CONNECTION_OK)
+    pqlib.PQreset(s->conn);
+    if (pqlib.PQstatus(s->conn) == CONNECTION_OK)
         (void)session_setup(s, NULL);
 }
 
@@ -2401,7 +2410,7 @@ group_finish(struct pgs *s, struct pend *g, PGresult *r)
         }
         return;
     }
-    int rows = s->batch_lost ? 0 : PQntuples(r);
+    int rows = s->batch_lost ? 0 : pqlib.PQntuples(r);
     for (size_t i = 0; i < g->nm; i++) {
         struct pend *d = g->m[i];
         struct mc_result *res = d->res;
@@ -2411,7 +2420,7 @@ group_finish(struct pgs *s, struct pend *g, PGresult *r)
         }
         int done = 0;
         for (int j = 0; j < rows && !done; j++)
-            done = strcmp(PQgetvalue(r, j, 0), d->id) == 0;
+            done = strcmp(pqlib.PQgetvalue(r, j, 0), d->id) == 0;
         if (g->kind == PD_INSERT_MANY)
             res->rc = insert_run(s, d->id, d->at, d->day, &d->p, done,
                                  &res->existing, &res->err);
@@ -2420,7 +2429,7 @@ group_finish(struct pgs *s, struct pend *g, PGresult *r)
                            : update_via_registry(s, d->id, &d->p, 0, 1, d->at,
                                                  &res->err);
     }
-    PQclear(r);
+    pqlib.PQclear(r);
 }
 
 /* Reads the results of the deferred writes in flight and finishes each
@@ -2436,23 +2445,23 @@ pipe_drain(struct pgs *s, struct herr *e)
     s->npend = s->cappend = 0;
     PGresult **got = n ? xcalloc(n, sizeof *got) : NULL;
     if (s->piped) {
-        int ok = PQpipelineSync(s->conn) == 1;
+        int ok = pqlib.PQpipelineSync(s->conn) == 1;
         for (size_t i = 0; ok && i < n; i++) {
             if (!v[i]->sent)
                 continue;
-            got[i] = PQgetResult(s->conn);
+            got[i] = pqlib.PQgetResult(s->conn);
             if (got[i] == NULL) {
                 ok = 0; /* the connection is gone */
                 break;
             }
             PGresult *x;
-            while ((x = PQgetResult(s->conn)) != NULL)
-                PQclear(x); /* the end of this statement's results */
+            while ((x = pqlib.PQgetResult(s->conn)) != NULL)
+                pqlib.PQclear(x); /* the end of this statement's results */
         }
         PGresult *x;
-        while (ok && (x = PQgetResult(s->conn)) != NULL) {
-            int sync = PQresultStatus(x) == PGRES_PIPELINE_SYNC;
-            PQclear(x);
+        while (ok && (x = pqlib.PQgetResult(s->conn)) != NULL) {
+            int sync = pqlib.PQresultStatus(x) == PGRES_PIPELINE_SYNC;
+            pqlib.PQclear(x);
             if (sync)
                 break;
         }
@@ -2470,24 +2479,24 @@ pipe_drain(struct pgs *s, struct herr *e)
             group_finish(s, d, r);
         } else if (s->batch_lost) {
             res->rc = batch_gone(s, &res->err);
-            PQclear(r);
+            pqlib.PQclear(r);
         } else if (r == NULL || !ok_status(r)) {
             if (d->kind == PD_UPDATE_REG) {
                 res->rc = pg_fail(s, r, &res->err, what);
-                PQclear(r);
+                pqlib.PQclear(r);
             } else {
                 int gone;
                 day_fail(s, d->day, r, &res->err, what, &gone);
                 res->rc = HERR_STORE;
             }
         } else if (d->kind == PD_INSERT) {
-            int inserted = atoi(PQgetvalue(r, 0, 0)) == 1;
-            PQclear(r);
+            int inserted = atoi(pqlib.PQgetvalue(r, 0, 0)) == 1;
+            pqlib.PQclear(r);
             res->rc = insert_run(s, d->id, d->at, d->day, &d->p, inserted,
                                  &res->existing, &res->err);
         } else {
             int changed = update_changed(r, d->set_content);
-            PQclear(r);
+            pqlib.PQclear(r);
             if (changed)
                 res->rc = 0;
             else if (d->kind == PD_UPDATE)
@@ -2520,9 +2529,10 @@ pg_sync(void *state, struct herr *e)
 static char *
 col_str(const PGresult *res, int row, int c)
 {
-    if (PQgetisnull(res, row, c))
+    if (pqlib.PQgetisnull(res, row, c))
         return NULL;
-    return xstrndup(PQgetvalue(res, row, c), (size_t)PQgetlength(res, row, c));
+    return xstrndup(pqlib.PQgetvalue(res, row, c),
+                    (size_t)pqlib.PQgetlength(res, row, c));
 }
 
 /* Row `row` as a new record, or NULL when its status is unknown. */
@@ -2530,7 +2540,7 @@ static struct mc_record *
 row_record(const PGresult *res, int row)
 {
     enum mc_status status;
-    if (mc_status_parse(PQgetvalue(res, row, C_STATUS), &status) != 0)
+    if (mc_status_parse(pqlib.PQgetvalue(res, row, C_STATUS), &status) != 0)
         return NULL;
     struct mc_record *r = xcalloc(1, sizeof *r);
     r->status = status;
@@ -2561,7 +2571,8 @@ row_record(const PGresult *res, int row)
     r->last_error = col_str(res, row, C_LAST_ERROR);
     r->smtp_reply = col_str(res, row, C_SMTP_REPLY);
     r->resend_of = col_str(res, row, C_RESEND_OF);
-    r->body_expired = strcmp(PQgetvalue(res, row, C_BODY_EXPIRED), "t") == 0;
+    r->body_expired =
+        strcmp(pqlib.PQgetvalue(res, row, C_BODY_EXPIRED), "t") == 0;
     return r;
 }
 
@@ -2582,7 +2593,7 @@ get_at(struct pgs *s, const char *id, int64_t at, struct mc_record **out,
     p_free(&p);
     if (res == NULL)
         return HERR_STORE;
-    int found = PQntuples(res) == 1;
+    int found = pqlib.PQntuples(res) == 1;
     int rc = found;
     if (found) {
         *out = row_record(res, 0);
@@ -2590,7 +2601,7 @@ get_at(struct pgs *s, const char *id, int64_t at, struct mc_record **out,
             rc = herr_set(e, HERR_STORE, "status",
                           "stored record %s has an unknown status", id);
     }
-    PQclear(res);
+    pqlib.PQclear(res);
     return rc;
 }
 
@@ -2634,7 +2645,7 @@ struct keys {
 static void
 keys_take(struct keys *k, const PGresult *res, size_t max)
 {
-    for (int r = 0; r < PQntuples(res) && k->n < max; r++) {
+    for (int r = 0; r < pqlib.PQntuples(res) && k->n < max; r++) {
         if (k->n == k->cap) {
             k->cap = k->cap ? 2 * k->cap : 64;
             k->at = xrealloc(k->at, k->cap * sizeof *k->at);
@@ -2871,19 +2882,19 @@ lstmt_get(struct pgs *s, const char *sql, char name[32], int *gone,
     if (slot->sql) {
         char sqld[64];
         snprintf(sqld, sizeof sqld, "DEALLOCATE %s", name);
-        PQclear(PQexec(s->conn, sqld));
+        pqlib.PQclear(pqlib.PQexec(s->conn, sqld));
         free(slot->sql);
         slot->sql = NULL;
         slot->used = 0;
     }
-    PGresult *res = PQprepare(s->conn, name, sql, 0, NULL);
+    PGresult *res = pqlib.PQprepare(s->conn, name, sql, 0, NULL);
     if (!ok_status(res)) {
         *gone = strcmp(sqlstate(res), "42P01") == 0;
         pg_fail(s, res, e, "listing messages");
-        PQclear(res);
+        pqlib.PQclear(res);
         return HERR_STORE;
     }
-    PQclear(res);
+    pqlib.PQclear(res);
     slot->sql = xstrdup(sql);
     slot->hash = h;
     slot->used = ++s->uses;
@@ -2895,8 +2906,8 @@ lstmt_get(struct pgs *s, const char *sql, char name[32], int *gone,
 static void
 reads_reset(struct pgs *s)
 {
-    PQclear(PQexec(s->conn, "SET plan_cache_mode = auto;"
-                            " SET enable_bitmapscan = on"));
+    pqlib.PQclear(pqlib.PQexec(s->conn, "SET plan_cache_mode = auto;"
+                                        " SET enable_bitmapscan = on"));
     s->reads_mode = 0;
 }
 
@@ -2938,47 +2949,47 @@ day_reads(struct pgs *s, size_t n, char *const *sql, struct params *p,
         " set_config('enable_bitmapscan', 'on', false)"};
     size_t nr = 0;
     int mode = s->reads_mode;
-    int ok = PQenterPipelineMode(s->conn) == 1;
+    int ok = pqlib.PQenterPipelineMode(s->conn) == 1;
     for (size_t i = 0; ok && i < n; i++)
         if (!custom || !custom[i]) {
             if (mode != (bitmaps ? 2 : 1)) {
                 mode = bitmaps ? 2 : 1;
-                ok = PQsendQueryParams(s->conn, modes[mode], 0, NULL, NULL,
-                                       NULL, NULL, 0) == 1;
+                ok = pqlib.PQsendQueryParams(s->conn, modes[mode], 0, NULL,
+                                             NULL, NULL, NULL, 0) == 1;
                 order[nr++] = 0;
             }
-            ok = ok && PQsendQueryPrepared(s->conn, names[i], p[i].n, p[i].v,
-                                           NULL, NULL, 0) == 1;
+            ok = ok && pqlib.PQsendQueryPrepared(s->conn, names[i], p[i].n,
+                                                 p[i].v, NULL, NULL, 0) == 1;
             order[nr++] = i + 1;
         }
     for (size_t i = 0; ok && custom && i < n; i++)
         if (custom[i]) {
             if (mode != 0) {
                 mode = 0;
-                ok = PQsendQueryParams(s->conn, modes[0], 0, NULL, NULL, NULL,
-                                       NULL, 0) == 1;
+                ok = pqlib.PQsendQueryParams(s->conn, modes[0], 0, NULL, NULL,
+                                             NULL, NULL, 0) == 1;
                 order[nr++] = 0;
             }
-            ok = ok && PQsendQueryParams(s->conn, sql[i], p[i].n, NULL, p[i].v,
-                                         NULL, NULL, 0) == 1;
+            ok = ok && pqlib.PQsendQueryParams(s->conn, sql[i], p[i].n, NULL,
+                                               p[i].v, NULL, NULL, 0) == 1;
             order[nr++] = i + 1;
         }
     if (ok && reset && mode != 0) {
         mode = 0;
-        ok = PQsendQueryParams(s->conn, modes[0], 0, NULL, NULL, NULL, NULL,
-                               0) == 1;
+        ok = pqlib.PQsendQueryParams(s->conn, modes[0], 0, NULL, NULL, NULL,
+                                     NULL, 0) == 1;
         order[nr++] = 0;
     }
-    ok = ok && PQpipelineSync(s->conn) == 1;
+    ok = ok && pqlib.PQpipelineSync(s->conn) == 1;
     PGresult *fail = NULL;
     for (size_t i = 0; ok && i < nr; i++) {
-        PGresult *r = PQgetResult(s->conn), *x;
+        PGresult *r = pqlib.PQgetResult(s->conn), *x;
         if (r == NULL) {
             ok = 0;
             break;
         }
-        while ((x = PQgetResult(s->conn)) != NULL)
-            PQclear(x);
+        while ((x = pqlib.PQgetResult(s->conn)) != NULL)
+            pqlib.PQclear(x);
         if (!ok_status(r) && fail == NULL) {
             fail = r;
             continue;
@@ -2986,17 +2997,17 @@ day_reads(struct pgs *s, size_t n, char *const *sql, struct params *p,
         if (order[i] && ok_status(r))
             res[order[i] - 1] = r;
         else
-            PQclear(r);
+            pqlib.PQclear(r);
     }
     free(order);
     PGresult *x;
-    while (ok && (x = PQgetResult(s->conn)) != NULL) {
-        int sync = PQresultStatus(x) == PGRES_PIPELINE_SYNC;
-        PQclear(x);
+    while (ok && (x = pqlib.PQgetResult(s->conn)) != NULL) {
+        int sync = pqlib.PQresultStatus(x) == PGRES_PIPELINE_SYNC;
+        pqlib.PQclear(x);
         if (sync)
             break;
     }
-    if (PQpipelineStatus(s->conn) != PQ_PIPELINE_OFF)
+    if (pqlib.PQpipelineStatus(s->conn) != PQ_PIPELINE_OFF)
         pipe_exit(s);
     free(names);
     if (ok && fail == NULL) {
@@ -3005,12 +3016,12 @@ day_reads(struct pgs *s, size_t n, char *const *sql, struct params *p,
     }
     s->reads_mode = 0;
     for (size_t i = 0; i < n; i++) {
-        PQclear(res[i]);
+        pqlib.PQclear(res[i]);
         res[i] = NULL;
     }
     *gone = fail && strcmp(sqlstate(fail), "42P01") == 0;
     rc = pg_fail(s, fail, e, "listing messages");
-    PQclear(fail);
+    pqlib.PQclear(fail);
     if (!s->in_batch) /* the SET after the failure was skipped */
         reads_reset(s);
     return rc;
@@ -3051,12 +3062,13 @@ adays_refresh(struct pgs *s, int fresh, struct herr *e)
         return HERR_STORE;
     int32_t *v = NULL;
     size_t nv = 0, cap = 0;
-    for (int i = 0; i < PQntuples(res); i++) {
+    for (int i = 0; i < pqlib.PQntuples(res); i++) {
         int32_t day;
-        if (day_parse(PQgetvalue(res, i, 0), "herald_messages", &day) == 0)
+        if (day_parse(pqlib.PQgetvalue(res, i, 0), "herald_messages", &day) ==
+            0)
             days_add(&v, &nv, &cap, day);
     }
-    PQclear(res);
+    pqlib.PQclear(res);
     free(s->adays);
     s->adays = v ? v : xcalloc(1, sizeof *v);
     s->nadays = nv;
@@ -3135,7 +3147,7 @@ fetch_keys(struct pgs *s, const struct keys *k, int no_bodies,
     int gone;
     int rc = day_reads(s, ndays, sql, p, NULL, 0, 1, res, &gone, e);
     for (size_t x = 0; x < ndays; x++) {
-        for (int r = 0; rc == 0 && r < PQntuples(res[x]); r++) {
+        for (int r = 0; rc == 0 && r < pqlib.PQntuples(res[x]); r++) {
             v[*cnt] = row_record(res[x], r);
             if (v[*cnt] == NULL)
                 rc = herr_set(e, HERR_STORE, "status",
@@ -3143,7 +3155,7 @@ fetch_keys(struct pgs *s, const struct keys *k, int no_bodies,
             else
                 (*cnt)++;
         }
-        PQclear(res[x]);
+        pqlib.PQclear(res[x]);
         free(sql[x]);
         p_free(&p[x]);
     }
@@ -3196,7 +3208,7 @@ list_rcpt(struct pgs *s, const struct mc_query *q, int64_t lo, int64_t hi,
             break;
         struct keys k = {0};
         keys_take(&k, res, (size_t)want);
-        PQclear(res);
+        pqlib.PQclear(res);
         size_t before = cnt;
         if (k.n > 0)
             rc = fetch_keys(s, &k, q->f->no_bodies, v, &cnt, e);
@@ -3335,7 +3347,7 @@ pg_list(void *state, const struct mc_query *q, struct mc_record ***out,
         for (size_t x = 0; x < g; x++) {
             if (rc == 0)
                 keys_take(&k, res[x], (size_t)q->limit);
-            PQclear(res[x]);
+            pqlib.PQclear(res[x]);
             free(sql[x]);
             p_free(&p[x]);
         }
@@ -3402,10 +3414,11 @@ purge_stmt(struct pgs *s, const char *sql, int64_t a, int64_t b, int nparams,
     p_free(&p);
     if (res == NULL)
         return HERR_STORE;
-    *count = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1
+    *count = pqlib.PQresultStatus(res) == PGRES_TUPLES_OK &&
+                     pqlib.PQntuples(res) == 1
                  ? val_i64(res, 0, 0)
-                 : atoll(PQcmdTuples(res));
-    PQclear(res);
+                 : atoll(pqlib.PQcmdTuples(res));
+    pqlib.PQclear(res);
     return 0;
 }
 
@@ -3423,9 +3436,9 @@ drop_part(struct pgs *s, const char *t, const char *dn, struct herr *e)
     PGresult *res = query(s, sql, NULL, e, "purging old records");
     if (res == NULL)
         return HERR_STORE;
-    int attached = PQntuples(res) == 1;
-    int pending = attached && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    PQclear(res);
+    int attached = pqlib.PQntuples(res) == 1;
+    int pending = attached && strcmp(pqlib.PQgetvalue(res, 0, 0), "t") == 0;
+    pqlib.PQclear(res);
     int rc = 0;
     if (attached) {
         snprintf(sql, sizeof sql, "ALTER TABLE %s DETACH PARTITION %s_p%s %s",
@@ -3453,8 +3466,8 @@ drop_day(struct pgs *s, int32_t day, long long *rows, struct herr *e)
         PGresult *res = query(s, sql, NULL, e, "purging old records");
         if (res == NULL)
             return HERR_STORE;
-        int has = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        PQclear(res);
+        int has = strcmp(pqlib.PQgetvalue(res, 0, 0), "t") == 0;
+        pqlib.PQclear(res);
         if (!has)
             continue;
         if (i == 0) {
@@ -3464,7 +3477,7 @@ drop_day(struct pgs *s, int32_t day, long long *rows, struct herr *e)
             if (res == NULL)
                 return HERR_STORE;
             *rows = val_i64(res, 0, 0);
-            PQclear(res);
+            pqlib.PQclear(res);
         }
         /* the day's registry entries first, found through the day's own
          * rows (the registry has no index on created_at since version
@@ -3530,10 +3543,10 @@ purge_bodies(struct pgs *s, int64_t before, int64_t after, int dry_run,
             hi = before;
         if (lo < after)
             lo = after;
-        for (int k = 0; k < PQntuples(res); k++)
-            if (atoi(PQgetvalue(res, k, 0)) == day &&
-                atoll(PQgetvalue(res, k, 1)) > lo)
-                lo = atoll(PQgetvalue(res, k, 1));
+        for (int k = 0; k < pqlib.PQntuples(res); k++)
+            if (atoi(pqlib.PQgetvalue(res, k, 0)) == day &&
+                atoll(pqlib.PQgetvalue(res, k, 1)) > lo)
+                lo = atoll(pqlib.PQgetvalue(res, k, 1));
         if (lo >= hi)
             continue;
         char dn[16], sql[768];
@@ -3546,8 +3559,8 @@ purge_bodies(struct pgs *s, int64_t before, int64_t after, int dry_run,
             rc = HERR_STORE;
             break;
         }
-        int has = strcmp(PQgetvalue(x, 0, 0), "t") == 0;
-        PQclear(x);
+        int has = strcmp(pqlib.PQgetvalue(x, 0, 0), "t") == 0;
+        pqlib.PQclear(x);
         if (!has)
             continue;
         if (dry_run) {
@@ -3590,7 +3603,7 @@ purge_bodies(struct pgs *s, int64_t before, int64_t after, int dry_run,
             }
             long long c = val_i64(x, 0, 0);
             int64_t last = val_i64(x, 0, 1);
-            PQclear(x);
+            pqlib.PQclear(x);
             *n += c;
             /* every body before `last` is cleared; before `hi` when this
              * was the day's (or the cutoff's) last chunk */
@@ -3609,7 +3622,7 @@ purge_bodies(struct pgs *s, int64_t before, int64_t after, int dry_run,
                 rc = HERR_STORE;
                 break;
             }
-            PQclear(x);
+            pqlib.PQclear(x);
             if (c < 5000)
                 break;
             lo = last;
@@ -3617,7 +3630,7 @@ purge_bodies(struct pgs *s, int64_t before, int64_t after, int dry_run,
         if (*more)
             break;
     }
-    PQclear(res);
+    pqlib.PQclear(res);
     free(days);
     return rc;
 }
@@ -3678,16 +3691,17 @@ purge_records(struct pgs *s, int64_t before, long long max,
                     NULL, e, "listing partitions");
     if (rc == 0 && *last == 0 && res == NULL)
         rc = HERR_STORE;
-    for (int i = 0; rc == 0 && res && i < PQntuples(res); i++) {
+    for (int i = 0; rc == 0 && res && i < pqlib.PQntuples(res); i++) {
         int32_t day;
-        if (day_parse(PQgetvalue(res, i, 0), "herald_recipients", &day) != 0 ||
+        if (day_parse(pqlib.PQgetvalue(res, i, 0), "herald_recipients", &day) !=
+                0 ||
             (int64_t)(day + RCPT_DAYS) * DAY_MS > before)
             continue;
         char dn[16];
         day_name(day, dn);
         rc = drop_part(s, "herald_recipients", dn, e);
     }
-    PQclear(res);
+    pqlib.PQclear(res);
     return rc;
 #undef ROOM
 }
@@ -3737,8 +3751,8 @@ pg_purge(void *state, int64_t records_before, int64_t bodies_before,
     }
     snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%d, %d)", LOCK_NS,
              LOCK_PURGE);
-    if (PQstatus(s->conn) == CONNECTION_OK)
-        PQclear(PQexec(s->conn, sql));
+    if (pqlib.PQstatus(s->conn) == CONNECTION_OK)
+        pqlib.PQclear(pqlib.PQexec(s->conn, sql));
     out->more = rc == 0 && last > 0;
     return rc;
 }

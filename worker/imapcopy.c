@@ -1,10 +1,10 @@
 #include "imapcopy.h"
+#include "curllib.h"
 #include "err.h"
 #include "log.h"
 #include "seal.h"
 #include "util.h"
 
-#include <curl/curl.h>
 #include <malloc.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
@@ -35,6 +35,8 @@ struct imapcopy {
     struct job_copy *wait_head, *wait_tail;
     size_t nwait;
     int closing;
+    int curl_state; /* 0: not loaded yet, 1: ready, -1: cannot be loaded */
+    char curl_why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
     void (*close_cb)(void *);
     void *close_ud;
 };
@@ -93,20 +95,43 @@ cm_calloc(size_t n, size_t size)
     return calloc(n, size);
 }
 
-int
-imapcopy_new(uv_loop_t *loop, const struct settings *s, struct imapcopy **out)
+struct imapcopy *
+imapcopy_new(uv_loop_t *loop, const struct settings *s)
 {
-    /* before any thread exists: curl_global_init is not thread-safe; the
-     * worker's first and only initialisation of libcurl, so the memory
-     * functions take effect */
-    if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, cm_malloc, cm_free,
-                             cm_realloc, cm_strdup, cm_calloc) != CURLE_OK)
-        return HERR_IO;
     struct imapcopy *c = xcalloc(1, sizeof *c);
     c->loop = loop;
     c->s = s;
-    *out = c;
-    return 0;
+    return c;
+}
+
+/*
+ * libcurl is loaded (curllib.h) and initialised at the first copy, on the
+ * loop thread, before any copy runs on the thread pool: the worker's
+ * first and only initialisation of libcurl, so the memory functions take
+ * effect (Debian 12's libcurl 7.88 initialises thread-safely: the
+ * Message Center's pool threads never call it). 0 when ready; else the
+ * reason is in `why` (the same for every copy).
+ */
+static int
+curl_ready(struct imapcopy *c, char *why, size_t n)
+{
+    if (c->curl_state == 0) {
+        struct herr e;
+        c->curl_state = -1;
+        if (curllib_load(&e) != 0)
+            herr_format(&e, c->curl_why, sizeof c->curl_why);
+        else if (curllib.curl_global_init_mem(CURL_GLOBAL_DEFAULT, cm_malloc,
+                                              cm_free, cm_realloc, cm_strdup,
+                                              cm_calloc) != CURLE_OK)
+            snprintf(c->curl_why, sizeof c->curl_why,
+                     "libcurl could not be initialised");
+        else
+            c->curl_state = 1;
+    }
+    if (c->curl_state == 1)
+        return 0;
+    snprintf(why, n, "%s", c->curl_why);
+    return -1;
 }
 
 static size_t
@@ -126,43 +151,44 @@ copy_work(uv_work_t *req)
 {
     struct job_copy *j = req->data;
     const struct settings *s = j->c->s;
-    CURL *e = curl_easy_init();
+    CURL *e = curllib.curl_easy_init();
     if (e == NULL) {
         snprintf(j->err, sizeof j->err, "libcurl could not start");
         return;
     }
-    char *folder = curl_easy_escape(e, j->folder, 0);
+    char *folder = curllib.curl_easy_escape(e, j->folder, 0);
     char *url = xasprintf("%s/%s", j->url, folder ? folder : "");
-    curl_free(folder);
+    curllib.curl_free(folder);
     char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-    curl_easy_setopt(e, CURLOPT_READDATA, j);
-    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)j->len);
-    curl_easy_setopt(e, CURLOPT_USERNAME, j->user);
-    curl_easy_setopt(e, CURLOPT_PASSWORD, j->password);
-    curl_easy_setopt(e, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curllib.curl_easy_setopt(e, CURLOPT_URL, url);
+    curllib.curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    curllib.curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    curllib.curl_easy_setopt(e, CURLOPT_READDATA, j);
+    curllib.curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)j->len);
+    curllib.curl_easy_setopt(e, CURLOPT_USERNAME, j->user);
+    curllib.curl_easy_setopt(e, CURLOPT_PASSWORD, j->password);
+    curllib.curl_easy_setopt(e, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
+    curllib.curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curllib.curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (s->ca_file) {
-        curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
-        curl_easy_setopt(e, CURLOPT_CAPATH, "/etc/ssl/certs");
+        curllib.curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
+        curllib.curl_easy_setopt(e, CURLOPT_CAPATH, "/etc/ssl/certs");
     }
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, s->connect_timeout_s);
-    curl_easy_setopt(e, CURLOPT_SERVER_RESPONSE_TIMEOUT, s->smtp_timeout_s);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT,
-                     s->connect_timeout_s + 4 * s->smtp_timeout_s);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-    CURLcode rc = curl_easy_perform(e);
+    curllib.curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, s->connect_timeout_s);
+    curllib.curl_easy_setopt(e, CURLOPT_SERVER_RESPONSE_TIMEOUT,
+                             s->smtp_timeout_s);
+    curllib.curl_easy_setopt(e, CURLOPT_TIMEOUT,
+                             s->connect_timeout_s + 4 * s->smtp_timeout_s);
+    curllib.curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curllib.curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+    CURLcode rc = curllib.curl_easy_perform(e);
     if (rc == CURLE_OK) {
         j->ok = 1;
     } else {
         snprintf(j->err, sizeof j->err, "%s",
-                 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+                 errbuf[0] ? errbuf : curllib.curl_easy_strerror(rc));
     }
-    curl_easy_cleanup(e);
+    curllib.curl_easy_cleanup(e);
     free(url);
 }
 
@@ -252,6 +278,14 @@ imapcopy_append(struct imapcopy *c, const char *job_id, const char *org,
                 "too many Sent-folder copies waiting; this one is skipped "
                 "(the message was delivered)",
                 NULL);
+        return;
+    }
+    char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+    if (curl_ready(c, why, sizeof why) != 0) {
+        log_job(LOG_WARN, job_id, org, 0,
+                "could not copy the message to the Sent folder (it was "
+                "delivered)",
+                "folder", folder, "error", why, NULL);
         return;
     }
     struct job_copy *j = xcalloc(1, sizeof *j);

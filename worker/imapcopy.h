@@ -8,7 +8,9 @@
  * is a courtesy: a failure is logged with the job, the org and the
  * server's answer, and never changes the delivery's outcome. TLS as the
  * scheme says (imaps://, or STARTTLS required), certificates verified
- * (system bundle plus HERALD_CA_FILE).
+ * (system bundle plus HERALD_CA_FILE). libcurl is loaded at the first
+ * copy (io/curllib.h): a worker that makes none never maps it; one where
+ * it cannot be loaded logs each copy as failed, with the reason.
  */
 #ifndef HERALD_IMAPCOPY_H
 #define HERALD_IMAPCOPY_H
@@ -20,9 +22,8 @@
 
 struct imapcopy;
 
-/* 0, or HERR_IO when libcurl cannot start. `s` is borrowed. */
-int imapcopy_new(uv_loop_t *loop, const struct settings *s,
-                 struct imapcopy **out);
+/* `s` is borrowed. */
+struct imapcopy *imapcopy_new(uv_loop_t *loop, const struct settings *s);
 
 /*
  * Queues one APPEND of `msg` (len bytes, copied) to `folder` at `url`

@@ -539,10 +539,7 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
     w->senders = senders_new(w->q);
     w->gate = logingate_new(
         w->q, id, (s->connect_timeout_s + 4 * s->smtp_timeout_s) * 1000);
-    if (imapcopy_new(loop, s, &w->imap) != 0) {
-        log_msg(LOG_FATAL, "cannot start libcurl", NULL);
-        exit(1);
-    }
+    w->imap = imapcopy_new(loop, s);
     if (spfcache_new(loop, s, w->q, &w->spf, e) != 0) {
         /* a malformed HERALD_DNS or HERALD_SENDER_IPS: fatal at start,
          * like any bad setting */
