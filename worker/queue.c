@@ -1072,30 +1072,6 @@ queue_mark_sent(struct queue *q, const char *const *ids,
 }
 
 void
-queue_finish_many(struct queue *q, const char *const *raws, const size_t *lens,
-                  size_t n, queue_reply_fn *cb, void *ud)
-{
-    size_t argc = 4 + n;
-    const char **argv = xmalloc(argc * sizeof *argv);
-    size_t *alen = xmalloc(argc * sizeof *alen);
-    argv[0] = "EVALSHA";
-    alen[0] = 7;
-    argv[1] = rscripts[RS_QUEUE_FINISH_MANY].sha;
-    alen[1] = 40;
-    argv[2] = "1";
-    alen[2] = 1;
-    argv[3] = q->k_proc;
-    alen[3] = strlen(q->k_proc);
-    for (size_t i = 0; i < n; i++) {
-        argv[4 + i] = raws[i];
-        alen[4 + i] = lens[i];
-    }
-    op_add(q, (int)argc, argv, alen, cb, ud, 0);
-    free(argv);
-    free(alen);
-}
-
-void
 queue_finish(struct queue *q, const char *raw, size_t len, queue_reply_fn *cb,
              void *ud)
 {

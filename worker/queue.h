@@ -139,11 +139,6 @@ int queue_lease_fresh(const struct queue *q);
 void queue_finish(struct queue *q, const char *raw, size_t len,
                   queue_reply_fn *cb, void *ud);
 
-/* queue_finish for n entries in one call (one reply for all). */
-void queue_finish_many(struct queue *q, const char *const *raws,
-                       const size_t *lens, size_t n, queue_reply_fn *cb,
-                       void *ud);
-
 /* Moves the entry to <p>:dead as `entry`; marks the ledger failed when
  * id is not NULL. */
 void queue_finish_dead(struct queue *q, const char *raw, size_t len,

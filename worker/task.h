@@ -244,6 +244,8 @@ struct finish_batch {
     struct worker *w;
     struct finish_batch *next, *prev; /* w->batches: freed at close */
     size_t n;
+    size_t pending; /* replies still to come (one per task or one) */
+    int failed;     /* one of them was an error (logged once) */
     struct task *t[];
 };
 

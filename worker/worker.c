@@ -197,11 +197,11 @@ room(void *ud, size_t *bytes)
      * the SMTP connections: a job waits for two Message Center batches,
      * written one at a time, and at eight times the slots the SMTP
      * connections stood idle while every task waited on a batch (make
-     * bench: 16x +13 % msg/s, 24x no more, ~12 KB a task). A job waiting in the queue of a server with
-     * fewer connections than slots (an organisation's own, maybe slow),
-     * or for its scheme's first login, holds no place there (SPEC §8: it
-     * must not hold up other servers' jobs); all tasks together stay
-     * under 64 times the slots. A task is a few KB. */
+     * bench: 16x +13 % msg/s, 24x no more, ~12 KB a task). A job waiting in the
+     * queue of a server with fewer connections than slots (an organisation's
+     * own, maybe slow), or for its scheme's first login, holds no place there
+     * (SPEC §8: it must not hold up other servers' jobs); all tasks together
+     * stay under 64 times the slots. A task is a few KB. */
     long working = (long)w->ntasks - (long)w->ngated -
                    (long)(w->mailer ? mailer_waiting(w->mailer) : 0);
     long r = 16 * w->s->concurrency - working;

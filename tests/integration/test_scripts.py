@@ -29,7 +29,7 @@ from harness import check
 SCRIPTS = (
     "queue_take", "queue_claim", "queue_sent", "queue_dead", "queue_sched",
     "queue_replace", "queue_due", "queue_handback", "queue_reclaim",
-    "queue_finish_many", "queue_partial", "queue_fence", "big_stage",
+    "queue_partial", "queue_fence", "big_stage",
     "big_finish", "quota_wait", "quota_resume", "scheme_cas", "purge_release",
     "login_lease", "token_create", "token_revoke", "dead_replay",
 )
@@ -375,6 +375,27 @@ def test_queue_take_claims_jobs_with_a_readable_id(t):
     check(len(lrange(r, proc(p, "w1"))) == len(entries), "every taken job is in the processing list")
 
 
+def test_queue_take_reads_the_id_without_a_parse_only_when_it_cannot_be_wrong(t):
+    """A job that starts with its id and has no "send_at" and no \\u
+    escape is claimed without a parse; anything else is decoded."""
+    r, p = t.redis(aof=False), t.prefix
+    entries = [
+        '{"meta":{"id":"inner"},"id":"late1"}',              # id not first: parsed
+        '{"id":"esc1","\\u0073end_at":"%s"}' % LATER,        # send_at spelled with an escape
+        '{"id":"sub1","subject":"caf\\u00e9"}',               # an escape elsewhere: parsed
+        '{"id":"plain1","subject":"say send_at"}',           # the word in text: parsed, claimed
+        ' { "id" : "sp1" , "to":[]}',                         # blanks around
+        '{"id":"cut1","to":',                                 # not JSON: claimed; the worker
+    ]                                                         # releases it (invalid job)
+    push(r, lane(p, "normal"), *entries)
+    got = take(r, p, 16)
+    ids = [x[4] for x in got]
+    check(ids == [b"late1", b"", b"sub1", b"plain1", b"sp1", b"cut1"], "claimed ids %r" % ids)
+    check(r.cmd("EXISTS", ledger(p, "inner"), ledger(p, "esc1")) == 0, "a wrong id was claimed")
+    check([x[1] for x in got] == [b"ok", b"-", b"ok", b"ok", b"ok", b"ok"],
+          "statuses %r" % [x[1] for x in got])
+
+
 # ---- queue_claim ----
 
 def claim(r, p, id, me, now):
@@ -445,7 +466,7 @@ def test_queue_sent_marks_sent_and_counts_stale_fences(t):
     check(r.cmd("HGET", stats, "stale_accepts") == b"3", "stale_accepts %s" % r.cmd("HGET", stats, "stale_accepts"))
 
 
-# ---- queue_dead / queue_sched / queue_replace / queue_finish_many ----
+# ---- queue_dead / queue_sched / queue_replace ----
 
 def test_queue_dead_moves_only_a_job_that_is_there(t):
     r, p = t.redis(aof=False), t.prefix
@@ -524,18 +545,6 @@ def test_queue_replace_only_an_entry_that_is_there(t):
     check(lrange(r, pk) == ["new-a", "b"], "processing %s" % lrange(r, pk))
     check(run(r, "queue_replace", [pk], ["old-a", "newer"]) == 0, "replace a missing entry")
     check(lrange(r, pk) == ["new-a", "b"], "changed: %s" % lrange(r, pk))
-
-
-def test_queue_finish_many_removes_each_once_from_the_old_end(t):
-    r, p = t.redis(aof=False), t.prefix
-    pk = proc(p, "w1")
-    r.cmd("RPUSH", pk, "x", "y", "x", "z")
-    check(run(r, "queue_finish_many", [pk], ["x", "z", "missing"]) == 2, "two of three were there")
-    check(lrange(r, pk) == ["x", "y"], "left %s: one x, the newer, stays" % lrange(r, pk))
-    check(run(r, "queue_finish_many", [pk], ["x", "x"]) == 1, "x once more, then gone")
-    check(lrange(r, pk) == ["y"], "left %s" % lrange(r, pk))
-    check(run(r, "queue_finish_many", [pk], ["nothing"]) == 0, "nothing there")
-    check(lrange(r, pk) == ["y"], "left %s" % lrange(r, pk))
 
 
 # ---- queue_due ----
