@@ -183,16 +183,28 @@ wreq_new(size_t len)
     return xmalloc(sizeof(struct wreq) + len);
 }
 
-/* Writes r->data[0..len) and frees r once written (or at once). */
-static void
-raw_send_wreq(struct sconn *c, struct wreq *r, size_t len)
+/*
+ * How much of data[0..len) could be written at once (uv_try_write:
+ * nothing is queued before it, so the order holds); 0 on any error, which
+ * the queued write that follows then reports through on_written, as
+ * before. A write libuv queues costs an epoll_ctl when it completes, even
+ * at once (libuv 1.44 re-arms the socket's watcher on every drain): two a
+ * message, ~13 % of the worker's system calls, before this.
+ */
+static size_t
+try_send(struct sconn *c, const char *data, size_t len)
 {
-    if (len == 0 || c->st == C_CLOSING) {
-        free(r);
-        return;
-    }
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    int rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    return rc > 0 ? (size_t)rc : 0;
+}
+
+/* Queues r->data[off..off+len) and frees r once written. */
+static void
+queue_send(struct sconn *c, struct wreq *r, size_t off, size_t len)
+{
     r->w.data = c;
-    uv_buf_t b = uv_buf_init(r->data, (unsigned)len);
+    uv_buf_t b = uv_buf_init(r->data + off, (unsigned)len);
     int rc = uv_write(&r->w, (uv_stream_t *)&c->tcp, &b, 1, on_written);
     if (rc < 0) {
         free(r);
@@ -200,14 +212,26 @@ raw_send_wreq(struct sconn *c, struct wreq *r, size_t len)
     }
 }
 
+/* Writes r->data[0..len) and frees r once written (or at once). */
+static void
+raw_send_wreq(struct sconn *c, struct wreq *r, size_t len)
+{
+    size_t done = len && c->st != C_CLOSING ? try_send(c, r->data, len) : len;
+    if (done == len)
+        free(r);
+    else
+        queue_send(c, r, done, len - done);
+}
+
 static void
 raw_send(struct sconn *c, const char *data, size_t len)
 {
-    if (len == 0 || c->st == C_CLOSING)
+    size_t done = len && c->st != C_CLOSING ? try_send(c, data, len) : len;
+    if (done == len)
         return;
-    struct wreq *r = wreq_new(len);
-    memcpy(r->data, data, len);
-    raw_send_wreq(c, r, len);
+    struct wreq *r = wreq_new(len - done);
+    memcpy(r->data, data + done, len - done);
+    queue_send(c, r, 0, len - done);
 }
 
 /* Sends what OpenSSL wrote into its memory BIO. */
