@@ -109,7 +109,9 @@ struct task {
     char *raw;                /* the exact processing-list entry */
     size_t rawlen;
     struct job *job;
-    uint64_t idhash; /* util_hash of job->id (task_with_id) */
+    uint64_t idhash;     /* util_hash of job->id (task_with_id) */
+    struct task *idnext; /* in w->idtab's chain, once linked */
+    int idlinked;
     int attempt;
     int claimed; /* the ledger says this worker holds the id (fence) */
     int64_t first_at;
@@ -195,6 +197,10 @@ struct worker {
     struct herr ckpt_err;
     struct task *tasks;
     size_t ntasks;
+    /* The tasks with a job id, by idhash (chained; idmask + 1 buckets,
+     * made at the first): a take's every job is looked for among them. */
+    struct task **idtab;
+    size_t idmask;
     struct task_hooks hooks;
     size_t ngated;       /* tasks in TASK_GATED */
     size_t task_illegal; /* moves task_enter refused (a bug: logged) */

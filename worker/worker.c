@@ -289,6 +289,7 @@ on_handle_closed(uv_handle_t *h)
     bigjob_free(w->big); /* the queue is closed: no reply can come */
     free(w->fb_task);
     free(w->fb_step);
+    free(w->idtab);
     free(w->done_list);
     free(w->mark);
     while (w->batches) { /* Redis never answered: the jobs stay in it */
