@@ -431,20 +431,17 @@ classify_no_rcpt(struct smtpsess_txn *t)
 }
 
 static void
-rcpt_cmd(struct smtpsess *s, struct smtpsess_out *o, size_t i)
+rcpt_cmd(struct smtpsess *s, struct smtpsess_out *o,
+         const struct smtpsess_txn *t, size_t i)
 {
-    buf_printf(o->cmd, "RCPT TO:<%s>\r\n", s->txn->rcpt[s->txn->round[i]]);
+    buf_printf(o->cmd, "RCPT TO:<%s>\r\n", t->rcpt[t->round[i]]);
     push(s, SMTPSESS_C_RCPT);
 }
 
-void
-smtpsess_txn_start(struct smtpsess *s, struct smtpsess_txn *t,
-                   struct smtpsess_out *o)
+/* MAIL FROM, and with PIPELINING the RCPTs and DATA, of t's round. */
+static void
+txn_cmds(struct smtpsess *s, struct smtpsess_txn *t, struct smtpsess_out *o)
 {
-    out_reset(o);
-    s->txn = t;
-    s->rcpt_seen = s->rcpt_ok = 0;
-    s->mail_failed = 0;
     t->res->reused = s->used;
     s->used = 1;
     if (s->caps.size)
@@ -457,10 +454,45 @@ smtpsess_txn_start(struct smtpsess *s, struct smtpsess_txn *t,
     t->last_ok = 0;
     if (s->caps.pipelining) {
         for (size_t i = 0; i < t->nround; i++)
-            rcpt_cmd(s, o, i);
+            rcpt_cmd(s, o, t, i);
         buf_puts(o->cmd, "DATA\r\n");
         push(s, SMTPSESS_C_DATA);
     }
+}
+
+void
+smtpsess_txn_start(struct smtpsess *s, struct smtpsess_txn *t,
+                   struct smtpsess_out *o)
+{
+    out_reset(o);
+    s->txn = t;
+    s->rcpt_seen = s->rcpt_ok = 0;
+    s->mail_failed = 0;
+    txn_cmds(s, t, o);
+}
+
+int
+smtpsess_can_chain(const struct smtpsess *s)
+{
+    const struct smtpsess_txn *t = s->txn;
+    if (!s->caps.pipelining || t == NULL || s->next || s->broken ||
+        t->decided || s->rcpt_ok == 0 || s->exp_n != 1 ||
+        s->exp[s->exp_head] != SMTPSESS_C_BODY)
+        return 0;
+    for (size_t i = 0; i < t->nround; i++) {
+        const struct mail_rcpt_result *rr = &t->res->rcpt[t->round[i]];
+        if (smtp_too_many_rcpt(rr->code, rr->reply))
+            return 0; /* a next round of this transaction comes first */
+    }
+    return 1;
+}
+
+void
+smtpsess_txn_chain(struct smtpsess *s, struct smtpsess_txn *t,
+                   struct smtpsess_out *o)
+{
+    s->next = t;
+    txn_cmds(s, t, o);
 }
 
 /* The transaction has its result: handed back; the session goes idle,
@@ -472,6 +504,18 @@ finish(struct smtpsess *s, struct smtpsess_out *o, int reusable)
     s->txn = NULL;
     o->txn_done = 1;
     o->txn = t;
+    if (s->next && reusable) {
+        /* its commands are out already: it goes on, and the message's
+         * end ended this one for the server, whatever its reply (no
+         * RSET) */
+        s->txn = s->next;
+        s->next = NULL;
+        s->rcpt_seen = s->rcpt_ok = 0;
+        s->mail_failed = 0;
+        o->chained_on = 1;
+        return;
+    }
+    s->next = NULL;
     if (!reusable) {
         o->close = 1;
         return;
@@ -516,7 +560,7 @@ txn_reply(struct smtpsess *s, enum smtpsess_cmd c, int code, const char *line,
                 finish(s, o, !s->broken);
                 return;
             }
-            rcpt_cmd(s, o, 0);
+            rcpt_cmd(s, o, t, 0);
         }
         break;
     case SMTPSESS_C_RCPT: {
@@ -540,7 +584,7 @@ txn_reply(struct smtpsess *s, enum smtpsess_cmd c, int code, const char *line,
             s->rcpt_ok++;
         if (!s->caps.pipelining) {
             if (s->rcpt_seen < t->nround) {
-                rcpt_cmd(s, o, s->rcpt_seen);
+                rcpt_cmd(s, o, t, s->rcpt_seen);
             } else if (s->rcpt_ok == 0) {
                 classify_no_rcpt(t);
                 finish(s, o, !s->broken);

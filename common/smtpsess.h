@@ -14,6 +14,7 @@
  *                 recipients a server refuses as too many for one message
  *                 (452 4.5.3) go at once in the next transaction of the
  *                 session (RFC 5321 §4.5.3.1.10); RSET after a failed one;
+ *                 the next transaction chained after a message (below);
  *                 QUIT to end (RFC 5321 §4.1.1.10)
  *
  * Use: fill the configuration, smtpsess_begin(); feed every line of every
@@ -129,6 +130,7 @@ struct smtpsess {
     enum smtpsess_cmd exp[MAILER_RCPT_MAX + 8]; /* replies awaited, FIFO */
     size_t exp_head, exp_n;
     struct smtpsess_txn *txn;  /* the transaction in progress, or NULL */
+    struct smtpsess_txn *next; /* chained after txn's message, or NULL */
     size_t rcpt_seen, rcpt_ok; /* its RCPT replies, and the accepted */
     int mail_failed;           /* its MAIL was refused */
     int used;                  /* carried a transaction before */
@@ -164,10 +166,13 @@ struct smtpsess_out {
     int send_body;     /* after cmd: the message, dot-stuffed, ending with
                           CR LF "." CR LF */
     int txn_done;      /* the transaction has its result (s->txn is NULL
-                          again; it was the one in `txn`) */
+                          again, or the chained one; it was the one in
+                          `txn`) */
     struct smtpsess_txn *txn;
-    int idle;  /* no transaction: the connection may be pooled */
-    int close; /* close the connection (once cmd is sent) */
+    int chained_on; /* with txn_done: the chained transaction is now
+                       the one in progress (s->txn) */
+    int idle;       /* no transaction: the connection may be pooled */
+    int close;      /* close the connection (once cmd is sent) */
 };
 
 /* Starts a session: the greeting is awaited. `secure`: TLS is up already
@@ -202,6 +207,25 @@ void smtpsess_txn_init(struct smtpsess_txn *t);
  * when offered), and with PIPELINING the RCPTs and DATA in the same
  * write. */
 void smtpsess_txn_start(struct smtpsess *s, struct smtpsess_txn *t,
+                        struct smtpsess_out *out);
+
+/*
+ * Chaining (RFC 2920 §3.1: a message may begin a group of pipelined
+ * commands): once the transaction in progress has sent its message, the
+ * next one's MAIL, RCPT and DATA may follow in the same write, so a
+ * connection that carries message after message waits one round trip a
+ * message instead of two. smtpsess_can_chain says whether it may now:
+ * PIPELINING offered, only the message's end awaited, nothing chained
+ * yet, and the transaction will be over at that reply (no recipients
+ * refused as too many, which would go in a next round of their own).
+ * smtpsess_txn_chain appends t's commands to out->cmd (nothing else of
+ * out is touched). The current transaction's end then comes with
+ * out.chained_on, and t is in progress; when the session breaks first
+ * (421, out.close) t is dropped from it, without a result: the caller
+ * gives it one.
+ */
+int smtpsess_can_chain(const struct smtpsess *s);
+void smtpsess_txn_chain(struct smtpsess *s, struct smtpsess_txn *t,
                         struct smtpsess_out *out);
 
 /* The transaction failed (cls, code, why: a transport failure has code

@@ -53,6 +53,9 @@ struct sconn {
     struct buf in;        /* partial reply line */
     struct buf out;       /* the commands of one step, reused */
     struct xfer *x;       /* the transaction on this connection */
+    struct xfer *xnext;   /* chained after x's message (smtpsess.h): it
+                             takes x's place, and its busy count, when x
+                             ends */
 };
 
 struct xfer {
@@ -124,6 +127,9 @@ struct mailer {
 
 static void conn_close(struct sconn *c);
 static void conn_fail(struct sconn *c, const char *why);
+static void chain_drop(struct sconn *c, const char *why);
+static void on_withdrawn(uv_timer_t *t);
+static struct xfer *wait_pop(struct mailer *m, struct pool *p);
 static void pool_wake(struct mailer *m, struct pool *p);
 static void mailer_dispatch(struct mailer *m);
 static void conn_send(struct sconn *c, const char *data, size_t len);
@@ -271,22 +277,28 @@ trace(struct sconn *c, enum mail_trace kind, const char *s, size_t n)
         c->x->req->trace(c->x->req, kind, s, n);
 }
 
-/* Each line of commands about to be sent, to the trace, without CR LF.
- * Never given credentials: AUTH says only its mechanism. */
+/* Each line of commands about to be sent for x, to its trace, without
+ * CR LF. Never given credentials: AUTH says only its mechanism. */
 static void
-trace_cmds(struct sconn *c, const char *s, size_t n)
+trace_lines(struct xfer *x, const char *s, size_t n)
 {
-    if (c->x == NULL || c->x->req->trace == NULL)
+    if (x == NULL || x->req->trace == NULL)
         return;
     while (n > 0) {
         const char *nl = memchr(s, '\n', n);
         size_t k = nl ? (size_t)(nl - s) + 1 : n, len = k;
         while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
             len--;
-        trace(c, MAIL_TRACE_OUT, s, len);
+        x->req->trace(x->req, MAIL_TRACE_OUT, s, len);
         s += k;
         n -= k;
     }
+}
+
+static void
+trace_cmds(struct sconn *c, const char *s, size_t n)
+{
+    trace_lines(c->x, s, n);
 }
 
 /* ---- connection life ---- */
@@ -381,6 +393,19 @@ conn_fail(struct sconn *c, const char *why)
     struct xfer *x = c->x;
     c->x = NULL;
     c->sess.broken = 1;
+    if (c->xnext) {
+        conn_close(c);
+        if (x) {
+            char msg[MAILER_REPLY_MAX];
+            snprintf(msg, sizeof msg, "%s (during end of data with %s:%d)", why,
+                     x->pool->host, x->pool->port);
+            x->c = NULL;
+            smtpsess_txn_fail(&x->txn, MAIL_TEMP, 0, msg);
+            xfer_done(x);
+        }
+        chain_drop(c, why);
+        return;
+    }
     if (x) {
         char msg[MAILER_REPLY_MAX];
         const char *step = smtpsess_awaited(&c->sess);
@@ -443,7 +468,7 @@ on_timeout(uv_timer_t *t)
  * written once into the buffer that goes to the socket (a message of
  * megabytes is copied once, not grown by doubling and copied again). */
 static void
-send_body(struct sconn *c)
+send_body(struct sconn *c, const char *then, size_t thenlen)
 {
     const struct mail_req *req = c->x->req;
     const char *p, *end = req->data + req->len;
@@ -455,7 +480,7 @@ send_body(struct sconn *c)
         p = nl ? nl + 1 : end;
     }
     int crlf = req->len < 2 || memcmp(end - 2, "\r\n", 2) != 0;
-    size_t len = req->len + dots + (crlf ? 2 : 0) + 3;
+    size_t len = req->len + dots + (crlf ? 2 : 0) + 3 + thenlen;
     struct wreq *r = wreq_new(len);
     char *o = r->data;
     for (p = req->data; p < end;) {
@@ -472,6 +497,8 @@ send_body(struct sconn *c)
         o += 2;
     }
     memcpy(o, ".\r\n", 3);
+    if (thenlen) /* the chained transaction's commands, same write */
+        memcpy(o + 3, then, thenlen);
     trace_cmds(c, ".", 1); /* the message's end; its lines are not traced */
     if (!c->tls) {
         raw_send_wreq(c, r, len);
@@ -563,13 +590,70 @@ finish_transaction(struct sconn *c, const struct smtpsess_out *o, int rset_sent)
     struct xfer *x = c->x;
     c->x = NULL;
     x->c = NULL;
-    if (o->close)
+    if (o->chained_on) {
+        /* the chained one takes the connection and x's place */
+        c->x = c->xnext;
+        c->xnext = NULL;
+        c->x->busy = 1;
+        c->m->nbusy++;
+    } else if (o->close) {
         conn_close(c);
-    else if (o->idle)
+    } else if (o->idle) {
         conn_idle(c);
-    else if (rset_sent)
+    } else if (rset_sent) {
         c->st = C_RESET;
+    }
     xfer_done(x);
+    if (o->close)
+        chain_drop(c, "the server closed the connection");
+}
+
+/* The chained transaction (if any) dies with its connection before it
+ * began for the server: a temporary failure, retried like any. */
+static void
+chain_drop(struct sconn *c, const char *why)
+{
+    struct xfer *x = c->xnext;
+    if (x == NULL)
+        return;
+    c->xnext = NULL;
+    x->c = NULL;
+    char msg[MAILER_REPLY_MAX];
+    snprintf(msg, sizeof msg,
+             "%s (before its transaction, chained after another, with "
+             "%s:%d)",
+             why, x->pool->host, x->pool->port);
+    smtpsess_txn_fail(&x->txn, MAIL_TEMP, 0, msg);
+    xfer_done(x);
+}
+
+/*
+ * The next request waiting for this connection's server, chained after
+ * the message about to be sent (smtpsess.h, "Chaining"): taken when the
+ * session may chain and no other server waits for a place (the servers
+ * take turns for places; a chained request takes this connection's when
+ * the current transaction ends). NULL when none goes.
+ */
+static struct xfer *
+chain_take(struct sconn *c)
+{
+    struct mailer *m = c->m;
+    struct pool *p = c->pool;
+    if (p == NULL || p->nwait == 0 || m->closing || m->aborting || c->xnext ||
+        !smtpsess_can_chain(&c->sess))
+        return NULL;
+    if (m->ring_head && (m->ring_head != p || p->rnext))
+        return NULL; /* another server's turn first */
+    struct xfer *x = wait_pop(m, p);
+    if (x->req->may_start && x->req->may_start(x->req) != 0) {
+        x->wnext = m->withdrawn; /* done() from the loop, not from here */
+        m->withdrawn = x;
+        uv_timer_start(&m->t_withdrawn, on_withdrawn, 0, 0);
+        return NULL;
+    }
+    c->xnext = x;
+    x->c = c;
+    return x;
 }
 
 /* The session is set up (and logged in, with a user): the transaction,
@@ -643,8 +727,18 @@ apply(struct sconn *c, struct buf *cmd, struct smtpsess_out *o)
             setup_fail(c, 0, "could not set up TLS", MAIL_TEMP);
         return;
     }
-    if (o->send_body && x)
-        send_body(c);
+    if (o->send_body && x) {
+        struct xfer *nx = chain_take(c);
+        if (nx) { /* cmd was sent: reused for the chained commands */
+            buf_reset(cmd);
+            struct smtpsess_out co = {.cmd = cmd};
+            smtpsess_txn_chain(&c->sess, &nx->txn, &co);
+            trace_lines(nx, cmd->p, cmd->len);
+        }
+        send_body(c, nx ? cmd->p : NULL, nx ? cmd->len : 0);
+        if (c->st == C_CLOSING)
+            return;
+    }
     if (o->done) {
         session_ready(c);
         return;
@@ -1322,7 +1416,10 @@ mailer_abort_all(struct mailer *m)
             wait_remove(m, p, x); /* out of the wait queue */
         if (x->c) {
             struct sconn *c = x->c;
-            c->x = NULL;
+            if (c->x == x)
+                c->x = NULL;
+            if (c->xnext == x)
+                c->xnext = NULL;
             x->c = NULL;
             c->sess.broken = 1;
             conn_close(c);

@@ -391,6 +391,120 @@ test_too_many_recipients(void)
     buf_free(&x.r.cmd);
 }
 
+/* A second transaction of its own (t2 over res2, one recipient). */
+static void
+tx_second(struct tx *x, struct smtpsess_txn *t2, struct mail_result *res2,
+          struct mail_rcpt_result *rr2)
+{
+    memset(t2, 0, sizeof *t2);
+    memset(res2, 0, sizeof *res2);
+    memset(rr2, 0, sizeof *rr2);
+    res2->rcpt = rr2;
+    res2->nrcpt = 1;
+    t2->mail_from = "c@acme.test";
+    t2->rcpt = x->rcpt;
+    t2->nrcpt = 1;
+    t2->size = 50;
+    t2->res = res2;
+    smtpsess_txn_init(t2);
+}
+
+/* Chaining (RFC 2920 §3.1): the next transaction's commands follow a
+ * message; its replies come after the message's, one round trip a
+ * message. */
+static void
+test_chaining(void)
+{
+    struct tx x;
+    struct smtpsess_txn t2;
+    struct mail_result res2;
+    struct mail_rcpt_result rr2;
+    tx_start(&x, 1, 1);
+    CHECK(!smtpsess_can_chain(&x.r.s)); /* MAIL, RCPT, DATA awaited */
+    reply(&x.r, "250 ok");
+    reply(&x.r, "250 ok");
+    reply(&x.r, "354 go");
+    CHECK(x.r.o.send_body && smtpsess_can_chain(&x.r.s));
+    tx_second(&x, &t2, &res2, &rr2);
+    buf_reset(&x.r.cmd);
+    smtpsess_txn_chain(&x.r.s, &t2, &x.r.o);
+    CHECK_STR(said(&x.r), "MAIL FROM:<c@acme.test>\r\nRCPT TO:<r0@x.test>\r\n"
+                          "DATA\r\n");
+    CHECK(!smtpsess_can_chain(&x.r.s)); /* one at a time */
+    CHECK(res2.reused == 1 && res2.transactions == 1);
+    /* the first message's end: the first is done, the second goes on */
+    reply(&x.r, "250 2.0.0 queued as A");
+    CHECK(x.r.o.txn_done && x.r.o.txn == &x.t && x.r.o.chained_on);
+    CHECK(!x.r.o.idle && !x.r.o.close && x.r.cmd.len == 0);
+    CHECK(x.res.cls == MAIL_OK && x.r.s.txn == &t2 && x.r.s.next == NULL);
+    reply(&x.r, "250 ok");
+    reply(&x.r, "250 ok");
+    reply(&x.r, "354 go");
+    CHECK(x.r.o.send_body);
+    reply(&x.r, "250 2.0.0 queued as B");
+    CHECK(x.r.o.txn_done && x.r.o.txn == &t2 && x.r.o.idle);
+    CHECK(!x.r.o.chained_on && res2.cls == MAIL_OK);
+    CHECK_STR(res2.reply, "250 2.0.0 queued as B");
+
+    /* the first message refused: still no RSET, the second goes on */
+    buf_reset(&x.r.cmd);
+    x.t.res = &x.res;
+    memset(&x.res, 0, sizeof x.res);
+    x.res.rcpt = x.rr;
+    x.res.nrcpt = 1;
+    smtpsess_txn_init(&x.t);
+    smtpsess_txn_start(&x.r.s, &x.t, &x.r.o);
+    reply(&x.r, "250 ok");
+    reply(&x.r, "250 ok");
+    reply(&x.r, "354 go");
+    tx_second(&x, &t2, &res2, &rr2);
+    buf_reset(&x.r.cmd);
+    smtpsess_txn_chain(&x.r.s, &t2, &x.r.o);
+    reply(&x.r, "554 5.7.1 spam");
+    CHECK(x.r.o.txn_done && x.r.o.chained_on && x.r.cmd.len == 0);
+    CHECK(x.res.cls == MAIL_PERM && x.res.code == 554);
+    reply(&x.r, "250 ok");
+    reply(&x.r, "250 ok");
+    reply(&x.r, "354 go");
+    reply(&x.r, "250 queued");
+    CHECK(x.r.o.txn_done && x.r.o.txn == &t2 && res2.cls == MAIL_OK);
+
+    /* 421 at the message's end: the session breaks, the chained one is
+     * dropped without a result (the caller gives it one) */
+    buf_reset(&x.r.cmd);
+    smtpsess_txn_init(&x.t);
+    memset(&x.res, 0, sizeof x.res);
+    x.res.rcpt = x.rr;
+    x.res.nrcpt = 1;
+    smtpsess_txn_start(&x.r.s, &x.t, &x.r.o);
+    reply(&x.r, "250 ok");
+    reply(&x.r, "250 ok");
+    reply(&x.r, "354 go");
+    tx_second(&x, &t2, &res2, &rr2);
+    smtpsess_txn_chain(&x.r.s, &t2, &x.r.o);
+    reply(&x.r, "421 4.3.2 shutting down");
+    CHECK(x.r.o.txn_done && x.r.o.close && !x.r.o.chained_on);
+    CHECK(x.res.cls == MAIL_TEMP && x.r.s.txn == NULL && x.r.s.next == NULL);
+    CHECK(res2.code == 0 && res2.reply[0] == '\0');
+    buf_free(&x.r.cmd);
+
+    /* no chaining without PIPELINING, nor when recipients were refused
+     * as too many (their next round comes first) */
+    tx_start(&x, 0, 1);
+    reply(&x.r, "250 ok");
+    reply(&x.r, "250 ok");
+    reply(&x.r, "354 go");
+    CHECK(x.r.o.send_body && !smtpsess_can_chain(&x.r.s));
+    buf_free(&x.r.cmd);
+    tx_start(&x, 1, 2);
+    reply(&x.r, "250 ok");
+    reply(&x.r, "250 ok");
+    reply(&x.r, "452 4.5.3 Too many recipients");
+    reply(&x.r, "354 go");
+    CHECK(x.r.o.send_body && !smtpsess_can_chain(&x.r.s));
+    buf_free(&x.r.cmd);
+}
+
 static void
 test_names(void)
 {
@@ -407,6 +521,7 @@ main(void)
     test_auth();
     test_transaction();
     test_too_many_recipients();
+    test_chaining();
     test_names();
     return T_DONE("test_smtpsess");
 }
