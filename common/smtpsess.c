@@ -492,6 +492,7 @@ smtpsess_txn_chain(struct smtpsess *s, struct smtpsess_txn *t,
                    struct smtpsess_out *o)
 {
     s->next = t;
+    t->res->chained = 1;
     txn_cmds(s, t, o);
 }
 

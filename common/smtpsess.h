@@ -56,6 +56,7 @@ struct mail_result {
     struct mail_rcpt_result *rcpt; /* nrcpt results, in envelope order */
     size_t nrcpt;
     int reused;       /* 1 when an existing connection carried it */
+    int chained;      /* its commands followed another's message */
     int transactions; /* MAIL commands it took: more than one when the
                          server took only so many recipients per message */
     int auth_failed;  /* the server refused the credentials (cls TEMP) */

@@ -474,7 +474,12 @@ on_mail_done(struct mail_req *req, const struct mail_result *r)
                     r->reply, NULL);
         } else if (log_enabled(LOG_INFO)) {
             log_job(LOG_INFO, task_id(t), task_org(t), t->attempt, "delivered",
-                    "path", t->route.path_name, "smtp_reply", r->reply, NULL);
+                    "path", t->route.path_name, "smtp_reply", r->reply,
+                    "connection",
+                    r->chained  ? "chained"
+                    : r->reused ? "reused"
+                                : "new",
+                    NULL);
         }
         task_record(t, MCW_SENT);
         task_pump(t->w);

@@ -186,7 +186,11 @@ class Recorder:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(meta, f)
         os.replace(tmp, os.path.join(self.dir, f"{n}.json"))
-        self.event("accepted", n=n, peer=peer, **ids)
+        # bytes the client sent after the message's end before its reply:
+        # a next transaction's commands chained after it (RFC 2920 §3.1)
+        reader = getattr(server, "_reader", None)
+        ahead = len(getattr(reader, "_buffer", b"") or b"")
+        self.event("accepted", n=n, peer=peer, ahead=ahead, **ids)
         return f"250 2.0.0 Ok: queued as T{n}"
 
 

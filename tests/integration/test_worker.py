@@ -902,6 +902,33 @@ def test_a_later_transaction_failing_sends_nobody_twice(t):
 
 
 @harness.timeout(60)
+def test_messages_to_one_server_are_chained_on_one_connection(t):
+    """One SMTP slot, 40 jobs waiting: each next transaction's MAIL, RCPT
+    and DATA follow the previous message's end (RFC 2920 §3.1), on one
+    connection. The server (aiosmtpd) sees them waiting when it answers
+    the message; every job is delivered once, to its own recipient, and
+    the worker's log says which went chained."""
+    r = t.redis(aof=False)
+    s = t.smtp(pipelining=True)
+    e = t.env(r, s, HERALD_CONCURRENCY="1")
+    ids = ["chain-%02d" % i for i in range(40)]
+    for i, id in enumerate(ids):
+        push(r, t.prefix, make_job(id=id, to=["p%02d@family.test" % i]))
+    w = t.worker(e)
+    s.wait_count(40, 60)
+    check(sorted(s.ids()) == sorted(ids), "every job once: %r" % s.ids())
+    for id, (env, raw) in zip(s.ids(), s.messages()):
+        check(env["rcpt_tos"] == ["p%s@family.test" % id[-2:]], (id, env["rcpt_tos"]))
+    ev = s.events()
+    connects = sum(1 for x in ev if x["event"] == "ehlo")  # not the harness's probe
+    ahead = sum(1 for x in ev if x["event"] == "accepted" and x.get("ahead", 0) > 0)
+    check(connects == 1, "%d connections" % connects)
+    check(ahead >= 20, "only %d of 40 messages had the next transaction chained" % ahead)
+    stop_ok(w)
+    chained = [d for d in w.logs() if d.get("msg") == "delivered" and d.get("connection") == "chained"]
+    check(len(chained) >= 20, "the log says %d went chained" % len(chained))
+
+
 def test_tempfail_is_retried_with_same_message_id(t):
     r, s, e, w = setup(t, smtp_opts={"tempfail_data": r"^Subject: Later"})
     push(r, t.prefix, make_job(id="temp-1", subject="Later please"))
