@@ -205,9 +205,7 @@ op_add(struct queue *q, int argc, const char **argv, const size_t *lens,
     int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
     if (n < 0)
         abort();
-    op->cmd = xmalloc((size_t)n);
-    memcpy(op->cmd, cmd, (size_t)n);
-    free(cmd);
+    op->cmd = cmd; /* hiredis 0.14 formats with malloc(): ours to free */
     op->len = (size_t)n;
     op->cb = cb;
     op->ud = ud;
