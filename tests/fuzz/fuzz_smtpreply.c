@@ -8,7 +8,10 @@
  * never sends credentials in clear text to a server not on loopback,
  * never traces them, says only whole CR LF lines; once set up, a
  * transaction of three recipients gets one result, at most one, with a
- * class and a code that a reply or Herald gave.
+ * class and a code that a reply or Herald gave; with a second one chained
+ * after its message (config bit 5, smtpsess_can_chain permitting), each
+ * gets at most one result, the chained one's after the first's, and the
+ * session is on the chained one exactly when it says chained_on.
  */
 #include "../../common/smtpreply.h"
 #include "../../common/smtpsess.h"
@@ -52,6 +55,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     txn.nrcpt = 3;
     txn.res = &res;
     smtpsess_txn_init(&txn);
+    struct mail_rcpt_result rr2[3];
+    struct mail_result res2;
+    memset(rr2, 0, sizeof rr2);
+    memset(&res2, 0, sizeof res2);
+    res2.rcpt = rr2;
+    res2.nrcpt = 3;
+    struct smtpsess_txn txn2;
+    memset(&txn2, 0, sizeof txn2);
+    txn2.mail_from = "g@x.test";
+    txn2.rcpt = rcpt;
+    txn2.nrcpt = 3;
+    txn2.res = &res2;
+    smtpsess_txn_init(&txn2);
+    int chained = 0, results2 = 0;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
@@ -96,25 +113,47 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     if (o.start_tls)
                         smtpsess_tls_up(&ss, &o);
                     if (o.txn_done) {
-                        results++;
-                        FUZZ_ASSERT(o.txn == &txn && ss.txn == NULL,
-                                    "the result of another transaction");
-                        FUZZ_ASSERT(res.cls <= MAIL_PERM, "class %d", res.cls);
-                        FUZZ_ASSERT(res.code == 0 ||
-                                        (res.code >= 200 && res.code <= 599),
-                                    "code %d", res.code);
+                        struct mail_result *r = o.txn == &txn2 ? &res2 : &res;
+                        if (o.txn == &txn2) {
+                            results2++;
+                            FUZZ_ASSERT(chained && results == 1,
+                                        "the chained one ended first");
+                        } else {
+                            results++;
+                            FUZZ_ASSERT(o.txn == &txn,
+                                        "the result of another transaction");
+                        }
+                        FUZZ_ASSERT(o.chained_on
+                                        ? ss.txn == &txn2 && o.txn == &txn
+                                        : ss.txn == NULL,
+                                    "the session is on the wrong transaction");
+                        FUZZ_ASSERT(r->cls <= MAIL_PERM, "class %d", r->cls);
+                        FUZZ_ASSERT(r->code == 0 ||
+                                        (r->code >= 200 && r->code <= 599),
+                                    "code %d", r->code);
+                    }
+                    if (o.send_body && !chained && ((cfg >> 5) & 1) &&
+                        smtpsess_can_chain(&ss)) {
+                        size_t before = cmd.len;
+                        smtpsess_txn_chain(&ss, &txn2, &o);
+                        chained = 1;
+                        FUZZ_ASSERT(cmd.len > before &&
+                                        cmd.p[cmd.len - 1] == '\n',
+                                    "chained commands not ended by CR LF");
                     }
                     if (o.done) {
                         buf_reset(&cmd);
                         smtpsess_txn_start(&ss, &txn, &o);
                     }
-                    stopped = o.failed || o.error || o.close || o.txn_done;
+                    stopped = o.failed || o.error || o.close ||
+                              (o.txn_done && !o.chained_on);
                 }
             }
         }
         p += n;
     }
     FUZZ_ASSERT(results <= 1, "%d results for one transaction", results);
+    FUZZ_ASSERT(results2 <= 1, "%d results for the chained one", results2);
     buf_free(&cmd);
     FUZZ_ASSERT((caps.pipelining | caps.starttls | caps.size | caps.auth |
                  caps.auth_plain | caps.auth_login | caps.auth_cram_md5) <= 1,
