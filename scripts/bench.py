@@ -14,7 +14,8 @@ Starts redis-server and Postfix's smtp-sink on free loopback ports, then:
   4. latency: jobs enqueued at a steady rate while one worker runs;
      p50/p99 from enqueue (stamped in meta) to SMTP acceptance (sent_at).
 Message Center mirroring is on throughout. Prints figures; asserts nothing.
-BENCH_QUICK=1: no ceiling, 1 worker on each store, no latency. BENCH_PG=0:
+BENCH_QUICK=1: no ceiling, 1 worker on each store, no latency (BENCH_WORKERS,
+e.g. "2" or "1,2": the drains' worker counts, in either mode). BENCH_PG=0:
 no PostgreSQL run; BENCH_PG_SQL: SQL run on its database after the
 migration (experiments: drop an index, change a setting).
 """
@@ -472,7 +473,8 @@ def main():
 
         results = {}
         pg = None
-        for k in ((1,) if quick else (1, 2)):
+        ks = os.environ.get("BENCH_WORKERS", "1" if quick else "1,2")
+        for k in (int(x) for x in ks.split(",")):
             rate, stats, servers = drain_sqlite(k, rport, sport, tmp)
             cpu = sum(s[1] for s in stats)
             user = sum(s[2] for s in stats)

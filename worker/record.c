@@ -487,7 +487,10 @@ record_on_flush(uv_timer_t *timer)
     struct tq young = {0};
     size_t nyoung = 0;
     uint64_t now = uv_now(w->loop), due = UINT64_MAX;
-    while ((t = tq_pop(&w->mcq)) != NULL) {
+    /* at most MC_BATCH_MAX a batch: the rest goes in the next, at once
+     * (a store shared by two workers made batches of ~500, and their
+     * records, built at once on the pool thread, a peak of memory) */
+    while (w->fb_n < MC_BATCH_MAX && (t = tq_pop(&w->mcq)) != NULL) {
         if (t->step == MCW_SENDING && !w->stopping &&
             now - t->mcq_at < MC_SENDING_MS) {
             tq_push(&young, t);
@@ -501,8 +504,14 @@ record_on_flush(uv_timer_t *timer)
         w->fb_step[w->fb_n] = t->step;
         w->fb_n++;
     }
-    w->mcq = young;
-    w->nmcq = nyoung;
+    /* the young go back in front of what was left, in order */
+    if (young.head) {
+        young.tail->qnext = w->mcq.head;
+        if (w->mcq.head == NULL)
+            w->mcq.tail = young.tail;
+        w->mcq.head = young.head;
+    }
+    w->nmcq -= w->fb_n;
     if (nyoung)
         arm_flush(w, due);
     if (w->fb_n == 0)

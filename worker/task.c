@@ -567,12 +567,30 @@ task_may_start(struct mail_req *req)
     return go ? 0 : 1;
 }
 
-/* Hands the task to the mailer (TASK_SENDING). */
+/* Hands the task to the mailer (TASK_SENDING), with its message built
+ * now: not while it waits for its record (memory: a task waiting for a
+ * batch holds no message, ~2.5 KB each at ~2 KB a job), and with the Date
+ * of the attempt. */
 static void
 task_start_send(struct task *t)
 {
     struct worker *w = t->w;
     task_enter(t, TASK_SENDING);
+    if (t->msg == NULL) {
+        struct mime_opts o = {
+            .from = {.name = t->route.from_name, .email = t->route.from_addr},
+            .reply_to = t->route.reply_to,
+            .msgid_domain = w->msgid_domain,
+            .date_ms = clock_now_ms(),
+        };
+        struct herr e;
+        if (mime_build(t->job, &o, &t->msg, &t->msglen, &e) != 0) {
+            char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
+            herr_format(&e, why, sizeof why);
+            task_fail(t, "invalid", why);
+            return;
+        }
+    }
     t->req.url = t->route.url;
     t->req.tls = t->route.tls;
     t->req.max_conns = t->route.max_conns;
@@ -880,12 +898,6 @@ task_prepare(struct task *t)
         queue_kick(w->q); /* it holds no place meanwhile: take more */
         return;
     }
-    struct mime_opts o = {
-        .from = {.name = t->route.from_name, .email = t->route.from_addr},
-        .reply_to = t->route.reply_to,
-        .msgid_domain = w->msgid_domain,
-        .date_ms = clock_now_ms(),
-    };
     if (t->rcpt == NULL)
         outcome_build_envelope(t);
     if (t->nrcpt == 0) {
@@ -896,15 +908,6 @@ task_prepare(struct task *t)
     }
     if (t->plan.n && !t->quota_asked) {
         task_take_quota(t);
-        return;
-    }
-    struct herr e;
-    free(t->msg);
-    t->msg = NULL;
-    if (mime_build(t->job, &o, &t->msg, &t->msglen, &e) != 0) {
-        char why[HERR_FIELD_MAX + HERR_MSG_MAX + 4];
-        herr_format(&e, why, sizeof why);
-        task_fail(t, "invalid", why);
         return;
     }
     task_record(t, MCW_START);
