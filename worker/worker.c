@@ -191,20 +191,24 @@ room(void *ud, size_t *bytes)
     if (w->stopping || !schemes_loaded(w->schemes) ||
         !senders_loaded(w->senders))
         return 0; /* no job is routed before the schemes are known */
-    /* Sixteen times the SMTP slots: jobs being claimed and recorded
+    /* Twelve times the SMTP slots: jobs being claimed and recorded
      * ahead of a free slot, and jobs whose outcome is being recorded (a
      * batch commit, then leaving the processing list), must not starve
      * the SMTP connections: a job waits for two Message Center batches,
      * written one at a time, and at eight times the slots the SMTP
-     * connections stood idle while every task waited on a batch (make
-     * bench: 16x +13 % msg/s, 24x no more, ~12 KB a task). A job waiting in the
+     * connections stood idle while every task waited on a batch. Sixteen
+     * gave ~13 % more msg/s than eight in make bench but doubled the
+     * fairness bench's p50 (another organisation's receipt waits behind
+     * what the worker holds: 16-19 -> ~30 ms, p99 up to 172 ms); twelve
+     * kept it (20 ms, p99 37-78 ms) at about the same throughput. ~12 KB
+     * a task. A job waiting in the
      * queue of a server with fewer connections than slots (an organisation's
      * own, maybe slow), or for its scheme's first login, holds no place there
      * (SPEC §8: it must not hold up other servers' jobs); all tasks together
      * stay under 64 times the slots. A task is a few KB. */
     long working = (long)w->ntasks - (long)w->ngated -
                    (long)(w->mailer ? mailer_waiting(w->mailer) : 0);
-    long r = 16 * w->s->concurrency - working;
+    long r = 12 * w->s->concurrency - working;
     long all = 64 * w->s->concurrency - (long)w->ntasks;
     if (all < r)
         r = all;

@@ -51,15 +51,15 @@ def test_a_burst_of_one_organisation_does_not_hold_up_another(t):
     pos = position_of_the_other(t, 20000)
     check(pos <= 2, "the other organisation's receipt went out %dth" % (pos + 1))
     # first in, first out, the receipt is taken after the burst; only the
-    # jobs the worker holds with it (16 x the slot) can it pass, in the
+    # jobs the worker holds with it (12 x the slot) can it pass, in the
     # relay's queue, where organisations take turns
     pos = position_of_the_other(t, 0)
-    check(pos >= 200 - 16, "first in, first out: the receipt went out %dth" % (pos + 1))
+    check(pos >= 200 - 12, "first in, first out: the receipt went out %dth" % (pos + 1))
 
 
 def test_staging_is_bounded_counted_and_survives_a_dead_worker(t):
     """HERALD_FAIR_WINDOW=20, one SMTP slot, a relay that holds every
-    message 30 s: the worker holds 16 jobs (16 x the slots), with at most
+    message 30 s: the worker holds 12 jobs (12 x the slots), with at most
     20 staged; the rest waits in the lane. `queue stats` counts the lane
     and its staged jobs; nothing is in two places. The worker is then
     killed: another worker takes the staged jobs and the dead one's
@@ -71,19 +71,19 @@ def test_staging_is_bounded_counted_and_survives_a_dead_worker(t):
     ids = burst(r, t, 100)
     w1 = t.worker(dict(e, HERALD_WORKER_ID="w1"))
     p = t.prefix
-    wait_until(lambda: r.cmd("LLEN", p + ":processing:w1") == 16, 20, "16 taken")
+    wait_until(lambda: r.cmd("LLEN", p + ":processing:w1") == 12, 20, "12 taken")
     time.sleep(0.5)
-    check(r.cmd("LLEN", p + ":processing:w1") == 16, "taken past the bound")
+    check(r.cmd("LLEN", p + ":processing:w1") == 12, "taken past the bound")
     lane = r.cmd("LLEN", p + ":queue:normal")
     staged = r.cmd("LLEN", p + ":queue:normal:org:alpha")
-    check(0 < staged <= 20 and lane + staged == 84,
-          "lane %d, staged %d (of 84 not taken; window 20)" % (lane, staged))
+    check(0 < staged <= 20 and lane + staged == 88,
+          "lane %d, staged %d (of 88 not taken; window 20)" % (lane, staged))
     check(int(r.cmd("GET", p + ":fair:normal:staged")) == staged, "the staged count")
     check(r.cmd("LRANGE", p + ":fair:normal", 0, -1) == [b"alpha"], "the ring")
     cp = run("heraldctl", "queue", "stats", "--json", env=e)
     check(cp.returncode == 0, cp.stderr)
     st = json.loads(cp.stdout)
-    check(st["queues"]["normal"] == 84, "queue stats: %r" % st["queues"])
+    check(st["queues"]["normal"] == 88, "queue stats: %r" % st["queues"])
     held = []
     for key in (p + ":queue:normal", p + ":queue:normal:org:alpha", p + ":processing:w1"):
         held += [json.loads(x)["id"] for x in r.cmd("LRANGE", key, 0, -1)]
