@@ -21,6 +21,24 @@
 
 #define FUZZ_PW "pa55word"
 
+/* A transaction of three recipients over res and rr. */
+static void
+txn_setup(struct smtpsess_txn *t, struct mail_result *res,
+          struct mail_rcpt_result *rr, const char *from,
+          const char *const *rcpt)
+{
+    memset(rr, 0, 3 * sizeof *rr);
+    memset(res, 0, sizeof *res);
+    res->rcpt = rr;
+    res->nrcpt = 3;
+    memset(t, 0, sizeof *t);
+    t->mail_from = from;
+    t->rcpt = rcpt;
+    t->nrcpt = 3;
+    t->res = res;
+    smtpsess_txn_init(t);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -41,33 +59,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     buf_init(&cmd, 0);
     struct smtpsess_out o = {.cmd = &cmd};
     int stopped = 0, results = 0;
-    const char *rcpt[3] = {"a@x.test", "b@x.test", "c@x.test"};
-    struct mail_rcpt_result rr[3];
-    struct mail_result res;
-    memset(rr, 0, sizeof rr);
-    memset(&res, 0, sizeof res);
-    res.rcpt = rr;
-    res.nrcpt = 3;
-    struct smtpsess_txn txn;
-    memset(&txn, 0, sizeof txn);
-    txn.mail_from = "f@x.test";
-    txn.rcpt = rcpt;
-    txn.nrcpt = 3;
-    txn.res = &res;
-    smtpsess_txn_init(&txn);
-    struct mail_rcpt_result rr2[3];
-    struct mail_result res2;
-    memset(rr2, 0, sizeof rr2);
-    memset(&res2, 0, sizeof res2);
-    res2.rcpt = rr2;
-    res2.nrcpt = 3;
-    struct smtpsess_txn txn2;
-    memset(&txn2, 0, sizeof txn2);
-    txn2.mail_from = "g@x.test";
-    txn2.rcpt = rcpt;
-    txn2.nrcpt = 3;
-    txn2.res = &res2;
-    smtpsess_txn_init(&txn2);
+    static const char *const rcpt[3] = {"a@x.test", "b@x.test", "c@x.test"};
+    struct mail_rcpt_result rr[3], rr2[3];
+    struct mail_result res, res2;
+    struct smtpsess_txn txn, txn2;
+    txn_setup(&txn, &res, rr, "f@x.test", rcpt);
+    txn_setup(&txn2, &res2, rr2, "g@x.test", rcpt);
     int chained = 0, results2 = 0;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
