@@ -66,11 +66,13 @@
  *                                      common/scheme.h); written by
  *                                      heraldctl / libherald with the
  *                                      compare-and-set redis/scheme_cas.lua
- * only (workers too, to mark auth_failed) <p>:big:<worker>:job,       string a
- * job over JOB_MAX_BYTES being moved to <p>:big:<worker>:entry             dead
- * in pieces (its copy, and the dead entry being built), an hour at most
- * (worker/bigjob.h) <p>:spf:<domain>            string the fleet's SPF verdict
- * for a domain
+ *                                      only (workers too, to mark
+ *                                      auth_failed)
+ *   <p>:big:<worker>:job,       string a job over JOB_MAX_BYTES being
+ *   <p>:big:<worker>:entry             moved to dead in pieces (its copy,
+ *                                      and the dead entry being built), an
+ *                                      hour at most (worker/bigjob.h)
+ *   <p>:spf:<domain>            string the fleet's SPF verdict for a domain
  *                                      ("1|reason" authorised, "0|reason"
  *                                      not), expiring with the records'
  *                                      TTL (worker/spfcache.h)

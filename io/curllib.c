@@ -4,17 +4,7 @@
 
 struct curllib_api curllib;
 
-static const char *const names[] = {
-#define CURLLIB_NAME(f) #f,
-    CURLLIB_FUNCS(CURLLIB_NAME)
-#undef CURLLIB_NAME
-};
-
-_Static_assert(sizeof curllib == sizeof names / sizeof *names * sizeof(void *),
-               "struct curllib_api holds function pointers only");
-
-static struct dynlib lib = {CURLLIB_SONAME, names, sizeof names / sizeof *names,
-                            &curllib,       0,     ""};
+DYNLIB_TABLE(lib, curllib, CURLLIB_SONAME, CURLLIB_FUNCS);
 
 int
 curllib_load(struct herr *e)

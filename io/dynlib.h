@@ -26,4 +26,17 @@ struct dynlib {
 
 int dynlib_load(struct dynlib *d);
 
+/* Defines `static struct dynlib var` for the table `api` (a struct with
+ * one function pointer per name of the X-macro list FUNCS, in order):
+ * its names, and a check that the struct holds those pointers only. */
+#define DYNLIB_NAME_(f) #f,
+#define DYNLIB_TABLE(var, api, soname, FUNCS)                                  \
+    static const char *const var##_names[] = {FUNCS(DYNLIB_NAME_)};            \
+    _Static_assert(sizeof(api) == sizeof var##_names / sizeof *var##_names *   \
+                                      sizeof(void *),                          \
+                   #api " holds function pointers only");                      \
+    static struct dynlib var = {                                               \
+        soname, var##_names, sizeof var##_names / sizeof *var##_names,         \
+        &(api), 0,           ""}
+
 #endif

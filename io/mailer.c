@@ -393,19 +393,6 @@ conn_fail(struct sconn *c, const char *why)
     struct xfer *x = c->x;
     c->x = NULL;
     c->sess.broken = 1;
-    if (c->xnext) {
-        conn_close(c);
-        if (x) {
-            char msg[MAILER_REPLY_MAX];
-            snprintf(msg, sizeof msg, "%s (during end of data with %s:%d)", why,
-                     x->pool->host, x->pool->port);
-            x->c = NULL;
-            smtpsess_txn_fail(&x->txn, MAIL_TEMP, 0, msg);
-            xfer_done(x);
-        }
-        chain_drop(c, why);
-        return;
-    }
     if (x) {
         char msg[MAILER_REPLY_MAX];
         const char *step = smtpsess_awaited(&c->sess);
@@ -415,11 +402,11 @@ conn_fail(struct sconn *c, const char *why)
                  x->pool->host, x->pool->port);
         smtpsess_txn_fail(&x->txn, MAIL_TEMP, 0, msg);
         x->c = NULL;
-        conn_close(c);
-        xfer_done(x);
-        return;
     }
     conn_close(c);
+    if (x)
+        xfer_done(x);
+    chain_drop(c, why); /* the one chained after x's message, if any */
 }
 
 static void

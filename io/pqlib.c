@@ -4,17 +4,7 @@
 
 struct pqlib_api pqlib;
 
-static const char *const names[] = {
-#define PQLIB_NAME(f) #f,
-    PQLIB_FUNCS(PQLIB_NAME)
-#undef PQLIB_NAME
-};
-
-_Static_assert(sizeof pqlib == sizeof names / sizeof *names * sizeof(void *),
-               "struct pqlib_api holds function pointers only");
-
-static struct dynlib lib = {PQLIB_SONAME, names, sizeof names / sizeof *names,
-                            &pqlib,       0,     ""};
+DYNLIB_TABLE(lib, pqlib, PQLIB_SONAME, PQLIB_FUNCS);
 
 int
 pqlib_load(struct herr *e)
