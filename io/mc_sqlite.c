@@ -25,6 +25,7 @@
  */
 #include "clock.h"
 #include "mc.h"
+#include "sqlite_walbuf.h"
 #include "util.h"
 
 #include <errno.h>
@@ -627,9 +628,10 @@ sq_open(const char *rest, void **state, struct herr *e)
     struct mcs *s = xcalloc(1, sizeof *s);
     s->path = path;
     s->busy_ms = busy_ms;
-    rc = sqlite3_open_v2(
-        path, &s->db,
-        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    rc = sqlite3_open_v2(path, &s->db,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                             SQLITE_OPEN_NOMUTEX,
+                         sqlite_walbuf_vfs());
     if (rc != SQLITE_OK) {
         if (s->db == NULL) /* out of memory */
             abort();
