@@ -1744,6 +1744,42 @@ test_from_job(void)
     }
     mc_record_free(r);
 
+    /* The JSON texts are written, not dumped by jansson: the same bytes
+     * as jansson's JSON_COMPACT for any name (escapes, U+2028, '/',
+     * non-ASCII), and a byte that is not UTF-8 shown as U+FFFD. */
+    static char *names[] = {"quote \" back \\ tab \t nl \n ctl \x01 del \x7f",
+                            "a/b <c>",
+                            "\xe2\x80\xa8 caf\xc3\xa9 \xf0\x9f\x98\x80", ""};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char email[] = "x@example.com";
+        struct job_addr a = {.email = email, .name = names[i]};
+        j->to = &a;
+        j->nto = 1;
+        r = mc_record_from_job(j);
+        json_t *want =
+            json_pack("[{s:s,s:s}]", "email", a.email, "name", a.name);
+        char *w = json_dumps(want, JSON_COMPACT);
+        CHECK(r != NULL && w != NULL && strcmp(r->to_json, w) == 0);
+        json_t *wr = json_pack("[{s:s,s:s,s:s}]", "email", a.email, "kind",
+                               "to", "status", "pending");
+        char *wrs = json_dumps(wr, JSON_COMPACT);
+        CHECK(r != NULL && wrs != NULL && strcmp(r->recipients_json, wrs) == 0);
+        free(w);
+        free(wrs);
+        json_decref(want);
+        json_decref(wr);
+        mc_record_free(r);
+    }
+    char bemail[] = "x@example.com", bname[] = "bad \xff end";
+    struct job_addr bad = {.email = bemail, .name = bname};
+    j->to = &bad;
+    r = mc_record_from_job(j);
+    CHECK(r != NULL);
+    if (r)
+        CHECK_STR(r->to_json, "[{\"email\":\"x@example.com\",\"name\":"
+                              "\"bad \xef\xbf\xbd end\"}]");
+    mc_record_free(r);
+
     j->id = NULL;
     CHECK(mc_record_from_job(j) == NULL);
     clock_set_fixed(-1);
