@@ -89,8 +89,9 @@ struct queue {
     int open_timers;
     struct qop *ops_head, *ops_tail;
     size_t nops;
-    int take_out; /* a batch take is outstanding */
-    int due_out;  /* a due-mover run is outstanding */
+    int take_out;                 /* a batch take is outstanding */
+    unsigned long ntakes, ntaken; /* queue_take_counts */
+    int due_out;                  /* a due-mover run is outstanding */
     int reclaim_out;
     uint64_t last_reclaim;
     void (*handback_cb)(void *, int);
@@ -283,6 +284,14 @@ size_t
 queue_pending(const struct queue *q)
 {
     return q->nops;
+}
+
+void
+queue_take_counts(struct queue *q, unsigned long *takes, unsigned long *jobs)
+{
+    *takes = q->ntakes;
+    *jobs = q->ntaken;
+    q->ntakes = q->ntaken = 0;
 }
 
 int
@@ -768,6 +777,8 @@ on_take(void *ud, redisReply *r)
         arm_blocking(q);
         return;
     }
+    q->ntakes++;
+    q->ntaken += r->elements / 7;
     for (size_t i = 0; i + 7 <= r->elements; i += 7) {
         redisReply *e = r->element[i], *st = r->element[i + 1];
         if (oversize_len(e)) {

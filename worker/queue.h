@@ -191,6 +191,11 @@ void queue_template_get(struct queue *q, const char *name, queue_reply_fn *cb,
 /* Operations sent or waiting for a reply. */
 size_t queue_pending(const struct queue *q);
 
+/* Batch takes answered and jobs they brought since the last call (the
+ * debug log's "pipeline" line); both are reset. */
+void queue_take_counts(struct queue *q, unsigned long *takes,
+                       unsigned long *jobs);
+
 /*
  * A job over JOB_MAX_BYTES, in this worker's processing list, moved to
  * <p>:dead without the worker ever holding it (worker/bigjob.c drives

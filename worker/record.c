@@ -442,18 +442,32 @@ flush_done(uv_work_t *req, int status)
         arm_flush(w, MC_RETRY_MS);
         return;
     }
+    /* What was queued during this batch has waited for it already: the
+     * next batch starts now, before this one's tasks go on (MC_BATCH_MS
+     * gathers writes only when the store is idle; the store stood idle
+     * while the loop handled a batch's tasks, a third of the time at
+     * full load, and their transactions came in waves). This batch's
+     * tasks stay out of it: their next step goes in the one after. */
     size_t n = w->fb_n;
+    struct task **done = w->fb_task;
+    enum mc_step *steps = w->fb_step;
+    w->fb_task = w->fd_task;
+    w->fb_step = w->fd_step;
+    w->fd_task = done;
+    w->fd_step = steps;
     w->fb_n = 0;
+    for (size_t i = 0; i < n; i++)
+        done[i]->in_done = 1;
+    if (w->mcq.head)
+        record_on_flush(&w->t_flush);
+    for (size_t i = 0; i < n; i++)
+        done[i]->in_done = 0;
     w->done_list = xrealloc(w->done_list, (n ? n : 1) * sizeof *w->done_list);
     w->ndone = 0;
     for (size_t i = 0; i < n; i++)
-        w->hooks.recorded(w->fb_task[i], w->fb_step[i]);
+        w->hooks.recorded(done[i], steps[i]);
     finish_done_list(w);
-    /* What was queued during this batch has waited for it already: the
-     * next batch starts now (MC_BATCH_MS gathers writes only when the
-     * store is idle; waiting again here left it idle a third of the
-     * time at full load). */
-    if (w->mcq.head)
+    if (w->mcq.head && !w->flushing)
         arm_flush(w, 0);
     if (w->stopping)
         w->hooks.idle(w);
@@ -475,15 +489,17 @@ record_on_flush(uv_timer_t *timer)
     w->flush_armed = 0;
     if (w->mcq.head == NULL || w->flushing)
         return; /* flush_done re-arms */
-    if (w->fb_cap < w->nmcq) {
-        w->fb_cap = w->nmcq * 2;
-        w->fb_task = xrealloc(w->fb_task, w->fb_cap * sizeof *w->fb_task);
-        w->fb_step = xrealloc(w->fb_step, w->fb_cap * sizeof *w->fb_step);
+    if (w->fb_task == NULL) {
+        w->fb_task = xmalloc(MC_BATCH_MAX * sizeof *w->fb_task);
+        w->fb_step = xmalloc(MC_BATCH_MAX * sizeof *w->fb_step);
+        w->fd_task = xmalloc(MC_BATCH_MAX * sizeof *w->fd_task);
+        w->fd_step = xmalloc(MC_BATCH_MAX * sizeof *w->fd_step);
     }
     struct task *t;
     w->fb_n = 0;
     /* "sending" steps younger than MC_SENDING_MS wait (their outcome may
-     * replace them); the rest goes */
+     * replace them), and so do the tasks of the batch that just
+     * committed; the rest goes */
     struct tq young = {0};
     size_t nyoung = 0;
     uint64_t now = uv_now(w->loop), due = UINT64_MAX;
@@ -491,6 +507,10 @@ record_on_flush(uv_timer_t *timer)
      * (a store shared by two workers made batches of ~500, and their
      * records, built at once on the pool thread, a peak of memory) */
     while (w->fb_n < MC_BATCH_MAX && (t = tq_pop(&w->mcq)) != NULL) {
+        if (t->in_done) {
+            tq_push(&young, t);
+            continue;
+        }
         if (t->step == MCW_SENDING && !w->stopping &&
             now - t->mcq_at < MC_SENDING_MS) {
             tq_push(&young, t);

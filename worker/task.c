@@ -140,6 +140,14 @@ task_enter(struct task *t, enum task_state to)
         w->ngated--;
     if (to == TASK_GATED)
         w->ngated++;
+    if (w->trace_states) {
+        uint64_t now = uv_hrtime();
+        if (t->state_since) {
+            w->state_ns[from] += now - t->state_since;
+            w->state_n[from]++;
+        }
+        t->state_since = now;
+    }
     t->state = to;
 }
 

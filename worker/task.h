@@ -118,8 +118,9 @@ struct task {
     int attempt;
     int claimed; /* the ledger says this worker holds the id (fence) */
     int64_t first_at;
-    int has_slot_ever; /* was given a slot: an attempt was made */
-    int abandoned;     /* shutdown: free on the next callback, do nothing */
+    int has_slot_ever;    /* was given a slot: an attempt was made */
+    uint64_t state_since; /* uv_hrtime() at its last change (debug log) */
+    int abandoned;        /* shutdown: free on the next callback, do nothing */
     enum mc_step step;
     const char *dead_reason; /* for MCW_FAILED */
     const char *dead_field;  /* the job field at fault, or "" */
@@ -138,6 +139,8 @@ struct task {
     int dup_sent;         /* the record already said "sent" */
     int attempt_recorded; /* the record counts this attempt */
     int in_mcq;
+    int in_done;           /* its step just committed: not in the next
+                              batch (record.c, flush_done) */
     uint64_t mcq_at;       /* uv_now() when it joined mcq */
     int rendered;          /* the template (if any) has been applied: the record
                               gets the rendered content with every write */
@@ -215,13 +218,16 @@ struct worker {
     size_t nmcq;
     /* The batch being written on libuv's thread pool. Its tasks are
      * parked (or sending, for a "sending" step, which only reads what
-     * does not change while a transaction runs). */
+     * does not change while a transaction runs). The next batch starts
+     * before the last one's tasks go on (fd_*: those, while they do),
+     * without them: a task's step in flight never meets the loop's
+     * handling of its previous one. Both hold MC_BATCH_MAX. */
     uv_work_t flush_work;
     int flushing, close_after_flush;
     int nparsing; /* large jobs being parsed on the thread pool */
-    struct task **fb_task;
-    enum mc_step *fb_step;
-    size_t fb_n, fb_cap;
+    struct task **fb_task, **fd_task;
+    enum mc_step *fb_step, *fd_step;
+    size_t fb_n;
     int fb_rc;
     struct task **done_list; /* sent, recorded: leave processing together */
     struct finish_batch *batches; /* waiting for Redis */
@@ -238,6 +244,10 @@ struct worker {
      * ledger's "sent" confirmed by Redis; log2 buckets of microseconds. */
     uint64_t win_n, win_max_us;
     uint64_t win_bucket[40];
+    /* With the debug log: time tasks spent in each state since the last
+     * "pipeline" line (ns) and how many left it (worker.c prints both). */
+    int trace_states;
+    uint64_t state_ns[TASK_NSTATES], state_n[TASK_NSTATES];
     int flush_armed;
     uint64_t flush_due; /* uv_now() when t_flush fires, if armed */
     int stopping, grace_over, closing, handback_done;

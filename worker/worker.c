@@ -248,10 +248,30 @@ on_retry_timer(uv_timer_t *timer)
         snprintf(c, sizeof c, "%zu", nready);
         snprintf(d, sizeof d, "%zu", w->nmcq);
         snprintf(e, sizeof e, "%zu", queue_pending(w->q));
+        /* where the tasks that moved on spent their time, "STATE
+         * MEAN-us xCOUNT" for each state left since the last line; and
+         * the takes that brought jobs meanwhile */
+        char st[1024];
+        size_t o = 0;
+        st[0] = '\0';
+        for (int i = 0; i < TASK_NSTATES && o < sizeof st - 64; i++) {
+            if (w->state_n[i] == 0)
+                continue;
+            o += (size_t)snprintf(
+                st + o, sizeof st - o, "%s%s %lluus x%llu", o ? ", " : "",
+                task_state_name((enum task_state)i),
+                (unsigned long long)(w->state_ns[i] / w->state_n[i] / 1000),
+                (unsigned long long)w->state_n[i]);
+            w->state_ns[i] = w->state_n[i] = 0;
+        }
+        unsigned long takes, taken;
+        queue_take_counts(w->q, &takes, &taken);
+        char f[64];
+        snprintf(f, sizeof f, "%lu jobs in %lu", taken, takes);
         log_msg(LOG_DEBUG, "pipeline", "tasks", a, "smtp", b, "ready", c,
                 "mc_pending", d, "redis_pending", e, "mc_flushing",
                 w->flushing ? "yes" : "no", "flush_armed",
-                w->flush_armed ? "yes" : "no", NULL);
+                w->flush_armed ? "yes" : "no", "takes", f, "states", st, NULL);
     }
     struct task *t;
     while ((t = tq_pop(&w->retry)) != NULL) {
@@ -293,6 +313,8 @@ on_handle_closed(uv_handle_t *h)
     bigjob_free(w->big); /* the queue is closed: no reply can come */
     free(w->fb_task);
     free(w->fb_step);
+    free(w->fd_task);
+    free(w->fd_step);
     free(w->idtab);
     free(w->done_list);
     free(w->mark);
@@ -466,6 +488,7 @@ worker_new(uv_loop_t *loop, const struct settings *s, const char *id,
            struct worker **out, struct herr *e)
 {
     struct worker *w = xcalloc(1, sizeof *w);
+    w->trace_states = log_enabled(LOG_DEBUG);
     w->loop = loop;
     w->s = s;
     w->id = xstrdup(id);
