@@ -19,7 +19,7 @@ e.g. "2" or "1,2": the drains' worker counts, in either mode). BENCH_PG=0:
 no PostgreSQL run; BENCH_PG_SQL: SQL run on its database after the
 migration (experiments: drop an index, change a setting).
 """
-import getpass, json, os, pwd, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time
+import getpass, json, os, pwd, re, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, os.environ.get("HERALD_BIN", "bin"))
@@ -413,9 +413,13 @@ def drain_sqlite(k, rport, sport, tmp, run=0):
                HERALD_LOG_LEVEL=os.environ.get("HERALD_LOG_LEVEL", "info"))
     enqueue(rport, prefix, N)
     c0 = {name: cpu_s(pid) for name, pid in SERVERS.items()}
+    if REDIS_STATS:
+        redis_cli(rport, "CONFIG", "RESETSTAT")
     ws = start_workers(k, env, tmp)
     wait_sent(db, N, port=rport, prefix=prefix)
     servers = {name: cpu_s(pid) - c0[name] for name, pid in SERVERS.items()}
+    if REDIS_STATS:
+        print_commandstats(rport)
     stats = stop_workers(ws)
     c = sqlite3.connect(db)
     first, last = c.execute("select min(created_at), max(sent_at) from messages").fetchone()
@@ -435,6 +439,22 @@ def drain_sqlite(k, rport, sport, tmp, run=0):
 # run, SQLite or PostgreSQL, and later pairs read 62-66 % where the first
 # read 83-86 %.
 PG_PAIRS = int(os.environ.get("BENCH_PG_PAIRS", "5"))
+
+
+# BENCH_REDIS_STATS=1: after each SQLite drain, the Redis commands the
+# workers sent per message (INFO commandstats; the bench's own polling
+# included), with Redis' time in each: where Redis' CPU per message goes.
+REDIS_STATS = os.environ.get("BENCH_REDIS_STATS")
+
+
+def print_commandstats(port):
+    rows = []
+    for line in redis_cli(port, "INFO", "commandstats").splitlines():
+        m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
+        if m:
+            rows.append((int(m.group(3)), int(m.group(2)), m.group(1)))
+    for usec, calls, name in sorted(rows, reverse=True):
+        print("          redis %-24s %6.2f calls/msg %6.2f us/msg" % (name, calls / N, usec / N))
 
 
 def pct(v, p):
@@ -462,7 +482,9 @@ def main():
 
         quick = os.environ.get("BENCH_QUICK")  # iteration aid: one worker only
         t0 = time.time()
-        if quick:
+        # BENCH_CEILING=1: measure the ceiling in quick mode too (A/B
+        # comparisons: this VM's speed drifts, the ratio much less)
+        if quick and not os.environ.get("BENCH_CEILING"):
             ceiling = 22000.0
         else:
           subprocess.run(["/usr/sbin/smtp-source", "-d", "-s", str(CONC), "-m", str(N), "-l", "2000",
