@@ -751,6 +751,39 @@ body_7bit(struct w *w, const char *s)
     }
 }
 
+/* What a byte is to quoted-printable: written as it is (33..126 but
+ * '='), white space (as it is unless it ends a line), a line break, or
+ * "=XX" (the rest, and NUL, which ends the text). */
+enum { QP_HEX = 0, QP_LIT, QP_WSP, QP_EOL };
+
+static const unsigned char qp_class[256] = {
+    ['\t'] = QP_WSP, ['\n'] = QP_EOL, ['\r'] = QP_EOL, [' '] = QP_WSP,
+#define L4(c) [c] = QP_LIT, [c + 1] = QP_LIT, [c + 2] = QP_LIT, [c + 3] = QP_LIT
+#define L16(c) L4(c), L4(c + 4), L4(c + 8), L4(c + 12)
+    [33] = QP_LIT,   [34] = QP_LIT,   [35] = QP_LIT,   L4(36),
+    L4(40),          L4(44),          L4(48),          L4(52),
+    L4(56),          [60] = QP_LIT,   [62] = QP_LIT,   [63] = QP_LIT,
+    L16(64),         L16(80),         L16(96),         L4(112),
+    L4(116),         L4(120),         [124] = QP_LIT,  [125] = QP_LIT,
+    [126] = QP_LIT,
+#undef L16
+#undef L4
+};
+
+/* White space at p ends its line (the text's end or a break follows):
+ * written "=XX", as trailing white space may be lost in transit. */
+static int
+qp_wsp_last(const unsigned char *p)
+{
+    return p[1] == '\0' || qp_class[p[1]] == QP_EOL;
+}
+
+/*
+ * Quoted-printable (RFC 2045 6.7), lines of at most QP_COL - 1 characters
+ * and a soft break "=". Runs of bytes written as they are go out in one
+ * copy (the text of a typical message is one run a line: a byte at a time
+ * this was the worker's largest cost of building a message).
+ */
 static void
 body_qp(struct w *w, const char *str)
 {
@@ -758,36 +791,44 @@ body_qp(struct w *w, const char *str)
     char out[1024];
     size_t o = 0, col = 0;
     while (*p && w->rc == 0) {
-        unsigned char c = *p;
-        if (c == '\r' || c == '\n') {
-            if (c == '\r' && p[1] == '\n')
+        unsigned char cls = qp_class[*p];
+        if (cls == QP_EOL) {
+            if (p[0] == '\r' && p[1] == '\n')
                 p++;
             p++;
             out[o++] = '\r';
             out[o++] = '\n';
             col = 0;
-        } else {
-            int last = p[1] == '\0' || p[1] == '\r' || p[1] == '\n';
-            int lit = (c >= 33 && c <= 126 && c != '=') ||
-                      ((c == ' ' || c == '\t') && !last);
-            size_t need = lit ? 1 : 3;
-            if (col + need > QP_COL - 1) { /* keep room for the '=' */
+        } else if (cls == QP_LIT || (cls == QP_WSP && !qp_wsp_last(p))) {
+            if (col + 1 > QP_COL - 1) { /* keep room for the '=' */
                 out[o++] = '=';
                 out[o++] = '\r';
                 out[o++] = '\n';
                 col = 0;
             }
-            if (lit) {
-                out[o++] = (char)c;
-            } else {
+            size_t limit = QP_COL - 1 - col, k = 1;
+            while (k < limit &&
+                   (qp_class[p[k]] == QP_LIT ||
+                    (qp_class[p[k]] == QP_WSP && !qp_wsp_last(p + k))))
+                k++;
+            memcpy(out + o, p, k);
+            o += k;
+            col += k;
+            p += k;
+        } else {
+            if (col + 3 > QP_COL - 1) {
                 out[o++] = '=';
-                out[o++] = hexd[c >> 4];
-                out[o++] = hexd[c & 15];
+                out[o++] = '\r';
+                out[o++] = '\n';
+                col = 0;
             }
-            col += need;
+            out[o++] = '=';
+            out[o++] = hexd[*p >> 4];
+            out[o++] = hexd[*p & 15];
+            col += 3;
             p++;
         }
-        if (o > sizeof out - 8) {
+        if (o > sizeof out - QP_COL - 8) {
             w_put(w, out, o);
             o = 0;
         }
