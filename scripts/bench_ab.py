@@ -17,7 +17,8 @@ Usage: scripts/bench_ab.py DIR_A DIR_B   (each a directory holding a built
 Environment: AB_ROUNDS (default 5), BENCH_JOBS (default 30000),
              HERALD_CONCURRENCY (default 32); other HERALD_* pass through;
              AB_ENV_A / AB_ENV_B: "NAME=VALUE ..." for one side only (a
-             setting's two values with one build).
+             setting's two values with one build); AB_WORKERS (default
+             1): workers a side, sharing that side's store.
 """
 import os
 import shutil
@@ -31,6 +32,7 @@ os.environ.setdefault("BENCH_JOBS", "30000")
 import bench  # noqa: E402  (after BENCH_JOBS: it reads it at import)
 
 ROUNDS = int(os.environ.get("AB_ROUNDS", "5"))
+WORKERS = int(os.environ.get("AB_WORKERS", "1"))
 
 
 def side(tmp, name, bindir):
@@ -67,8 +69,10 @@ def prepare(s, run):
 
 
 def launch(s):
-    return subprocess.Popen([os.path.join(s["bin"], "herald-worker")], env=s["env"],
-                            stderr=open(s["log"], "w"), stdout=subprocess.DEVNULL)
+    return [subprocess.Popen([os.path.join(s["bin"], "herald-worker")],
+                             env=dict(s["env"], HERALD_WORKER_ID="ab-%s%d" % (s["name"], i)),
+                             stderr=open("%s.%d" % (s["log"], i), "w"), stdout=subprocess.DEVNULL)
+            for i in range(WORKERS)]
 
 
 def span(s):
@@ -91,8 +95,8 @@ def main():
         sys.exit(__doc__)
     tmp = tempfile.mkdtemp(prefix="herald-ab-")
     sides = [side(tmp, "A", sys.argv[1]), side(tmp, "B", sys.argv[2])]
-    print("bench_ab: %d jobs a side, %d rounds, A=%s B=%s"
-          % (bench.N, ROUNDS, sys.argv[1], sys.argv[2]))
+    print("bench_ab: %d jobs a side, %d worker%s a side, %d rounds, A=%s B=%s"
+          % (bench.N, WORKERS, "s" if WORKERS > 1 else "", ROUNDS, sys.argv[1], sys.argv[2]))
     ratios = []
     try:
         for run in range(ROUNDS):
@@ -107,9 +111,11 @@ def main():
             ws = [(s, launch(s)) for s in order]
             for s, _ in ws:
                 bench.wait_sent(s["db"], bench.N, port=s["rport"], prefix=s["prefix"])
-            for _, w in ws:
-                w.terminate()
-                w.wait(60)
+            for _, group in ws:
+                for w in group:
+                    w.terminate()
+                for w in group:
+                    w.wait(60)
             spans = [span(s) for s in sides]
             t1 = max(f for f, _ in spans) + 500
             t2 = min(l for _, l in spans)
