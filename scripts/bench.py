@@ -14,10 +14,13 @@ Starts redis-server and Postfix's smtp-sink on free loopback ports, then:
   4. latency: jobs enqueued at a steady rate while one worker runs;
      p50/p99 from enqueue (stamped in meta) to SMTP acceptance (sent_at).
 Message Center mirroring is on throughout. Prints figures; asserts nothing.
-BENCH_QUICK=1: no ceiling, 1 worker on each store, no latency (BENCH_WORKERS,
-e.g. "2" or "1,2": the drains' worker counts, in either mode). BENCH_PG=0:
-no PostgreSQL run; BENCH_PG_SQL: SQL run on its database after the
-migration (experiments: drop an index, change a setting).
+BENCH_QUICK=1: no ceiling (BENCH_CEILING=1: measured all the same), 1
+worker on each store, no latency (BENCH_WORKERS, e.g. "2" or "1,2": the
+drains' worker counts, in either mode). BENCH_PG=0: no PostgreSQL run;
+BENCH_PG_SQL: SQL run on its database after the migration (experiments:
+drop an index, change a setting). BENCH_REDIS_STATS=1: the Redis
+commands per message of each SQLite drain. scripts/bench_ab.py compares
+two builds side by side.
 """
 import getpass, json, os, pwd, re, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time
 
