@@ -33,6 +33,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -605,6 +606,40 @@ fail:
     return HERR_STORE;
 }
 
+/*
+ * Before SQLite's first use in the process: page-cache lines come from
+ * one pool of POOL_LINES (the writer's CACHE_KIB and a few for the other
+ * handles; more come from malloc, as before) instead of a malloc each.
+ * A store shared by two workers empties each one's cache whenever the
+ * other writes: the pages freed and taken again a batch at a time
+ * fragmented the heap (two workers' peak RSS 22.3 -> 24.6 MB from 50,000
+ * to 150,000 jobs; with the pool 19.9 / 20.6 MB, one worker 20.2 ->
+ * 20.4) and cost malloc time (bench_ab: one worker +2 %, two +4 %). The
+ * pool is resident from the start (SQLite links its lines). When
+ * something initialised SQLite first, sqlite3_config refuses and
+ * SQLite's default stays.
+ */
+#define POOL_LINES (CACHE_KIB / 4 + 48)
+
+static pthread_once_t sq_once = PTHREAD_ONCE_INIT;
+static void *sq_pool; /* never freed: SQLite uses it until the end */
+
+static void
+sq_global_init(void)
+{
+    int hdr = 0;
+    if (sqlite3_config(SQLITE_CONFIG_PCACHE_HDRSZ, &hdr) != SQLITE_OK ||
+        hdr <= 0)
+        return;
+    int sz = (4096 + hdr + 7) & ~7;
+    sq_pool = malloc((size_t)POOL_LINES * (size_t)sz);
+    if (sq_pool && sqlite3_config(SQLITE_CONFIG_PAGECACHE, sq_pool, sz,
+                                  POOL_LINES) != SQLITE_OK) {
+        free(sq_pool);
+        sq_pool = NULL;
+    }
+}
+
 static int
 sq_open(const char *rest, void **state, struct herr *e)
 {
@@ -636,6 +671,7 @@ sq_open(const char *rest, void **state, struct herr *e)
     struct mcs *s = xcalloc(1, sizeof *s);
     s->path = path;
     s->busy_ms = busy_ms;
+    pthread_once(&sq_once, sq_global_init);
     rc = sqlite3_open_v2(path, &s->db,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                              SQLITE_OPEN_NOMUTEX,

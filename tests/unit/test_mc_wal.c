@@ -8,7 +8,8 @@
  * every 100 ms and samples the log's size. With passive checkpoints
  * alone the log was never started again (no writer ever found it fully
  * copied) and grew by the whole write volume; it must stay within a few
- * times the checkpoint threshold.
+ * times the checkpoint threshold. (And the store's page cache comes
+ * from the process's pool.)
  */
 #include "../../common/clock.h"
 #include "../../common/mc.h"
@@ -16,6 +17,7 @@
 #include "t.h"
 
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -102,6 +104,10 @@ main(void)
     struct mc *ck;
     struct herr e = {{0}, {0}};
     CHECK(mc_open(url, &ck, &e) == 0); /* creates the schema */
+    /* the store's page cache comes from its pool (mc_sqlite.c) */
+    int cur = 0, hi = 0;
+    sqlite3_status(SQLITE_STATUS_PAGECACHE_USED, &cur, &hi, 0);
+    CHECK_MSG(hi > 0, "no page-cache line taken from the pool");
     pid_t pids[2];
     for (int i = 0; i < 2; i++) {
         pids[i] = fork();
