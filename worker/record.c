@@ -32,7 +32,7 @@ arm_flush(struct worker *w, uint64_t ms)
  * Queues task t's next write. It goes with the next batch, MC_BATCH_MS
  * from now at most (at once when MC_BATCH_MAX are waiting), but for a
  * "sending" step, which waits MC_SENDING_MS for its outcome to replace
- * it (record_on_flush leaves it queued until then). A step queued while the
+ * it (flush_start leaves it queued until then). A step queued while the
  * task's last is still queued replaces it.
  */
 void
@@ -400,6 +400,8 @@ finish_done_list(struct worker *w)
         queue_finish(w->q, b->t[i]->raw, b->t[i]->rawlen, on_finished, b);
 }
 
+static void flush_start(struct worker *w);
+
 /* Back on the loop: continue each task, or put the batch back. */
 static void
 flush_done(uv_work_t *req, int status)
@@ -458,8 +460,7 @@ flush_done(uv_work_t *req, int status)
     w->fb_n = 0;
     for (size_t i = 0; i < n; i++)
         done[i]->in_done = 1;
-    if (w->mcq.head)
-        record_on_flush(&w->t_flush);
+    flush_start(w);
     for (size_t i = 0; i < n; i++)
         done[i]->in_done = 0;
     w->done_list = xrealloc(w->done_list, (n ? n : 1) * sizeof *w->done_list);
@@ -482,13 +483,13 @@ record_leave(struct task *t)
     w->done_list[w->ndone++] = t;
 }
 
-void
-record_on_flush(uv_timer_t *timer)
+/* Starts the next batch from mcq on the thread pool, unless one is being
+ * written (flush_done starts the next) or nothing waits. */
+static void
+flush_start(struct worker *w)
 {
-    struct worker *w = timer->data;
-    w->flush_armed = 0;
     if (w->mcq.head == NULL || w->flushing)
-        return; /* flush_done re-arms */
+        return;
     if (w->fb_task == NULL) {
         w->fb_task = xmalloc(MC_BATCH_MAX * sizeof *w->fb_task);
         w->fb_step = xmalloc(MC_BATCH_MAX * sizeof *w->fb_step);
@@ -540,6 +541,14 @@ record_on_flush(uv_timer_t *timer)
     w->flush_work.data = w;
     if (uv_queue_work(w->loop, &w->flush_work, flush_work, flush_done) != 0)
         abort(); /* only fails for a NULL callback */
+}
+
+void
+record_on_flush(uv_timer_t *timer)
+{
+    struct worker *w = timer->data;
+    w->flush_armed = 0;
+    flush_start(w);
 }
 
 /* The duplicate window of one task ends: its "sent" is in Redis. */
